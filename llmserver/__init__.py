@@ -1,0 +1,1 @@
+"""The ``llmserver`` command: one CLI over the runtime, the proxy and the admin tools."""

@@ -1,0 +1,78 @@
+"""The interface every backend implements, and the registry that finds them.
+
+A backend holds one loaded model. The model manager calls ``load`` once, then
+``generate`` from one worker thread at a time, then ``unload``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.errors import BackendError
+from runtime.protocol import GenerateSpec
+
+Emit = Callable[[str], None]
+Cancelled = Callable[[], bool]
+
+BACKENDS = {
+    "llamacpp": "runtime.llamacpp:LlamaCppBackend",
+    "rkllm": "runtime.rkllm.backend:RKLLMBackend",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model to load: a name, a backend, a path and backend parameters."""
+
+    name: str
+    backend: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "backend": self.backend, "path": self.path, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a generation ended, as measured by the backend."""
+
+    finish_reason: str  # "stop", "length" or "aborted"
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_ms: float
+    decode_ms: float
+
+
+class Backend(ABC):
+    """One loaded model."""
+
+    @abstractmethod
+    def load(self, config: ModelConfig) -> None:
+        """Load the model; raise BackendError with a clear message on failure."""
+
+    @abstractmethod
+    def generate(self, spec: GenerateSpec, emit: Emit, cancelled: Cancelled) -> Outcome:
+        """Run one request; call ``emit`` with text; stop soon after ``cancelled()``."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Free the model. Safe to call twice."""
+
+
+def create_backend(name: str) -> Backend:
+    target = BACKENDS.get(name)
+    if target is None:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} is not available: {exc}") from None
+    cls = getattr(module, cls_name)
+    backend: Backend = cls()
+    return backend

@@ -1,0 +1,321 @@
+"""The asyncio client of the runtime daemon, for the proxy and the admin UI.
+
+Many concurrent requests share one DEALER socket; a reader task routes each
+reply to its request by id. The socket is ``IMMEDIATE`` (nothing is queued for
+a daemon that is not connected, so nothing replays later) and a monitor fails
+every request in flight the moment the connection drops, so a daemon that dies
+mid-stream is a ``RuntimeUnavailableError`` within a heartbeat, never a hang.
+A restarted daemon is reconnected to by ZeroMQ on its own.
+
+Usage::
+
+    async with RuntimeClient(endpoint) as client:
+        async with client.generate("smollm2", messages=[...]) as stream:
+            async for text in stream:
+                ...
+        print(stream.done.completion_tokens)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from types import TracebackType
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from runtime.backend import ModelConfig
+from runtime.errors import RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.protocol import (
+    Done,
+    ProtocolError,
+    Reply,
+    Request,
+    SamplingParams,
+    decode_reply,
+    done_from_body,
+    encode_request,
+    params_to_wire,
+)
+
+log = logging.getLogger(__name__)
+
+_GONE = Reply("", "_gone")
+
+
+class RuntimeClient:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 10.0,
+        connect_wait: float = 1.0,
+        heartbeat_ms: int = 500,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.connect_wait = connect_wait
+        self._heartbeat_ms = heartbeat_ms
+        self._ids = itertools.count()
+        self._prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+        self._pending: dict[str, asyncio.Queue[Reply]] = {}
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+
+    async def __aenter__(self) -> RuntimeClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.DEALER)
+        for opt, value in (
+            (zmq.LINGER, 0),
+            (zmq.IMMEDIATE, 1),
+            (zmq.RECONNECT_IVL, 100),
+            (zmq.RECONNECT_IVL_MAX, 500),
+            (zmq.HEARTBEAT_IVL, self._heartbeat_ms),
+            (zmq.HEARTBEAT_TIMEOUT, self._heartbeat_ms * 3),
+            (zmq.SNDHWM, 100_000),
+            (zmq.RCVHWM, 100_000),
+        ):
+            sock.setsockopt(opt, value)
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        sock.connect(self.endpoint)
+        self._ctx, self._sock = ctx, sock
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read()), loop.create_task(self._watch(monitor))]
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.connect_wait)
+        except asyncio.TimeoutError:
+            log.warning("runtime at %s not reachable yet; will keep trying", self.endpoint)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_all()
+        if self._sock is not None:
+            self._sock.disable_monitor()
+            self._sock.close(0)
+        if self._ctx is not None:
+            self._ctx.term()
+        self._sock = self._ctx = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- background tasks ------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self._sock is not None
+        while True:
+            frame = await self._sock.recv()
+            try:
+                reply = decode_reply(frame)
+            except ProtocolError as exc:
+                log.warning("bad frame from runtime: %s", exc)
+                continue
+            queue = self._pending.get(reply.id)
+            if queue is not None:
+                queue.put_nowait(reply)
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_CONNECTED:
+                    self._connected.set()
+                elif event["event"] == zmq.EVENT_DISCONNECTED:
+                    self._connected.clear()
+                    self._fail_all()
+        finally:
+            monitor.close(0)
+
+    def _fail_all(self) -> None:
+        for queue in self._pending.values():
+            queue.put_nowait(_GONE)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    async def _send(self, req: Request) -> None:
+        if self._sock is None:
+            raise RuntimeUnavailableError("the runtime client is closed")
+        frame = encode_request(req)
+        try:
+            await self._sock.send(frame, zmq.NOBLOCK)
+            return
+        except zmq.Again:
+            pass
+        # Not connected: wait a little (a restarting daemon), never longer than the deadline.
+        wait = min(self.connect_wait, max(0.0, req.deadline - time.time()))
+        try:
+            await asyncio.wait_for(self._connected.wait(), wait)
+            await self._sock.send(frame, zmq.NOBLOCK)
+        except (asyncio.TimeoutError, zmq.Again):
+            raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}") from None
+
+    async def call(self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and wait for its ``result``."""
+        timeout = self.timeout if timeout is None else timeout
+        req = Request(self._new_id(), op, time.time() + timeout, body or {})
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self._pending[req.id] = queue
+        try:
+            await self._send(req)
+            reply = await _next(queue, req.deadline, op)
+        finally:
+            self._pending.pop(req.id, None)
+        if reply.type == "result":
+            return reply.body
+        raise _as_error(reply)
+
+    async def ping(self, timeout: float = 1.0) -> dict[str, Any]:
+        return await self.call("ping", timeout=timeout)
+
+    async def hello(self) -> dict[str, Any]:
+        return await self.call("hello")
+
+    async def models(self) -> list[dict[str, Any]]:
+        return list((await self.call("models"))["models"])
+
+    async def load(self, config: ModelConfig, timeout: float = 300.0) -> dict[str, Any]:
+        return await self.call("load", config.to_wire(), timeout=timeout)
+
+    async def unload(self, name: str) -> dict[str, Any]:
+        return await self.call("unload", {"name": name})
+
+    def generate(
+        self,
+        model: str,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt: str | None = None,
+        params: SamplingParams | None = None,
+        timeout: float = 300.0,
+    ) -> GenerateStream:
+        body: dict[str, Any] = {"model": model, "params": params_to_wire(params or SamplingParams())}
+        if messages is not None:
+            body["messages"] = messages
+        if prompt is not None:
+            body["prompt"] = prompt
+        req = Request(self._new_id(), "generate", time.time() + timeout, body)
+        return GenerateStream(self, req)
+
+    async def abort(self, rid: str) -> None:
+        req = Request(self._new_id(), "abort", time.time() + 5, {"target": rid})
+        try:
+            await self._send(req)
+        except RuntimeUnavailableError:
+            pass  # the daemon is gone, so is the work
+
+
+class GenerateStream:
+    """One streamed generation: ``async for text in stream``; then ``stream.done``.
+
+    Leaving ``async with`` (or calling ``aclose``) before the end aborts the work on
+    the daemon; so does cancelling the task that iterates.
+    """
+
+    def __init__(self, client: RuntimeClient, req: Request) -> None:
+        self._client, self._req = client, req
+        self._queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self._started = False
+        self._finished = False
+        self.position: int | None = None
+        self.done: Done | None = None
+        self.error: RuntimeRequestError | None = None
+
+    @property
+    def id(self) -> str:
+        return self._req.id
+
+    async def __aenter__(self) -> GenerateStream:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._client._pending[self._req.id] = self._queue
+        try:
+            await self._client._send(self._req)
+        except BaseException:
+            self._finish()
+            raise
+
+    def __aiter__(self) -> GenerateStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self._started:
+            await self.start()
+        while not self._finished:
+            try:
+                reply = await _next(self._queue, self._req.deadline, "generate")
+            except BaseException:
+                await self.aclose()
+                raise
+            if reply.type == "delta":
+                return str(reply.body.get("text", ""))
+            if reply.type == "accepted":
+                self.position = int(reply.body.get("position", 0))
+                continue
+            self._finish()
+            if reply.type == "done":
+                self.done = done_from_body(reply.body)
+                break
+            self.error = _as_error(reply)
+            raise self.error
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if self._started and not self._finished:
+            self._finish()
+            await self._client.abort(self._req.id)
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._client._pending.pop(self._req.id, None)
+
+
+async def _next(queue: asyncio.Queue[Reply], deadline: float, op: str) -> Reply:
+    try:
+        reply = queue.get_nowait()
+    except asyncio.QueueEmpty:
+        remaining = deadline - time.time()
+        try:
+            reply = await asyncio.wait_for(queue.get(), max(0.0, remaining) + 0.25)
+        except asyncio.TimeoutError:
+            raise RuntimeTimeoutError(f"runtime gave no answer to {op} before its deadline") from None
+    if reply is _GONE:
+        raise RuntimeUnavailableError("the runtime daemon went away during the request")
+    return reply
+
+
+def _as_error(reply: Reply) -> RuntimeRequestError:
+    body = dict(reply.body)
+    code = str(body.pop("code", "error"))
+    message = str(body.pop("message", "runtime error"))
+    return RuntimeRequestError(code, message, body)

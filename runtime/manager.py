@@ -1,0 +1,280 @@
+"""Loaded models, one worker thread each, with a bounded FIFO in front of it.
+
+The manager is driven by the server's main thread; workers report back only
+through an ``Outbox`` (frames for the server to send), never by touching the
+ROUTER socket themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runtime.backend import Backend, ModelConfig, Outcome, create_backend
+from runtime.errors import BackendError
+from runtime.protocol import (
+    ERR_ABORTED,
+    ERR_BACKEND,
+    ERR_BUSY,
+    ERR_DEADLINE,
+    ERR_UNKNOWN_MODEL,
+    Done,
+    GenerateSpec,
+    Perf,
+    done_to_body,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Outbox(Protocol):
+    """Where workers put replies; the server sends them on the ROUTER."""
+
+    def delta(self, identity: bytes, rid: str, text: str) -> None: ...
+
+    def frame(self, identity: bytes, rid: str, kind: str, body: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Job:
+    rid: str
+    identity: bytes
+    spec: GenerateSpec
+    deadline: float
+    enqueued: float = field(default_factory=time.perf_counter)
+    aborted: threading.Event = field(default_factory=threading.Event)
+
+    def cancelled(self) -> bool:
+        return self.aborted.is_set() or time.time() > self.deadline
+
+
+class BusyError(Exception):
+    """The model's queue is full, or the model is not ready."""
+
+
+class ModelWorker:
+    """One loaded model: a backend, a thread and a bounded FIFO."""
+
+    def __init__(self, config: ModelConfig, depth: int, outbox: Outbox) -> None:
+        self.config = config
+        self.state = "loading"
+        self.error = ""
+        self.running: Job | None = None
+        self.served = 0
+        self._depth = depth
+        self._outbox = outbox
+        self._queue: deque[Job | None] = deque()
+        self._cond = threading.Condition()
+        self._backend: Backend | None = None
+        self._thread = threading.Thread(target=self._run, name=f"model-{config.name}", daemon=True)
+
+    def start(self, on_loaded: Callable[[ModelWorker], None]) -> None:
+        self._on_loaded = on_loaded
+        self._thread.start()
+
+    def submit(self, job: Job) -> int:
+        """Queue ``job``; return how many jobs are ahead of it. Raises BusyError."""
+        with self._cond:
+            if self.state != "ready":
+                raise BusyError(f"model {self.config.name!r} is {self.state}")
+            waiting = len(self._queue)
+            if waiting >= self._depth:
+                raise BusyError(f"model {self.config.name!r} queue is full ({self._depth} waiting)")
+            self._queue.append(job)
+            self._cond.notify()
+            return waiting + (1 if self.running else 0)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def stop(self) -> None:
+        """Ask the worker to finish: queued jobs are aborted, then the backend unloads."""
+        with self._cond:
+            for job in self._queue:
+                if job is not None:
+                    job.aborted.set()
+            self._queue.append(None)
+            self._cond.notify()
+            if self.state == "ready":
+                self.state = "unloading"
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        if not self._load():
+            return
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                job = self._queue.popleft()
+            if job is None:
+                break
+            self._serve(job)
+        self._unload()
+
+    def _load(self) -> bool:
+        try:
+            backend = create_backend(self.config.backend)
+            backend.load(self.config)
+        except BackendError as exc:
+            self.state, self.error = "failed", str(exc)
+        except Exception as exc:  # a backend bug must not kill the daemon
+            log.exception("loading %s failed", self.config.name)
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            self._backend, self.state = backend, "ready"
+        self._on_loaded(self)
+        return self.state == "ready"
+
+    def _unload(self) -> None:
+        if self._backend is not None:
+            try:
+                self._backend.unload()
+            except Exception:
+                log.exception("unloading %s failed", self.config.name)
+        self.state = "unloaded"
+
+    def _serve(self, job: Job) -> None:
+        out = self._outbox
+        if job.aborted.is_set():
+            out.frame(job.identity, job.rid, "error", _err(ERR_ABORTED, "aborted before it ran"))
+            return
+        if time.time() > job.deadline:
+            out.frame(job.identity, job.rid, "error", _err(ERR_DEADLINE, "deadline passed in the queue"))
+            return
+        started = time.perf_counter()
+        self.running = job
+        assert self._backend is not None
+        try:
+            outcome = self._backend.generate(
+                job.spec, lambda text: out.delta(job.identity, job.rid, text), job.cancelled
+            )
+        except BackendError as exc:
+            out.frame(job.identity, job.rid, "error", _err(exc.code, str(exc)))
+            return
+        except Exception as exc:
+            log.exception("generate on %s failed", self.config.name)
+            out.frame(job.identity, job.rid, "error", _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}"))
+            return
+        finally:
+            self.running = None
+            self.served += 1
+        self._finish(job, outcome, (started - job.enqueued) * 1000)
+
+    def _finish(self, job: Job, outcome: Outcome, queue_ms: float) -> None:
+        counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
+        if outcome.finish_reason == "aborted":
+            code, why = (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
+            self._outbox.frame(job.identity, job.rid, "error", {**_err(code, why), **counts})
+            return
+        tps = outcome.completion_tokens / (outcome.decode_ms / 1000) if outcome.decode_ms > 0 else 0.0
+        done = Done(
+            outcome.finish_reason,
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            Perf(queue_ms, outcome.prefill_ms, tps),
+        )
+        self._outbox.frame(job.identity, job.rid, "done", done_to_body(done))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "backend": self.config.backend,
+            "path": self.config.path,
+            "params": self.config.params,
+            "state": self.state,
+            "error": self.error,
+            "queued": len(self._queue),
+            "queue_depth": self._depth,
+            "running": self.running is not None,
+            "served": self.served,
+        }
+
+
+def _err(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message}
+
+
+class ModelManager:
+    """The models this daemon holds, and the index of jobs by request id."""
+
+    def __init__(self, depth: int, outbox: Outbox) -> None:
+        self._depth = depth
+        self._outbox = outbox
+        self._workers: dict[str, ModelWorker] = {}
+        self._jobs: dict[str, tuple[ModelWorker, Job]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, config: ModelConfig, on_loaded: Callable[[ModelWorker], None]) -> ModelWorker:
+        """Start loading ``config`` in its worker thread; ``on_loaded`` runs there when done."""
+        with self._lock:
+            old = self._workers.get(config.name)
+            if old is not None and old.state in ("loading", "ready", "unloading"):
+                raise BusyError(f"model {config.name!r} is already {old.state}")
+            worker = ModelWorker(config, self._depth, self._outbox)
+            self._workers[config.name] = worker
+        worker.start(on_loaded)
+        return worker
+
+    def unload(self, name: str) -> ModelWorker:
+        with self._lock:
+            worker = self._workers.pop(name, None)
+        if worker is None:
+            raise KeyError(name)
+        worker.stop()
+        return worker
+
+    def submit(self, job: Job) -> int:
+        worker = self._workers.get(job.spec.model)
+        if worker is None:
+            raise KeyError(job.spec.model)
+        position = worker.submit(job)
+        self._jobs[job.rid] = (worker, job)
+        return position
+
+    def finished(self, rid: str) -> None:
+        self._jobs.pop(rid, None)
+
+    def abort(self, rid: str) -> bool:
+        entry = self._jobs.get(rid)
+        if entry is None:
+            return False
+        entry[1].aborted.set()
+        return True
+
+    def abort_identity(self, identity: bytes) -> int:
+        """Abort every job of a client that went away."""
+        n = 0
+        for _, job in list(self._jobs.values()):
+            if job.identity == identity:
+                job.aborted.set()
+                n += 1
+        return n
+
+    def active_jobs(self) -> int:
+        return len(self._jobs)
+
+    def abort_all(self) -> None:
+        for _, job in list(self._jobs.values()):
+            job.aborted.set()
+
+    def workers(self) -> list[ModelWorker]:
+        return list(self._workers.values())
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [w.describe() for w in self.workers()]
+
+    def unknown(self, name: str) -> dict[str, Any]:
+        known = ", ".join(sorted(self._workers)) or "none"
+        return _err(ERR_UNKNOWN_MODEL, f"model {name!r} is not loaded (loaded: {known})")
+
+    def busy(self, exc: BusyError) -> dict[str, Any]:
+        return _err(ERR_BUSY, str(exc))

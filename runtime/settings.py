@@ -1,0 +1,67 @@
+"""The daemon's settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import ModelSpecError
+
+DEFAULT_QUEUE_DEPTH = 8
+
+
+def default_runtime_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$LLMSERVER_RUNTIME_DIR``, else ``/run/llmserver`` when writable, else ``./data/run``."""
+    env = os.environ if env is None else env
+    if env.get("LLMSERVER_RUNTIME_DIR"):
+        return Path(env["LLMSERVER_RUNTIME_DIR"])
+    system = Path("/run/llmserver")
+    if system.is_dir() and os.access(system, os.W_OK):
+        return system
+    return Path("data/run")
+
+
+def default_endpoint(env: Mapping[str, str] | None = None) -> str:
+    return f"ipc://{default_runtime_dir(env).absolute()}/runtime.sock"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    endpoint: str
+    queue_depth: int
+    grace_seconds: float
+    log_level: str
+
+
+def load_runtime_settings(env: Mapping[str, str] | None = None) -> RuntimeSettings:
+    env = os.environ if env is None else env
+    endpoint = env.get("LLMSERVER_RUNTIME_ENDPOINT") or default_endpoint(env)
+    check_endpoint(endpoint)
+    return RuntimeSettings(
+        endpoint=endpoint,
+        queue_depth=_int_var(env, "LLMSERVER_RUNTIME_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH, 1, 10_000),
+        grace_seconds=float(_int_var(env, "LLMSERVER_RUNTIME_GRACE_SECONDS", 10, 0, 3600)),
+        log_level=env.get("LLMSERVER_LOG_LEVEL", "INFO").upper(),
+    )
+
+
+def check_endpoint(endpoint: str) -> None:
+    if not endpoint.startswith(("ipc://", "tcp://")):
+        raise ModelSpecError(
+            f"LLMSERVER_RUNTIME_ENDPOINT must start with ipc:// or tcp://, got {endpoint!r}"
+        )
+
+
+def _int_var(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ModelSpecError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ModelSpecError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
