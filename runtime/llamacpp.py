@@ -11,6 +11,7 @@ import codecs
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,15 @@ class LlamaCppBackend(Backend):
             )
         p = spec.params
         if p.seed is not None:
+            # Re-evaluate the whole prompt: a reused KV prefix changes logits slightly.
             llm.set_seed(p.seed)
+            llm.reset()
         sampler = llm.generate(
             tokens, temp=p.temperature, top_p=p.top_p, top_k=p.top_k, repeat_penalty=p.repeat_penalty
         )
         limit = min(p.max_tokens, budget)
-        return self._decode(sampler, len(tokens), limit, p.stop + extra_stops, emit, cancelled)
+        is_eog = (lambda token: False) if p.ignore_eos else _eog_check(llm)
+        return self._decode(sampler, is_eog, len(tokens), limit, p.stop + extra_stops, emit, cancelled)
 
     def _prompt_tokens(self, spec: GenerateSpec) -> tuple[list[int], tuple[str, ...]]:
         llm = self._llm
@@ -104,6 +108,7 @@ class LlamaCppBackend(Backend):
     def _decode(
         self,
         sampler: Any,
+        is_eog: Callable[[int], bool],
         n_prompt: int,
         limit: int,
         stops: tuple[str, ...],
@@ -111,7 +116,6 @@ class LlamaCppBackend(Backend):
         cancelled: Cancelled,
     ) -> Outcome:
         llm, p_start = self._llm, time.perf_counter()
-        is_eog = _eog_check(llm)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         stop_buf = StopBuffer(stops)
         count, finish, first_at = 0, "length", 0.0
@@ -149,12 +153,12 @@ class LlamaCppBackend(Backend):
             llm.close()
 
 
-def _eog_check(llm: Any) -> Any:
-    model = llm._model
-    if hasattr(model, "token_is_eog"):
-        return model.token_is_eog
-    eos = llm.token_eos()
-    return lambda token: token == eos
+def _eog_check(llm: Any) -> Callable[[int], bool]:
+    """End-of-generation test from the model's vocabulary (EOS, EOT, <|im_end|>...)."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
 
 
 def _check_params(params: dict[str, Any]) -> dict[str, Any]:

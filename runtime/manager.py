@@ -92,6 +92,23 @@ class ModelWorker:
     def queued(self) -> int:
         return len(self._queue)
 
+    def drop(self, job: Job) -> bool:
+        """Take ``job`` out of the queue if it has not started; True when it was there."""
+        with self._cond:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return False
+            return True
+
+    def expire(self, now: float) -> list[Job]:
+        """Take out the queued jobs whose deadline has passed."""
+        with self._cond:
+            expired = [j for j in self._queue if j is not None and j.deadline < now]
+            for job in expired:
+                self._queue.remove(job)
+        return expired
+
     def stop(self) -> None:
         """Ask the worker to finish: queued jobs are aborted, then the backend unloads."""
         with self._cond:
@@ -172,7 +189,9 @@ class ModelWorker:
     def _finish(self, job: Job, outcome: Outcome, queue_ms: float) -> None:
         counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
         if outcome.finish_reason == "aborted":
-            code, why = (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
+            code, why = (
+                (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
+            )
             self._outbox.frame(job.identity, job.rid, "error", {**_err(code, why), **counts})
             return
         tps = outcome.completion_tokens / (outcome.decode_ms / 1000) if outcome.decode_ms > 0 else 0.0
@@ -243,12 +262,17 @@ class ModelManager:
     def finished(self, rid: str) -> None:
         self._jobs.pop(rid, None)
 
-    def abort(self, rid: str) -> bool:
+    def abort(self, rid: str) -> Job | None:
+        """Abort a job. Returns it when it was still queued (and is now dropped)."""
         entry = self._jobs.get(rid)
         if entry is None:
-            return False
-        entry[1].aborted.set()
-        return True
+            return None
+        worker, job = entry
+        job.aborted.set()
+        if worker.drop(job):
+            self._jobs.pop(rid, None)
+            return job
+        return None
 
     def abort_identity(self, identity: bytes) -> int:
         """Abort every job of a client that went away."""
@@ -258,6 +282,10 @@ class ModelManager:
                 job.aborted.set()
                 n += 1
         return n
+
+    def expire(self) -> list[Job]:
+        now = time.time()
+        return [job for worker in self.workers() for job in worker.expire(now)]
 
     def active_jobs(self) -> int:
         return len(self._jobs)

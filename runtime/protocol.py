@@ -68,6 +68,7 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,11 +190,19 @@ def parse_params(raw: Any) -> SamplingParams:
         repeat_penalty=_num(raw, "repeat_penalty", d.repeat_penalty, 0.0, 10.0),
         stop=tuple(stop),
         seed=seed,
+        ignore_eos=_bool(raw, "ignore_eos", d.ignore_eos),
     )
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    v = raw.get(key, default)
+    if not isinstance(v, bool):
+        raise ProtocolError(f"'{key}' must be true or false")
+    return v
 
 
 def _int(raw: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
@@ -221,6 +230,8 @@ def params_to_wire(p: SamplingParams) -> dict[str, Any]:
     }
     if p.seed is not None:
         out["seed"] = p.seed
+    if p.ignore_eos:
+        out["ignore_eos"] = True
     return out
 
 

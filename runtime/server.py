@@ -27,6 +27,7 @@ from runtime.errors import ModelSpecError
 from runtime.manager import BusyError, Job, ModelManager, ModelWorker
 from runtime.modelspec import check_model_name, model_config_from_wire
 from runtime.protocol import (
+    ERR_ABORTED,
     ERR_BAD_REQUEST,
     ERR_DEADLINE,
     ERR_LOAD_FAILED,
@@ -123,9 +124,19 @@ class RuntimeServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
+        next_sweep = 0.0
         while not self._stopping:
             self._poll_once(poller, 100)
+            now = time.monotonic()
+            if now >= next_sweep:
+                self._expire_queued()
+                next_sweep = now + 0.05
         self._shutdown(poller)
+
+    def _expire_queued(self) -> None:
+        for job in self.manager.expire():
+            self.manager.finished(job.rid)
+            self._error(job.identity, job.rid, ERR_DEADLINE, "deadline passed in the queue")
 
     def _poll_once(self, poller: zmq.Poller, timeout_ms: int) -> None:
         events = dict(poller.poll(timeout_ms))
@@ -208,6 +219,7 @@ class RuntimeServer:
 
     def _send(self, identity: bytes, frame: bytes, rid: str = "") -> None:
         assert self._router is not None
+        log.debug("send %s %d bytes to %s", rid, len(frame), identity.hex())
         try:
             self._router.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -250,6 +262,7 @@ class RuntimeServer:
         if req.op != "abort" and time.time() > req.deadline:
             self._error(identity, req.id, ERR_DEADLINE, "deadline passed before the request arrived")
             return
+        log.debug("request %s %s", req.op, req.id)
         handler = getattr(self, f"_op_{req.op}")
         try:
             handler(identity, req)
@@ -261,7 +274,7 @@ class RuntimeServer:
         self._reply(identity, rid, "result", {"pong": True, "boot_id": self.boot_id})
 
     def _op_hello(self, identity: bytes, req: Request) -> None:
-        rid, body = req.id, req.body
+        rid, _body = req.id, req.body
         self._reply(
             identity,
             rid,
@@ -276,18 +289,22 @@ class RuntimeServer:
         )
 
     def _op_models(self, identity: bytes, req: Request) -> None:
-        rid, body = req.id, req.body
+        rid, _body = req.id, req.body
         self._reply(identity, rid, "result", {"models": self.manager.describe()})
 
     def _op_load(self, identity: bytes, req: Request) -> None:
         rid, body = req.id, req.body
         config = model_config_from_wire(body)
+        previous = self._pending_loads.get(config.name)
+        self._pending_loads[config.name] = (identity, rid)  # before the worker can finish
         try:
             self.manager.load(config, self._loaded)
         except BusyError as exc:
+            if previous is None:
+                self._pending_loads.pop(config.name, None)
+            else:
+                self._pending_loads[config.name] = previous
             self._error(identity, rid, ERR_LOAD_FAILED, str(exc))
-            return
-        self._pending_loads[config.name] = (identity, rid)
 
     def _loaded(self, worker: ModelWorker) -> None:
         """Runs on the worker's thread when its load ends; reply through the outbox."""
@@ -311,13 +328,13 @@ class RuntimeServer:
         self._reply(identity, rid, "result", {"name": name, "state": "unloading"})
 
     def _op_abort(self, identity: bytes, req: Request) -> None:
-        rid, body = req.id, req.body
+        _rid, body = req.id, req.body
         target = body.get("target")
         if not isinstance(target, str):
             raise ProtocolError("'target' must be the id of the request to abort")
-        found = self.manager.abort(target)
-        if body.get("reply", False):
-            self._reply(identity, rid, "result", {"target": target, "found": found})
+        dropped = self.manager.abort(target)
+        if dropped is not None:
+            self._error(dropped.identity, dropped.rid, ERR_ABORTED, "aborted before it ran")
 
     def _op_generate(self, identity: bytes, req: Request) -> None:
         rid, body = req.id, req.body

@@ -49,9 +49,7 @@ def load_runtime_settings(env: Mapping[str, str] | None = None) -> RuntimeSettin
 
 def check_endpoint(endpoint: str) -> None:
     if not endpoint.startswith(("ipc://", "tcp://")):
-        raise ModelSpecError(
-            f"LLMSERVER_RUNTIME_ENDPOINT must start with ipc:// or tcp://, got {endpoint!r}"
-        )
+        raise ModelSpecError(f"LLMSERVER_RUNTIME_ENDPOINT must start with ipc:// or tcp://, got {endpoint!r}")
 
 
 def _int_var(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -1,0 +1,227 @@
+"""The proxy's settings: one frozen object read once from ``LLMSERVER_*`` environment variables.
+
+Every variable is described in ``docs/configuration.md`` (a test checks it). A malformed value
+raises :class:`SettingsError` naming the variable; secret values never appear in messages or in
+the object's ``repr``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from proxy.db import SYNCHRONOUS_MODES, resolve_path
+from proxy.errors import SettingsError, VaultError
+from proxy.secret import ARGON2_PROFILES, Vault, parse_hex_key
+from runtime.settings import default_endpoint
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "sqlite://data/app.db"
+DEFAULT_BIND_ADDRESS = "0.0.0.0:8443"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the proxy is configured with. Build it with :func:`load_settings`."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_path: Path = field(default_factory=lambda: resolve_path(DEFAULT_DATABASE_URL))
+    encryption_key: bytes | None = field(default=None, repr=False)
+    session_key: bytes | None = field(default=None, repr=False)
+    hf_cache: Path | None = None
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 8443
+    runtime_endpoint: str = field(default_factory=default_endpoint)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_insecure_http: bool = False
+    log_level: str = "INFO"
+    max_body_bytes: int = 1024 * 1024
+    max_tokens_limit: int = 8192
+    argon2_concurrency: int = 2
+    argon2_profile: str = "default"
+    request_timeout: float = 300.0
+    db_synchronous: str = "NORMAL"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def bind_is_loopback(self) -> bool:
+        if self.bind_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.bind_host).is_loopback
+        except ValueError:
+            return False
+
+    def check_bind_security(self) -> None:
+        """Refuse plain HTTP on a non-loopback address unless explicitly allowed."""
+        if self.tls_enabled or self.bind_is_loopback or self.allow_insecure_http:
+            return
+        raise SettingsError(
+            f"LLMSERVER_BIND_ADDRESS={self.bind_host}:{self.bind_port} is not a loopback address and no TLS "
+            "certificate is configured: API keys would cross the network in clear text. Set "
+            "LLMSERVER_TLS_CERT and LLMSERVER_TLS_KEY, bind to 127.0.0.1, or set "
+            "LLMSERVER_ALLOW_INSECURE_HTTP=1 when a TLS-terminating reverse proxy sits in front."
+        )
+
+    def vault(self) -> Vault:
+        """The AES-GCM vault for Hugging Face tokens; needs ``LLMSERVER_ENCRYPTION_KEY``."""
+        if self.encryption_key is None:
+            raise VaultError(
+                "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store Hugging Face tokens "
+                '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
+            )
+        return Vault(self.encryption_key)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every ``LLMSERVER_*`` variable (``env`` defaults to ``os.environ``)."""
+    env = os.environ if env is None else env
+    reader = _Reader(env)
+    database_url = reader.text("LLMSERVER_DATABASE_URL", DEFAULT_DATABASE_URL)
+    host, port = reader.parse("LLMSERVER_BIND_ADDRESS", parse_bind_address, DEFAULT_BIND_ADDRESS)
+    tls_cert, tls_key = _tls_files(reader)
+    runtime_endpoint = reader.text("LLMSERVER_RUNTIME_ENDPOINT", "") or default_endpoint(env)
+    if not runtime_endpoint.startswith(("ipc://", "tcp://")):
+        raise SettingsError(
+            f"LLMSERVER_RUNTIME_ENDPOINT={runtime_endpoint!r}: must start with ipc:// or tcp://"
+        )
+    return Settings(
+        database_url=database_url,
+        database_path=reader.parse("LLMSERVER_DATABASE_URL", resolve_path, database_url),
+        encryption_key=reader.secret_hex("LLMSERVER_ENCRYPTION_KEY", 32),
+        session_key=reader.secret_hex("LLMSERVER_SESSION_KEY", 64),
+        hf_cache=reader.optional_path("LLMSERVER_HF_CACHE"),
+        bind_host=host,
+        bind_port=port,
+        runtime_endpoint=runtime_endpoint,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        allow_insecure_http=reader.flag("LLMSERVER_ALLOW_INSECURE_HTTP"),
+        log_level=reader.choice("LLMSERVER_LOG_LEVEL", LOG_LEVELS, "INFO"),
+        max_body_bytes=reader.integer("LLMSERVER_MAX_BODY_BYTES", 1024 * 1024, 1024, 1 << 31),
+        max_tokens_limit=reader.integer("LLMSERVER_MAX_TOKENS_LIMIT", 8192, 1, 10_000_000),
+        argon2_concurrency=reader.integer("LLMSERVER_ARGON2_CONCURRENCY", 2, 1, 64),
+        argon2_profile=reader.choice("LLMSERVER_ARGON2_PROFILE", tuple(ARGON2_PROFILES), "default"),
+        request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
+        db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
+    )
+
+
+def parse_bind_address(value: str) -> tuple[str, int]:
+    """``(host, port)`` from ``host:port`` or ``[v6]:port``."""
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [ipv6]:port")
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port (or [ipv6]:port)")
+        if ":" in host:
+            raise ValueError("an IPv6 address must be written in brackets: [::1]:8443")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _tls_files(reader: _Reader) -> tuple[Path | None, Path | None]:
+    cert = reader.optional_path("LLMSERVER_TLS_CERT")
+    key = reader.optional_path("LLMSERVER_TLS_KEY")
+    if (cert is None) != (key is None):
+        raise SettingsError("LLMSERVER_TLS_CERT and LLMSERVER_TLS_KEY must be set together (or neither)")
+    for name, path in (("LLMSERVER_TLS_CERT", cert), ("LLMSERVER_TLS_KEY", key)):
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{name}={str(path)!r}: no such file")
+    return cert, key
+
+
+class _Reader:
+    """Typed access to the environment; every error names the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None  # an empty assignment (``X=`` in an env file) means unset
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def parse(self, name: str, parse: Callable[[str], T], default: str) -> T:
+        value = self.raw(name) or default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={value!r}: {exc}") from None
+
+    def optional_path(self, name: str) -> Path | None:
+        value = self.raw(name)
+        return None if value is None else Path(value).expanduser()
+
+    def secret_hex(self, name: str, n_bytes: int) -> bytes | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            return parse_hex_key(value, n_bytes)
+        except ValueError as exc:
+            raise SettingsError(f"{name} {exc}; the value is not shown") from None
+
+    def flag(self, name: str) -> bool:
+        value = (self.raw(name) or "0").lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(_TRUE + _FALSE)}")
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.raw(name) or default
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r}: expected an integer") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name}={value!r}: must be between {low} and {high}")
+        return number
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r}: expected a number of seconds") from None
+        if not low <= number <= high:  # also refuses nan
+            raise SettingsError(f"{name}={value!r}: must be between {low:g} and {high:g}")
+        return number
+
+
+def setup_logging(settings: Settings) -> None:
+    """Configure the root logger at the configured level (for the command-line entry points)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,140 @@
+"""Shared fixtures: a real runtime daemon (subprocess, real ZeroMQ, real model)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from runtime.client import RuntimeClient
+from runtime.demo import demo_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-npu", action="store_true", help="run tests that need a Rockchip board")
+
+
+@dataclass
+class Daemon:
+    """A runtime daemon subprocess."""
+
+    endpoint: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, ready_models: tuple[str, ...] = ("smollm2",), timeout: float = 60.0) -> Daemon:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "--endpoint", self.endpoint, *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        log.close()
+        # Its own loop in its own thread, so async tests may call start() too.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, wait_ready(self.endpoint, ready_models, timeout, self)).result()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def wait_ready(
+    endpoint: str, models: tuple[str, ...], timeout: float, daemon: Daemon | None = None
+) -> None:
+    end = time.monotonic() + timeout
+    async with RuntimeClient(endpoint, connect_wait=0.2) as client:
+        while time.monotonic() < end:
+            if daemon is not None and not daemon.alive():
+                raise RuntimeError(f"daemon exited early:\n{daemon.log_text()}")
+            try:
+                states = {m["name"]: m["state"] for m in await client.models()}
+            except Exception:
+                await asyncio.sleep(0.1)
+                continue
+            if all(states.get(m) == "ready" for m in models):
+                return
+            failed = [m for m in models if states.get(m) == "failed"]
+            if failed:
+                raise RuntimeError(f"models failed to load: {failed}")
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"daemon at {endpoint} not ready in {timeout}s")
+
+
+def demo_spec(name: str = "smollm2", **params: object) -> str:
+    extra = "".join(f",{k}={v}" for k, v in params.items())
+    return f"{name}=llamacpp:{demo_model_path()}{extra}"
+
+
+def test_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSERVER_")}
+    env["LLMSERVER_RUNTIME_DIR"] = str(tmp)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[Daemon]]:
+    """Build daemons for one test; every one started is stopped afterwards."""
+    made: list[Daemon] = []
+    short = Path(f"/tmp/llms-{os.getpid()}-{len(made)}")
+
+    def factory(*args: str, queue_depth: int = 8, env: dict[str, str] | None = None) -> Daemon:
+        d = tmp_path_factory.mktemp("daemon")
+        sock_dir = Path(f"{short}-{len(made)}-{time.monotonic_ns()}")
+        sock_dir.mkdir(parents=True)
+        full_env = test_env(d)
+        full_env.update(env or {})
+        full_env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = str(queue_depth)
+        daemon = Daemon(f"ipc://{sock_dir}/rt.sock", list(args), full_env, d / "daemon.log")
+        made.append(daemon)
+        return daemon
+
+    yield factory  # type: ignore[misc]
+    for daemon in made:
+        daemon.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon with the demo model (n_threads=2) for the tests that only read from it."""
+    d = tmp_path_factory.mktemp("shared-daemon")
+    sock_dir = Path(f"/tmp/llms-shared-{os.getpid()}")
+    sock_dir.mkdir(parents=True, exist_ok=True)
+    env = test_env(d)
+    env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "4"
+    daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
+    daemon.start()
+    yield daemon
+    daemon.terminate()

@@ -1,0 +1,261 @@
+"""The database layer: migrations, connection setup, the group-commit writer, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from proxy.db import Database, apply_migrations, resolve_path
+from proxy.errors import DatabaseClosedError, DatabaseError
+from proxy.ledger import UsageEvent, record_usage
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_TABLES = {"users", "api_keys", "token_usage_events", "models", "huggingface_tokens"}
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest_asyncio.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    async with Database.open(tmp_path / "app.db") as database:
+        yield database
+
+
+def insert_key(conn: sqlite3.Connection, token_limit: int | None = None) -> int:
+    """A key row without argon2 (the hash is never checked in these tests)."""
+    now = time.time()
+    (key_id,) = conn.execute(
+        "INSERT INTO api_keys (public_id, name, secret_hash, last_four, created_at, updated_at, token_limit) "
+        "VALUES (hex(randomblob(6)), 'test', 'not-a-hash', 'abcd', ?, ?, ?) RETURNING id",
+        (now, now, token_limit),
+    ).fetchone()
+    return int(key_id)
+
+
+def event(request_id: str, key_id: int | None, prompt: int = 3, completion: int = 4) -> UsageEvent:
+    return UsageEvent(request_id, key_id, "smollm2", "/v1/chat/completions", prompt, completion, 200)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///var/lib/llmserver/app.db", Path("/var/lib/llmserver/app.db")),
+        ("sqlite:////var/lib/app.db", Path("/var/lib/app.db")),
+        ("sqlite://data/app.db", Path.cwd() / "data/app.db"),
+        ("sqlite://./x.db", Path.cwd() / "x.db"),
+        ("sqlite://~/x.db", Path.home() / "x.db"),
+    ],
+)
+def test_resolve_path_accepts_sqlite_urls(url: str, expected: Path) -> None:
+    assert resolve_path(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://db/app",
+        "data/app.db",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://:memory:",
+        "sqlite://a.db?mode=ro",
+    ],
+)
+def test_resolve_path_refuses_everything_else(url: str) -> None:
+    with pytest.raises(ValueError):
+        resolve_path(url)
+
+
+def test_migrations_apply_once_and_leave_a_sound_wal_database(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "app.db"
+    applied = apply_migrations(path)
+    assert applied[0] == "20250101000000_init"
+    assert apply_migrations(path) == []
+    conn = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        conn.close()
+    assert tables >= SEED_TABLES | {"api_key_changes", "quota_reservations"}
+    assert {"token_usage_events_key_time", "token_usage_events_model_time"} <= indexes
+
+
+@pytest.mark.asyncio
+async def test_connections_are_set_up_as_promised(db: Database) -> None:
+    def pragmas(conn: sqlite3.Connection) -> tuple[object, ...]:
+        return tuple(
+            conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous", "query_only")
+        )
+
+    assert await db.execute_write(pragmas) == ("wal", 1, 5000, 1, 0)
+    assert await db.execute_read(pragmas) == ("wal", 1, 5000, 1, 1)
+    with pytest.raises(DatabaseError):  # readers are read-only
+        await db.execute_read(lambda conn: conn.execute("DELETE FROM users"))
+
+
+@pytest.mark.asyncio
+async def test_group_commit_writes_every_row_in_few_transactions(db: Database) -> None:
+    key_id = await db.execute_write(insert_key)
+    n = 2000
+    ids = await asyncio.gather(*(record_usage(db, event(f"req-{i}", key_id)) for i in range(n)))
+    assert len(set(ids)) == n
+    assert db.stats.transactions < n / 20, db.stats  # many rows per transaction
+    row = await db.execute_read(
+        lambda conn: conn.execute(
+            "SELECT count(*), (SELECT tokens_used FROM api_keys), (SELECT request_count FROM api_keys), "
+            "(SELECT endpoint_counts FROM api_keys) FROM token_usage_events"
+        ).fetchone()
+    )
+    assert tuple(row) == (n, 7 * n, n, '{"/v1/chat/completions":2000}')
+
+
+@pytest.mark.asyncio
+async def test_a_write_is_visible_to_other_connections_when_it_returns(db: Database) -> None:
+    key_id = await db.execute_write(insert_key)
+    await record_usage(db, event("seen", key_id))
+    other = sqlite3.connect(db.path)
+    try:
+        assert other.execute(
+            "SELECT count(*) FROM token_usage_events WHERE request_id = 'seen'"
+        ).fetchone() == (1,)
+    finally:
+        other.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_job_surfaces_and_spares_its_batch(db: Database) -> None:
+    key_id = await db.execute_write(insert_key)
+    await record_usage(db, event("dup", key_id))
+
+    def boom(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES ('x', 'y', 0)")
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        record_usage(db, event("a", key_id)),
+        record_usage(db, event("dup", key_id)),  # duplicate request id
+        db.execute_write(boom),
+        record_usage(db, event("b", key_id)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], int) and isinstance(results[3], int)
+    assert isinstance(results[1], DatabaseError) and isinstance(results[1].__cause__, sqlite3.IntegrityError)
+    assert isinstance(results[2], RuntimeError)
+    counts = await db.execute_read(
+        lambda conn: conn.execute(
+            "SELECT (SELECT count(*) FROM token_usage_events), (SELECT request_count FROM api_keys), "
+            "(SELECT count(*) FROM users)"
+        ).fetchone()
+    )
+    assert tuple(counts) == (3, 3, 0)  # the failed jobs left nothing behind, not even counters
+    assert db.stats.failed_jobs == 2
+
+
+@pytest.mark.asyncio
+async def test_a_failed_commit_fails_every_job_of_the_transaction(db: Database) -> None:
+    key_id = await db.execute_write(insert_key)
+
+    def violate_at_commit(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("INSERT INTO quota_reservations (api_key_id, tokens, created_at) VALUES (999, 1, 0)")
+
+    gate = threading.Event()
+
+    def wait_for_gate(conn: sqlite3.Connection) -> None:
+        gate.wait(5)
+
+    blocker = asyncio.ensure_future(db.execute_write(wait_for_gate))
+    await asyncio.sleep(0.05)  # the writer is busy: the next jobs queue up and share one transaction
+    jobs = [db.execute_write(violate_at_commit), record_usage(db, event("lost", key_id))]
+    pending = asyncio.gather(*jobs, return_exceptions=True)
+    await asyncio.sleep(0.01)
+    gate.set()
+    await blocker
+    results = await pending
+    assert all(isinstance(r, DatabaseError) for r in results), results
+    assert (
+        await db.execute_read(lambda c: c.execute("SELECT count(*) FROM token_usage_events").fetchone()[0])
+        == 0
+    )
+    assert db.stats.failed_transactions == 1
+    assert isinstance(await record_usage(db, event("after", key_id)), int)  # the writer goes on
+
+
+@pytest.mark.asyncio
+async def test_close_finishes_queued_writes_then_refuses_new_ones(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "app.db") as db:
+        key_id = await db.execute_write(insert_key)
+        tasks = [asyncio.ensure_future(record_usage(db, event(f"r{i}", key_id))) for i in range(200)]
+        await asyncio.sleep(0)
+    assert all(isinstance(task.result(), int) for task in tasks)
+    with pytest.raises(DatabaseClosedError):
+        await db.execute_write(insert_key)
+    with pytest.raises(DatabaseClosedError):
+        await db.execute_read(lambda conn: None)
+    conn = sqlite3.connect(tmp_path / "app.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM token_usage_events").fetchone() == (200,)
+    finally:
+        conn.close()
+
+
+DURABILITY_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from proxy.db import Database
+    from proxy.ledger import UsageEvent, record_usage
+
+    async def main():
+        async with Database.open(Path(sys.argv[1]), migrate=False) as db:
+            i = 0
+            while True:
+                events = [UsageEvent(f"r{i + j}", None, "m", "/v1/x", 1, 1, 200) for j in range(50)]
+                await asyncio.gather(*(record_usage(db, e) for e in events))
+                i += 50
+                sys.stdout.write(f"{i}\\n")
+                sys.stdout.flush()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sigkill_loses_no_acknowledged_usage(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    apply_migrations(path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", DURABILITY_CHILD, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    acknowledged = 0
+    while acknowledged < 2000:
+        line = child.stdout.readline()
+        assert line, "the writer process died"
+        acknowledged = int(line)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    conn = sqlite3.connect(path)
+    try:
+        (rows,) = conn.execute("SELECT count(*) FROM token_usage_events").fetchone()
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    assert rows >= acknowledged
