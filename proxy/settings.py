@@ -47,6 +47,7 @@ class Settings:
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
     max_tokens_limit: int = 8192
+    default_max_tokens: int = 512
     argon2_concurrency: int = 2
     argon2_profile: str = "default"
     request_timeout: float = 300.0
@@ -88,7 +89,7 @@ class Settings:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every ``LLMSERVER_*`` variable (``env`` defaults to ``os.environ``)."""
-    env = os.environ if env is None else env
+    env = with_credentials(os.environ if env is None else env)
     reader = _Reader(env)
     database_url = reader.text("LLMSERVER_DATABASE_URL", DEFAULT_DATABASE_URL)
     host, port = reader.parse("LLMSERVER_BIND_ADDRESS", parse_bind_address, DEFAULT_BIND_ADDRESS)
@@ -113,11 +114,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=reader.choice("LLMSERVER_LOG_LEVEL", LOG_LEVELS, "INFO"),
         max_body_bytes=reader.integer("LLMSERVER_MAX_BODY_BYTES", 1024 * 1024, 1024, 1 << 31),
         max_tokens_limit=reader.integer("LLMSERVER_MAX_TOKENS_LIMIT", 8192, 1, 10_000_000),
+        default_max_tokens=reader.integer("LLMSERVER_DEFAULT_MAX_TOKENS", 512, 1, 10_000_000),
         argon2_concurrency=reader.integer("LLMSERVER_ARGON2_CONCURRENCY", 2, 1, 64),
         argon2_profile=reader.choice("LLMSERVER_ARGON2_PROFILE", tuple(ARGON2_PROFILES), "default"),
         request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
         db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
     )
+
+
+_CREDENTIALS = {"LLMSERVER_ENCRYPTION_KEY": "encryption-key", "LLMSERVER_SESSION_KEY": "session-key"}
+
+
+def with_credentials(env: Mapping[str, str]) -> Mapping[str, str]:
+    """Fill unset secret variables from systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``)."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return env
+    merged = dict(env)
+    for var, name in _CREDENTIALS.items():
+        path = Path(directory) / name
+        if not merged.get(var) and path.is_file():
+            merged[var] = path.read_text().strip()
+    return merged
 
 
 def parse_bind_address(value: str) -> tuple[str, int]:
@@ -225,3 +243,5 @@ class _Reader:
 def setup_logging(settings: Settings) -> None:
     """Configure the root logger at the configured level (for the command-line entry points)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("yoyo").setLevel(logging.WARNING)

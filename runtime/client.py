@@ -245,6 +245,7 @@ class GenerateStream:
         self._queue: asyncio.Queue[Reply] = asyncio.Queue()
         self._started = False
         self._finished = False
+        self._peeked: list[Reply] = []
         self.position: int | None = None
         self.done: Done | None = None
         self.error: RuntimeRequestError | None = None
@@ -273,18 +274,42 @@ class GenerateStream:
             self._finish()
             raise
 
+    async def admitted(self) -> int:
+        """Wait until the daemon has queued the request; its queue position.
+
+        Raises the daemon's refusal (busy, unknown model...) before any text is read.
+        """
+        await self.start()
+        while self.position is None:
+            reply = await self._next_reply()
+            if reply.type == "accepted":
+                self.position = int(reply.body.get("position", 0))
+            elif reply.type == "error":
+                self._finish()
+                self.error = _as_error(reply)
+                raise self.error
+            else:
+                self._peeked.append(reply)
+                break
+        return self.position or 0
+
+    async def _next_reply(self) -> Reply:
+        if self._peeked:
+            return self._peeked.pop(0)
+        try:
+            return await _next(self._queue, self._req.deadline, "generate")
+        except BaseException:
+            await self.aclose()
+            raise
+
     def __aiter__(self) -> GenerateStream:
         return self
 
     async def __anext__(self) -> str:
         if not self._started:
             await self.start()
-        while not self._finished:
-            try:
-                reply = await _next(self._queue, self._req.deadline, "generate")
-            except BaseException:
-                await self.aclose()
-                raise
+        while not self._finished or self._peeked:
+            reply = await self._next_reply()
             if reply.type == "delta":
                 return str(reply.body.get("text", ""))
             if reply.type == "accepted":

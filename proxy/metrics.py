@@ -1,0 +1,74 @@
+"""Prometheus metrics of the proxy, in a registry of its own (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only add noise here
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "llmserver_requests",
+            "Requests by endpoint, model and status",
+            ["endpoint", "model", "status"],
+            registry=r,
+        )
+        self.errors = Counter("llmserver_errors", "Error responses by code", ["status", "code"], registry=r)
+        self.tokens_counter = Counter(
+            "llmserver_tokens", "Billed tokens (cl100k_base) by model and kind", ["model", "kind"], registry=r
+        )
+        self.latency = Histogram(
+            "llmserver_request_latency_seconds",
+            "Request latency",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "llmserver_time_to_first_token_seconds",
+            "Time to first token",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_position = Histogram(
+            "llmserver_runtime_queue_position",
+            "Requests ahead in the runtime queue at admission",
+            buckets=(0, 1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
+        self.inflight = Gauge("llmserver_inflight_requests", "Generation requests in flight", registry=r)
+        self.ledger_failures = Counter(
+            "llmserver_ledger_write_failures", "Usage rows that could not be written", registry=r
+        )
+        self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
+
+    def observe(
+        self, endpoint: str, model: str, status: int, latency_ms: float, ttft_ms: float | None
+    ) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+        self.latency.labels(endpoint).observe(latency_ms / 1000)
+        if ttft_ms is not None:
+            self.ttft.labels(endpoint).observe(ttft_ms / 1000)
+
+    def tokens(self, model: str, prompt: int, completion: int) -> None:
+        self.tokens_counter.labels(model, "prompt").inc(prompt)
+        self.tokens_counter.labels(model, "completion").inc(completion)
+
+    def error(self, status: int, code: str | None) -> None:
+        self.errors.labels(str(status), code or "").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

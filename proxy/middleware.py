@@ -1,0 +1,113 @@
+"""The proxy's middlewares, in order: request id -> errors -> auth.
+
+The error middleware is the only place an exception becomes a response: an
+``ApiError`` its envelope, an aiohttp HTTP error the same envelope with its
+status, anything else a 500 that names the request id (details go to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.apierror import ApiError
+from proxy.appkeys import metrics_key, verifier_key
+from proxy.errors import AuthenticationError, VerifierBusyError
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+KEY_HEADERS = ("X-API-Key", "api-key")
+_NO_KEY = (
+    "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
+    "(or in an 'X-API-Key' or 'api-key' header)."
+)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-ID", "")
+    request["request_id"] = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["x-request-id"] = request["request_id"]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _envelope(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _envelope(request, _from_http(exc))
+    except Exception:
+        log.exception(
+            "unhandled error in %s %s (request %s)", request.method, request.path, request["request_id"]
+        )
+        error = ApiError(500, f"internal server error (request {request['request_id']})", type="server_error")
+        return _envelope(request, error)
+
+
+def _from_http(exc: web.HTTPException) -> ApiError:
+    if exc.status == 413:
+        return ApiError(413, "the request body is too large", code="request_too_large")
+    if exc.status == 404:
+        return ApiError(404, "unknown URL", code="unknown_url")
+    if exc.status == 405:
+        return ApiError(405, "method not allowed for this URL", code="method_not_allowed")
+    return ApiError(exc.status, exc.reason, code=None)
+
+
+def _envelope(request: web.Request, exc: ApiError) -> web.Response:
+    request.app[metrics_key].error(exc.status, exc.code)
+    headers = {**exc.headers, "x-request-id": request["request_id"]}
+    return web.Response(status=exc.status, body=exc.body(), content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        request["api_key"] = await _authenticate(request)
+    return await handler(request)
+
+
+def presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    for name in KEY_HEADERS:
+        value = request.headers.get(name)
+        if value and value.strip():
+            return value.strip()
+    return None
+
+
+async def _authenticate(request: web.Request) -> object:
+    raw = presented_key(request)
+    if raw is None:
+        raise ApiError(401, _NO_KEY, code="missing_api_key")
+    try:
+        return await request.app[verifier_key].verify(raw)
+    except AuthenticationError as exc:
+        log.info("refused an API key (%s) for request %s", exc.reason, request["request_id"])
+        code = "expired_api_key" if exc.reason.startswith("expired") else "invalid_api_key"
+        message = "This API key has expired." if code == "expired_api_key" else "Incorrect API key provided."
+        raise ApiError(401, message, code=code) from None
+    except VerifierBusyError:
+        raise ApiError(
+            503,
+            "too many API keys are being verified; retry shortly",
+            type="server_error",
+            code="service_unavailable",
+            headers={"retry-after": "1"},
+        ) from None

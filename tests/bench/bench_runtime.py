@@ -1,0 +1,262 @@
+"""What the runtime daemon costs over calling llama.cpp in-process, on the same model in one run.
+
+Run on demand (pytest never collects it)::
+
+    .venv/bin/python tests/bench/bench_runtime.py [--runs N] [--tokens N] [--round-trips N]
+
+Both paths run the demo GGUF (``runtime.demo.demo_model_path()``) with ``n_threads=2`` and
+``n_ctx=2048``, the same prompt, greedy sampling (temperature 0) and ``ignore_eos``, so both
+generate exactly ``--tokens`` tokens:
+
+(a) in-process: ``Llama.generate`` driven token by token, each token detokenized through an
+    incremental UTF-8 decoder. That is the fastest honest in-process path (``create_completion``
+    with ``stream=True`` does more Python work per token, cannot ignore EOS, and re-detokenizes
+    the tail for its stop checks), and it is the same work the daemon's llamacpp backend does
+    per token, minus the transport;
+(b) client + daemon: the real daemon in a subprocess on an ``ipc://`` endpoint in a temporary
+    directory, driven by ``RuntimeClient.generate`` from this process;
+(c) a 1-token generation both ways (send -> ``done`` for the daemon), whose median difference is
+    the protocol overhead per round trip, and a ``ping`` round trip.
+
+Decode tokens/s is (tokens - 1) / (time of the last token - time of the first), measured where
+the tokens are seen (the loop in-process; the client for the daemon: deltas may carry several
+tokens, the count comes from ``done``). Time to first token starts at the call (in-process) or
+just before the request is sent (client). Both paths reuse the KV cache of the identical prompt
+(llama-cpp-python keeps the common prefix), so TTFT is one prompt token plus the first decode.
+
+The machine has two cores, so the paths never run at the same time: the in-process model sits
+idle (loaded) while the daemon works, and the daemon sits idle (model loaded, polling) while the
+in-process model works. Repetitions alternate which path goes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from runtime.client import RuntimeClient  # noqa: E402
+from runtime.demo import demo_model_path  # noqa: E402
+from runtime.protocol import SamplingParams  # noqa: E402
+from tests.conftest import wait_ready  # noqa: E402
+
+MODEL = "bench"
+N_THREADS = 2
+N_CTX = 2048
+PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+# The daemon's sampling defaults (runtime.protocol.SamplingParams) with temperature 0: greedy.
+SAMPLING = {"temp": 0.0, "top_p": 0.95, "top_k": 40, "repeat_penalty": 1.0}
+
+DECODE_RATIO_TARGET = 0.95  # daemon decode tok/s >= 0.95 x in-process
+TTFT_DELTA_TARGET_MS = 2.0  # daemon TTFT <= in-process + 2 ms
+ROUND_TRIP_TARGET_MS = 0.5  # 1-token round trip overhead <= 0.5 ms
+
+
+@dataclass(frozen=True)
+class Run:
+    """One generation as seen by its caller."""
+
+    ttft_ms: float
+    decode_tps: float
+    total_ms: float
+    internal_tps: float = 0.0  # the daemon's own decode tok/s from ``done.perf``
+
+
+def _run(started: float, stamps: list[float], tokens: int, end: float, internal: float = 0.0) -> Run:
+    decode_s = stamps[-1] - stamps[0]
+    tps = (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else 0.0
+    return Run((stamps[0] - started) * 1000, tps, (end - started) * 1000, internal)
+
+
+class InProcess:
+    """The model loaded in this process, driven the way the daemon's backend drives it."""
+
+    def __init__(self, path: Path) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), n_ctx=N_CTX, n_threads=N_THREADS, verbose=False)
+
+    def generate(self, max_tokens: int) -> Run:
+        llm, perf = self.llm, time.perf_counter
+        started = perf()
+        tokens = llm.tokenize(PROMPT.encode("utf-8"), add_bos=True, special=False)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stamps: list[float] = []
+        sampler = llm.generate(tokens, **SAMPLING)
+        try:
+            for token in sampler:
+                decoder.decode(llm.detokenize([token]))
+                stamps.append(perf())
+                if len(stamps) >= max_tokens:
+                    break
+        finally:
+            sampler.close()
+        end = perf()
+        assert len(stamps) == max_tokens, (len(stamps), max_tokens)
+        return _run(started, stamps, max_tokens, end)
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+async def daemon_generate(client: RuntimeClient, max_tokens: int) -> Run:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    perf = time.perf_counter
+    stamps: list[float] = []
+    started = perf()
+    async with client.generate(MODEL, prompt=PROMPT, params=params) as stream:
+        async for _text in stream:
+            stamps.append(perf())
+    end = perf()
+    done = stream.done
+    assert done is not None and done.completion_tokens == max_tokens, (done, max_tokens)
+    assert stamps, "no delta arrived"
+    return _run(started, stamps, max_tokens, end, done.perf.decode_tps)
+
+
+async def daemon_ping(client: RuntimeClient) -> float:
+    started = time.perf_counter()
+    await client.ping()
+    return (time.perf_counter() - started) * 1000
+
+
+@contextmanager
+def running_daemon(model: Path) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="llms-bench-") as tmp:
+        endpoint = f"ipc://{tmp}/rt.sock"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSERVER_")}
+        env.update({"LLMSERVER_RUNTIME_DIR": tmp, "LLMSERVER_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
+        spec = f"{MODEL}=llamacpp:{model},n_threads={N_THREADS},n_ctx={N_CTX}"
+        cmd = [sys.executable, "-m", "runtime.cli", "--endpoint", endpoint, "--model", spec]
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        try:
+            asyncio.run(wait_ready(endpoint, (MODEL,), 120.0))
+            print(f"daemon pid {proc.pid} on {endpoint}", file=sys.stderr)
+            yield endpoint
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class Results:
+    inproc: list[Run]
+    daemon: list[Run]
+    inproc_rt: list[float]
+    daemon_rt: list[float]
+    ping: list[float]
+
+
+async def measure(local: InProcess, endpoint: str, args: argparse.Namespace) -> Results:
+    res = Results([], [], [], [], [])
+    async with RuntimeClient(endpoint) as client:
+        for _ in range(2):  # warm-up: caches, sampler set-up, first-touch of pages
+            local.generate(args.tokens)
+            await daemon_generate(client, args.tokens)
+        for rep in range(args.runs):
+            first_local = rep % 2 == 0
+            for local_turn in (first_local, not first_local):
+                if local_turn:
+                    res.inproc.append(local.generate(args.tokens))
+                else:
+                    res.daemon.append(await daemon_generate(client, args.tokens))
+            for i in range(args.round_trips):
+                for local_turn in (i % 2 == 0, i % 2 == 1):
+                    if local_turn:
+                        res.inproc_rt.append(local.generate(1).total_ms)
+                    else:
+                        res.daemon_rt.append((await daemon_generate(client, 1)).total_ms)
+                res.ping.append(await daemon_ping(client))
+            print(f"  repetition {rep + 1}/{args.runs} done", file=sys.stderr)
+    return res
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _row(name: str, values: list[float], tail: float, unit: str, fmt: str = "{:9.2f}") -> str:
+    med = statistics.median(values)
+    return f"{name:<38}{fmt.format(med)}{fmt.format(_pct(values, tail))}  {unit:<6} n={len(values)}"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(res: Results, args: argparse.Namespace) -> bool:
+    med: Callable[[list[float]], float] = statistics.median
+    i_tps, d_tps = [r.decode_tps for r in res.inproc], [r.decode_tps for r in res.daemon]
+    i_ttft, d_ttft = [r.ttft_ms for r in res.inproc], [r.ttft_ms for r in res.daemon]
+    print(f"\nmodel {demo_model_path().name}, n_threads={N_THREADS}, n_ctx={N_CTX}, ", end="")
+    print(f"{args.tokens} tokens x {args.runs} runs per path, {len(res.daemon_rt)} 1-token round trips")
+    print(f"{'':<38}{'median':>9}{'p90':>9}")
+    print(_row("decode in-process (Llama.generate)", i_tps, 0.1, "tok/s"))
+    print(_row("decode client+daemon", d_tps, 0.1, "tok/s"))
+    print(_row("  daemon's own (done.perf.decode_tps)", [r.internal_tps for r in res.daemon], 0.1, "tok/s"))
+    print(_row("TTFT in-process", i_ttft, 0.9, "ms"))
+    print(_row("TTFT client+daemon", d_ttft, 0.9, "ms"))
+    print(_row("1-token generate in-process", res.inproc_rt, 0.9, "ms", "{:9.3f}"))
+    print(_row("1-token generate client+daemon", res.daemon_rt, 0.9, "ms", "{:9.3f}"))
+    print(_row("ping round trip", res.ping, 0.9, "ms", "{:9.3f}"))
+    print("(p90 of tok/s is the slow tail: 90% of runs were at least that fast)")
+    ratio = med(d_tps) / med(i_tps)
+    paired = med([d / i for d, i in zip(d_tps, i_tps)])
+    ttft_delta = med(d_ttft) - med(i_ttft)
+    overhead = med(res.daemon_rt) - med(res.inproc_rt)
+    checks = [
+        (f"decode ratio {ratio:.3f}x (paired {paired:.3f}x)", f">= {DECODE_RATIO_TARGET}x", ratio >= 0.95),
+        (f"TTFT delta {ttft_delta:+.2f} ms", f"<= +{TTFT_DELTA_TARGET_MS} ms", ttft_delta <= 2.0),
+        (f"round-trip overhead {overhead:+.3f} ms", f"<= {ROUND_TRIP_TARGET_MS} ms", overhead <= 0.5),
+    ]
+    print()
+    for text, target, ok in checks:
+        print(f"{text:<44} target {target:<12} {_verdict(ok)}")
+    return all(ok for _, _, ok in checks)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--runs", type=int, default=10, help="decode runs per path (default 10)")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per decode run (default 128)")
+    parser.add_argument(
+        "--round-trips", type=int, default=10, help="1-token round trips per path and run (default 10)"
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.tokens < 2 or args.round_trips < 1:
+        parser.error("--runs and --round-trips must be >= 1, --tokens >= 2")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = demo_model_path()
+    local = InProcess(model)
+    try:
+        with running_daemon(model) as endpoint:
+            results = asyncio.run(measure(local, endpoint, args))
+    finally:
+        local.close()
+    return 0 if report(results, args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
