@@ -33,6 +33,7 @@ class GenerationRequest:
 
 def parse_chat(body: Any, default_max: int, limit: int) -> GenerationRequest:
     obj = _object(body)
+    model = _model(obj)
     messages = tuple(_message(m, i) for i, m in enumerate(_list(obj, "messages")))
     if not messages:
         raise bad_request("'messages' must contain at least one message", "messages")
@@ -40,7 +41,7 @@ def parse_chat(body: Any, default_max: int, limit: int) -> GenerationRequest:
     if "max_completion_tokens" not in obj:
         max_tokens = _max_tokens(obj, "max_tokens", default_max, limit)
     return GenerationRequest(
-        model=_model(obj),
+        model=model,
         messages=messages,
         prompt=None,
         max_tokens=max_tokens,

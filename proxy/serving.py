@@ -57,10 +57,10 @@ class Serving:
             gen.reservation = await self._reserve(key, gen.prompt_tokens + req.max_tokens)
         except ClientError as exc:
             error = before_headers(exc)
-            await gen.record(error.status, prompt_only=True)
+            await gen.record(error.status, refused=True)
             raise error from None
         except ApiError as exc:
-            await gen.record(exc.status, prompt_only=True)
+            await gen.record(exc.status, refused=True)
             raise
         return gen
 
@@ -184,19 +184,23 @@ class Generation:
             self.finish_reason = stream.done.finish_reason
             self.runtime_completion_tokens = stream.done.completion_tokens
 
-    async def record(self, status: int, *, disconnected: bool = False, prompt_only: bool = False) -> None:
-        """Write this request's usage row (once), settling its reservation."""
+    async def record(self, status: int, *, disconnected: bool = False, refused: bool = False) -> None:
+        """Write this request's usage row (once), settling its reservation.
+
+        A request refused before it reached the model (``refused``) is recorded but bills nothing.
+        """
         if self._recorded:
             return
         self._recorded = True
-        completion = 0 if prompt_only else self.completion_tokens
+        prompt = 0 if refused else self.prompt_tokens
+        completion = 0 if refused else self.completion_tokens
         latency_ms = (time.perf_counter() - self.started) * 1000
         event = UsageEvent(
             request_id=self.request_id,
             api_key_id=self.key.id,
             model=self.req.model,
             endpoint=self.endpoint,
-            prompt_tokens=self.prompt_tokens,
+            prompt_tokens=prompt,
             completion_tokens=completion,
             status=status,
             runtime_prompt_tokens=self.done.prompt_tokens if self.done else None,
@@ -208,8 +212,7 @@ class Generation:
         )
         metrics = self.serving.metrics
         metrics.observe(self.endpoint, self.req.model, status, latency_ms, self.ttft_ms)
-        if status < 400 or completion:
-            metrics.tokens(self.req.model, self.prompt_tokens, completion)
+        metrics.tokens(self.req.model, prompt, completion)
         try:
             await record_usage(self.serving.db, event, self.reservation)
         except Exception:

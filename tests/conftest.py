@@ -138,3 +138,151 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     daemon.start()
     yield daemon
     daemon.terminate()
+
+
+# -- the proxy ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proxy:
+    """A proxy subprocess (``python -m proxy.cli``) on a loopback port with its own SQLite file."""
+
+    env: dict[str, str]
+    db_path: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 30.0) -> Proxy:
+        import urllib.request
+
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        log.close()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited early:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("proxy did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(15)
+
+    def make_key(self, name: str = "test", **kw: object) -> str:
+        """Create a key in the proxy's database, as an admin would; the full key."""
+        from proxy.db import Database
+        from proxy.keys import KeyRepository
+
+        async def create() -> str:
+            async with Database.open(self.db_path) as db:
+                full, _ = await KeyRepository(db).create_key(name, **kw)  # type: ignore[arg-type]
+                return full
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, create()).result()
+
+    def revoke(self, full_key: str) -> None:
+        """Revoke a key the way the admin tools do (another process than the proxy)."""
+        from proxy.db import Database
+        from proxy.keys import KeyRepository
+        from proxy.secret import parse_api_key
+
+        parsed = parse_api_key(full_key)
+        assert parsed is not None
+
+        async def revoke() -> None:
+            async with Database.open(self.db_path) as db:
+                await KeyRepository(db).revoke_key(parsed[0])
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, revoke()).result()
+
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        import sqlite3
+
+        conn = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            return list(conn.execute(sql, args))
+        finally:
+            conn.close()
+
+
+def proxy_env(tmp: Path, endpoint: str, port: int) -> dict[str, str]:
+    env = test_env(tmp)
+    env.update(
+        {
+            "LLMSERVER_DATABASE_URL": f"sqlite:///{tmp}/app.db",
+            "LLMSERVER_BIND_ADDRESS": f"127.0.0.1:{port}",
+            "LLMSERVER_RUNTIME_ENDPOINT": endpoint,
+            "LLMSERVER_ARGON2_PROFILE": "test",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def make_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    made: list[Proxy] = []
+
+    def factory(endpoint: str, **env: str) -> Proxy:
+        tmp = tmp_path_factory.mktemp("proxy")
+        port = free_port()
+        full = proxy_env(tmp, endpoint, port)
+        full.update(env)
+        proxy = Proxy(full, tmp / "app.db", port, tmp / "proxy.log")
+        made.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in made:
+        proxy.kill()
+
+
+@pytest.fixture(scope="session")
+def proxy_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon for the proxy tests, with a queue deep enough for the concurrency tests."""
+    d = tmp_path_factory.mktemp("proxy-daemon")
+    sock_dir = Path(f"/tmp/llms-proxyd-{os.getpid()}")
+    sock_dir.mkdir(parents=True, exist_ok=True)
+    env = test_env(d)
+    env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "64"
+    daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
+    daemon.start()
+    yield daemon
+    daemon.terminate()
+
+
+@pytest.fixture(scope="session")
+def proxy(proxy_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    tmp = tmp_path_factory.mktemp("shared-proxy")
+    port = free_port()
+    p = Proxy(proxy_env(tmp, proxy_daemon.endpoint, port), tmp / "app.db", port, tmp / "proxy.log").start()
+    yield p
+    p.stop()

@@ -134,7 +134,7 @@ async def daemon_ping(client: RuntimeClient) -> float:
 
 
 @contextmanager
-def running_daemon(model: Path) -> Iterator[str]:
+def running_daemon(model: Path) -> Iterator[tuple[str, int]]:
     with tempfile.TemporaryDirectory(prefix="llms-bench-") as tmp:
         endpoint = f"ipc://{tmp}/rt.sock"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSERVER_")}
@@ -145,7 +145,7 @@ def running_daemon(model: Path) -> Iterator[str]:
         try:
             asyncio.run(wait_ready(endpoint, (MODEL,), 120.0))
             print(f"daemon pid {proc.pid} on {endpoint}", file=sys.stderr)
-            yield endpoint
+            yield endpoint, proc.pid
         finally:
             proc.terminate()
             try:
@@ -155,6 +155,43 @@ def running_daemon(model: Path) -> Iterator[str]:
                 proc.wait()
 
 
+class ForeignLoad:
+    """CPU that processes other than the bench and its daemon use, as a share of the whole machine.
+
+    The paths are compared on a shared machine; a repetition during which something else ran is
+    measured again rather than averaged in.
+    """
+
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self._pids = pids
+        self._start = self._sample()
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+        return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # busy, total (idle, iowait excluded)
+
+    def _ours(self) -> int:
+        used = 0
+        for pid in self._pids:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            used += int(fields[11]) + int(fields[12])  # utime, stime of every thread
+        return used
+
+    def _sample(self) -> tuple[int, int, int]:
+        return (*self._machine(), self._ours())
+
+    def restart(self) -> None:
+        self._start = self._sample()
+
+    def share(self) -> float:
+        busy, total, ours = self._sample()
+        b0, t0, o0 = self._start
+        return max(0.0, (busy - b0) - (ours - o0)) / max(1, total - t0)
+
+
 @dataclass
 class Results:
     inproc: list[Run]
@@ -162,30 +199,56 @@ class Results:
     inproc_rt: list[float]
     daemon_rt: list[float]
     ping: list[float]
+    foreign: list[float]
+    discarded: int = 0
+
+    def add(self, part: Results) -> None:
+        for name in ("inproc", "daemon", "inproc_rt", "daemon_rt", "ping"):
+            getattr(self, name).extend(getattr(part, name))
 
 
-async def measure(local: InProcess, endpoint: str, args: argparse.Namespace) -> Results:
-    res = Results([], [], [], [], [])
+async def measure(local: InProcess, endpoint: str, daemon_pid: int, args: argparse.Namespace) -> Results:
+    res = Results([], [], [], [], [], [])
+    load = ForeignLoad((os.getpid(), daemon_pid))
     async with RuntimeClient(endpoint) as client:
-        for _ in range(2):  # warm-up: caches, sampler set-up, first-touch of pages
+        for _ in range(2):  # warm-up: caches, sampler set-up, first touch of pages
             local.generate(args.tokens)
             await daemon_generate(client, args.tokens)
-        for rep in range(args.runs):
-            first_local = rep % 2 == 0
-            for local_turn in (first_local, not first_local):
-                if local_turn:
-                    res.inproc.append(local.generate(args.tokens))
-                else:
-                    res.daemon.append(await daemon_generate(client, args.tokens))
-            for i in range(args.round_trips):
-                for local_turn in (i % 2 == 0, i % 2 == 1):
-                    if local_turn:
-                        res.inproc_rt.append(local.generate(1).total_ms)
-                    else:
-                        res.daemon_rt.append((await daemon_generate(client, 1)).total_ms)
-                res.ping.append(await daemon_ping(client))
-            print(f"  repetition {rep + 1}/{args.runs} done", file=sys.stderr)
+        rep = 0
+        while rep < args.runs:
+            load.restart()
+            part = await _repetition(local, client, args, first_local=rep % 2 == 0)
+            share = load.share()
+            if share > args.max_foreign and res.discarded < args.max_retries:
+                res.discarded += 1
+                print(f"  other processes used {share:.0%} of the CPUs; measuring again", file=sys.stderr)
+                await asyncio.sleep(args.retry_wait)
+                continue
+            res.add(part)
+            res.foreign.append(share)
+            rep += 1
+            print(f"  repetition {rep}/{args.runs} (foreign load {share:.0%})", file=sys.stderr)
     return res
+
+
+async def _repetition(
+    local: InProcess, client: RuntimeClient, args: argparse.Namespace, first_local: bool
+) -> Results:
+    """One decode run per path, then ``args.round_trips`` 1-token runs per path and pings."""
+    part = Results([], [], [], [], [], [])
+    for local_turn in (first_local, not first_local):
+        if local_turn:
+            part.inproc.append(local.generate(args.tokens))
+        else:
+            part.daemon.append(await daemon_generate(client, args.tokens))
+    for i in range(args.round_trips):
+        for local_turn in (i % 2 == 0, i % 2 == 1):
+            if local_turn:
+                part.inproc_rt.append(local.generate(1).total_ms)
+            else:
+                part.daemon_rt.append((await daemon_generate(client, 1)).total_ms)
+        part.ping.append(await daemon_ping(client))
+    return part
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -208,6 +271,10 @@ def report(res: Results, args: argparse.Namespace) -> bool:
     i_ttft, d_ttft = [r.ttft_ms for r in res.inproc], [r.ttft_ms for r in res.daemon]
     print(f"\nmodel {demo_model_path().name}, n_threads={N_THREADS}, n_ctx={N_CTX}, ", end="")
     print(f"{args.tokens} tokens x {args.runs} runs per path, {len(res.daemon_rt)} 1-token round trips")
+    print(
+        f"other processes' CPU use: median {statistics.median(res.foreign):.1%}, max {max(res.foreign):.1%} "
+        f"of the machine; {res.discarded} repetition(s) measured again"
+    )
     print(f"{'':<38}{'median':>9}{'p90':>9}")
     print(_row("decode in-process (Llama.generate)", i_tps, 0.1, "tok/s"))
     print(_row("decode client+daemon", d_tps, 0.1, "tok/s"))
@@ -219,7 +286,7 @@ def report(res: Results, args: argparse.Namespace) -> bool:
     print(_row("ping round trip", res.ping, 0.9, "ms", "{:9.3f}"))
     print("(p90 of tok/s is the slow tail: 90% of runs were at least that fast)")
     ratio = med(d_tps) / med(i_tps)
-    paired = med([d / i for d, i in zip(d_tps, i_tps)])
+    paired = med([d / i for d, i in zip(d_tps, i_tps, strict=True)])
     ttft_delta = med(d_ttft) - med(i_ttft)
     overhead = med(res.daemon_rt) - med(res.inproc_rt)
     checks = [
@@ -240,6 +307,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--round-trips", type=int, default=10, help="1-token round trips per path and run (default 10)"
     )
+    parser.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.05,
+        help="measure a repetition again when other processes used more than this share of the CPUs "
+        "(default 0.05)",
+    )
+    parser.add_argument("--max-retries", type=int, default=40, help="repetitions measured again, at most")
+    parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds to wait before that")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.tokens < 2 or args.round_trips < 1:
         parser.error("--runs and --round-trips must be >= 1, --tokens >= 2")
@@ -251,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     model = demo_model_path()
     local = InProcess(model)
     try:
-        with running_daemon(model) as endpoint:
-            results = asyncio.run(measure(local, endpoint, args))
+        with running_daemon(model) as (endpoint, pid):
+            results = asyncio.run(measure(local, endpoint, pid, args))
     finally:
         local.close()
     return 0 if report(results, args) else 1

@@ -1,0 +1,229 @@
+"""Quotas under concurrency, ledger durability, client disconnects and bad input (issue 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2 as httpx  # what the openai SDK itself uses
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from tests.conftest import Daemon, Proxy
+
+HELLO = [{"role": "user", "content": "Count to ten, please."}]
+
+
+def test_concurrent_requests_never_exceed_the_quota(proxy: Proxy) -> None:
+    limit = 400
+    key = proxy.make_key("quota", token_limit=limit)
+
+    async def run() -> list[object]:
+        c = AsyncOpenAI(base_url=proxy.base_url, api_key=key, max_retries=0, timeout=120)
+
+        async def one() -> object:
+            try:
+                return await c.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=40)
+            except openai.RateLimitError as exc:
+                return exc
+
+        try:
+            return await asyncio.gather(*(one() for _ in range(20)))
+        finally:
+            await c.close()
+
+    results = asyncio.run(run())
+    served = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert served and refused, "the limit should admit some requests and refuse others"
+    assert all(r.code == "insufficient_quota" for r in refused)
+    received = sum(r.usage.total_tokens for r in served)  # type: ignore[attr-defined]
+    (ledger,) = proxy.query(
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM token_usage_events e "
+        "JOIN api_keys k ON k.id = e.api_key_id WHERE k.name = 'quota' AND e.status = 200"
+    )
+    (counters,) = proxy.query(
+        "SELECT tokens_used, tokens_reserved, request_count FROM api_keys WHERE name='quota'"
+    )
+    refused_rows = proxy.query(
+        "SELECT COUNT(*), SUM(completion_tokens) FROM token_usage_events e "
+        "JOIN api_keys k ON k.id = e.api_key_id WHERE k.name = 'quota' AND e.status = 429"
+    )
+    assert received <= limit
+    assert ledger[0] == received
+    # Refused requests are recorded (one row each) and bill nothing.
+    assert counters == (received, 0, 20)
+    assert refused_rows[0] == (len(refused), 0)
+
+
+def test_sigkill_loses_no_usage_of_a_completed_response(make_proxy: object, proxy_daemon: Daemon) -> None:
+    proxy: Proxy = make_proxy(proxy_daemon.endpoint).start()  # type: ignore[operator]
+    key = proxy.make_key("durable")
+    completed: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(200):
+                try:
+                    r = http.post(
+                        f"{proxy.base_url}/chat/completions",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "smollm2", "messages": HELLO, "max_tokens": 2},
+                    )
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    json.loads(r.content)  # received in full
+                    completed.append(r.headers["x-request-id"])
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(worker) for _ in range(4)]
+        time.sleep(2.0)
+        proxy.kill()
+        for f in futures:
+            f.result()
+    assert len(completed) >= 5
+    rows = {r[0] for r in proxy.query("SELECT request_id FROM token_usage_events WHERE status = 200")}
+    missing = [rid for rid in completed if rid not in rows]
+    assert not missing, f"{len(missing)} completed responses have no usage row"
+    assert proxy.query("PRAGMA integrity_check") == [("ok",)]
+
+
+def test_client_disconnect_mid_stream_is_billed_and_aborted(proxy: Proxy) -> None:
+    key = proxy.make_key("leaver")
+    body = json.dumps(
+        {"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 400, "stream": True, "temperature": 0}
+    )
+    with httpx.Client(timeout=30) as http:
+        with http.stream(
+            "POST", f"{proxy.base_url}/completions", content=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as r:  # fmt: skip
+            request_id = r.headers["x-request-id"]
+            events = 0
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events += 1
+                if events >= 6:
+                    break
+    # The next request is served at once: the runtime stopped generating for the leaver.
+    c = openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0)
+    t0 = time.monotonic()
+    c.completions.create(model="smollm2", prompt="Hi", max_tokens=1)
+    # Had the leaver's 400 tokens run on, this request would have waited for them (4 s and more).
+    assert time.monotonic() - t0 < 3.0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rows = proxy.query(
+            "SELECT status, client_disconnected, completion_tokens FROM token_usage_events WHERE request_id=?",
+            (request_id,),
+        )
+        if rows:
+            break
+        time.sleep(0.05)
+    assert rows, "the disconnected request has no usage row"
+    status, disconnected, completion = rows[0]
+    assert (status, disconnected) == (499, 1)
+    assert 3 <= completion < 400  # type: ignore[operator]
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "param"),
+    [
+        (b"{not json", "application/json", 400, None),
+        (b"[1, 2]", "application/json", 400, None),
+        (b'{"model": 5, "messages": []}', "application/json", 400, "model"),
+        (b'{"model": "smollm2", "messages": "hi"}', "application/json", 400, "messages"),
+        (b'{"model": "smollm2", "messages": [{"role": "wizard", "content": "x"}]}', "application/json", 400,
+         "messages[0].role"),
+        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+         "application/json", 400, "temperature"),
+        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999}',
+         "application/json", 400, "max_tokens"),
+        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
+         "application/json", 400, "max_tokens"),
+        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', "application/json", 404, "model"),
+        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "\xff\xfe"}]}', "application/json", 400,
+         None),
+        (b"model=smollm2", "application/x-www-form-urlencoded", 415, None),
+        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "' + b"x" * (2 << 20) + b'"}]}',
+         "application/json", 413, None),
+    ],
+)  # fmt: skip
+def test_bad_bodies_get_an_envelope_and_harm_nothing(
+    proxy: Proxy, body: bytes, content_type: str, status: int, param: str | None
+) -> None:
+    key = proxy.make_key("bad-input")
+    before = proxy.query("SELECT COUNT(*), SUM(tokens_used) FROM api_keys")
+    r = httpx.post(
+        f"{proxy.base_url}/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
+        timeout=30,
+    )
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["param"] == param
+    assert proxy.query("SELECT COUNT(*), SUM(tokens_used) FROM api_keys") == before
+    ok = openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0).models.list()
+    assert [m.id for m in ok] == ["smollm2"]
+
+
+def test_broken_http_is_refused_and_the_server_keeps_serving(proxy: Proxy) -> None:
+    key = proxy.make_key("broken-http")
+    for junk in (
+        b"GARBAGE\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\n" + b"X-Long: " + b"a" * 100_000 + b"\r\n\r\n",
+    ):
+        reply = raw_request(proxy.port, junk)
+        assert reply == b"" or re.match(rb"HTTP/1\.[01] 4\d\d ", reply), reply[:200]
+    unauth = httpx.get(f"{proxy.base_url}/models", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert unauth.status_code == 401 and unauth.json()["error"]["code"] == "missing_api_key"
+    lost = httpx.get(f"http://127.0.0.1:{proxy.port}/nowhere")
+    assert lost.status_code == 404 and "error" in lost.json()
+    ok = openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0).models.list()
+    assert [m.id for m in ok] == ["smollm2"]
+    assert proxy.query("PRAGMA integrity_check") == [("ok",)]
+
+
+def test_health_readiness_and_metrics(proxy: Proxy, make_proxy: object) -> None:
+    base = f"http://127.0.0.1:{proxy.port}"
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "runtime": "ok"}
+    key = proxy.make_key("metrics")
+    openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0).chat.completions.create(
+        model="smollm2", messages=HELLO, max_tokens=2
+    )
+    text = httpx.get(f"{base}/metrics").text
+    assert 'llmserver_requests_total{endpoint="/v1/chat/completions",model="smollm2",status="200"}' in text
+    assert 'llmserver_tokens_total{kind="prompt",model="smollm2"}' in text
+    assert "llmserver_request_latency_seconds_bucket" in text
+    assert "llmserver_runtime_queue_position_count" in text
+    assert key not in text
+    down: Proxy = make_proxy("ipc:///tmp/llmserver-nobody-here/rt.sock").start()  # type: ignore[operator]
+    not_ready = httpx.get(f"http://127.0.0.1:{down.port}/readyz", timeout=10)
+    assert not_ready.status_code == 503 and not_ready.json()["checks"]["database"] == "ok"

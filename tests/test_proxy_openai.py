@@ -1,0 +1,157 @@
+"""The running proxy + daemon + real model, driven by the official openai client (issue 3)."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.conftest import Proxy
+
+HELLO = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def client(proxy: Proxy, key: str) -> OpenAI:
+    return OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0, timeout=60)
+
+
+def usage_row(proxy: Proxy, request_id: str) -> tuple[object, ...]:
+    rows = proxy.query(
+        "SELECT prompt_tokens, completion_tokens, status, streamed, runtime_completion_tokens "
+        "FROM token_usage_events WHERE request_id = ?",
+        (request_id,),
+    )
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_chat_completion_buffered_is_metered_exactly(proxy: Proxy) -> None:
+    c = client(proxy, proxy.make_key())
+    raw = c.chat.completions.with_raw_response.create(model="smollm2", messages=HELLO, max_tokens=24, seed=3)
+    r = raw.parse()
+    assert r.object == "chat.completion" and r.model == "smollm2"
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage is not None and r.usage.prompt_tokens == 14  # OpenAI's count for HELLO in cl100k_base
+    request_id = raw.headers["x-request-id"]
+    prompt, completion, status, streamed, runtime_completion = usage_row(proxy, request_id)
+    assert (prompt, completion, status, streamed) == (
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+        200,
+        0,
+    )
+    assert runtime_completion is not None and 1 <= int(runtime_completion) <= 24  # type: ignore[call-overload]
+
+
+def test_chat_completion_streamed_with_usage_chunk(proxy: Proxy) -> None:
+    c = client(proxy, proxy.make_key())
+    stream = c.chat.completions.create(
+        model="smollm2", messages=HELLO, max_tokens=16, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert len(finishes) == 1
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert all(ch.usage is None for ch in chunks[:-1])
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    rows = proxy.query(
+        "SELECT prompt_tokens, completion_tokens, streamed FROM token_usage_events WHERE streamed = 1 "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    assert rows == [(last.usage.prompt_tokens, last.usage.completion_tokens, 1)]
+
+
+def test_completions_buffered_and_streamed(proxy: Proxy) -> None:
+    c = client(proxy, proxy.make_key())
+    r = c.completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].text.startswith(" 5")
+    assert r.usage is not None and r.usage.prompt_tokens == 11  # cl100k_base: "1", ",", " ", "2"...
+    pieces = list(
+        c.completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True)
+    )
+    assert "".join(p.choices[0].text for p in pieces) == r.choices[0].text
+
+
+def test_models_are_filtered_by_the_keys_allow_list(proxy: Proxy) -> None:
+    everything = client(proxy, proxy.make_key())
+    assert [m.id for m in everything.models.list()] == ["smollm2"]
+    assert everything.models.retrieve("smollm2").id == "smollm2"
+    limited = client(proxy, proxy.make_key(allowed_models=["another"]))
+    assert [m.id for m in limited.models.list()] == []
+    with pytest.raises(openai.NotFoundError):
+        limited.models.retrieve("smollm2")
+
+
+def test_errors_map_to_the_sdks_exception_classes(proxy: Proxy) -> None:
+    good = proxy.make_key()
+    with pytest.raises(openai.AuthenticationError) as auth:
+        client(proxy, "llms_notarealkey00_" + "x" * 32).chat.completions.create(
+            model="smollm2", messages=HELLO
+        )
+    assert auth.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        client(proxy, "garbage").models.list()
+    expired = proxy.make_key(expires_at=time.time() - 10)
+    with pytest.raises(openai.AuthenticationError) as exp:
+        client(proxy, expired).models.list()
+    assert exp.value.code == "expired_api_key"
+    with pytest.raises(openai.PermissionDeniedError) as perm:
+        client(proxy, proxy.make_key(allowed_models=["another"])).chat.completions.create(
+            model="smollm2", messages=HELLO
+        )
+    assert perm.value.code == "model_not_allowed"
+    with pytest.raises(openai.NotFoundError) as nf:
+        client(proxy, good).chat.completions.create(model="gpt-17", messages=HELLO)
+    assert nf.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client(proxy, good).chat.completions.create(model="smollm2", messages=HELLO, max_tokens=10**9)
+    assert bad.value.param == "max_tokens"
+    with pytest.raises(openai.RateLimitError) as quota:
+        client(proxy, proxy.make_key(token_limit=10)).chat.completions.create(model="smollm2", messages=HELLO)
+    assert quota.value.code == "insufficient_quota"
+    assert quota.value.response.headers["x-should-retry"] == "false"
+
+
+def test_requests_per_minute_window(proxy: Proxy) -> None:
+    c = client(proxy, proxy.make_key(rpm_limit=2))
+    for _ in range(2):
+        ok = c.chat.completions.with_raw_response.create(model="smollm2", messages=HELLO, max_tokens=1)
+        assert ok.headers["x-ratelimit-limit-requests"] == "2"
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=1)
+    assert err.value.code == "rate_limit_exceeded"
+    assert int(err.value.response.headers["retry-after"]) >= 1
+    assert err.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_revoked_key_stops_working_within_a_second(proxy: Proxy) -> None:
+    key = proxy.make_key()
+    c = client(proxy, key)
+    assert c.models.list()  # now cached as verified in the proxy
+    proxy.revoke(key)
+    start = time.monotonic()
+    while True:
+        try:
+            c.models.list()
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() - start < 1.0, "revocation took more than a second"
+        time.sleep(0.05)
+
+
+def test_dead_runtime_is_a_503_internal_server_error(make_proxy: object) -> None:
+    proxy = make_proxy("ipc:///tmp/llmserver-nobody-listens/rt.sock").start()  # type: ignore[operator]
+    c = client(proxy, proxy.make_key())
+    start = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as err:
+        c.chat.completions.create(model="smollm2", messages=HELLO)
+    assert err.value.status_code == 503
+    assert err.value.response.headers["retry-after"] == "1"
+    assert time.monotonic() - start < 3.0
