@@ -51,9 +51,7 @@ def resolve_path(url: str) -> Path:
     """
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() != "sqlite":
-        raise ValueError(
-            "expected a sqlite:// URL, e.g. sqlite://data/app.db or sqlite:///var/lib/llmserver/app.db"
-        )
+        raise ValueError("expected a sqlite:// URL, e.g. sqlite://data/app.db or sqlite:///var/lib/llmserver/app.db")
     if not rest or rest.strip("/") == "":
         raise ValueError("the URL has no file path")
     if "?" in rest or "#" in rest:
@@ -69,9 +67,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "NORMAL") 
     """A connection set up the way every connection here must be (WAL, busy timeout, foreign keys)."""
     if synchronous not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
-    conn = sqlite3.connect(
-        str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-    )
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -125,9 +121,7 @@ class _Job:
 class Database:
     """One writer thread with the only write connection, plus a few reader threads."""
 
-    def __init__(
-        self, path: Path, *, readers: int = 2, synchronous: str = "NORMAL", max_batch: int = 1000
-    ) -> None:
+    def __init__(self, path: Path, *, readers: int = 2, synchronous: str = "NORMAL", max_batch: int = 1000) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self.path = path
@@ -163,9 +157,7 @@ class Database:
         self._writer = threading.Thread(target=self._run_writer, args=(ready,), name="db-writer", daemon=True)
         self._writer.start()
         await asyncio.wrap_future(ready)
-        self._readers = concurrent.futures.ThreadPoolExecutor(
-            self._reader_count, thread_name_prefix="db-read"
-        )
+        self._readers = concurrent.futures.ThreadPoolExecutor(self._reader_count, thread_name_prefix="db-read")
         for _ in range(self._reader_count):
             conn = await asyncio.to_thread(connect, self.path, readonly=True, synchronous=self._synchronous)
             self._all_read_conns.append(conn)

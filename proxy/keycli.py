@@ -27,9 +27,7 @@ EXIT_ERROR = 2
 
 def add_key_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``keys create|list|revoke`` to a CLI; each sets ``args.func(args) -> int``."""
-    keys = subparsers.add_parser(
-        "keys", help="manage API keys", description="Create, list and revoke API keys."
-    )
+    keys = subparsers.add_parser("keys", help="manage API keys", description="Create, list and revoke API keys.")
     commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
 
     create = commands.add_parser("create", help="create a key and print it once")
@@ -114,9 +112,7 @@ def format_table(keys: Sequence[ApiKey], now: float) -> str:
         for key in keys
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines) + "\n"
 
 

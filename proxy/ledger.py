@@ -83,9 +83,7 @@ async def record_usage(db: Database, event: UsageEvent, reservation: Reservation
     return await db.execute_write(lambda conn: record_usage_on(conn, event, reservation))
 
 
-def record_usage_on(
-    conn: sqlite3.Connection, event: UsageEvent, reservation: Reservation | None = None
-) -> int:
+def record_usage_on(conn: sqlite3.Connection, event: UsageEvent, reservation: Reservation | None = None) -> int:
     """:func:`record_usage` on a connection already inside a write transaction."""
     (event_id,) = conn.execute(_INSERT_EVENT, {c: getattr(event, c) for c in _EVENT_COLUMNS}).fetchone()
     if reservation is not None:

@@ -55,9 +55,7 @@ class Metrics:
         )
         self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
 
-    def observe(
-        self, endpoint: str, model: str, status: int, latency_ms: float, ttft_ms: float | None
-    ) -> None:
+    def observe(self, endpoint: str, model: str, status: int, latency_ms: float, ttft_ms: float | None) -> None:
         self.requests.labels(endpoint, model, str(status)).inc()
         self.latency.labels(endpoint).observe(latency_ms / 1000)
         if ttft_ms is not None:

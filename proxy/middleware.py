@@ -49,9 +49,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return _envelope(request, _from_http(exc))
     except Exception:
-        log.exception(
-            "unhandled error in %s %s (request %s)", request.method, request.path, request["request_id"]
-        )
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request["request_id"])
         error = ApiError(500, f"internal server error (request {request['request_id']})", type="server_error")
         return _envelope(request, error)
 

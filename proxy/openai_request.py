@@ -107,11 +107,7 @@ def _content(content: Any, param: str) -> str:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise bad_request(f"{param}.content: only text parts are supported", f"{param}.content")
             parts.append(part["text"])
         return "".join(parts)

@@ -64,9 +64,7 @@ async def reserve(db: Database, api_key_id: int, n_tokens: int) -> Reservation |
     return await db.execute_write(lambda conn: reserve_on(conn, api_key_id, n_tokens, time.time()))
 
 
-def reserve_on(
-    conn: sqlite3.Connection, api_key_id: int, n_tokens: int, now: float
-) -> Reservation | QuotaExceeded:
+def reserve_on(conn: sqlite3.Connection, api_key_id: int, n_tokens: int, now: float) -> Reservation | QuotaExceeded:
     """:func:`reserve` on a connection already inside a write transaction."""
     admitted = conn.execute(
         "UPDATE api_keys SET tokens_reserved = tokens_reserved + :n WHERE id = :key "
@@ -89,9 +87,7 @@ def reserve_on(
 
 def release_on(conn: sqlite3.Connection, reservation: Reservation) -> int:
     """Give a reservation's tokens back (once); how many were released (0 if already gone)."""
-    row = conn.execute(
-        "DELETE FROM quota_reservations WHERE id = ? RETURNING tokens", (reservation.id,)
-    ).fetchone()
+    row = conn.execute("DELETE FROM quota_reservations WHERE id = ? RETURNING tokens", (reservation.id,)).fetchone()
     if row is None:
         return 0
     conn.execute(

@@ -189,9 +189,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["runtime"] = f"error: {exc or type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     request.app[metrics_key].runtime_up.set(1 if checks["runtime"] == "ok" else 0)
-    return web.json_response(
-        {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
-    )
+    return web.json_response({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

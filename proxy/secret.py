@@ -81,9 +81,7 @@ def create_password_hasher(profile: str = "default") -> PasswordHasher:
     try:
         return PasswordHasher.from_parameters(ARGON2_PROFILES[profile])
     except KeyError:
-        raise ValueError(
-            f"unknown argon2 profile {profile!r}; expected one of {sorted(ARGON2_PROFILES)}"
-        ) from None
+        raise ValueError(f"unknown argon2 profile {profile!r}; expected one of {sorted(ARGON2_PROFILES)}") from None
 
 
 def hash_secret(secret: str, hasher: PasswordHasher | None = None) -> str:

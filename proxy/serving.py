@@ -128,9 +128,7 @@ class Generation:
 
     def __post_init__(self) -> None:
         req = self.req
-        self.prompt_tokens = (
-            count_chat(req.messages) if req.messages is not None else count_text(req.prompt or "")
-        )
+        self.prompt_tokens = count_chat(req.messages) if req.messages is not None else count_text(req.prompt or "")
 
     @property
     def text(self) -> str:
@@ -241,9 +239,7 @@ def before_headers(exc: ClientError) -> ApiError:
 def mid_stream(exc: ClientError) -> ApiError:
     """A runtime failure after the response started: 502, or 504 for a deadline."""
     if isinstance(exc, RuntimeRequestError) and exc.code == "deadline_exceeded":
-        return ApiError(
-            504, "the request took longer than the server allows", type="server_error", code="timeout"
-        )
+        return ApiError(504, "the request took longer than the server allows", type="server_error", code="timeout")
     if isinstance(exc, RuntimeUnavailableError):
         return ApiError(
             502, "the model runtime went away during the request", type="server_error", code="runtime_error"

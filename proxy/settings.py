@@ -96,9 +96,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     tls_cert, tls_key = _tls_files(reader)
     runtime_endpoint = reader.text("LLMSERVER_RUNTIME_ENDPOINT", "") or default_endpoint(env)
     if not runtime_endpoint.startswith(("ipc://", "tcp://")):
-        raise SettingsError(
-            f"LLMSERVER_RUNTIME_ENDPOINT={runtime_endpoint!r}: must start with ipc:// or tcp://"
-        )
+        raise SettingsError(f"LLMSERVER_RUNTIME_ENDPOINT={runtime_endpoint!r}: must start with ipc:// or tcp://")
     return Settings(
         database_url=database_url,
         database_path=reader.parse("LLMSERVER_DATABASE_URL", resolve_path, database_url),

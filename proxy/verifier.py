@@ -189,9 +189,7 @@ def _read_key(conn: sqlite3.Connection, public_id: str) -> tuple[ApiKey | None, 
         conn.execute("COMMIT")
 
 
-def _read_changes(
-    conn: sqlite3.Connection, known: int, ids: Collection[int]
-) -> tuple[int, list[ApiKey] | None]:
+def _read_changes(conn: sqlite3.Connection, known: int, ids: Collection[int]) -> tuple[int, list[ApiKey] | None]:
     """The current version, and the rows of ``ids`` if it differs from ``known``."""
     conn.execute("BEGIN")
     try:

@@ -176,9 +176,7 @@ class RuntimeClient:
                 await asyncio.sleep(0.005)
         raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}")
 
-    async def call(
-        self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None
-    ) -> dict[str, Any]:
+    async def call(self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Send one request and wait for its ``result``."""
         timeout = self.timeout if timeout is None else timeout
         req = Request(self._new_id(), op, time.time() + timeout, body or {})

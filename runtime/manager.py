@@ -189,9 +189,7 @@ class ModelWorker:
     def _finish(self, job: Job, outcome: Outcome, queue_ms: float) -> None:
         counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
         if outcome.finish_reason == "aborted":
-            code, why = (
-                (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
-            )
+            code, why = (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
             self._outbox.frame(job.identity, job.rid, "error", {**_err(code, why), **counts})
             return
         tps = outcome.completion_tokens / (outcome.decode_ms / 1000) if outcome.decode_ms > 0 else 0.0

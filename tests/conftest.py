@@ -70,9 +70,7 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-async def wait_ready(
-    endpoint: str, models: tuple[str, ...], timeout: float, daemon: Daemon | None = None
-) -> None:
+async def wait_ready(endpoint: str, models: tuple[str, ...], timeout: float, daemon: Daemon | None = None) -> None:
     end = time.monotonic() + timeout
     async with RuntimeClient(endpoint, connect_wait=0.2) as client:
         while time.monotonic() < end:

@@ -131,9 +131,7 @@ async def test_a_write_is_visible_to_other_connections_when_it_returns(db: Datab
     await record_usage(db, event("seen", key_id))
     other = sqlite3.connect(db.path)
     try:
-        assert other.execute(
-            "SELECT count(*) FROM token_usage_events WHERE request_id = 'seen'"
-        ).fetchone() == (1,)
+        assert other.execute("SELECT count(*) FROM token_usage_events WHERE request_id = 'seen'").fetchone() == (1,)
     finally:
         other.close()
 
@@ -189,10 +187,7 @@ async def test_a_failed_commit_fails_every_job_of_the_transaction(db: Database) 
     await blocker
     results = await pending
     assert all(isinstance(r, DatabaseError) for r in results), results
-    assert (
-        await db.execute_read(lambda c: c.execute("SELECT count(*) FROM token_usage_events").fetchone()[0])
-        == 0
-    )
+    assert await db.execute_read(lambda c: c.execute("SELECT count(*) FROM token_usage_events").fetchone()[0]) == 0
     assert db.stats.failed_transactions == 1
     assert isinstance(await record_usage(db, event("after", key_id)), int)  # the writer goes on
 

@@ -31,9 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_create_prints_the_key_once_on_its_last_line(
-    capsys: pytest.CaptureFixture[str], database: Path
-) -> None:
+def test_create_prints_the_key_once_on_its_last_line(capsys: pytest.CaptureFixture[str], database: Path) -> None:
     code, out, err = run(
         capsys, "keys", "create", "--name", "ci", "--token-limit", "1000", "--models", "a, b", "--rpm", "5",
         "--tpm", "500", "--expires", "2999-12-31",

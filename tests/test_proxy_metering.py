@@ -47,9 +47,7 @@ def test_concurrent_requests_never_exceed_the_quota(proxy: Proxy) -> None:
         "SELECT SUM(prompt_tokens + completion_tokens) FROM token_usage_events e "
         "JOIN api_keys k ON k.id = e.api_key_id WHERE k.name = 'quota' AND e.status = 200"
     )
-    (counters,) = proxy.query(
-        "SELECT tokens_used, tokens_reserved, request_count FROM api_keys WHERE name='quota'"
-    )
+    (counters,) = proxy.query("SELECT tokens_used, tokens_reserved, request_count FROM api_keys WHERE name='quota'")
     refused_rows = proxy.query(
         "SELECT COUNT(*), SUM(completion_tokens) FROM token_usage_events e "
         "JOIN api_keys k ON k.id = e.api_key_id WHERE k.name = 'quota' AND e.status = 429"
@@ -101,9 +99,11 @@ def test_client_disconnect_mid_stream_is_billed_and_aborted(proxy: Proxy) -> Non
     )
     with httpx.Client(timeout=30) as http:
         with http.stream(
-            "POST", f"{proxy.base_url}/completions", content=body,
+            "POST",
+            f"{proxy.base_url}/completions",
+            content=body,
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        ) as r:  # fmt: skip
+        ) as r:
             request_id = r.headers["x-request-id"]
             events = 0
             for line in r.iter_lines():
@@ -154,22 +154,41 @@ def raw_request(port: int, data: bytes) -> bytes:
         (b"[1, 2]", "application/json", 400, None),
         (b'{"model": 5, "messages": []}', "application/json", 400, "model"),
         (b'{"model": "smollm2", "messages": "hi"}', "application/json", 400, "messages"),
-        (b'{"model": "smollm2", "messages": [{"role": "wizard", "content": "x"}]}', "application/json", 400,
-         "messages[0].role"),
-        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
-         "application/json", 400, "temperature"),
-        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999}',
-         "application/json", 400, "max_tokens"),
-        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
-         "application/json", 400, "max_tokens"),
+        (
+            b'{"model": "smollm2", "messages": [{"role": "wizard", "content": "x"}]}',
+            "application/json",
+            400,
+            "messages[0].role",
+        ),
+        (
+            b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+            "application/json",
+            400,
+            "temperature",
+        ),
+        (
+            b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999}',
+            "application/json",
+            400,
+            "max_tokens",
+        ),
+        (
+            b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
+            "application/json",
+            400,
+            "max_tokens",
+        ),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', "application/json", 404, "model"),
-        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "\xff\xfe"}]}', "application/json", 400,
-         None),
+        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "\xff\xfe"}]}', "application/json", 400, None),
         (b"model=smollm2", "application/x-www-form-urlencoded", 415, None),
-        (b'{"model": "smollm2", "messages": [{"role": "user", "content": "' + b"x" * (2 << 20) + b'"}]}',
-         "application/json", 413, None),
+        (
+            b'{"model": "smollm2", "messages": [{"role": "user", "content": "' + b"x" * (2 << 20) + b'"}]}',
+            "application/json",
+            413,
+            None,
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_bodies_get_an_envelope_and_harm_nothing(
     proxy: Proxy, body: bytes, content_type: str, status: int, param: str | None
 ) -> None:

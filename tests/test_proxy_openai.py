@@ -73,9 +73,7 @@ def test_completions_buffered_and_streamed(proxy: Proxy) -> None:
     r = c.completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0)
     assert r.object == "text_completion" and r.choices[0].text.startswith(" 5")
     assert r.usage is not None and r.usage.prompt_tokens == 11  # cl100k_base: "1", ",", " ", "2"...
-    pieces = list(
-        c.completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True)
-    )
+    pieces = list(c.completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True))
     assert "".join(p.choices[0].text for p in pieces) == r.choices[0].text
 
 
@@ -92,9 +90,7 @@ def test_models_are_filtered_by_the_keys_allow_list(proxy: Proxy) -> None:
 def test_errors_map_to_the_sdks_exception_classes(proxy: Proxy) -> None:
     good = proxy.make_key()
     with pytest.raises(openai.AuthenticationError) as auth:
-        client(proxy, "llms_notarealkey00_" + "x" * 32).chat.completions.create(
-            model="smollm2", messages=HELLO
-        )
+        client(proxy, "llms_notarealkey00_" + "x" * 32).chat.completions.create(model="smollm2", messages=HELLO)
     assert auth.value.code == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         client(proxy, "garbage").models.list()

@@ -47,9 +47,7 @@ async def test_streams_a_real_answer_with_exact_counts(shared_daemon: Daemon) ->
 
 async def test_max_tokens_and_stop_strings(shared_daemon: Daemon) -> None:
     async with RuntimeClient(shared_daemon.endpoint) as client:
-        _, done = await collect(
-            client, prompt="1, 2, 3, 4,", params=SamplingParams(max_tokens=5, temperature=0)
-        )
+        _, done = await collect(client, prompt="1, 2, 3, 4,", params=SamplingParams(max_tokens=5, temperature=0))
         assert done.finish_reason == "length" and done.completion_tokens == 5
         pieces, done = await collect(
             client, prompt="1, 2, 3, 4,", params=SamplingParams(max_tokens=40, temperature=0, stop=(" 7",))
@@ -182,9 +180,7 @@ async def test_sigkill_mid_stream_then_restart_with_the_same_client(make_daemon:
         assert model["served"] == 1, "the request sent while the daemon was down must not run later"
 
 
-async def test_bad_loads_get_errors_and_the_daemon_keeps_serving(
-    shared_daemon: Daemon, tmp_path: Path
-) -> None:
+async def test_bad_loads_get_errors_and_the_daemon_keeps_serving(shared_daemon: Daemon, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(demo_model_path().read_bytes()[:200_000])
     garbage = tmp_path / "garbage.gguf"

@@ -179,9 +179,7 @@ async def test_refusals_say_why(repo: KeyRepository, db: Database) -> None:
 
 
 @pytest.mark.asyncio
-async def test_concurrent_first_requests_of_one_key_share_one_verification(
-    repo: KeyRepository, db: Database
-) -> None:
+async def test_concurrent_first_requests_of_one_key_share_one_verification(repo: KeyRepository, db: Database) -> None:
     full, _ = await repo.create_key("app")
     verifier = KeyVerifier(db)
     keys = await asyncio.gather(*(verifier.verify(full) for _ in range(20)))
@@ -189,9 +187,7 @@ async def test_concurrent_first_requests_of_one_key_share_one_verification(
 
 
 @pytest.mark.asyncio
-async def test_revocation_in_this_process_takes_effect_within_a_second(
-    repo: KeyRepository, db: Database
-) -> None:
+async def test_revocation_in_this_process_takes_effect_within_a_second(repo: KeyRepository, db: Database) -> None:
     full, key = await repo.create_key("app")
     verifier = KeyVerifier(db)
     await verifier.verify(full)
@@ -212,15 +208,11 @@ REVOKER = textwrap.dedent(
 
 
 @pytest.mark.asyncio
-async def test_revocation_by_another_process_takes_effect_within_a_second(
-    repo: KeyRepository, db: Database
-) -> None:
+async def test_revocation_by_another_process_takes_effect_within_a_second(repo: KeyRepository, db: Database) -> None:
     full, key = await repo.create_key("app")
     verifier = KeyVerifier(db)
     await verifier.verify(full)
-    await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", REVOKER, str(db.path), str(key.id)], check=True
-    )
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", REVOKER, str(db.path), str(key.id)], check=True)
     assert await refused_within(verifier, full, 1.0) == "revoked key"
     assert verifier.stats.argon2_runs == 1  # refused from the refreshed cache, no argon2
 

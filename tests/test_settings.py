@@ -20,9 +20,7 @@ def test_defaults() -> None:
     assert settings.database_path == Path.cwd() / "data" / "app.db"
     assert (settings.bind_host, settings.bind_port) == ("0.0.0.0", 8443)
     assert settings.encryption_key is None and settings.session_key is None
-    assert settings.runtime_endpoint.startswith("ipc://") and settings.runtime_endpoint.endswith(
-        "/runtime.sock"
-    )
+    assert settings.runtime_endpoint.startswith("ipc://") and settings.runtime_endpoint.endswith("/runtime.sock")
     assert settings.max_body_bytes == 1024 * 1024 and settings.max_tokens_limit == 8192
     assert settings.argon2_concurrency == 2 and settings.request_timeout == 300.0
     assert settings.log_level == "INFO" and settings.db_synchronous == "NORMAL" and not settings.tls_enabled

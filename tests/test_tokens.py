@@ -87,9 +87,7 @@ def test_content_parts_count_their_text_only() -> None:
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 10_000}},
         {"type": "text", "text": "world"},
     ]
-    assert count_chat([{"role": "user", "content": parts}]) == count_chat(
-        [{"role": "user", "content": "hello world"}]
-    )
+    assert count_chat([{"role": "user", "content": parts}]) == count_chat([{"role": "user", "content": "hello world"}])
 
 
 def test_the_bundled_file_is_the_official_one_and_the_definition_matches(

@@ -161,9 +161,7 @@ def parse_settings(params: Mapping[str, Any]) -> RKLLMSettings:
     """Check ``params`` (from ``--model`` or a load request); BackendError names the bad one."""
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
-        raise BackendError(
-            f"unknown rkllm parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_PARAMS))}"
-        )
+        raise BackendError(f"unknown rkllm parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_PARAMS))}")
     values = {key: _PARSERS[key](key, value) for key, value in params.items()}
     parts = [values.pop(key, None) for key in _TEMPLATE_KEYS]
     template = None

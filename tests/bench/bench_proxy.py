@@ -473,15 +473,17 @@ def run_rounds(a: Side, b: Side, fresh: list[str], args: argparse.Namespace) -> 
 
 def count_tokens(res: Results, model: Path, max_tokens: int) -> None:
     """Tokens per stream: ``max_tokens`` for a length finish, else the model's own count of the text."""
-    from llama_cpp import Llama
-
-    vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    vocab = None
     for runs in (*res.completion.values(), *res.chat_stream.values()):
         for r in runs:
             if r.finish == "length":
                 r.tokens = max_tokens
-            else:
-                r.tokens = len(vocab.tokenize(r.text.encode(), add_bos=False, special=False))
+                continue
+            if vocab is None:
+                from llama_cpp import Llama
+
+                vocab = Llama(model_path=str(model), vocab_only=True, n_ctx=0, verbose=False)
+            r.tokens = len(vocab.tokenize(r.text.encode(), add_bos=False, special=False))
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -605,7 +607,7 @@ def py_spy(out_dir: Path | None, targets: dict[str, int]) -> Iterator[None]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, sides alternating first (default 5)")
-    parser.add_argument("--requests", type=int, default=60, help="1-token chats per side and round (60)")
+    parser.add_argument("--requests", type=int, default=100, help="1-token chats per side and round (100)")
     parser.add_argument("--streams", type=int, default=2, help="streams of each kind per side and round (2)")
     parser.add_argument("--stream-tokens", type=int, default=128, help="max_tokens of a stream (128)")
     parser.add_argument("--sdk", type=int, default=20, help="openai-client chats per side and round, 0: skip")
