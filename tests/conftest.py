@@ -95,7 +95,7 @@ def demo_spec(name: str = "smollm2", **params: object) -> str:
     return f"{name}=llamacpp:{demo_model_path()}{extra}"
 
 
-def test_env(tmp: Path) -> dict[str, str]:
+def clean_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSERVER_")}
     env["LLMSERVER_RUNTIME_DIR"] = str(tmp)
     env["PYTHONPATH"] = str(ROOT)
@@ -112,7 +112,7 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[Daemo
         d = tmp_path_factory.mktemp("daemon")
         sock_dir = Path(f"{short}-{len(made)}-{time.monotonic_ns()}")
         sock_dir.mkdir(parents=True)
-        full_env = test_env(d)
+        full_env = clean_env(d)
         full_env.update(env or {})
         full_env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = str(queue_depth)
         daemon = Daemon(f"ipc://{sock_dir}/rt.sock", list(args), full_env, d / "daemon.log")
@@ -130,7 +130,7 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = tmp_path_factory.mktemp("shared-daemon")
     sock_dir = Path(f"/tmp/llms-shared-{os.getpid()}")
     sock_dir.mkdir(parents=True, exist_ok=True)
-    env = test_env(d)
+    env = clean_env(d)
     env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "4"
     daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
     daemon.start()
@@ -233,7 +233,7 @@ class Proxy:
 
 
 def proxy_env(tmp: Path, endpoint: str, port: int) -> dict[str, str]:
-    env = test_env(tmp)
+    env = clean_env(tmp)
     env.update(
         {
             "LLMSERVER_DATABASE_URL": f"sqlite:///{tmp}/app.db",
@@ -269,7 +269,7 @@ def proxy_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = tmp_path_factory.mktemp("proxy-daemon")
     sock_dir = Path(f"/tmp/llms-proxyd-{os.getpid()}")
     sock_dir.mkdir(parents=True, exist_ok=True)
-    env = test_env(d)
+    env = clean_env(d)
     env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "64"
     daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
     daemon.start()
