@@ -126,12 +126,12 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[Daemo
 
 @pytest.fixture(scope="session")
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One daemon with the demo model (n_threads=2) for the tests that only read from it."""
+    """One daemon with the demo model (n_threads=2) for the tests that do not stop it."""
     d = tmp_path_factory.mktemp("shared-daemon")
     sock_dir = Path(f"/tmp/llms-shared-{os.getpid()}")
     sock_dir.mkdir(parents=True, exist_ok=True)
     env = clean_env(d)
-    env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "4"
+    env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "64"
     daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
     daemon.start()
     yield daemon
@@ -264,23 +264,27 @@ def make_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def proxy_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """A daemon for the proxy tests, with a queue deep enough for the concurrency tests."""
-    d = tmp_path_factory.mktemp("proxy-daemon")
-    sock_dir = Path(f"/tmp/llms-proxyd-{os.getpid()}")
-    sock_dir.mkdir(parents=True, exist_ok=True)
-    env = clean_env(d)
-    env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "64"
-    daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
-    daemon.start()
-    yield daemon
-    daemon.terminate()
-
-
-@pytest.fixture(scope="session")
-def proxy(proxy_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(shared_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("shared-proxy")
     port = free_port()
-    p = Proxy(proxy_env(tmp, proxy_daemon.endpoint, port), tmp / "app.db", port, tmp / "proxy.log").start()
+    p = Proxy(proxy_env(tmp, shared_daemon.endpoint, port), tmp / "app.db", port, tmp / "proxy.log").start()
     yield p
     p.stop()
+
+
+@pytest.fixture
+def openai_client() -> Iterator[object]:
+    """``openai_client(base_url, key)``: official SDK clients, closed after the test."""
+    from openai import OpenAI
+
+    made: list[OpenAI] = []
+
+    def factory(base_url: str, key: str, **kw: object) -> OpenAI:
+        kw.setdefault("timeout", 60)
+        client = OpenAI(base_url=base_url, api_key=key, max_retries=0, **kw)  # type: ignore[arg-type]
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()

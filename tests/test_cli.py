@@ -55,7 +55,7 @@ def test_chat_streams_from_the_daemon(shared_daemon: Daemon, tmp_path: Path) -> 
     env = clean_env(tmp_path) | {"LLMSERVER_RUNTIME_ENDPOINT": shared_daemon.endpoint}
     out = llmserver("chat", "What is the capital of France?", "--max-tokens", "12", "--stats", env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() and "completion 12 tokens" in out.stderr or "[stop]" in out.stderr
+    assert (out.stdout.strip() and "completion 12 tokens" in out.stderr) or "[stop]" in out.stderr
     down = clean_env(tmp_path) | {"LLMSERVER_RUNTIME_ENDPOINT": f"ipc://{tmp_path}/none.sock"}
     out = llmserver("chat", "hi", env=down)
     assert out.returncode == 1 and "not reachable" in out.stderr

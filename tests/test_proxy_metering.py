@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx  # what the openai SDK itself uses
@@ -59,8 +60,8 @@ def test_concurrent_requests_never_exceed_the_quota(proxy: Proxy) -> None:
     assert refused_rows[0] == (len(refused), 0)
 
 
-def test_sigkill_loses_no_usage_of_a_completed_response(make_proxy: object, proxy_daemon: Daemon) -> None:
-    proxy: Proxy = make_proxy(proxy_daemon.endpoint).start()  # type: ignore[operator]
+def test_sigkill_loses_no_usage_of_a_completed_response(make_proxy: object, shared_daemon: Daemon) -> None:
+    proxy: Proxy = make_proxy(shared_daemon.endpoint).start()  # type: ignore[operator]
     key = proxy.make_key("durable")
     completed: list[str] = []
 
@@ -92,7 +93,9 @@ def test_sigkill_loses_no_usage_of_a_completed_response(make_proxy: object, prox
     assert proxy.query("PRAGMA integrity_check") == [("ok",)]
 
 
-def test_client_disconnect_mid_stream_is_billed_and_aborted(proxy: Proxy) -> None:
+def test_client_disconnect_mid_stream_is_billed_and_aborted(
+    proxy: Proxy, openai_client: Callable[..., openai.OpenAI]
+) -> None:
     key = proxy.make_key("leaver")
     body = json.dumps(
         {"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 400, "stream": True, "temperature": 0}
@@ -112,7 +115,7 @@ def test_client_disconnect_mid_stream_is_billed_and_aborted(proxy: Proxy) -> Non
                 if events >= 6:
                     break
     # The next request is served at once: the runtime stopped generating for the leaver.
-    c = openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0)
+    c = openai_client(proxy.base_url, key)
     t0 = time.monotonic()
     c.completions.create(model="smollm2", prompt="Hi", max_tokens=1)
     # Had the leaver's 400 tokens run on, this request would have waited for them (4 s and more).
@@ -190,7 +193,12 @@ def raw_request(port: int, data: bytes) -> bytes:
     ],
 )
 def test_bad_bodies_get_an_envelope_and_harm_nothing(
-    proxy: Proxy, body: bytes, content_type: str, status: int, param: str | None
+    proxy: Proxy,
+    body: bytes,
+    content_type: str,
+    status: int,
+    param: str | None,
+    openai_client: Callable[..., openai.OpenAI],
 ) -> None:
     key = proxy.make_key("bad-input")
     before = proxy.query("SELECT COUNT(*), SUM(tokens_used) FROM api_keys")
@@ -205,11 +213,13 @@ def test_bad_bodies_get_an_envelope_and_harm_nothing(
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
     assert error["param"] == param
     assert proxy.query("SELECT COUNT(*), SUM(tokens_used) FROM api_keys") == before
-    ok = openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0).models.list()
+    ok = openai_client(proxy.base_url, key).models.list()
     assert [m.id for m in ok] == ["smollm2"]
 
 
-def test_broken_http_is_refused_and_the_server_keeps_serving(proxy: Proxy) -> None:
+def test_broken_http_is_refused_and_the_server_keeps_serving(
+    proxy: Proxy, openai_client: Callable[..., openai.OpenAI]
+) -> None:
     key = proxy.make_key("broken-http")
     for junk in (
         b"GARBAGE\r\n\r\n",
@@ -223,20 +233,20 @@ def test_broken_http_is_refused_and_the_server_keeps_serving(proxy: Proxy) -> No
     assert unauth.status_code == 401 and unauth.json()["error"]["code"] == "missing_api_key"
     lost = httpx.get(f"http://127.0.0.1:{proxy.port}/nowhere")
     assert lost.status_code == 404 and "error" in lost.json()
-    ok = openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0).models.list()
+    ok = openai_client(proxy.base_url, key).models.list()
     assert [m.id for m in ok] == ["smollm2"]
     assert proxy.query("PRAGMA integrity_check") == [("ok",)]
 
 
-def test_health_readiness_and_metrics(proxy: Proxy, make_proxy: object) -> None:
+def test_health_readiness_and_metrics(
+    proxy: Proxy, make_proxy: object, openai_client: Callable[..., openai.OpenAI]
+) -> None:
     base = f"http://127.0.0.1:{proxy.port}"
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "runtime": "ok"}
     key = proxy.make_key("metrics")
-    openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0).chat.completions.create(
-        model="smollm2", messages=HELLO, max_tokens=2
-    )
+    openai_client(proxy.base_url, key).chat.completions.create(model="smollm2", messages=HELLO, max_tokens=2)
     text = httpx.get(f"{base}/metrics").text
     assert 'llmserver_requests_total{endpoint="/v1/chat/completions",model="smollm2",status="200"}' in text
     assert 'llmserver_tokens_total{kind="prompt",model="smollm2"}' in text

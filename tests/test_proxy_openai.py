@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import openai
 import pytest
@@ -13,8 +14,13 @@ from tests.conftest import Proxy
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def client(proxy: Proxy, key: str) -> OpenAI:
-    return OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0, timeout=60)
+Client = Callable[[Proxy, str], OpenAI]
+
+
+@pytest.fixture
+def client(openai_client: Callable[..., OpenAI]) -> Client:
+    """``client(proxy, key)``: an SDK client for that proxy, closed after the test."""
+    return lambda proxy, key: openai_client(proxy.base_url, key)
 
 
 def usage_row(proxy: Proxy, request_id: str) -> tuple[object, ...]:
@@ -27,7 +33,7 @@ def usage_row(proxy: Proxy, request_id: str) -> tuple[object, ...]:
     return rows[0]
 
 
-def test_chat_completion_buffered_is_metered_exactly(proxy: Proxy) -> None:
+def test_chat_completion_buffered_is_metered_exactly(proxy: Proxy, client: Client) -> None:
     c = client(proxy, proxy.make_key())
     raw = c.chat.completions.with_raw_response.create(model="smollm2", messages=HELLO, max_tokens=24, seed=3)
     r = raw.parse()
@@ -46,7 +52,7 @@ def test_chat_completion_buffered_is_metered_exactly(proxy: Proxy) -> None:
     assert runtime_completion is not None and 1 <= int(runtime_completion) <= 24  # type: ignore[call-overload]
 
 
-def test_chat_completion_streamed_with_usage_chunk(proxy: Proxy) -> None:
+def test_chat_completion_streamed_with_usage_chunk(proxy: Proxy, client: Client) -> None:
     c = client(proxy, proxy.make_key())
     stream = c.chat.completions.create(
         model="smollm2", messages=HELLO, max_tokens=16, stream=True, stream_options={"include_usage": True}
@@ -68,7 +74,7 @@ def test_chat_completion_streamed_with_usage_chunk(proxy: Proxy) -> None:
     assert rows == [(last.usage.prompt_tokens, last.usage.completion_tokens, 1)]
 
 
-def test_completions_buffered_and_streamed(proxy: Proxy) -> None:
+def test_completions_buffered_and_streamed(proxy: Proxy, client: Client) -> None:
     c = client(proxy, proxy.make_key())
     r = c.completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0)
     assert r.object == "text_completion" and r.choices[0].text.startswith(" 5")
@@ -77,7 +83,7 @@ def test_completions_buffered_and_streamed(proxy: Proxy) -> None:
     assert "".join(p.choices[0].text for p in pieces) == r.choices[0].text
 
 
-def test_models_are_filtered_by_the_keys_allow_list(proxy: Proxy) -> None:
+def test_models_are_filtered_by_the_keys_allow_list(proxy: Proxy, client: Client) -> None:
     everything = client(proxy, proxy.make_key())
     assert [m.id for m in everything.models.list()] == ["smollm2"]
     assert everything.models.retrieve("smollm2").id == "smollm2"
@@ -87,7 +93,7 @@ def test_models_are_filtered_by_the_keys_allow_list(proxy: Proxy) -> None:
         limited.models.retrieve("smollm2")
 
 
-def test_errors_map_to_the_sdks_exception_classes(proxy: Proxy) -> None:
+def test_errors_map_to_the_sdks_exception_classes(proxy: Proxy, client: Client) -> None:
     good = proxy.make_key()
     with pytest.raises(openai.AuthenticationError) as auth:
         client(proxy, "llms_notarealkey00_" + "x" * 32).chat.completions.create(model="smollm2", messages=HELLO)
@@ -115,7 +121,7 @@ def test_errors_map_to_the_sdks_exception_classes(proxy: Proxy) -> None:
     assert quota.value.response.headers["x-should-retry"] == "false"
 
 
-def test_requests_per_minute_window(proxy: Proxy) -> None:
+def test_requests_per_minute_window(proxy: Proxy, client: Client) -> None:
     c = client(proxy, proxy.make_key(rpm_limit=2))
     for _ in range(2):
         ok = c.chat.completions.with_raw_response.create(model="smollm2", messages=HELLO, max_tokens=1)
@@ -127,7 +133,7 @@ def test_requests_per_minute_window(proxy: Proxy) -> None:
     assert err.value.response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_revoked_key_stops_working_within_a_second(proxy: Proxy) -> None:
+def test_revoked_key_stops_working_within_a_second(proxy: Proxy, client: Client) -> None:
     key = proxy.make_key()
     c = client(proxy, key)
     assert c.models.list()  # now cached as verified in the proxy
@@ -142,7 +148,7 @@ def test_revoked_key_stops_working_within_a_second(proxy: Proxy) -> None:
         time.sleep(0.05)
 
 
-def test_dead_runtime_is_a_503_internal_server_error(make_proxy: object) -> None:
+def test_dead_runtime_is_a_503_internal_server_error(make_proxy: object, client: Client) -> None:
     proxy = make_proxy("ipc:///tmp/llmserver-nobody-listens/rt.sock").start()  # type: ignore[operator]
     c = client(proxy, proxy.make_key())
     start = time.monotonic()

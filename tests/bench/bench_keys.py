@@ -32,9 +32,7 @@ def bench_argon2(rounds: int) -> None:
         started = time.perf_counter()
         verify_secret(hashed, secret)
         costs.append((time.perf_counter() - started) * 1000)
-    print(
-        f"argon2id verify, production parameters (t=3, 64 MiB, p=4): median {statistics.median(costs):.1f} ms"
-    )
+    print(f"argon2id verify, production parameters (t=3, 64 MiB, p=4): median {statistics.median(costs):.1f} ms")
 
 
 async def bench_verifier(seconds: float) -> None:

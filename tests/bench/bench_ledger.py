@@ -27,9 +27,7 @@ from proxy.secret import create_password_hasher
 async def bench(directory: Path, synchronous: str, rows: int, concurrency: int) -> None:
     path = directory / f"ledger-{synchronous.lower()}.db"
     async with Database.open(path, synchronous=synchronous) as db:
-        _, key = await KeyRepository(db, create_password_hasher("test")).create_key(
-            "bench", token_limit=10**12
-        )
+        _, key = await KeyRepository(db, create_password_hasher("test")).create_key("bench", token_limit=10**12)
         sequence = iter(range(rows))
 
         async def client() -> None:  # one admitted-and-settled request after another

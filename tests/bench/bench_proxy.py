@@ -116,9 +116,7 @@ def process(name: str, cmd: list[str], env: dict[str, str], log: Path) -> Iterat
                 proc.wait()
 
 
-def wait_http(
-    procs: dict[Path, subprocess.Popen[bytes]], url: str, timeout: float = 120.0, **headers: str
-) -> None:
+def wait_http(procs: dict[Path, subprocess.Popen[bytes]], url: str, timeout: float = 120.0, **headers: str) -> None:
     """Until ``url`` lists the model; a process that exits first fails with the tail of its log."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -203,9 +201,7 @@ def start_stack(stack: ExitStack, tmp: Path, model: Path, fresh_keys: int) -> tu
     plog = tmp / "proxy.log"
     proxy = stack.enter_context(process("proxy", [sys.executable, "-m", "proxy.cli"], penv, plog))
     # The first request with the bench key pays its argon2 verification here, not in a measurement.
-    wait_http(
-        {plog: proxy, dlog: daemon}, f"http://{HOST}:{port}/v1/models", Authorization=f"Bearer {keys[0]}"
-    )
+    wait_http({plog: proxy, dlog: daemon}, f"http://{HOST}:{port}/v1/models", Authorization=f"Bearer {keys[0]}")
     side = Side("B proxy+daemon", port, proxy.pid, keys[0], {"daemon": daemon.pid})
     return side, keys[1:]
 
@@ -338,9 +334,7 @@ async def requests_per_second(side: Side, seconds: float, concurrency: int) -> t
     auth = f"Authorization: Bearer {side.key}\r\n" if side.key else ""
     request = f"GET /v1/models HTTP/1.1\r\nHost: {HOST}:{side.port}\r\n{auth}\r\n".encode()
     lat: list[float] = []
-    await asyncio.gather(
-        *(_raw_worker(side.port, request, time.perf_counter() + 0.3, []) for _ in range(concurrency))
-    )
+    await asyncio.gather(*(_raw_worker(side.port, request, time.perf_counter() + 0.3, []) for _ in range(concurrency)))
     started = time.perf_counter()
     counts = await asyncio.gather(
         *(_raw_worker(side.port, request, started + seconds, lat) for _ in range(concurrency))
@@ -396,9 +390,7 @@ def measure_streams(conn: Conn, path: str, body: dict[str, Any], n: int) -> list
 def measure_sdk(side: Side, n: int) -> list[float]:
     import openai
 
-    client = openai.OpenAI(
-        base_url=f"http://{HOST}:{side.port}/v1", api_key=side.key or "none", max_retries=0
-    )
+    client = openai.OpenAI(base_url=f"http://{HOST}:{side.port}/v1", api_key=side.key or "none", max_retries=0)
     extra = {k: v for k, v in SAMPLING.items() if k not in ("temperature", "top_p")}
     try:
         out = []
@@ -507,9 +499,7 @@ def verdict(ok: bool) -> str:
 def report(a: Side, b: Side, res: Results, args: argparse.Namespace) -> bool:
     med: Callable[[list[float]], float] = statistics.median
     A, B = a.name, b.name
-    print(
-        f"\nmodel {demo_model_path().name}, n_threads={N_THREADS}, {args.rounds} rounds, sides alternate first"
-    )
+    print(f"\nmodel {demo_model_path().name}, n_threads={N_THREADS}, {args.rounds} rounds, sides alternate first")
     print(f"{'':<44}{'A median':>10}{'A p99':>9}{'B median':>10}{'B p99':>9}{'B-A / B:A':>12}")
 
     def row(label: str, va: list[float], vb: list[float], tail: float, unit: str, diff: bool = True) -> None:
@@ -620,9 +610,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="connections for GET /v1/models (8)")
     parser.add_argument("--rps-seconds", type=float, default=1.5, help="seconds per side and round (1.5)")
     parser.add_argument("--cached-after", type=int, default=30, help="cached requests after a fresh key (30)")
-    parser.add_argument(
-        "--py-spy", type=Path, metavar="DIR", help="record proxy and daemon with py-spy into DIR"
-    )
+    parser.add_argument("--py-spy", type=Path, metavar="DIR", help="record proxy and daemon with py-spy into DIR")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 2 or args.streams < 1 or args.stream_tokens < 2:
         parser.error("--rounds, --streams >= 1; --requests, --stream-tokens >= 2")

@@ -33,9 +33,7 @@ def bench_backend(library: Path, model: Path, tokens: int, rounds: int) -> float
     os.environ["LLMSERVER_RKLLM_DEVICE_CHECK"] = "off"
     backend = RKLLMBackend()
     backend.load(ModelConfig("bench", "rkllm", str(model), {"library": str(library)}))
-    spec = GenerateSpec(
-        "bench", ({"role": "user", "content": "go"},), None, SamplingParams(max_tokens=tokens)
-    )
+    spec = GenerateSpec("bench", ({"role": "user", "content": "go"},), None, SamplingParams(max_tokens=tokens))
     best = 0.0
     try:
         for _ in range(rounds):
@@ -91,9 +89,7 @@ def bench_daemon(library: Path, model: Path, tokens: int) -> float | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--layout", choices=("1.2", "1.3", "both"), default="both")
@@ -107,9 +103,7 @@ def main() -> int:
             library = build_fake(out, layout)
             rate = bench_backend(library, model, args.tokens, args.rounds)
             ok &= rate >= TARGET
-            print(
-                f"L{layout} callback -> backend -> emit:   {rate:>12,.0f} tokens/s  ({args.tokens:,} tokens)"
-            )
+            print(f"L{layout} callback -> backend -> emit:   {rate:>12,.0f} tokens/s  ({args.tokens:,} tokens)")
         daemon_tokens = min(args.tokens, 50_000)
         model = write_script(out / "daemon.rkllm", [Repeat(daemon_tokens, "x")])
         rate_daemon = bench_daemon(build_fake(out, layouts[-1]), model, daemon_tokens)

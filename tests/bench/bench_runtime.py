@@ -60,6 +60,10 @@ PROMPT = "Write a long story about a lighthouse keeper who finds a message in a 
 # The daemon's sampling defaults (runtime.protocol.SamplingParams) with temperature 0: greedy.
 SAMPLING = {"temp": 0.0, "top_p": 0.95, "top_k": 40, "repeat_penalty": 1.0}
 
+# llama.cpp's OpenMP helper thread spins for 5-10 ms after a decode before it sleeps: every
+# measured call waits this long first, so neither path starts with the other's spinner on a core.
+SETTLE_SECONDS = 0.05
+
 DECODE_RATIO_TARGET = 0.95  # daemon decode tok/s >= 0.95 x in-process
 TTFT_DELTA_TARGET_MS = 2.0  # daemon TTFT <= in-process + 2 ms
 ROUND_TRIP_TARGET_MS = 0.5  # 1-token round trip overhead <= 0.5 ms
@@ -231,22 +235,23 @@ async def measure(local: InProcess, endpoint: str, daemon_pid: int, args: argpar
     return res
 
 
-async def _repetition(
-    local: InProcess, client: RuntimeClient, args: argparse.Namespace, first_local: bool
-) -> Results:
+async def _repetition(local: InProcess, client: RuntimeClient, args: argparse.Namespace, first_local: bool) -> Results:
     """One decode run per path, then ``args.round_trips`` 1-token runs per path and pings."""
     part = Results([], [], [], [], [], [])
     for local_turn in (first_local, not first_local):
+        await asyncio.sleep(SETTLE_SECONDS)
         if local_turn:
             part.inproc.append(local.generate(args.tokens))
         else:
             part.daemon.append(await daemon_generate(client, args.tokens))
     for i in range(args.round_trips):
         for local_turn in (i % 2 == 0, i % 2 == 1):
+            await asyncio.sleep(SETTLE_SECONDS)
             if local_turn:
                 part.inproc_rt.append(local.generate(1).total_ms)
             else:
                 part.daemon_rt.append((await daemon_generate(client, 1)).total_ms)
+        await asyncio.sleep(SETTLE_SECONDS)
         part.ping.append(await daemon_ping(client))
     return part
 
@@ -304,15 +309,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--runs", type=int, default=10, help="decode runs per path (default 10)")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per decode run (default 128)")
-    parser.add_argument(
-        "--round-trips", type=int, default=10, help="1-token round trips per path and run (default 10)"
-    )
+    parser.add_argument("--round-trips", type=int, default=10, help="1-token round trips per path and run (default 10)")
     parser.add_argument(
         "--max-foreign",
         type=float,
         default=0.05,
-        help="measure a repetition again when other processes used more than this share of the CPUs "
-        "(default 0.05)",
+        help="measure a repetition again when other processes used more than this share of the CPUs (default 0.05)",
     )
     parser.add_argument("--max-retries", type=int, default=40, help="repetitions measured again, at most")
     parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds to wait before that")

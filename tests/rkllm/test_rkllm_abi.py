@@ -165,9 +165,7 @@ def test_result_callback_signature() -> None:
     assert (abi.RUN_NORMAL, abi.RUN_WAITING, abi.RUN_FINISH, abi.RUN_ERROR) == (0, 1, 2, 3)
 
 
-def test_default_param_returned_by_value_through_a_c_compiler(
-    layout: str, fake_builder: Callable[..., Path]
-) -> None:
+def test_default_param_returned_by_value_through_a_c_compiler(layout: str, fake_builder: Callable[..., Path]) -> None:
     """rkllm_createDefaultParam returns the struct by value; the C side's layout must agree."""
     lib = open_library(str(fake_builder(layout)))
     assert lib.layout.name == layout

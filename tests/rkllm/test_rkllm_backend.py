@@ -76,9 +76,7 @@ def test_max_tokens_ends_with_length(load: Load, script: Script, fake: FakeLibra
         assert fake.calls("abort") >= 1
 
 
-def test_l12_init_max_new_tokens_applies_to_every_run(
-    fake_builder: Build, load_from: LoadFrom, script: Script
-) -> None:
+def test_l12_init_max_new_tokens_applies_to_every_run(fake_builder: Build, load_from: LoadFrom, script: Script) -> None:
     backend = load_from(fake_builder("1.2"), script([Repeat(50, "x")]), max_new_tokens=3)
     pieces, out = run(backend, chat(max_tokens=10))
     assert (pieces, out.finish_reason) == (["x"] * 3, "length")
@@ -171,13 +169,9 @@ def test_init_failure_names_rkllm_init_and_frees_the_domain(load: Load, script: 
 
 
 @pytest.mark.parametrize("version", ["1.4.0", "1.1.4", "1.2.0"])
-def test_unknown_version_is_refused(
-    fake_builder: Build, load_from: LoadFrom, script: Script, version: str
-) -> None:
+def test_unknown_version_is_refused(fake_builder: Build, load_from: LoadFrom, script: Script, version: str) -> None:
     supported = r"supported: 1\.2\.1, 1\.2\.2, 1\.2\.3 \(layout 1\.2\); 1\.3\.0 \(layout 1\.3\)"
-    with pytest.raises(
-        BackendError, match=rf"is RKLLM runtime {version}, which is not supported \({supported}"
-    ):
+    with pytest.raises(BackendError, match=rf"is RKLLM runtime {version}, which is not supported \({supported}"):
         load_from(fake_builder("1.3", version), script(["a"]))
 
 
@@ -220,9 +214,7 @@ def _timed_runs(backends: list[RKLLMBackend]) -> float:
     return time.monotonic() - started
 
 
-def test_two_models_get_distinct_domains_and_run_in_parallel(
-    load: Load, script: Script, fake: FakeLibrary
-) -> None:
+def test_two_models_get_distinct_domains_and_run_in_parallel(load: Load, script: Script, fake: FakeLibrary) -> None:
     tokens: list[Any] = [Repeat(10, "p")]
     a = load(script(tokens, name="a.rkllm", delay_us=20_000), name="a")
     b = load(script(tokens, name="b.rkllm", delay_us=20_000), name="b")
@@ -331,17 +323,13 @@ def test_struct_fields_land_at_the_reference_offsets(
     assert fake.record_int("kv_clear.ranges") == 0
 
 
-def test_system_message_is_folded_into_the_prompt_by_default(
-    load: Load, script: Script, fake: FakeLibrary
-) -> None:
+def test_system_message_is_folded_into_the_prompt_by_default(load: Load, script: Script, fake: FakeLibrary) -> None:
     run(load(script(["a"])), chat(("system", "Be brief."), ("user", "hi")))
     assert fake.text("input.prompt") == "Be brief.\n\nhi"
     assert fake.calls("set_chat_template") == 0
 
 
-def test_system_message_goes_through_the_configured_template(
-    load: Load, script: Script, fake: FakeLibrary
-) -> None:
+def test_system_message_goes_through_the_configured_template(load: Load, script: Script, fake: FakeLibrary) -> None:
     template = {"system_template": "<s>{system}</s>\\n", "prompt_prefix": "<u>", "prompt_postfix": "</u><a>"}
     backend = load(script(["a"]), system_prompt="Default.", **template)
     run(backend, chat(("system", "Be brief."), ("user", "hi")))

@@ -32,9 +32,7 @@ PLATFORM = os.environ.get("LLMSERVER_RKLLM_PLATFORM", "rk3588")
 
 @pytest.fixture
 def board(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[RKLLMBackend]:
-    asked = (
-        request.config.getoption("--run-npu", default=False) or os.environ.get("LLMSERVER_TEST_NPU") == "1"
-    )
+    asked = request.config.getoption("--run-npu", default=False) or os.environ.get("LLMSERVER_TEST_NPU") == "1"
     if not asked:
         pytest.skip("needs a Rockchip board with an NPU: run with --run-npu or LLMSERVER_TEST_NPU=1")
     if not MODEL or not Path(MODEL).is_file():
@@ -60,9 +58,7 @@ def test_npu_is_visible(board: RKLLMBackend) -> None:
 
 def test_streams_an_answer_with_the_models_counts(board: RKLLMBackend) -> None:
     pieces: list[str] = []
-    out = board.generate(
-        _ask("What is the capital of France? One word.", max_tokens=32), pieces.append, lambda: False
-    )
+    out = board.generate(_ask("What is the capital of France? One word.", max_tokens=32), pieces.append, lambda: False)
     text = "".join(pieces)
     assert text.strip(), "the model said nothing"
     assert "\ufffd" not in text

@@ -45,9 +45,7 @@ async def collect(client: RuntimeClient, name: str, **params: Any) -> tuple[str,
     return text, stream.done
 
 
-async def test_streams_with_the_runtimes_exact_counts(
-    make_daemon: MakeDaemon, fake_lib: Path, tmp_path: Path
-) -> None:
+async def test_streams_with_the_runtimes_exact_counts(make_daemon: MakeDaemon, fake_lib: Path, tmp_path: Path) -> None:
     tokens: list[Token] = ["Hel", "lo ", Waiting(b"\xe2\x82"), b"\xac", "!"]
     daemon = start(make_daemon, fake_lib, tmp_path / "fake.log", {"m": model(tmp_path, "m", tokens)})
     async with RuntimeClient(daemon.endpoint) as client:
@@ -97,9 +95,7 @@ async def test_two_models_run_in_parallel(make_daemon: MakeDaemon, fake_lib: Pat
     assert [done.completion_tokens for _, done in results] == [10, 10]
     assert both < 1.5 * single, (single, both)
     domains = {
-        line.rsplit("=", 1)[1]
-        for line in (tmp_path / "fake.log").read_text().splitlines()
-        if line.startswith("init")
+        line.rsplit("=", 1)[1] for line in (tmp_path / "fake.log").read_text().splitlines() if line.startswith("init")
     }
     assert domains == {"0", "1"}
 

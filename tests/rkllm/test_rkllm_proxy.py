@@ -15,7 +15,11 @@ ASK = [{"role": "user", "content": "How much?"}]
 
 
 def test_openai_client_through_proxy_and_rkllm_daemon(
-    make_daemon: Callable[..., Daemon], make_proxy: Callable[..., Proxy], fake_lib: Path, tmp_path: Path
+    make_daemon: Callable[..., Daemon],
+    make_proxy: Callable[..., Proxy],
+    openai_client: Callable[..., OpenAI],
+    fake_lib: Path,
+    tmp_path: Path,
 ) -> None:
     tokens: list[Token] = ["It ", "costs ", "10 ", Waiting(b"\xe2\x82"), b"\xac", "."]
     path = write_script(tmp_path / "npu.rkllm", tokens)
@@ -26,7 +30,7 @@ def test_openai_client_through_proxy_and_rkllm_daemon(
     }
     daemon = make_daemon("--model", f"npu=rkllm:{path},target_platform=rk3588", env=env).start(ready_models=("npu",))
     proxy = make_proxy(daemon.endpoint).start()
-    client = OpenAI(base_url=proxy.base_url, api_key=proxy.make_key("npu"), max_retries=0)
+    client = openai_client(proxy.base_url, proxy.make_key("npu"))
 
     r = client.chat.completions.create(model="npu", messages=ASK, max_tokens=50)
     assert r.choices[0].message.content == "It costs 10 €."
