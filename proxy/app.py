@@ -54,7 +54,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
-    client = RuntimeClient(app[settings_key].runtime_endpoint, connect_wait=1.0)
+    # A daemon that is down must turn into a 503 well within a second, not a wait.
+    client = RuntimeClient(app[settings_key].runtime_endpoint, connect_wait=0.3)
     await client.start()
     app[runtime_key] = client
     yield

@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import Proxy
+from tests.conftest import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -156,4 +156,25 @@ def test_dead_runtime_is_a_503_internal_server_error(make_proxy: object, client:
         c.chat.completions.create(model="smollm2", messages=HELLO)
     assert err.value.status_code == 503
     assert err.value.response.headers["retry-after"] == "1"
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 1.0
+
+
+def test_busy_runtime_is_a_503_with_retry_after(
+    make_daemon: Callable[..., Daemon], make_proxy: Callable[..., Proxy], client: Client
+) -> None:
+    from tests.conftest import demo_spec
+
+    daemon = make_daemon("--model", demo_spec(n_threads=2), queue_depth=1).start()
+    proxy = make_proxy(daemon.endpoint).start()
+    c = client(proxy, proxy.make_key())
+    long = {"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 300, "stream": True}
+    running, queued = c.completions.create(**long), c.completions.create(**long)  # type: ignore[call-overload]
+    next(iter(running))
+    start = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as err:
+        c.completions.create(model="smollm2", prompt="hi", max_tokens=1)
+    assert err.value.status_code == 503 and err.value.code == "model_busy"
+    assert err.value.response.headers["retry-after"] == "1"
+    assert time.monotonic() - start < 1.0
+    running.close()
+    queued.close()
