@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_configs(specs: Sequence[str], no_demo: bool = False) -> list[ModelConfig]:
+    """``--model`` options, else ``$LLMSERVER_RUNTIME_MODELS`` (``;``-separated), else the demo model."""
+    if not specs:
+        specs = [s.strip() for s in os.environ.get("LLMSERVER_RUNTIME_MODELS", "").split(";") if s.strip()]
     configs = [parse_model_spec(s) for s in specs]
     if not configs and not no_demo:
         configs.append(demo_model_config())
