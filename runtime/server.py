@@ -219,7 +219,6 @@ class RuntimeServer:
 
     def _send(self, identity: bytes, frame: bytes, rid: str = "") -> None:
         assert self._router is not None
-        log.debug("send %s %d bytes to %s", rid, len(frame), identity.hex())
         try:
             self._router.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -274,7 +273,7 @@ class RuntimeServer:
         self._reply(identity, rid, "result", {"pong": True, "boot_id": self.boot_id})
 
     def _op_hello(self, identity: bytes, req: Request) -> None:
-        rid, _body = req.id, req.body
+        rid = req.id
         self._reply(
             identity,
             rid,
@@ -289,7 +288,7 @@ class RuntimeServer:
         )
 
     def _op_models(self, identity: bytes, req: Request) -> None:
-        rid, _body = req.id, req.body
+        rid = req.id
         self._reply(identity, rid, "result", {"models": self.manager.describe()})
 
     def _op_load(self, identity: bytes, req: Request) -> None:
@@ -328,8 +327,7 @@ class RuntimeServer:
         self._reply(identity, rid, "result", {"name": name, "state": "unloading"})
 
     def _op_abort(self, identity: bytes, req: Request) -> None:
-        _rid, body = req.id, req.body
-        target = body.get("target")
+        target = req.body.get("target")
         if not isinstance(target, str):
             raise ProtocolError("'target' must be the id of the request to abort")
         dropped = self.manager.abort(target)
