@@ -60,8 +60,8 @@ PROMPT = "Write a long story about a lighthouse keeper who finds a message in a 
 # The daemon's sampling defaults (runtime.protocol.SamplingParams) with temperature 0: greedy.
 SAMPLING = {"temp": 0.0, "top_p": 0.95, "top_k": 40, "repeat_penalty": 1.0}
 
-# llama.cpp's OpenMP helper thread spins for 5-10 ms after a decode before it sleeps: every
-# measured call waits this long first, so neither path starts with the other's spinner on a core.
+# llama.cpp's OpenMP helper thread spins for 5-10 ms after a decode before it sleeps: each decode
+# run waits this long first, so neither path starts with the other's spinner on a core.
 SETTLE_SECONDS = 0.05
 
 DECODE_RATIO_TARGET = 0.95  # daemon decode tok/s >= 0.95 x in-process
@@ -244,14 +244,15 @@ async def _repetition(local: InProcess, client: RuntimeClient, args: argparse.Na
             part.inproc.append(local.generate(args.tokens))
         else:
             part.daemon.append(await daemon_generate(client, args.tokens))
+    # 1-token runs decode nothing (the prompt's logits are cached), so nothing spins after them,
+    # and they run back to back: an idle virtual CPU wakes up slowly, for both paths alike.
+    await asyncio.sleep(SETTLE_SECONDS)
     for i in range(args.round_trips):
         for local_turn in (i % 2 == 0, i % 2 == 1):
-            await asyncio.sleep(SETTLE_SECONDS)
             if local_turn:
                 part.inproc_rt.append(local.generate(1).total_ms)
             else:
                 part.daemon_rt.append((await daemon_generate(client, 1)).total_ms)
-        await asyncio.sleep(SETTLE_SECONDS)
         part.ping.append(await daemon_ping(client))
     return part
 
