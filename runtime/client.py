@@ -47,6 +47,7 @@ from runtime.protocol import (
 log = logging.getLogger(__name__)
 
 _GONE = Reply("", "_gone")
+_GRACE = 1.0
 
 
 class RuntimeClient:
@@ -337,7 +338,8 @@ async def _next(queue: asyncio.Queue[Reply], deadline: float, op: str) -> Reply:
     except asyncio.QueueEmpty:
         remaining = deadline - time.time()
         try:
-            reply = await asyncio.wait_for(queue.get(), max(0.0, remaining) + 0.25)
+            # A grace beyond the deadline, so the daemon's own deadline error arrives first.
+            reply = await asyncio.wait_for(queue.get(), max(0.0, remaining) + _GRACE)
         except asyncio.TimeoutError:
             raise RuntimeTimeoutError(f"runtime gave no answer to {op} before its deadline") from None
     if reply is _GONE:

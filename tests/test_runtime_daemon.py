@@ -122,7 +122,7 @@ async def test_abort_stops_generation_within_one_token(shared_daemon: Daemon) ->
         assert generated - received <= 2, (generated, received)
         # The worker is free again: the next request starts without waiting for the old one.
         _, done = await collect(client, messages=HELLO, params=SamplingParams(max_tokens=2))
-        assert done.perf.queue_ms < 50
+        assert done.perf.queue_ms < 500
 
 
 async def test_leaving_the_stream_early_aborts_it(shared_daemon: Daemon) -> None:
@@ -132,8 +132,9 @@ async def test_leaving_the_stream_early_aborts_it(shared_daemon: Daemon) -> None
                 break
         t0 = time.perf_counter()
         _, done = await collect(client, messages=HELLO, params=SamplingParams(max_tokens=2))
-    assert time.perf_counter() - t0 < 1.0
-    assert done.perf.queue_ms < 50
+    # Had the 2000 tokens run on, this request would have waited for them (20 s and more).
+    assert time.perf_counter() - t0 < 3.0
+    assert done.perf.queue_ms < 500
 
 
 async def test_deadline_expiry_running_and_queued(shared_daemon: Daemon) -> None:
@@ -147,12 +148,12 @@ async def test_deadline_expiry_running_and_queued(shared_daemon: Daemon) -> None
                 pass
         assert q_err.value.code == "deadline_exceeded"
         assert "queue" in q_err.value.message
-        assert time.perf_counter() - t0 < 0.55
+        assert time.perf_counter() - t0 < 1.0
         with pytest.raises(RuntimeRequestError) as r_err:
             async for _ in running:
                 pass
         assert r_err.value.code == "deadline_exceeded"
-        assert time.perf_counter() - t0 < 1.0
+        assert time.perf_counter() - t0 < 2.0
 
 
 async def test_sigkill_mid_stream_then_restart_with_the_same_client(make_daemon: type[Daemon]) -> None:
