@@ -41,7 +41,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    os.environ.setdefault("LLMSERVER_BIND_ADDRESS", args.bind or "127.0.0.1:8443")
+    if args.bind:
+        os.environ["LLMSERVER_BIND_ADDRESS"] = args.bind
+    os.environ.setdefault("LLMSERVER_BIND_ADDRESS", "127.0.0.1:8443")
     load_secrets(SECRETS_FILE)
     try:
         settings = load_settings()
