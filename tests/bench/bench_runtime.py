@@ -21,12 +21,16 @@ generate exactly ``--tokens`` tokens:
 Decode tokens/s is (tokens - 1) / (time of the last token - time of the first), measured where
 the tokens are seen (the loop in-process; the client for the daemon: deltas may carry several
 tokens, the count comes from ``done``). Time to first token starts at the call (in-process) or
-just before the request is sent (client). Both paths reuse the KV cache of the identical prompt
-(llama-cpp-python keeps the common prefix), so TTFT is one prompt token plus the first decode.
+just before the request is sent (client). Every run repeats the same prompt and llama-cpp-python
+keeps the KV cache and the last logits of an identical prompt, so the first token is sampled
+without any prompt work: TTFT is the cost of getting one token to the caller, nothing else. The
+1-token runs therefore decode nothing at all and measure the protocol alone.
 
 The machine has two cores, so the paths never run at the same time: the in-process model sits
 idle (loaded) while the daemon works, and the daemon sits idle (model loaded, polling) while the
-in-process model works. Repetitions alternate which path goes first.
+in-process model works; a decode run starts only after llama.cpp's OpenMP threads of the other
+path stopped spinning. Repetitions alternate which path goes first. A repetition during which
+other processes used more than ``--max-foreign`` of the CPUs is measured again.
 """
 
 from __future__ import annotations
@@ -215,9 +219,9 @@ async def measure(local: InProcess, endpoint: str, daemon_pid: int, args: argpar
     res = Results([], [], [], [], [], [])
     load = ForeignLoad((os.getpid(), daemon_pid))
     async with RuntimeClient(endpoint) as client:
-        for _ in range(2):  # warm-up: caches, sampler set-up, first touch of pages
-            local.generate(args.tokens)
-            await daemon_generate(client, args.tokens)
+        for tokens in (args.tokens, args.tokens, 1):  # warm-up; ends with the prompt's logits cached
+            local.generate(tokens)
+            await daemon_generate(client, tokens)
         rep = 0
         while rep < args.runs:
             load.restart()
@@ -244,15 +248,20 @@ async def _repetition(local: InProcess, client: RuntimeClient, args: argparse.Na
             part.inproc.append(local.generate(args.tokens))
         else:
             part.daemon.append(await daemon_generate(client, args.tokens))
-    # 1-token runs decode nothing (the prompt's logits are cached), so nothing spins after them,
-    # and they run back to back: an idle virtual CPU wakes up slowly, for both paths alike.
+    # 1-token runs decode nothing (the prompt's logits are cached), so nothing spins after them.
+    # They run in blocks, back to back as a busy server sees requests, the first of each block
+    # unmeasured: alternating single calls would measure the two models evicting each other from
+    # the caches (and idle virtual CPUs waking up), not the protocol.
     await asyncio.sleep(SETTLE_SECONDS)
-    for i in range(args.round_trips):
-        for local_turn in (i % 2 == 0, i % 2 == 1):
+    for local_turn in (first_local, not first_local):
+        for i in range(args.round_trips + 1):
             if local_turn:
-                part.inproc_rt.append(local.generate(1).total_ms)
+                total = local.generate(1).total_ms
             else:
-                part.daemon_rt.append((await daemon_generate(client, 1)).total_ms)
+                total = (await daemon_generate(client, 1)).total_ms
+            if i:
+                (part.inproc_rt if local_turn else part.daemon_rt).append(total)
+    for _ in range(args.round_trips):
         part.ping.append(await daemon_ping(client))
     return part
 
