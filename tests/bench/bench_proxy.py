@@ -478,7 +478,9 @@ def chat_stream_body(tokens: int) -> dict[str, Any]:
     return {"model": MODEL, "messages": STORY_MESSAGES, "max_tokens": tokens, "stream": True, **SAMPLING}
 
 
-def measure_latency(conn: Conn, n: int, cpu: CpuWatch, out: SideResults, group: int = 10) -> None:
+def measure_latency(conn: Conn, n: int, cpu: CpuWatch, out: SideResults, group: int = 50) -> None:
+    """``n`` sequential 1-token chats. Foreign load is measured per ``group`` requests (~0.1 s: with
+    10 ms clock ticks a shorter window would call one stray tick of a kernel thread noise)."""
     body = one_token_body()
     conn.reopen()
     conn.post("/v1/chat/completions", body)  # re-prime the KV cache
@@ -812,7 +814,7 @@ def py_spy(out_dir: Path | None, targets: dict[str, int]) -> Iterator[None]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, sides alternating first (default 5)")
-    parser.add_argument("--requests", type=int, default=100, help="1-token chats per side and round (100)")
+    parser.add_argument("--requests", type=int, default=200, help="1-token chats per side and round (200)")
     parser.add_argument("--streams", type=int, default=2, help="streams of each kind per side and round (2)")
     parser.add_argument("--stream-tokens", type=int, default=128, help="max_tokens of a stream (128)")
     parser.add_argument("--sdk", type=int, default=20, help="openai-client chats per side and round, 0: skip")
