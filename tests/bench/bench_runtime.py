@@ -300,19 +300,39 @@ def report(res: Results, args: argparse.Namespace) -> bool:
     print(_row("1-token generate client+daemon", res.daemon_rt, 0.9, "ms", "{:9.3f}"))
     print(_row("ping round trip", res.ping, 0.9, "ms", "{:9.3f}"))
     print("(p90 of tok/s is the slow tail: 90% of runs were at least that fast)")
-    ratio = med(d_tps) / med(i_tps)
-    paired = med([d / i for d, i in zip(d_tps, i_tps, strict=True)])
-    ttft_delta = med(d_ttft) - med(i_ttft)
-    overhead = med(res.daemon_rt) - med(res.inproc_rt)
+    # Targets two ways: from the medians of all runs, and paired (the median over repetitions of
+    # daemon vs in-process measured back to back), which cancels drift in the machine's speed
+    # (a virtual machine's neighbours are invisible in /proc/stat).
+    n = args.round_trips
+    blocks = range(0, len(res.daemon_rt), n)
+    rt_pairs = [med(res.daemon_rt[k : k + n]) - med(res.inproc_rt[k : k + n]) for k in blocks]
     checks = [
-        (f"decode ratio {ratio:.3f}x (paired {paired:.3f}x)", f">= {DECODE_RATIO_TARGET}x", ratio >= 0.95),
-        (f"TTFT delta {ttft_delta:+.2f} ms", f"<= +{TTFT_DELTA_TARGET_MS} ms", ttft_delta <= 2.0),
-        (f"round-trip overhead {overhead:+.3f} ms", f"<= {ROUND_TRIP_TARGET_MS} ms", overhead <= 0.5),
+        (
+            f"decode ratio >= {DECODE_RATIO_TARGET}x",
+            "{:.3f}x",
+            (med(d_tps) / med(i_tps), med([d / i for d, i in zip(d_tps, i_tps, strict=True)])),
+            lambda v: v >= DECODE_RATIO_TARGET,
+        ),
+        (
+            f"TTFT delta <= +{TTFT_DELTA_TARGET_MS} ms",
+            "{:+.2f} ms",
+            (med(d_ttft) - med(i_ttft), med([d - i for d, i in zip(d_ttft, i_ttft, strict=True)])),
+            lambda v: v <= TTFT_DELTA_TARGET_MS,
+        ),
+        (
+            f"round-trip overhead <= {ROUND_TRIP_TARGET_MS} ms",
+            "{:+.3f} ms",
+            (med(res.daemon_rt) - med(res.inproc_rt), med(rt_pairs)),
+            lambda v: v <= ROUND_TRIP_TARGET_MS,
+        ),
     ]
-    print()
-    for text, target, ok in checks:
-        print(f"{text:<44} target {target:<12} {_verdict(ok)}")
-    return all(ok for _, _, ok in checks)
+    print(f"\n{'target':<34}{'from medians':<20}paired")
+    passed = True
+    for name, fmt, (plain, paired), ok in checks:
+        cells = [f"{fmt.format(v):>10} {_verdict(ok(v))}" for v in (plain, paired)]
+        print(f"{name:<34}{cells[0]:<20}{cells[1]}")
+        passed = passed and ok(plain)
+    return passed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
