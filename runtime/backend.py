@@ -10,12 +10,22 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.errors import BackendError
 from runtime.protocol import GenerateSpec
 
-Emit = Callable[[str], None]
+
+class Emit(Protocol):
+    """Where a backend puts text as it is generated.
+
+    ``final=True`` says no more text follows: the text may then travel with the end of the
+    request instead of in a message of its own.
+    """
+
+    def __call__(self, text: str, final: bool = False) -> None: ...
+
+
 Cancelled = Callable[[], bool]
 
 BACKENDS = {

@@ -23,11 +23,11 @@ import itertools
 import logging
 import os
 import time
+from collections import deque
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from runtime.backend import ModelConfig
@@ -65,11 +65,12 @@ class RuntimeClient:
         self._heartbeat_ms = heartbeat_ms
         self._ids = itertools.count()
         self._prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
-        self._pending: dict[str, asyncio.Queue[Reply]] = {}
+        self._pending: dict[str, _Inbox] = {}
         self._connected = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
 
     async def __aenter__(self) -> RuntimeClient:
         await self.start()
@@ -79,7 +80,7 @@ class RuntimeClient:
         await self.close()
 
     async def start(self) -> None:
-        ctx = zmq.asyncio.Context()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         for opt, value in (
             (zmq.LINGER, 0),
@@ -94,63 +95,68 @@ class RuntimeClient:
             sock.setsockopt(opt, value)
         monitor = sock.get_monitor_socket()
         sock.connect(self.endpoint)
-        self._ctx, self._sock = ctx, sock
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._watch(monitor))]
+        self._ctx, self._sock, self._monitor = ctx, sock, monitor
+        # Plain sockets read from the event loop's own callbacks: each reply costs no task switch.
+        self._loop = loop = asyncio.get_running_loop()
+        loop.add_reader(sock, self._drain)
+        loop.add_reader(monitor, self._drain_monitor)
+        self._drain()
+        self._drain_monitor()
         try:
             await asyncio.wait_for(self._connected.wait(), self.connect_wait)
         except asyncio.TimeoutError:
             log.warning("runtime at %s not reachable yet; will keep trying", self.endpoint)
 
     async def close(self) -> None:
+        sock, monitor, loop = self._sock, self._monitor, self._loop
+        if sock is None or monitor is None or loop is None:
+            return
+        self._sock = self._monitor = None
+        loop.remove_reader(sock)
+        loop.remove_reader(monitor)
         # Stop the monitor while its PAIR socket is still open: stopping it after that blocks.
-        if self._sock is not None:
-            self._sock.disable_monitor()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        sock.disable_monitor()
+        monitor.close(0)
         self._fail_all()
-        if self._sock is not None:
-            self._sock.close(0)
+        sock.close(0)
         if self._ctx is not None:
             self._ctx.term()
-        self._sock = self._ctx = None
+        self._ctx = None
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    # -- background tasks ------------------------------------------------------------------
+    # -- reading (event loop callbacks) ------------------------------------------------------
+    # ZMQ_FD is edge-triggered and any operation on the socket may consume its signal, so every
+    # drain reads until ZMQ_EVENTS says nothing is left, and every send is followed by a drain.
 
-    async def _read(self) -> None:
-        assert self._sock is not None
-        while True:
-            frame = await self._sock.recv()
-            try:
-                reply = decode_reply(frame)
-            except ProtocolError as exc:
-                log.warning("bad frame from runtime: %s", exc)
-                continue
-            queue = self._pending.get(reply.id)
-            if queue is not None:
-                queue.put_nowait(reply)
+    def _drain(self) -> None:
+        sock = self._sock
+        while sock is not None and _readable(sock):
+            for frame in sock.recv_multipart(zmq.NOBLOCK):  # the daemon batches frames per client
+                try:
+                    reply = decode_reply(frame)
+                except ProtocolError as exc:
+                    log.warning("bad frame from runtime: %s", exc)
+                    continue
+                inbox = self._pending.get(reply.id)
+                if inbox is not None:
+                    inbox.put(reply)
 
-    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
-        try:
-            while True:
-                event = parse_monitor_message(await monitor.recv_multipart())
-
-                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self._connected.set()
-                elif event["event"] == zmq.EVENT_DISCONNECTED:
-                    self._connected.clear()
-                    self._fail_all()
-        finally:
-            monitor.close(0)
+    def _drain_monitor(self) -> None:
+        monitor = self._monitor
+        while monitor is not None and _readable(monitor):
+            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connected.set()
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connected.clear()
+                self._fail_all()
 
     def _fail_all(self) -> None:
-        for queue in self._pending.values():
-            queue.put_nowait(_GONE)
+        for inbox in self._pending.values():
+            inbox.put(_GONE)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -161,33 +167,43 @@ class RuntimeClient:
         if self._sock is None:
             raise RuntimeUnavailableError("the runtime client is closed")
         frame = encode_request(req)
-        try:
-            await self._sock.send(frame, zmq.NOBLOCK)
+        if self._try_send(frame):
             return
-        except zmq.Again:
-            pass
         # Not connected: wait a little (a restarting daemon), never longer than the deadline.
         end = time.monotonic() + min(self.connect_wait, max(0.0, req.deadline - time.time()))
         while time.monotonic() < end:
             try:
                 await asyncio.wait_for(self._connected.wait(), end - time.monotonic())
-                await self._sock.send(frame, zmq.NOBLOCK)
+            except asyncio.TimeoutError:
+                break
+            if self._try_send(frame):
                 return
-            except (asyncio.TimeoutError, zmq.Again):
-                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)
         raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}")
+
+    def _try_send(self, frame: bytes) -> bool:
+        if self._sock is None:
+            raise RuntimeUnavailableError("the runtime client is closed")
+        try:
+            self._sock.send(frame, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        finally:
+            self._drain()
 
     async def call(self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Send one request and wait for its ``result``."""
         timeout = self.timeout if timeout is None else timeout
         req = Request(self._new_id(), op, time.time() + timeout, body or {})
-        queue: asyncio.Queue[Reply] = asyncio.Queue()
-        self._pending[req.id] = queue
+        inbox = _Inbox(req.deadline, op)
+        self._pending[req.id] = inbox
         try:
             await self._send(req)
-            reply = await _next(queue, req.deadline, op)
+            reply = await inbox.get()
         finally:
             self._pending.pop(req.id, None)
+            inbox.close()
         if reply.type == "result":
             return reply.body
         raise _as_error(reply)
@@ -241,7 +257,7 @@ class GenerateStream:
 
     def __init__(self, client: RuntimeClient, req: Request) -> None:
         self._client, self._req = client, req
-        self._queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self._inbox: _Inbox | None = None
         self._started = False
         self._finished = False
         self._peeked: list[Reply] = []
@@ -266,7 +282,8 @@ class GenerateStream:
         if self._started:
             return
         self._started = True
-        self._client._pending[self._req.id] = self._queue
+        self._inbox = _Inbox(self._req.deadline, "generate")
+        self._client._pending[self._req.id] = self._inbox
         try:
             await self._client._send(self._req)
         except BaseException:
@@ -295,8 +312,9 @@ class GenerateStream:
     async def _next_reply(self) -> Reply:
         if self._peeked:
             return self._peeked.pop(0)
+        assert self._inbox is not None
         try:
-            return await _next(self._queue, self._req.deadline, "generate")
+            return await self._inbox.get()
         except BaseException:
             await self.aclose()
             raise
@@ -330,21 +348,59 @@ class GenerateStream:
     def _finish(self) -> None:
         self._finished = True
         self._client._pending.pop(self._req.id, None)
+        if self._inbox is not None:
+            self._inbox.close()
 
 
-async def _next(queue: asyncio.Queue[Reply], deadline: float, op: str) -> Reply:
-    try:
-        reply = queue.get_nowait()
-    except asyncio.QueueEmpty:
-        remaining = deadline - time.time()
-        try:
-            # A grace beyond the deadline, so the daemon's own deadline error arrives first.
-            reply = await asyncio.wait_for(queue.get(), max(0.0, remaining) + _GRACE)
-        except asyncio.TimeoutError:
-            raise RuntimeTimeoutError(f"runtime gave no answer to {op} before its deadline") from None
-    if reply is _GONE:
-        raise RuntimeUnavailableError("the runtime daemon went away during the request")
-    return reply
+class _Inbox:
+    """The replies of one request as they arrive, and the one task waiting for them.
+
+    The deadline is one timer per request (plus a grace, so the daemon's own deadline
+    error arrives first), not a timeout per reply.
+    """
+
+    __slots__ = ("_expired", "_items", "_op", "_timer", "_waiter")
+
+    def __init__(self, deadline: float, op: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._items: deque[Reply] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._op, self._expired = op, False
+        self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.time()) + _GRACE, self._expire)
+
+    def put(self, reply: Reply) -> None:
+        self._items.append(reply)
+        self._wake()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Reply:
+        while not self._items:
+            if self._expired:
+                raise RuntimeTimeoutError(f"runtime gave no answer to {self._op} before its deadline")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        reply = self._items.popleft()
+        if reply is _GONE:
+            raise RuntimeUnavailableError("the runtime daemon went away during the request")
+        return reply
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+
+def _readable(sock: zmq.Socket[bytes]) -> bool:
+    return bool(cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _as_error(reply: Reply) -> RuntimeRequestError:

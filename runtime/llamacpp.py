@@ -129,7 +129,10 @@ class LlamaCppBackend(Backend):
                 count += 1
                 text, stopped = stop_buf.push(decoder.decode(llm.detokenize([token])))
                 if text:
-                    emit(text)
+                    if stopped or count >= limit:
+                        emit(text, final=True)
+                    else:
+                        emit(text)
                 if stopped:
                     finish = "stop"
                     break
@@ -142,7 +145,7 @@ class LlamaCppBackend(Backend):
             sampler.close()
         tail = stop_buf.flush() + decoder.decode(b"", final=True) if finish != "stop" else ""
         if tail and finish != "aborted":
-            emit(tail)
+            emit(tail, final=True)
         end = time.perf_counter()
         first_at = first_at or end
         return Outcome(finish, n_prompt, count, (first_at - p_start) * 1000, (end - first_at) * 1000)

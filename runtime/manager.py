@@ -3,11 +3,16 @@
 The manager is driven by the server's main thread; workers report back only
 through an ``Outbox`` (frames for the server to send), never by touching the
 ROUTER socket themselves.
+
+Each worker runs at a lower priority than the daemon's main thread (and the
+threads llama.cpp starts from it inherit that), so the hop that delivers a
+token preempts the arithmetic of the next one instead of waiting behind it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -37,7 +42,15 @@ class Outbox(Protocol):
 
     def delta(self, identity: bytes, rid: str, text: str) -> None: ...
 
-    def frame(self, identity: bytes, rid: str, kind: str, body: dict[str, Any]) -> None: ...
+    def end(self, identity: bytes, rid: str, kind: str, body: dict[str, Any], text: str = "") -> None:
+        """The request's last frame (``done`` or ``error``), after ``text`` not sent yet, in one message."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    depth: int = 8  # jobs waiting before ``busy``
+    stream_interval: float = 0.0  # seconds between two text messages of one job, after its first
+    nice: int = 0  # how many levels below the daemon the model's threads run
 
 
 @dataclass
@@ -60,13 +73,14 @@ class BusyError(Exception):
 class ModelWorker:
     """One loaded model: a backend, a thread and a bounded FIFO."""
 
-    def __init__(self, config: ModelConfig, depth: int, outbox: Outbox) -> None:
+    def __init__(self, config: ModelConfig, options: WorkerOptions, outbox: Outbox) -> None:
         self.config = config
         self.state = "loading"
         self.error = ""
         self.running: Job | None = None
         self.served = 0
-        self._depth = depth
+        self._depth = options.depth
+        self._options = options
         self._outbox = outbox
         self._queue: deque[Job | None] = deque()
         self._cond = threading.Condition()
@@ -125,6 +139,8 @@ class ModelWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        if self._options.nice:
+            _lower_priority(self._options.nice)
         if not self._load():
             return
         while True:
@@ -162,35 +178,35 @@ class ModelWorker:
     def _serve(self, job: Job) -> None:
         out = self._outbox
         if job.aborted.is_set():
-            out.frame(job.identity, job.rid, "error", _err(ERR_ABORTED, "aborted before it ran"))
+            out.end(job.identity, job.rid, "error", _err(ERR_ABORTED, "aborted before it ran"))
             return
         if time.time() > job.deadline:
-            out.frame(job.identity, job.rid, "error", _err(ERR_DEADLINE, "deadline passed in the queue"))
+            out.end(job.identity, job.rid, "error", _err(ERR_DEADLINE, "deadline passed in the queue"))
             return
         started = time.perf_counter()
         self.running = job
         assert self._backend is not None
+        text = TextStream(out, job.identity, job.rid, self._options.stream_interval)
         try:
-            outcome = self._backend.generate(
-                job.spec, lambda text: out.delta(job.identity, job.rid, text), job.cancelled
-            )
+            outcome = self._backend.generate(job.spec, text, job.cancelled)
         except BackendError as exc:
-            out.frame(job.identity, job.rid, "error", _err(exc.code, str(exc)))
+            out.end(job.identity, job.rid, "error", _err(exc.code, str(exc)), text.rest())
             return
         except Exception as exc:
             log.exception("generate on %s failed", self.config.name)
-            out.frame(job.identity, job.rid, "error", _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}"))
+            error = _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}")
+            out.end(job.identity, job.rid, "error", error, text.rest())
             return
         finally:
             self.running = None
             self.served += 1
-        self._finish(job, outcome, (started - job.enqueued) * 1000)
+        self._finish(job, outcome, (started - job.enqueued) * 1000, text.rest())
 
-    def _finish(self, job: Job, outcome: Outcome, queue_ms: float) -> None:
+    def _finish(self, job: Job, outcome: Outcome, queue_ms: float, rest: str) -> None:
         counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
         if outcome.finish_reason == "aborted":
             code, why = (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
-            self._outbox.frame(job.identity, job.rid, "error", {**_err(code, why), **counts})
+            self._outbox.end(job.identity, job.rid, "error", {**_err(code, why), **counts})
             return
         tps = outcome.completion_tokens / (outcome.decode_ms / 1000) if outcome.decode_ms > 0 else 0.0
         done = Done(
@@ -199,7 +215,7 @@ class ModelWorker:
             outcome.completion_tokens,
             Perf(queue_ms, outcome.prefill_ms, tps),
         )
-        self._outbox.frame(job.identity, job.rid, "done", done_to_body(done))
+        self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -216,6 +232,47 @@ class ModelWorker:
         }
 
 
+class TextStream:
+    """One job's text on its way to the outbox (the ``emit`` a backend gets).
+
+    The first piece goes at once (time to first token); after it, text goes at most once per
+    ``interval``, so a fast model sends a few tokens per message instead of waking the
+    daemon's and the client's threads for every one. Text marked ``final`` is held for the
+    end frame, which carries it in the same message.
+    """
+
+    __slots__ = ("_identity", "_interval", "_next_at", "_outbox", "_parts", "_rid")
+
+    def __init__(self, outbox: Outbox, identity: bytes, rid: str, interval: float) -> None:
+        self._outbox, self._identity, self._rid, self._interval = outbox, identity, rid, interval
+        self._parts: list[str] = []
+        self._next_at = 0.0
+
+    def __call__(self, text: str, final: bool = False) -> None:
+        self._parts.append(text)
+        if final:
+            return
+        now = time.perf_counter()
+        if now >= self._next_at:
+            self._outbox.delta(self._identity, self._rid, self.rest())
+            self._next_at = now + self._interval
+
+    def rest(self) -> str:
+        """The text held back so far (and no longer held)."""
+        text = "".join(self._parts)
+        self._parts.clear()
+        return text
+
+
+def _lower_priority(by: int) -> None:
+    """Run the calling thread, and the threads it starts from now on, ``by`` nice levels lower."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError as exc:  # a sandbox without setpriority: run at the daemon's priority
+        log.warning("could not lower the model thread's priority: %s", exc)
+
+
 def _err(code: str, message: str) -> dict[str, Any]:
     return {"code": code, "message": message}
 
@@ -223,8 +280,8 @@ def _err(code: str, message: str) -> dict[str, Any]:
 class ModelManager:
     """The models this daemon holds, and the index of jobs by request id."""
 
-    def __init__(self, depth: int, outbox: Outbox) -> None:
-        self._depth = depth
+    def __init__(self, options: WorkerOptions, outbox: Outbox) -> None:
+        self._options = options
         self._outbox = outbox
         self._workers: dict[str, ModelWorker] = {}
         self._jobs: dict[str, tuple[ModelWorker, Job]] = {}
@@ -236,7 +293,7 @@ class ModelManager:
             old = self._workers.get(config.name)
             if old is not None and old.state in ("loading", "ready", "unloading"):
                 raise BusyError(f"model {config.name!r} is already {old.state}")
-            worker = ModelWorker(config, self._depth, self._outbox)
+            worker = ModelWorker(config, self._options, self._outbox)
             self._workers[config.name] = worker
         worker.start(on_loaded)
         return worker

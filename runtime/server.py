@@ -1,10 +1,9 @@
-"""The daemon's ZeroMQ server: a ROUTER for clients, a PULL for worker output.
+"""The daemon's ZeroMQ server: one ROUTER for every client.
 
-One thread (the caller of ``serve``) owns both sockets. Workers push their
-frames over ``inproc://``; the loop drains them, merges consecutive deltas of
-one request into one frame (the busier it gets, the more it coalesces), and
-sends them on. A client whose identity is gone (ROUTER_MANDATORY) has its work
-aborted.
+The caller of ``serve`` (the main thread) reads requests and answers the quick
+ones; model workers send their requests' text and end frames themselves,
+through the same ROUTER under a lock (``runtime.router``). A client whose
+identity is gone (ROUTER_MANDATORY) has its work aborted.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +22,7 @@ import zmq
 from runtime import __version__
 from runtime.backend import ModelConfig
 from runtime.errors import ModelSpecError
-from runtime.manager import BusyError, Job, ModelManager, ModelWorker
+from runtime.manager import BusyError, Job, ModelManager, ModelWorker, WorkerOptions
 from runtime.modelspec import check_model_name, model_config_from_wire
 from runtime.protocol import (
     ERR_ABORTED,
@@ -35,12 +33,11 @@ from runtime.protocol import (
     ERR_UNKNOWN_MODEL,
     PROTOCOL_VERSION,
     ProtocolError,
-    Reply,
     Request,
     decode_request,
-    encode_reply,
     parse_generate,
 )
+from runtime.router import RouterOutbox, SharedRouter
 from runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -48,45 +45,17 @@ log = logging.getLogger(__name__)
 _DRAIN = 512
 
 
-class _PushOutbox:
-    """Workers' side of the inproc pipe; one PUSH socket per thread."""
-
-    def __init__(self, ctx: zmq.Context[Any], address: str) -> None:
-        self._ctx, self._address, self._local = ctx, address, threading.local()
-
-    def _sock(self) -> zmq.Socket[Any]:
-        sock = getattr(self._local, "sock", None)
-        if sock is None:
-            sock = self._ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self._address)
-            self._local.sock = sock
-        return sock
-
-    def delta(self, identity: bytes, rid: str, text: str) -> None:
-        self._sock().send_multipart([identity, rid.encode(), b"d", text.encode("utf-8")])
-
-    def frame(self, identity: bytes, rid: str, kind: str, body: dict[str, Any]) -> None:
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        self._sock().send_multipart([identity, rid.encode(), kind.encode(), payload])
-
-    def close(self) -> None:
-        sock = getattr(self._local, "sock", None)
-        if sock is not None:
-            sock.close(0)
-
-
 class RuntimeServer:
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings
         self.boot_id = uuid.uuid4().hex
         self._ctx: zmq.Context[Any] = zmq.Context()
-        self._inproc = f"inproc://outbox-{self.boot_id}"
-        self._outbox = _PushOutbox(self._ctx, self._inproc)
-        self.manager = ModelManager(settings.queue_depth, self._outbox)
         self._stopping = False
         self._pending_loads: dict[str, tuple[bytes, str]] = {}
-        self._router: zmq.Socket[Any] | None = None
+        self._router: SharedRouter | None = None
+        self._outbox: RouterOutbox | None = None
+        self._options = WorkerOptions(settings.queue_depth, settings.stream_interval_ms / 1000, settings.compute_nice)
+        self.manager = ModelManager(self._options, self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -97,8 +66,6 @@ class RuntimeServer:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():
                 path.unlink()
-        self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.bind(self._inproc)
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -107,7 +74,8 @@ class RuntimeServer:
         router.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         router.bind(endpoint)
-        self._router = router
+        self._router = SharedRouter(router)
+        self._outbox = RouterOutbox(self._router, self.manager.finished, self._client_gone)
         log.info("runtime %s listening on %s (pid %d)", __version__, endpoint, os.getpid())
 
     def preload(self, configs: list[ModelConfig]) -> None:
@@ -121,12 +89,13 @@ class RuntimeServer:
         """Run until SIGTERM/SIGINT, then drain within the grace period and close."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        assert self._router is not None
         poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._pull, zmq.POLLIN)
+        for fd in self._router.fds():
+            poller.register(fd, zmq.POLLIN)
         next_sweep = 0.0
         while not self._stopping:
-            self._poll_once(poller, 100)
+            self._poll_once(poller, 50)
             now = time.monotonic()
             if now >= next_sweep:
                 self._expire_queued()
@@ -139,11 +108,12 @@ class RuntimeServer:
             self._error(job.identity, job.rid, ERR_DEADLINE, "deadline passed in the queue")
 
     def _poll_once(self, poller: zmq.Poller, timeout_ms: int) -> None:
-        events = dict(poller.poll(timeout_ms))
-        if self._pull in events:
-            self._forward_outbox()
-        if self._router in events:
-            self._read_requests()
+        # Read whether or not a descriptor fired: a signal consumed by another thread's send is
+        # caught here within one timeout at worst (the workers' wake-ups make that rare).
+        assert self._router is not None
+        if poller.poll(timeout_ms):
+            self._router.clear_wake()
+        self._read_requests()
 
     def _shutdown(self, poller: zmq.Poller) -> None:
         log.info("stopping: %d request(s) in flight", self.manager.active_jobs())
@@ -159,15 +129,12 @@ class RuntimeServer:
             self._poll_once(poller, 20)
         for worker in workers:
             worker.join(max(0.0, end - time.monotonic()))
-        self._forward_outbox()
         self.close()
         log.info("stopped")
 
     def close(self) -> None:
-        self._outbox.close()
         if self._router is not None:
-            self._router.close(0)
-        self._pull.close(0)
+            self._router.close()
         self._ctx.term()
         endpoint = self.settings.endpoint
         if endpoint.startswith("ipc://"):
@@ -175,62 +142,22 @@ class RuntimeServer:
 
     # -- outbound --------------------------------------------------------------------------
 
-    def _forward_outbox(self) -> None:
-        batch: list[list[Any]] = []
-        open_delta: dict[bytes, list[Any]] = {}
-        for _ in range(_DRAIN):
-            try:
-                identity, rid, kind, payload = self._pull.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if kind == b"d":
-                item = open_delta.get(rid)
-                if item is not None:
-                    item[3].append(payload)
-                    continue
-                item = [identity, rid, kind, [payload]]
-                open_delta[rid] = item
-            else:
-                open_delta.pop(rid, None)
-                item = [identity, rid, kind, payload]
-            batch.append(item)
-        for identity, rid, kind, payload in batch:
-            self._send_out(identity, rid.decode(), kind, payload)
+    def delta(self, identity: bytes, rid: str, text: str) -> None:
+        assert self._outbox is not None
+        self._outbox.delta(identity, rid, text)
 
-    def _send_out(self, identity: bytes, rid: str, kind: bytes, payload: Any) -> None:
-        if kind == b"d":
-            text = b"".join(payload).decode("utf-8")
-            frame = b'{"v":%d,"id":%s,"type":"delta","text":%s}' % (
-                PROTOCOL_VERSION,
-                json.dumps(rid).encode(),
-                json.dumps(text).encode(),
-            )
-        else:
-            body = json.loads(payload)
-            if kind in (b"done", b"error"):
-                self.manager.finished(rid)
-            if kind == b"loaded":
-                self._pending_loads.pop(rid, None)
-                kind = b"result" if body.get("state") == "ready" else b"error"
-                if kind == b"error":
-                    body = {"code": ERR_LOAD_FAILED, "message": body.get("error", ""), "model": body}
-            frame = encode_reply(Reply(rid, kind.decode(), body))
-        self._send(identity, frame, rid)
+    def end(self, identity: bytes, rid: str, kind: str, body: dict[str, Any], text: str = "") -> None:
+        assert self._outbox is not None
+        self._outbox.end(identity, rid, kind, body, text)
 
-    def _send(self, identity: bytes, frame: bytes, rid: str = "") -> None:
-        assert self._router is not None
-        try:
-            self._router.send_multipart([identity, frame], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
-                n = self.manager.abort_identity(identity)
-                if n:
-                    log.info("client went away; aborted %d request(s)", n)
-            else:
-                raise
+    def _client_gone(self, identity: bytes) -> None:
+        n = self.manager.abort_identity(identity)
+        if n:
+            log.info("client went away; aborted %d request(s)", n)
 
     def _reply(self, identity: bytes, rid: str, kind: str, body: dict[str, Any]) -> None:
-        self._send(identity, encode_reply(Reply(rid, kind, body)), rid)
+        assert self._outbox is not None
+        self._outbox.reply(identity, rid, kind, body)
 
     def _error(self, identity: bytes, rid: str, code: str, message: str) -> None:
         self._reply(identity, rid, "error", {"code": code, "message": message})
@@ -240,9 +167,8 @@ class RuntimeServer:
     def _read_requests(self) -> None:
         assert self._router is not None
         for _ in range(_DRAIN):
-            try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = self._router.recv()
+            if frames is None:
                 return
             if len(frames) != 2:
                 log.warning("dropping a message of %d frames", len(frames))
@@ -312,9 +238,14 @@ class RuntimeServer:
             log.error("model %s failed to load: %s", worker.config.name, worker.error)
         else:
             log.info("model %s ready (%s)", worker.config.name, worker.config.backend)
-        waiter = self._pending_loads.get(worker.config.name)
-        if waiter is not None:
-            self._outbox.frame(waiter[0], waiter[1], "loaded", info)
+        waiter = self._pending_loads.pop(worker.config.name, None)
+        if waiter is None:
+            return
+        if worker.state == "ready":
+            self._reply(waiter[0], waiter[1], "result", info)
+        else:
+            failed = {"code": ERR_LOAD_FAILED, "message": worker.error, "model": info}
+            self._reply(waiter[0], waiter[1], "error", failed)
 
     def _op_unload(self, identity: bytes, req: Request) -> None:
         rid, body = req.id, req.body

@@ -10,6 +10,12 @@ from pathlib import Path
 from runtime.errors import ModelSpecError
 
 DEFAULT_QUEUE_DEPTH = 8
+# Text of one request is sent at most once per this many ms after its first token: each frame wakes
+# four threads, which on a small board steal the cores llama.cpp decodes on (0: every token at once).
+DEFAULT_STREAM_INTERVAL_MS = 20
+# How much lower than the daemon's own threads the model threads run, so that moving a token to the
+# client is never queued behind the next token's arithmetic (0: same priority).
+DEFAULT_COMPUTE_NICE = 5
 
 
 def default_runtime_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -33,6 +39,8 @@ class RuntimeSettings:
     queue_depth: int
     grace_seconds: float
     log_level: str
+    stream_interval_ms: int = DEFAULT_STREAM_INTERVAL_MS
+    compute_nice: int = DEFAULT_COMPUTE_NICE
 
 
 def load_runtime_settings(env: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -44,6 +52,8 @@ def load_runtime_settings(env: Mapping[str, str] | None = None) -> RuntimeSettin
         queue_depth=_int_var(env, "LLMSERVER_RUNTIME_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH, 1, 10_000),
         grace_seconds=float(_int_var(env, "LLMSERVER_RUNTIME_GRACE_SECONDS", 10, 0, 3600)),
         log_level=env.get("LLMSERVER_LOG_LEVEL", "INFO").upper(),
+        stream_interval_ms=_int_var(env, "LLMSERVER_RUNTIME_STREAM_INTERVAL_MS", DEFAULT_STREAM_INTERVAL_MS, 0, 1000),
+        compute_nice=_int_var(env, "LLMSERVER_RUNTIME_COMPUTE_NICE", DEFAULT_COMPUTE_NICE, 0, 19),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,7 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[Daemo
     yield factory  # type: ignore[misc]
     for daemon in made:
         daemon.kill()
+        shutil.rmtree(Path(daemon.endpoint[len("ipc://") :]).parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -132,10 +134,13 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     sock_dir.mkdir(parents=True, exist_ok=True)
     env = clean_env(d)
     env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "64"
+    # One frame per token, so tests can count tokens as they arrive (test_stream_interval covers the default).
+    env["LLMSERVER_RUNTIME_STREAM_INTERVAL_MS"] = "0"
     daemon = Daemon(f"ipc://{sock_dir}/rt.sock", ["--model", demo_spec(n_threads=2)], env, d / "daemon.log")
     daemon.start()
     yield daemon
     daemon.terminate()
+    shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 # -- the proxy ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,50 @@ async def test_sigterm_aborts_inflight_work_and_exits_zero(make_daemon: type[Dae
             async for _ in stream:
                 pass
     assert "stopped" in daemon.log_text()
+
+
+async def test_stream_interval_coalesces_text_without_changing_it(shared_daemon: Daemon, make_daemon: Any) -> None:
+    """A daemon with a stream interval sends a few tokens per frame; the text is the same."""
+    params = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
+    daemon = make_daemon("--model", demo_spec(n_threads=2), env={"LLMSERVER_RUNTIME_STREAM_INTERVAL_MS": "200"})
+    daemon.start()
+    async with RuntimeClient(shared_daemon.endpoint) as client:
+        per_token, done_a = await collect(client, prompt="Once upon a time", params=params)
+    async with RuntimeClient(daemon.endpoint) as client:
+        t0 = time.perf_counter()
+        coalesced: list[str] = []
+        first_at = 0.0
+        async with client.generate("smollm2", prompt="Once upon a time", params=params) as stream:
+            async for text in stream:
+                first_at = first_at or time.perf_counter()
+                coalesced.append(text)
+        done_b = stream.done
+        # A single token: its text travels with `done`, and is not lost.
+        one, done_one = await collect(client, prompt="Once upon a time", params=SamplingParams(max_tokens=1))
+    assert done_a is not None and done_b is not None and done_one is not None
+    assert done_a.completion_tokens == done_b.completion_tokens == 64
+    assert "".join(coalesced) == "".join(per_token)
+    assert len(per_token) >= 32, "interval 0 sends (almost) every token on its own"
+    assert len(coalesced) <= 32, f"expected a few tokens per frame, got {len(coalesced)} frames"
+    assert first_at - t0 < 0.2 + done_b.perf.queue_ms / 1000 + done_b.perf.prefill_ms / 1000, "first text at once"
+    assert done_one.completion_tokens == 1 and "".join(one) == "".join(per_token)[: len("".join(one))] and one
+
+
+def _nice_of_threads(pid: int) -> dict[int, int]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rpartition(")")[2].split()
+        out[int(task.name)] = int(fields[16])  # field 19 of stat: nice
+    return out
+
+
+async def test_model_threads_run_below_the_daemon(shared_daemon: Daemon) -> None:
+    """llama.cpp's threads run at a lower priority than the thread that delivers tokens."""
+    async with RuntimeClient(shared_daemon.endpoint) as client:
+        await collect(client, messages=HELLO, params=SamplingParams(max_tokens=4))
+    assert shared_daemon.proc is not None
+    pid = shared_daemon.proc.pid
+    nice = _nice_of_threads(pid)
+    assert nice[pid] == 0, "the main thread (reads requests) keeps the daemon's priority"
+    lowered = [tid for tid, n in nice.items() if n == 5]
+    assert len(lowered) >= 2, f"the model worker and llama.cpp's helper thread run at nice 5: {nice}"
