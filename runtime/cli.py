@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from runtime.backend import ModelConfig
 from runtime.demo import demo_model_config
-from runtime.errors import RuntimeServiceError
+from runtime.errors import BackendError, RuntimeServiceError
 from runtime.modelspec import parse_model_spec
 from runtime.server import RuntimeServer
 from runtime.settings import load_runtime_settings
@@ -41,7 +41,12 @@ def model_configs(specs: Sequence[str], no_demo: bool = False) -> list[ModelConf
         specs = [s.strip() for s in os.environ.get("LLMSERVER_RUNTIME_MODELS", "").split(";") if s.strip()]
     configs = [parse_model_spec(s) for s in specs]
     if not configs and not no_demo:
-        configs.append(demo_model_config())
+        try:
+            configs.append(demo_model_config())
+        except BackendError as exc:
+            # Serve without models (they can be loaded at run time) rather than exit: under
+            # systemd an exit would only restart the daemon into the same error, forever.
+            log.warning("no models to load: no --model, no LLMSERVER_RUNTIME_MODELS, and %s", exc)
     return configs
 
 

