@@ -1,7 +1,9 @@
 """The wire protocol between runtime clients (the proxy) and the runtime daemon.
 
-Transport: a client DEALER talks to the daemon's ROUTER. Every message is one
-ZeroMQ frame holding one JSON object.
+Transport: a client DEALER talks to the daemon's ROUTER. A request is one
+ZeroMQ frame holding one JSON object. A reply message holds one or more such
+frames, in order (the daemon sends a request's last text and its ``done`` as one
+message); a client handles each frame on its own.
 
 Request (client -> daemon)::
 
