@@ -315,9 +315,14 @@ class ModelManager:
         worker = self._workers.get(job.spec.model)
         if worker is None:
             raise KeyError(job.spec.model)
-        position = worker.submit(job)
+        # Indexed before the worker can see it: a quick job may end (and be forgotten, on the
+        # worker's thread) before submit returns.
         self._jobs[job.rid] = (worker, job)
-        return position
+        try:
+            return worker.submit(job)
+        except BusyError:
+            self._jobs.pop(job.rid, None)
+            raise
 
     def finished(self, rid: str) -> None:
         self._jobs.pop(rid, None)

@@ -209,6 +209,7 @@ class RuntimeServer:
                 "version": __version__,
                 "boot_id": self.boot_id,
                 "pid": os.getpid(),
+                "active": self.manager.active_jobs(),
                 "models": self.manager.describe(),
             },
         )

@@ -296,3 +296,12 @@ async def test_model_threads_run_below_the_daemon(shared_daemon: Daemon) -> None
     assert nice[pid] == 0, "the main thread (reads requests) keeps the daemon's priority"
     lowered = [tid for tid, n in nice.items() if n == 5]
     assert len(lowered) >= 2, f"the model worker and llama.cpp's helper thread run at nice 5: {nice}"
+
+
+async def test_quick_requests_leave_nothing_behind(shared_daemon: Daemon) -> None:
+    """Requests that end before `submit` returns are forgotten too (none stays "active")."""
+    async with RuntimeClient(shared_daemon.endpoint) as client:
+        one = SamplingParams(max_tokens=1, temperature=0.0)
+        for _ in range(5):
+            await asyncio.gather(*(collect(client, prompt="Hi", params=one) for _ in range(10)))
+        assert (await client.hello())["active"] == 0
