@@ -12,6 +12,10 @@ kernel, before the caller is resolved, so killing the process (even SIGKILL) los
 acknowledged; a power cut may lose the last commits before the next checkpoint. ``FULL`` adds one
 fsync per transaction (not per row, thanks to grouping) and also survives power loss; choose it
 with ``LLMSERVER_DB_SYNCHRONOUS=FULL`` on hardware where an fsync is cheap.
+
+Checkpoints: the writer never checkpoints the WAL itself (``wal_autocheckpoint = 0``), so no commit
+pays for copying the WAL into the database file; a :class:`~proxy.walcheckpoint.Checkpointer` thread
+does it on its own connection, and keeps the WAL bounded (see there).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, TypeVar
 import yoyo
 
 from proxy.errors import DatabaseClosedError, DatabaseError, ProxyError
+from proxy.walcheckpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+# An oversized WAL (after a burst, or readers that held it) is cut back to this when it starts over.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
 
 def resolve_path(url: str) -> Path:
@@ -119,13 +126,22 @@ class _Job:
 
 
 class Database:
-    """One writer thread with the only write connection, plus a few reader threads."""
+    """One writer thread with the only write connection, a checkpoint thread, a few reader threads."""
 
-    def __init__(self, path: Path, *, readers: int = 2, synchronous: str = "NORMAL", max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readers: int = 2,
+        synchronous: str = "NORMAL",
+        max_batch: int = 1000,
+        checkpointer: Checkpointer | None = None,
+    ) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self.path = path
         self.stats = WriterStats()
+        self.checkpointer = checkpointer or Checkpointer()
         self._synchronous = synchronous
         self._max_batch = max_batch
         self._reader_count = readers
@@ -139,24 +155,35 @@ class Database:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: Path, *, migrate: bool = True, readers: int = 2, synchronous: str = "NORMAL"
+        cls,
+        path: Path,
+        *,
+        migrate: bool = True,
+        readers: int = 2,
+        synchronous: str = "NORMAL",
+        checkpointer: Checkpointer | None = None,
     ) -> AsyncIterator[Database]:
-        """Migrate (unless told not to), start, and close on exit."""
+        """Migrate (unless told not to), start, and close on exit (also when starting failed half-way)."""
         if migrate:
             await asyncio.to_thread(apply_migrations, path)
-        db = cls(path, readers=readers, synchronous=synchronous)
-        await db.start()
+        db = cls(path, readers=readers, synchronous=synchronous, checkpointer=checkpointer)
         try:
+            await db.start()
             yield db
         finally:
             await db.close()
 
     async def start(self) -> None:
-        """Open the connections and start the writer thread."""
+        """Open the connections and start the writer and checkpoint threads."""
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._writer = threading.Thread(target=self._run_writer, args=(ready,), name="db-writer", daemon=True)
         self._writer.start()
         await asyncio.wrap_future(ready)
+        try:
+            conn = await asyncio.to_thread(connect, self.path, synchronous=self._synchronous)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open {self.path}: {exc}") from exc
+        self.checkpointer.start(conn)
         self._readers = concurrent.futures.ThreadPoolExecutor(self._reader_count, thread_name_prefix="db-read")
         for _ in range(self._reader_count):
             conn = await asyncio.to_thread(connect, self.path, readonly=True, synchronous=self._synchronous)
@@ -164,7 +191,11 @@ class Database:
             self._read_conns.put(conn)
 
     async def close(self) -> None:
-        """Finish every queued write, then stop the writer and close all connections."""
+        """Finish every queued write, then stop the threads and close all connections.
+
+        The checkpoint thread stops last, once nothing writes or reads any more, so that its final
+        checkpoint covers every write and need not wait for a reader.
+        """
         if self._closed:
             return
         self._closed = True
@@ -176,6 +207,7 @@ class Database:
         for conn in self._all_read_conns:
             conn.close()
         self._all_read_conns.clear()
+        await asyncio.to_thread(self.checkpointer.stop)
 
     async def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer thread; return its value once its transaction committed.
@@ -214,6 +246,8 @@ class Database:
         try:
             conn = connect(self.path, synchronous=self._synchronous)
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread's job, not a commit's
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
             ready.set_exception(DatabaseError(f"cannot open {self.path}: {exc}"))
             return
@@ -242,6 +276,14 @@ class Database:
         return batch, True
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """One transaction for ``batch``; it waits while the checkpoint thread holds writes off."""
+        self.checkpointer.begin_write()
+        try:
+            self._commit_batch(conn, batch)
+        finally:
+            self.checkpointer.end_write()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         done: list[tuple[_Job, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

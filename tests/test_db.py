@@ -1,4 +1,4 @@
-"""The database layer: migrations, connection setup, the group-commit writer, durability."""
+"""The database layer: migrations, connection setup, the group-commit writer, checkpoints, durability."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from proxy.db import Database, apply_migrations, resolve_path
+from proxy.db import WAL_SIZE_LIMIT, Database, apply_migrations, resolve_path
 from proxy.errors import DatabaseClosedError, DatabaseError
 from proxy.ledger import UsageEvent, record_usage
+from proxy.walcheckpoint import Checkpointer
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_TABLES = {"users", "api_keys", "token_usage_events", "models", "huggingface_tokens"}
@@ -208,6 +209,93 @@ async def test_close_finishes_queued_writes_then_refuses_new_ones(tmp_path: Path
         assert conn.execute("SELECT count(*) FROM token_usage_events").fetchone() == (200,)
     finally:
         conn.close()
+
+
+def wal_size(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def db_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("db-")}
+
+
+@pytest.mark.asyncio
+async def test_commits_never_checkpoint_and_the_wal_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    n = 3000  # one transaction each: without checkpoints the WAL would grow to ~60 MB
+    largest = 0
+    async with Database.open(path, checkpointer=Checkpointer(every=50)) as db:
+        assert await db.execute_write(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        key_id = await db.execute_write(insert_key)
+        for i in range(n):
+            await record_usage(db, event(f"r{i}", key_id))
+            if i % 25 == 0:
+                largest = max(largest, wal_size(path))
+        # Concurrent writes and reads while the checkpoint thread works.
+        await asyncio.gather(
+            *(record_usage(db, event(f"c{i}", key_id)) for i in range(500)),
+            *(
+                db.execute_read(lambda c: c.execute("SELECT count(*) FROM token_usage_events").fetchone())
+                for _ in range(50)
+            ),
+        )
+        stats = db.checkpointer.stats
+        assert stats.checkpoints > 0 and stats.failures == 0, stats
+    assert largest < WAL_SIZE_LIMIT, f"the WAL reached {largest} bytes"
+    assert wal_size(path) == 0  # the final checkpoint emptied it
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        row = conn.execute("SELECT count(*), (SELECT request_count FROM api_keys) FROM token_usage_events").fetchone()
+        assert row == (n + 500, n + 500)
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_reader_holding_the_wal_makes_the_checkpointer_restart_it(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    checkpointer = Checkpointer(every=20, interval=0.05, restart_after=2, restart_wait=0.05)
+    async with Database.open(path, checkpointer=checkpointer) as db:
+        key_id = await db.execute_write(insert_key)
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM token_usage_events").fetchone()  # holds its snapshot
+        i = 0
+        deadline = time.monotonic() + 10
+        while checkpointer.stats.restarts_busy == 0 and time.monotonic() < deadline:
+            await record_usage(db, event(f"held{i}", key_id))
+            i += 1
+        stats = checkpointer.stats
+        assert stats.restarts >= 1 and stats.restarts_busy >= 1 and stats.behind >= 2, stats
+        held_pages = stats.wal_pages
+        reader.execute("ROLLBACK")
+        reader.close()
+        # Released: the WAL is copied in full and starts over, smaller than it had grown.
+        deadline = time.monotonic() + 10
+        while checkpointer.stats.wal_pages >= held_pages and time.monotonic() < deadline:
+            await record_usage(db, event(f"free{i}", key_id))
+            i += 1
+        assert checkpointer.stats.wal_pages < held_pages, checkpointer.stats
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM token_usage_events").fetchone() == (i,)
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_close_stops_the_checkpoint_thread(tmp_path: Path) -> None:
+    before = db_threads()
+    async with Database.open(tmp_path / "app.db", checkpointer=Checkpointer(interval=60)) as db:
+        assert db.checkpointer.running
+        key_id = await db.execute_write(insert_key)
+        await record_usage(db, event("one", key_id))  # wakes the thread, which then waits for the interval
+    assert not db.checkpointer.running
+    assert db_threads() == before
+    assert wal_size(tmp_path / "app.db") == 0
 
 
 DURABILITY_CHILD = textwrap.dedent(
