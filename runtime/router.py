@@ -36,10 +36,11 @@ class SharedRouter:
         self._main = threading.get_ident()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closed = False
+        self._fd = cast(int, sock.get(zmq.FD))
 
     def fds(self) -> tuple[int, int]:
         """What the main thread waits on: the socket's signal and the wake-up pipe."""
-        return cast(int, self._sock.get(zmq.FD)), self._wake_r
+        return self._fd, self._wake_r
 
     def send(self, identity: bytes, *frames: bytes) -> bool:
         """Send frames to one client as one message; False when the client is gone."""

@@ -111,7 +111,8 @@ class RuntimeServer:
         # Read whether or not a descriptor fired: a signal consumed by another thread's send is
         # caught here within one timeout at worst (the workers' wake-ups make that rare).
         assert self._router is not None
-        if poller.poll(timeout_ms):
+        wake_fd = self._router.fds()[1]
+        if any(fd == wake_fd for fd, _ in poller.poll(timeout_ms)):
             self._router.clear_wake()
         self._read_requests()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -293,9 +294,10 @@ async def test_model_threads_run_below_the_daemon(shared_daemon: Daemon) -> None
     assert shared_daemon.proc is not None
     pid = shared_daemon.proc.pid
     nice = _nice_of_threads(pid)
-    assert nice[pid] == 0, "the main thread (reads requests) keeps the daemon's priority"
-    lowered = [tid for tid, n in nice.items() if n == 5]
-    assert len(lowered) >= 2, f"the model worker and llama.cpp's helper thread run at nice 5: {nice}"
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # the daemon inherits ours (pytest may run under nice)
+    assert nice[pid] == base, "the main thread (reads requests) keeps the daemon's priority"
+    lowered = [tid for tid, n in nice.items() if n == min(19, base + 5)]
+    assert base == 19 or len(lowered) >= 2, f"the model worker and llama.cpp's helper run 5 levels lower: {nice}"
 
 
 async def test_quick_requests_leave_nothing_behind(shared_daemon: Daemon) -> None:
