@@ -13,7 +13,7 @@ from proxy.apierror import ApiError, bad_request
 from proxy.appkeys import catalog_key, db_key, metrics_key, runtime_key, serving_key, settings_key
 from proxy.chunks import DONE_EVENT, ChunkWriter, chat_completion, event, text_completion
 from proxy.openai_request import GenerationRequest, parse_chat, parse_completion
-from proxy.serving import Generation, before_headers, mid_stream
+from proxy.serving import ClientGone, Generation, before_headers, mid_stream
 from runtime.errors import ClientError
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,12 @@ async def _buffered(request: web.Request, gen: Generation) -> web.Response:
     disconnected = False
     try:
         async with stream:
-            async for _ in gen.pieces_from(stream):
-                if request.transport is None or request.transport.is_closing():
+            async for _ in gen.pieces_from(stream, lambda: client_gone(request)):
+                if client_gone(request):
                     disconnected = True
                     break
+    except ClientGone:
+        disconnected = True
     except ClientError as exc:
         error = mid_stream(exc)
         await gen.record(error.status)
@@ -115,14 +117,14 @@ async def _streamed(request: web.Request, gen: Generation) -> web.StreamResponse
             await response.write(writer.first())
             if req.echo and req.prompt:
                 await response.write(writer.text(req.prompt))
-            async for piece in gen.pieces_from(stream):
+            async for piece in gen.pieces_from(stream, lambda: client_gone(request)):
                 await response.write(writer.text(piece))
             await response.write(writer.finish(gen.finish_reason))
         await gen.record(200)
         if req.include_usage:
             await response.write(writer.usage(gen.prompt_tokens, gen.completion_tokens))
         await response.write(DONE_EVENT)
-    except ConnectionError:
+    except ConnectionError:  # a failed write, or ClientGone while waiting for the first text
         await gen.record(499, disconnected=True)
         return response
     except (ClientError, ApiError) as exc:
@@ -132,6 +134,12 @@ async def _streamed(request: web.Request, gen: Generation) -> web.StreamResponse
         return response
     await response.write_eof()
     return response
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client closed its connection (noticed without writing to it)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:

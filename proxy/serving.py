@@ -8,9 +8,10 @@ writes exactly one usage row, whatever happens.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from proxy.apierror import ApiError, bad_request, unavailable
@@ -29,6 +30,8 @@ from runtime.protocol import Done, SamplingParams
 
 log = logging.getLogger(__name__)
 
+DISCONNECT_POLL = 0.5  # seconds between checks that the client is still there while no text comes
+
 # Runtime error codes -> (HTTP status, OpenAI type, code) before any byte was sent.
 _RUNTIME_ERRORS = {
     "busy": (503, "server_error", "model_busy"),
@@ -37,6 +40,10 @@ _RUNTIME_ERRORS = {
     "deadline_exceeded": (504, "server_error", "timeout"),
     "shutting_down": (503, "server_error", "service_unavailable"),
 }
+
+
+class ClientGone(ConnectionResetError):
+    """The client went away while its request waited for the model's first text."""
 
 
 @dataclass
@@ -164,9 +171,24 @@ class Generation:
             max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, stop=r.stop, seed=r.seed
         )
 
-    async def pieces_from(self, stream: GenerateStream) -> AsyncIterator[str]:
-        """The runtime's text, metered; stops early at the quota's completion budget."""
-        async for piece in stream:
+    async def pieces_from(
+        self, stream: GenerateStream, client_gone: Callable[[], bool] | None = None
+    ) -> AsyncIterator[str]:
+        """The runtime's text, metered; stops early at the quota's completion budget.
+
+        Before its first text a request may wait for long with nothing to write (queued behind other
+        generations, then the prompt's prefill), so a client that left would go unnoticed and keep the
+        model's queue slot: until then ``client_gone`` is asked every ``DISCONNECT_POLL`` seconds, and
+        when it says so the stream is aborted and :class:`ClientGone` raised. Once text flows, the
+        caller's writes notice a disconnect at the next piece, and nothing is added per piece.
+        """
+        watch = client_gone
+        while True:
+            try:
+                piece = await (_next_unless_gone(stream, watch) if watch is not None else stream.__anext__())
+            except StopAsyncIteration:
+                break
+            watch = None
             if self.ttft_ms is None:
                 self.ttft_ms = (time.perf_counter() - self.started) * 1000
             self.pieces.append(piece)
@@ -245,6 +267,21 @@ def mid_stream(exc: ClientError) -> ApiError:
             502, "the model runtime went away during the request", type="server_error", code="runtime_error"
         )
     return ApiError(502, f"the model runtime failed: {exc}", type="server_error", code="runtime_error")
+
+
+async def _next_unless_gone(stream: GenerateStream, client_gone: Callable[[], bool]) -> str:
+    """The stream's next piece; :class:`ClientGone` if ``client_gone()`` turns true first."""
+    step = asyncio.create_task(stream.__anext__())
+    try:
+        while not step.done():
+            await asyncio.wait((step,), timeout=DISCONNECT_POLL)
+            if not step.done() and client_gone():
+                raise ClientGone("the client went away while its request waited for the model")
+        return step.result()
+    finally:
+        if not step.done():
+            step.cancel()  # a stream whose reader is cancelled aborts its request on the daemon
+            await asyncio.wait((step,))
 
 
 async def _release_quietly(db: Database, reservation: Reservation) -> None:

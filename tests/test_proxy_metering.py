@@ -15,6 +15,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from runtime.client import RuntimeClient
 from tests.conftest import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "Count to ten, please."}]
@@ -133,6 +134,86 @@ def test_client_disconnect_mid_stream_is_billed_and_aborted(
     status, disconnected, completion = rows[0]
     assert (status, disconnected) == (499, 1)
     assert 3 <= completion < 400  # type: ignore[operator]
+
+
+def queued_count(proxy: Proxy) -> float:
+    """How many generation requests the runtime has queued so far (the queue-position histogram's count)."""
+    text = httpx.get(f"http://127.0.0.1:{proxy.port}/metrics", timeout=10).text
+    match = re.search(r"^llmserver_runtime_queue_position_count (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def runtime_queue(daemon: Daemon) -> int:
+    """Requests waiting in the daemon's queues (not counting the running ones)."""
+
+    async def queued() -> int:
+        async with RuntimeClient(daemon.endpoint, connect_wait=0.2) as client:
+            return sum(int(m["queued"]) for m in await client.models())
+
+    return asyncio.run(queued())
+
+
+def usage_rows(proxy: Proxy, request_id: str) -> list[tuple[object, ...]]:
+    return proxy.query(
+        "SELECT id, status, client_disconnected, completion_tokens FROM token_usage_events WHERE request_id = ?",
+        (request_id,),
+    )
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "buffered"])
+def test_client_disconnect_while_queued_is_billed_and_aborted(
+    proxy: Proxy, shared_daemon: Daemon, stream: bool
+) -> None:
+    key = proxy.make_key("queued-leaver")
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    long_body = {"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 1500, "stream": True, "temperature": 0}
+    request_id = f"queued-leaver-{'streamed' if stream else 'buffered'}"
+    body = json.dumps(
+        {"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 400, "stream": stream, "temperature": 0}
+    ).encode()
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", f"{proxy.base_url}/completions", json=long_body, headers=auth) as long_run:
+            long_id = long_run.headers["x-request-id"]
+            lines = long_run.iter_lines()  # kept: dropping the iterator would close the connection
+            events = 0
+            for line in lines:
+                events += line.startswith("data: ")
+                if events >= 3:  # the model is busy with it
+                    break
+            # The leaver's request waits in the runtime's queue behind the long one, with nothing written
+            # to its client: the proxy can only notice the disconnect by looking at the connection.
+            queued = queued_count(proxy)
+            leaver = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+            leaver.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {key}\r\nX-Request-ID: {request_id}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 10
+            while queued_count(proxy) <= queued and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert runtime_queue(shared_daemon) == 1, "the leaver's request is not queued in the runtime"
+            leaver.close()
+            deadline = time.monotonic() + 10
+            while not (rows := usage_rows(proxy, request_id)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert rows, "the request of the client that left while queued has no usage row"
+            # Noticed while the long generation still runs (its row comes only when it ends) ...
+            assert not usage_rows(proxy, long_id)
+            # ... and dropped from the runtime's queue: its 400 tokens will not delay the next request.
+            deadline = time.monotonic() + 5
+            while runtime_queue(shared_daemon) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert runtime_queue(shared_daemon) == 0
+            assert not usage_rows(proxy, long_id)
+    leaver_row_id, status, disconnected, completion = rows[0]
+    assert (status, disconnected, completion) == (499, 1, 0)
+    deadline = time.monotonic() + 10
+    while not (long_rows := usage_rows(proxy, long_id)):
+        assert time.monotonic() < deadline, "the long request has no usage row"
+        time.sleep(0.05)
+    assert long_rows[0][0] > leaver_row_id  # type: ignore[operator]
 
 
 def raw_request(port: int, data: bytes) -> bytes:
