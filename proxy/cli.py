@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from proxy.app import create_app
-from proxy.errors import ProxyError
 from proxy.keycli import add_key_commands
-from proxy.settings import Settings, load_settings, setup_logging
+from proxy.settings import Settings, checked_settings, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,8 @@ def add_proxy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_proxy_command(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings()
-        settings.check_bind_security()
-    except ProxyError as exc:
-        sys.stderr.write(f"llmserver proxy: {exc}\n")
+    settings = checked_settings("llmserver proxy")
+    if settings is None:
         return 2
     setup_logging(settings)
     serve(settings)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from proxy.db import SYNCHRONOUS_MODES, resolve_path
-from proxy.errors import SettingsError, VaultError
+from proxy.errors import ProxyError, SettingsError, VaultError
 from proxy.secret import ARGON2_PROFILES, Vault, parse_hex_key
 from runtime.settings import default_endpoint
 
@@ -118,6 +119,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
         db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
     )
+
+
+def checked_settings(prog: str, env: Mapping[str, str] | None = None) -> Settings | None:
+    """The settings of a command that serves the API, bind address checked (:meth:`Settings.check_bind_security`).
+
+    On a bad setting or an insecure bind, says why on stderr, prefixed with ``prog``, and returns
+    None (the command exits with status 2): the operator gets one line, not a traceback.
+    """
+    try:
+        settings = load_settings(env)
+        settings.check_bind_security()
+    except ProxyError as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
+        return None
+    return settings
 
 
 _CREDENTIALS = {"LLMSERVER_ENCRYPTION_KEY": "encryption-key", "LLMSERVER_SESSION_KEY": "session-key"}

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from proxy.db import Database
-from proxy.errors import ProxyError
 from proxy.keys import KeyRepository
-from proxy.settings import Settings, load_settings, setup_logging
+from proxy.settings import Settings, checked_settings, setup_logging
 from runtime.client import RuntimeClient
 from runtime.errors import ClientError
 
@@ -45,11 +44,8 @@ def run_up(args: argparse.Namespace) -> int:
         os.environ["LLMSERVER_BIND_ADDRESS"] = args.bind
     os.environ.setdefault("LLMSERVER_BIND_ADDRESS", "127.0.0.1:8443")
     load_secrets(SECRETS_FILE)
-    try:
-        settings = load_settings()
-        settings.check_bind_security()
-    except ProxyError as exc:
-        sys.stderr.write(f"llmserver up: {exc}\n")
+    settings = checked_settings("llmserver up")
+    if settings is None:
         return 2
     setup_logging(settings)
     daemon = start_daemon(settings, args.model)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import SettingsError, VaultError
-from proxy.settings import Settings, load_settings, parse_bind_address
+from proxy.settings import Settings, checked_settings, load_settings, parse_bind_address
 
 REPO = Path(__file__).resolve().parent.parent
 ENCRYPTION_KEY = "a1" * 32
@@ -134,6 +134,18 @@ def test_plain_http_on_the_network_is_refused_unless_allowed(tmp_path: Path) -> 
     cert = tmp_path / "c.pem"
     cert.write_text("x")
     load_settings({"LLMSERVER_TLS_CERT": str(cert), "LLMSERVER_TLS_KEY": str(cert)}).check_bind_security()
+
+
+def test_checked_settings_explain_a_refusal_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert checked_settings("llmserver up", {"LLMSERVER_BIND_ADDRESS": "0.0.0.0:8443"}) is None
+    err = capsys.readouterr().err
+    assert err.startswith("llmserver up: LLMSERVER_BIND_ADDRESS=0.0.0.0:8443 is not a loopback address")
+    assert err.count("\n") == 1
+    assert checked_settings("llmserver proxy", {"LLMSERVER_BIND_ADDRESS": "nonsense"}) is None
+    assert capsys.readouterr().err.startswith("llmserver proxy: LLMSERVER_BIND_ADDRESS='nonsense':")
+    settings = checked_settings("llmserver proxy", {"LLMSERVER_BIND_ADDRESS": "127.0.0.1:9000"})
+    assert settings is not None and (settings.bind_host, settings.bind_port) == ("127.0.0.1", 9000)
+    assert capsys.readouterr().err == ""
 
 
 def test_the_vault_needs_the_encryption_key() -> None:
