@@ -264,7 +264,8 @@ def raw_request(port: int, data: bytes) -> bytes:
         ),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', "application/json", 404, "model"),
         (b'{"model": "smollm2", "messages": [{"role": "user", "content": "\xff\xfe"}]}', "application/json", 400, None),
-        (b"model=smollm2", "application/x-www-form-urlencoded", 415, None),
+        (b"model=smollm2", "application/x-www-form-urlencoded", 415, None),  # a real form: asked for JSON
+        (b"[1, 2]", "text/plain", 415, None),  # JSON, but no object: not sniffed as a request
         (
             b'{"model": "smollm2", "messages": [{"role": "user", "content": "' + b"x" * (2 << 20) + b'"}]}',
             "application/json",
@@ -296,6 +297,41 @@ def test_bad_bodies_get_an_envelope_and_harm_nothing(
     assert proxy.query("SELECT COUNT(*), SUM(tokens_used) FROM api_keys") == before
     ok = openai_client(proxy.base_url, key).models.list()
     assert [m.id for m in ok] == ["smollm2"]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_json_body_is_served_whatever_its_content_type(proxy: Proxy, content_type: str | None) -> None:
+    """``curl -d '{...}'`` sends JSON as a form; OpenAI's API and llama.cpp's server take it, so do we."""
+    key = proxy.make_key("curl-d")
+    headers = {"Authorization": f"Bearer {key}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    with httpx.Client(timeout=60) as http:
+        chat = http.post(
+            f"{proxy.base_url}/chat/completions",
+            content=json.dumps({"model": "smollm2", "messages": HELLO, "max_tokens": 2}),
+            headers=headers,
+        )
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["object"] == "chat.completion" and chat.json()["usage"]["completion_tokens"] > 0
+        text = http.post(
+            f"{proxy.base_url}/completions",
+            content=json.dumps({"model": "smollm2", "prompt": "1, 2, 3,", "max_tokens": 2}),
+            headers=headers,
+        )
+        assert text.status_code == 200, text.text
+        assert text.json()["object"] == "text_completion"
+        form = http.post(f"{proxy.base_url}/completions", content=b"model=smollm2&prompt=hi", headers=headers)
+    if content_type is None:  # undeclared: taken for JSON, which it is not
+        assert form.status_code == 400 and "not valid JSON" in form.json()["error"]["message"]
+    else:
+        assert form.status_code == 415
+        assert "Content-Type: application/json" in form.json()["error"]["message"]
+    for served in (chat, text):  # metered like any request
+        rows = proxy.query(
+            "SELECT status FROM token_usage_events WHERE request_id = ?", (served.headers["x-request-id"],)
+        )
+        assert rows == [(200,)]
 
 
 def test_broken_http_is_refused_and_the_server_keeps_serving(
