@@ -48,6 +48,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _envelope(request, _from_http(exc))
+    except ConnectionResetError:
+        # The client left while its answer was written: nobody is there to read an error, and it is
+        # no fault of ours (its usage row is written by whoever ended the request).
+        log.info("client went away during %s %s (request %s)", request.method, request.path, request["request_id"])
+        return web.Response(status=499)  # never reaches anyone; aiohttp's access log shows 499 (nginx's code)
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request["request_id"])
         error = ApiError(500, f"internal server error (request {request['request_id']})", type="server_error")

@@ -214,6 +214,9 @@ def test_client_disconnect_while_queued_is_billed_and_aborted(
         assert time.monotonic() < deadline, "the long request has no usage row"
         time.sleep(0.05)
     assert long_rows[0][0] > leaver_row_id  # type: ignore[operator]
+    # A client that left is no server fault: logged as gone, not as an unhandled error with a traceback.
+    log_lines = [line for line in proxy.log_path.read_text(errors="replace").splitlines() if request_id in line]
+    assert not [line for line in log_lines if "unhandled error" in line], log_lines
 
 
 def raw_request(port: int, data: bytes) -> bytes:
