@@ -105,7 +105,9 @@ async def wait_for_models(endpoint: str, daemon: subprocess.Popen[bytes], timeou
             except ClientError:
                 await asyncio.sleep(0.1)
                 continue
-            if models and all(m["state"] in ("ready", "failed") for m in models):
+            # The daemon registers its start-up models before it answers anything: an empty list
+            # is final (nothing configured and no demo package), not "not yet".
+            if all(m["state"] in ("ready", "failed") for m in models):
                 failed = [f"{m['name']}: {m['error']}" for m in models if m["state"] == "failed"]
                 if failed:
                     raise DaemonFailed("; ".join(failed))
@@ -129,8 +131,10 @@ def banner(settings: Settings, models: list[str], key: str | None) -> str:
     host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
     base = f"{scheme}://{host}:{settings.bind_port}/v1"
     shown = key or "YOUR_KEY"
+    model = models[0] if models else "MODEL"
+    serving = ", ".join(models) if models else "no models (none configured and the demo package is missing)"
     lines = [
-        f"llmserver is up: {base} serving {', '.join(models)}",
+        f"llmserver is up: {base} serving {serving}",
         "",
         f"Your first API key (shown once, store it now): {key}"
         if key
@@ -139,7 +143,7 @@ def banner(settings: Settings, models: list[str], key: str | None) -> str:
         "First request:",
         f"  curl {base}/chat/completions -H 'Authorization: Bearer {shown}' \\",
         "    -H 'Content-Type: application/json' \\",
-        f'    -d \'{{"model": "{models[0]}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+        f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
         "",
         f'Or with the openai SDK: OpenAI(base_url="{base}", api_key="{shown}")',
         "Stop with Ctrl-C.",
