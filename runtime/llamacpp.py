@@ -3,6 +3,10 @@
 Chat messages go through the chat template stored in the GGUF file. Tokens are
 sampled one at a time with ``Llama.generate`` so that the stop flag is checked
 between tokens and the prompt/completion counts are the model's exact ones.
+Every sampling parameter of a request applies (``temperature``, ``top_p``,
+``top_k``, ``min_p``, ``repeat_penalty``, ``frequency_penalty``,
+``presence_penalty``, ``seed``); the penalties look at the tokens generated so
+far (llama.cpp's last 64), not at the prompt.
 """
 
 from __future__ import annotations
@@ -86,7 +90,14 @@ class LlamaCppBackend(Backend):
             llm.set_seed(p.seed)
             llm.reset()
         sampler = llm.generate(
-            tokens, temp=p.temperature, top_p=p.top_p, top_k=p.top_k, repeat_penalty=p.repeat_penalty
+            tokens,
+            temp=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            min_p=p.min_p,
+            repeat_penalty=p.repeat_penalty,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
         )
         limit = min(p.max_tokens, budget)
         is_eog = (lambda token: False) if p.ignore_eos else _eog_check(llm)

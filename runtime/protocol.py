@@ -63,11 +63,20 @@ class Reply:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """A ``generate``'s ``params``. Each field is optional on the wire; a missing one takes the default here.
+
+    ``min_p``, ``frequency_penalty`` and ``presence_penalty`` came later in protocol version 1: a client
+    sends them only when they differ from their defaults, and a daemon that predates them ignores them.
+    """
+
     max_tokens: int = 256
     temperature: float = 0.8
     top_p: float = 0.95
     top_k: int = 40
     repeat_penalty: float = 1.0
+    min_p: float = 0.05  # llama.cpp's default
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
@@ -190,6 +199,9 @@ def parse_params(raw: Any) -> SamplingParams:
         top_p=_num(raw, "top_p", d.top_p, 0.0, 1.0),
         top_k=_int(raw, "top_k", d.top_k, 0, 1 << 20),
         repeat_penalty=_num(raw, "repeat_penalty", d.repeat_penalty, 0.0, 10.0),
+        min_p=_num(raw, "min_p", d.min_p, 0.0, 1.0),
+        frequency_penalty=_num(raw, "frequency_penalty", d.frequency_penalty, -2.0, 2.0),
+        presence_penalty=_num(raw, "presence_penalty", d.presence_penalty, -2.0, 2.0),
         stop=tuple(stop),
         seed=seed,
         ignore_eos=_bool(raw, "ignore_eos", d.ignore_eos),
@@ -221,6 +233,11 @@ def _num(raw: dict[str, Any], key: str, default: float, lo: float, hi: float) ->
     return float(v)
 
 
+# Sent only when they differ from their defaults (see SamplingParams).
+_OPTIONAL_NUMBERS = ("min_p", "frequency_penalty", "presence_penalty")
+_DEFAULTS = SamplingParams()
+
+
 def params_to_wire(p: SamplingParams) -> dict[str, Any]:
     out: dict[str, Any] = {
         "max_tokens": p.max_tokens,
@@ -230,6 +247,10 @@ def params_to_wire(p: SamplingParams) -> dict[str, Any]:
         "repeat_penalty": p.repeat_penalty,
         "stop": list(p.stop),
     }
+    for key in _OPTIONAL_NUMBERS:
+        value = getattr(p, key)
+        if value != getattr(_DEFAULTS, key):
+            out[key] = value
     if p.seed is not None:
         out["seed"] = p.seed
     if p.ignore_eos:

@@ -10,14 +10,15 @@ Generate, one run per handle at a time (a lock), stateless:
 ``keep_history=0`` and the KV cache cleared before each run (the system prompt
 kept unless it changed). Chat messages become one role + text (see ``chat``).
 
-* Sampling: on L1.3 each request's ``temperature``, ``top_p``, ``top_k`` and
-  ``repeat_penalty`` go in an ``RKLLMSamplingParam`` and ``max_tokens`` in
-  ``RKLLMInferParam.max_new_tokens`` (the frequency/presence/mirostat values are
-  the init-time ones). On L1.2 the runtime has no per-run sampling: the values
-  given at load (or the library's defaults) apply to every request, and
-  ``max_tokens`` is enforced here by counting tokens and aborting.
-* ``seed`` and ``ignore_eos`` of a request are not supported by RKLLM and are
-  ignored (``ignore_eos_token`` is a load parameter on L1.3).
+* Sampling: on L1.3 each request's ``temperature``, ``top_p``, ``top_k``,
+  ``repeat_penalty``, ``frequency_penalty`` and ``presence_penalty`` go in an
+  ``RKLLMSamplingParam`` and ``max_tokens`` in ``RKLLMInferParam.max_new_tokens``
+  (the mirostat values are the init-time ones). On L1.2 the runtime has no
+  per-run sampling: the values given at load (or the library's defaults),
+  penalties included, apply to every request, and ``max_tokens`` is enforced
+  here by counting tokens and aborting.
+* ``seed``, ``min_p`` and ``ignore_eos`` of a request are not supported by RKLLM
+  and are ignored (``ignore_eos_token`` is a load parameter on L1.3).
 * ``cancelled()`` is checked once per token in the callback and every 20 ms by
   the abort helper (prefill sends no callbacks); stop strings and ``max_tokens``
   abort the same way. The run ends at the next token boundary.
@@ -202,8 +203,8 @@ class RKLLMBackend(Backend):
                 top_p=p.top_p,
                 temperature=p.temperature,
                 repeat_penalty=p.repeat_penalty,
-                frequency_penalty=init.frequency_penalty,
-                presence_penalty=init.presence_penalty,
+                frequency_penalty=p.frequency_penalty,
+                presence_penalty=p.presence_penalty,
                 mirostat=init.mirostat,
                 mirostat_tau=init.mirostat_tau,
                 mirostat_eta=init.mirostat_eta,

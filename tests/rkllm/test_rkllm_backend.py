@@ -295,6 +295,7 @@ def test_struct_fields_land_at_the_reference_offsets(
     assert raw[ext + 14 : ext + 118] == bytes(104)  # reserved untouched
 
     sampling = {"temperature": 0.5, "top_p": 0.75, "top_k": 11, "repeat_penalty": 1.25}
+    sampling |= {"frequency_penalty": 1.5, "presence_penalty": -0.5}  # not the init-time 0.125, 0.375
     run(backend, chat(("user", "hello"), max_tokens=33, **sampling))
     inp = fake.record("input")
     assert inp is not None and len(inp) == {"1.2": 64, "1.3": 160}[layout]
@@ -311,7 +312,7 @@ def test_struct_fields_land_at_the_reference_offsets(
         assert struct.unpack_from("<ii", infer, 32) == (0, 33)  # keep_history, max_new_tokens
         passed = fake.record("sampling")
         assert passed is not None
-        assert struct.unpack("<ifffffiff", passed) == (11, 0.75, 0.5, 1.25, 0.125, 0.375, 2, 3.0, 0.75)
+        assert struct.unpack("<ifffffiff", passed) == (11, 0.75, 0.5, 1.25, 1.5, -0.5, 2, 3.0, 0.75)
         callback = fake.record("callback")
         assert callback is not None and len(callback) == 48
         pointers = struct.unpack("<6Q", callback)
@@ -321,6 +322,21 @@ def test_struct_fields_land_at_the_reference_offsets(
         assert fake.record("sampling") is None
     assert fake.record_int("kv_clear.keep_system_prompt") == 1
     assert fake.record_int("kv_clear.ranges") == 0
+
+
+def test_request_penalties_reach_the_run_on_l13(load: Load, script: Script, fake: FakeLibrary, layout: str) -> None:
+    backend = load(script(["a"]), frequency_penalty=0.125, presence_penalty=0.375)
+    run(backend, chat(frequency_penalty=1.75, presence_penalty=-1.25, min_p=0.5))
+    passed = fake.record("sampling")
+    if layout == "1.2":  # no per-run sampling: the load-time penalties apply to every run
+        assert passed is None
+        assert struct.unpack_from("<ff", fake.record("param") or b"", 36) == (0.125, 0.375)
+        return
+    assert passed is not None and len(passed) == 36
+    assert struct.unpack_from("<ff", passed, 16) == (1.75, -1.25)  # frequency_penalty, presence_penalty
+    run(backend, chat())  # a request without penalties: OpenAI's default 0, not the load-time values
+    passed = fake.record("sampling")
+    assert passed is not None and struct.unpack_from("<ff", passed, 16) == (0.0, 0.0)
 
 
 def test_system_message_is_folded_into_the_prompt_by_default(load: Load, script: Script, fake: FakeLibrary) -> None:
