@@ -2,6 +2,9 @@
 
 Unknown fields are ignored (like most OpenAI-compatible servers); known fields
 are type-checked and bounded, and every problem is a 400 naming its ``param``.
+Sampling: OpenAI's ``temperature``, ``top_p``, ``presence_penalty``,
+``frequency_penalty``, ``stop``, ``seed``, and llama.cpp server's extensions
+``top_k``, ``min_p`` and ``repeat_penalty``.
 """
 
 from __future__ import annotations
@@ -10,8 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.apierror import bad_request
+from runtime.protocol import SamplingParams
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_TOP_K_MAX = 1 << 20  # what the runtime protocol accepts
+# llama.cpp's extensions default to what the runtime uses when they are not sent (top_k 40, min_p 0.05,
+# repeat_penalty 1.0); OpenAI's own fields default to OpenAI's values.
+_RUNTIME = SamplingParams()
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,11 @@ class GenerationRequest:
     max_tokens: int
     temperature: float
     top_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    top_k: int  # llama.cpp extensions from here
+    min_p: float
+    repeat_penalty: float
     stop: tuple[str, ...]
     seed: int | None
     stream: bool
@@ -139,6 +152,11 @@ def _sampling(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "temperature": _number(obj, "temperature", 1.0, 0.0, 2.0),
         "top_p": _number(obj, "top_p", 1.0, 0.0, 1.0),
+        "presence_penalty": _number(obj, "presence_penalty", 0.0, -2.0, 2.0),
+        "frequency_penalty": _number(obj, "frequency_penalty", 0.0, -2.0, 2.0),
+        "top_k": _top_k(obj.get("top_k")),
+        "min_p": _number(obj, "min_p", _RUNTIME.min_p, 0.0, 1.0),
+        "repeat_penalty": _repeat_penalty(obj.get("repeat_penalty")),
         "stop": _stop(obj.get("stop")),
         "seed": _seed(obj.get("seed")),
         "stream": stream,
@@ -152,6 +170,22 @@ def _number(obj: dict[str, Any], key: str, default: float, lo: float, hi: float)
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise bad_request(f"'{key}' must be a number between {lo:g} and {hi:g}", key)
+    return float(value)
+
+
+def _top_k(value: Any) -> int:
+    if value is None:
+        return _RUNTIME.top_k
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _TOP_K_MAX:
+        raise bad_request(f"'top_k' must be an integer between 0 (off) and {_TOP_K_MAX}", "top_k")
+    return value
+
+
+def _repeat_penalty(value: Any) -> float:
+    if value is None:
+        return _RUNTIME.repeat_penalty
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        raise bad_request("'repeat_penalty' must be a number above 0 and at most 10 (1 = off)", "repeat_penalty")
     return float(value)
 
 

@@ -168,7 +168,16 @@ class Generation:
     def _params(self) -> SamplingParams:
         r = self.req
         return SamplingParams(
-            max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, stop=r.stop, seed=r.seed
+            max_tokens=r.max_tokens,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            min_p=r.min_p,
+            repeat_penalty=r.repeat_penalty,
+            frequency_penalty=r.frequency_penalty,
+            presence_penalty=r.presence_penalty,
+            stop=r.stop,
+            seed=r.seed,
         )
 
     async def pieces_from(

@@ -265,6 +265,27 @@ def raw_request(port: int, data: bytes) -> bytes:
             400,
             "max_tokens",
         ),
+        *(
+            (
+                b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "%s": %s}' % (field, value),
+                "application/json",
+                400,
+                field.decode(),
+            )
+            for field, value in [
+                (b"presence_penalty", b"2.5"),
+                (b"presence_penalty", b"-3"),
+                (b"frequency_penalty", b"-2.01"),
+                (b"frequency_penalty", b'"high"'),
+                (b"top_k", b"-1"),
+                (b"top_k", b"1.5"),
+                (b"top_k", b"true"),
+                (b"min_p", b"1.5"),
+                (b"min_p", b"-0.1"),
+                (b"repeat_penalty", b"0"),
+                (b"repeat_penalty", b"10.5"),
+            ]
+        ),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', "application/json", 404, "model"),
         (b'{"model": "smollm2", "messages": [{"role": "user", "content": "\xff\xfe"}]}', "application/json", 400, None),
         (b"model=smollm2", "application/x-www-form-urlencoded", 415, None),  # a real form: asked for JSON

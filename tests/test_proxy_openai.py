@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -178,3 +179,72 @@ def test_busy_runtime_is_a_503_with_retry_after(
     assert time.monotonic() - start < 1.0
     running.close()
     queued.close()
+
+
+def _words(text: str) -> list[str]:
+    return text.replace(",", " ").split()
+
+
+def _greedy(c: OpenAI, prompt: str, **kw: Any) -> str:
+    """16 tokens of a temperature-0 completion."""
+    return c.completions.create(model="smollm2", prompt=prompt, max_tokens=16, temperature=0, **kw).choices[0].text
+
+
+# A greedy continuation of each prompt repeats its word (checked below); a penalty of 2 on the
+# tokens already generated makes the model leave the loop within a few tokens. Observed (SmolLM2,
+# 16 tokens): "1, 1, ..." -> " 1, 1, 2,\n- The sum of the first" with frequency_penalty=2;
+# "yes, ..." -> " yes, no, no\n\nThe result is ..." (frequency) and " yes, no, no, no, ..." (presence).
+# presence_penalty does not break "1, 1, ...": a flat -2 is less than the lead of " 1" there.
+@pytest.mark.parametrize(
+    ("field", "prompt", "word"),
+    [
+        ("frequency_penalty", "1, 1, 1, 1, 1, 1,", "1"),
+        ("frequency_penalty", "yes, yes, yes, yes, yes,", "yes"),
+        ("presence_penalty", "yes, yes, yes, yes, yes,", "yes"),
+    ],
+)
+def test_penalties_break_a_greedy_repetition(proxy: Proxy, client: Client, field: str, prompt: str, word: str) -> None:
+    c = client(proxy, proxy.make_key())
+    plain, penalised = _greedy(c, prompt, **{field: 0}), _greedy(c, prompt, **{field: 2})
+    assert set(_words(plain)) == {word} and len(_words(plain)) >= 5, plain  # the loop the penalty must break
+    assert penalised != plain
+    others = [w for w in _words(penalised) if w != word]
+    assert len(others) >= 2 and _words(penalised).count(word) <= 2, penalised
+
+
+def test_top_k_1_and_min_p_1_make_sampling_greedy_whatever_the_seed(proxy: Proxy, client: Client) -> None:
+    c = client(proxy, proxy.make_key())
+    prompt = "Once upon a time"
+
+    def sampled(seed: int, **extra: object) -> str:
+        r = c.completions.create(
+            model="smollm2", prompt=prompt, max_tokens=16, temperature=1.0, seed=seed, extra_body=extra
+        )
+        return r.choices[0].text
+
+    assert sampled(1) != sampled(2)  # at temperature 1 the seed matters...
+    greedy = _greedy(c, prompt, seed=1)
+    assert sampled(1, top_k=1) == sampled(2, top_k=1) == greedy  # ...unless one token is left
+    assert sampled(1, min_p=1.0) == sampled(2, min_p=1.0) == greedy
+
+
+def test_llama_cpp_extensions_are_accepted_and_applied(proxy: Proxy, client: Client) -> None:
+    c = client(proxy, proxy.make_key())
+    extensions = {"top_k": 1, "min_p": 0.1, "repeat_penalty": 1.1}
+    r = c.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=8, extra_body=extensions)
+    assert r.choices[0].message.content and r.usage is not None and r.usage.completion_tokens >= 1
+    assert set(_words(_greedy(c, "1, 1, 1, 1, 1, 1,"))) == {"1"}
+    penalised = _greedy(c, "1, 1, 1, 1, 1, 1,", extra_body={"repeat_penalty": 1.1})
+    assert _words(penalised)[:4] == ["1", "2", "3", "4"], penalised  # observed: " 1, 2, 3, 4, 5, "
+
+
+def test_sampling_fields_parsed_with_the_runtimes_defaults() -> None:
+    from proxy.openai_request import parse_chat, parse_completion
+
+    req = parse_chat({"model": "smollm2", "messages": HELLO}, 512, 8192)
+    sampling = (req.presence_penalty, req.frequency_penalty, req.top_k, req.min_p, req.repeat_penalty)
+    assert sampling == (0.0, 0.0, 40, 0.05, 1.0)  # what requests that do not send them always got
+    body = {"model": "m", "prompt": "x", "presence_penalty": -2, "frequency_penalty": 1.5}
+    req = parse_completion(body | {"top_k": 0, "min_p": 1, "repeat_penalty": 10}, 512, 8192)
+    sampling = (req.presence_penalty, req.frequency_penalty, req.top_k, req.min_p, req.repeat_penalty)
+    assert sampling == (-2.0, 1.5, 0, 1.0, 10.0)
