@@ -255,7 +255,7 @@ async def test_sigterm_aborts_inflight_work_and_exits_zero(make_daemon: type[Dae
 async def test_stream_interval_coalesces_text_without_changing_it(shared_daemon: Daemon, make_daemon: Any) -> None:
     """A daemon with a stream interval sends a few tokens per frame; the text is the same."""
     params = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
-    daemon = make_daemon("--model", demo_spec(n_threads=2), env={"LLMSERVER_RUNTIME_STREAM_INTERVAL_MS": "200"})
+    daemon = make_daemon("--model", demo_spec(n_threads=2), env={"LLMSERVER_RUNTIME_STREAM_INTERVAL_MS": "500"})
     daemon.start()
     async with RuntimeClient(shared_daemon.endpoint) as client:
         per_token, done_a = await collect(client, prompt="Once upon a time", params=params)
@@ -274,7 +274,7 @@ async def test_stream_interval_coalesces_text_without_changing_it(shared_daemon:
     assert done_a.completion_tokens == done_b.completion_tokens == 64
     assert "".join(coalesced) == "".join(per_token)
     assert len(per_token) >= 32, "interval 0 sends (almost) every token on its own"
-    assert len(coalesced) <= 32, f"expected a few tokens per frame, got {len(coalesced)} frames"
+    assert len(coalesced) <= 16, f"expected a few tokens per frame, got {len(coalesced)} frames"
     assert first_at - t0 < 0.2 + done_b.perf.queue_ms / 1000 + done_b.perf.prefill_ms / 1000, "first text at once"
     assert done_one.completion_tokens == 1 and "".join(one) == "".join(per_token)[: len("".join(one))] and one
 
