@@ -25,7 +25,7 @@ import os
 import time
 from collections import deque
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -43,6 +43,7 @@ from runtime.protocol import (
     encode_request,
     params_to_wire,
 )
+from runtime.router import readable
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class RuntimeClient:
         sock.close(0)
         if self._ctx is not None:
             self._ctx.term()
-        self._ctx = None
+            self._ctx = None
 
     @property
     def connected(self) -> bool:
@@ -133,7 +134,7 @@ class RuntimeClient:
 
     def _drain(self) -> None:
         sock = self._sock
-        while sock is not None and _readable(sock):
+        while sock is not None and readable(sock):
             for frame in sock.recv_multipart(zmq.NOBLOCK):  # the daemon batches frames per client
                 try:
                     reply = decode_reply(frame)
@@ -146,7 +147,7 @@ class RuntimeClient:
 
     def _drain_monitor(self) -> None:
         monitor = self._monitor
-        while monitor is not None and _readable(monitor):
+        while monitor is not None and readable(monitor):
             event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._connected.set()
@@ -164,8 +165,6 @@ class RuntimeClient:
         return f"{self._prefix}{next(self._ids)}"
 
     async def _send(self, req: Request) -> None:
-        if self._sock is None:
-            raise RuntimeUnavailableError("the runtime client is closed")
         frame = encode_request(req)
         if self._try_send(frame):
             return
@@ -397,10 +396,6 @@ class _Inbox:
 
     def close(self) -> None:
         self._timer.cancel()
-
-
-def _readable(sock: zmq.Socket[bytes]) -> bool:
-    return bool(cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _as_error(reply: Reply) -> RuntimeRequestError:

@@ -140,10 +140,7 @@ class LlamaCppBackend(Backend):
                 count += 1
                 text, stopped = stop_buf.push(decoder.decode(llm.detokenize([token])))
                 if text:
-                    if stopped or count >= limit:
-                        emit(text, final=True)
-                    else:
-                        emit(text)
+                    emit(text, final=stopped or count >= limit)
                 if stopped:
                     finish = "stop"
                     break

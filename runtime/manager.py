@@ -80,7 +80,6 @@ class ModelWorker:
         self.error = ""
         self.running: Job | None = None
         self.served = 0
-        self._depth = options.depth
         self._options = options
         self._outbox = outbox
         self._queue: deque[Job | None] = deque()
@@ -100,8 +99,8 @@ class ModelWorker:
             if self.state != "ready":
                 raise BusyError(f"model {self.config.name!r} is {self.state}")
             waiting = len(self._queue)
-            if waiting >= self._depth:
-                raise BusyError(f"model {self.config.name!r} queue is full ({self._depth} waiting)")
+            if waiting >= self._options.depth:
+                raise BusyError(f"model {self.config.name!r} queue is full ({self._options.depth} waiting)")
             self._queue.append(job)
         self._wakeups.put(None)
         return waiting + (1 if self.running else 0)
@@ -231,7 +230,7 @@ class ModelWorker:
             "state": self.state,
             "error": self.error,
             "queued": len(self._queue),
-            "queue_depth": self._depth,
+            "queue_depth": self._options.depth,
             "running": self.running is not None,
             "served": self.served,
         }

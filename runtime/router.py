@@ -30,17 +30,26 @@ log = logging.getLogger(__name__)
 
 
 class SharedRouter:
+    """Made on the main thread, which alone may ``wait`` and ``recv``; any thread may ``send``."""
+
     def __init__(self, sock: zmq.Socket[Any]) -> None:
         self._sock = sock
         self._lock = threading.Lock()
         self._main = threading.get_ident()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closed = False
-        self._fd = cast(int, sock.get(zmq.FD))
+        self._poller = zmq.Poller()
+        self._poller.register(cast(int, sock.get(zmq.FD)), zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
 
-    def fds(self) -> tuple[int, int]:
-        """What the main thread waits on: the socket's signal and the wake-up pipe."""
-        return self._fd, self._wake_r
+    def wait(self, timeout_ms: int) -> None:
+        """Until the socket may have a request, a worker wakes us, or ``timeout_ms`` passes.
+
+        Callers ``recv`` afterwards whatever woke them: a signal consumed by another thread's
+        send is caught within one timeout at worst (the workers' wake-ups make that rare).
+        """
+        if any(fd == self._wake_r for fd, _ in self._poller.poll(timeout_ms)):
+            self._clear_wake()
 
     def send(self, identity: bytes, *frames: bytes) -> bool:
         """Send frames to one client as one message; False when the client is gone."""
@@ -71,7 +80,7 @@ class SharedRouter:
         except BlockingIOError:  # the pipe is full of wake-ups already
             pass
 
-    def clear_wake(self) -> None:
+    def _clear_wake(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -79,7 +88,7 @@ class SharedRouter:
             pass
 
     def _readable(self) -> bool:
-        return bool(cast(int, self._sock.get(zmq.EVENTS)) & zmq.POLLIN)
+        return readable(self._sock)
 
     def close(self) -> None:
         with self._lock:
@@ -116,6 +125,11 @@ class RouterOutbox:
     def _send(self, identity: bytes, *frames: bytes) -> None:
         if not self._router.send(identity, *frames):
             self._on_gone(identity)
+
+
+def readable(sock: zmq.Socket[Any]) -> bool:
+    """A message is waiting (ZMQ_EVENTS; cheaper than a NOBLOCK receive that raises ``Again``)."""
+    return bool(cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def delta_frame(rid: str, text: str) -> bytes:

@@ -52,10 +52,18 @@ class RuntimeServer:
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._stopping = False
         self._pending_loads: dict[str, tuple[bytes, str]] = {}
-        self._router: SharedRouter | None = None
-        self._outbox: RouterOutbox | None = None
-        self._options = WorkerOptions(settings.queue_depth, settings.stream_interval_ms / 1000, settings.compute_nice)
-        self.manager = ModelManager(self._options, self)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        self._sock = sock
+        self._router = SharedRouter(sock)
+        self._outbox = RouterOutbox(self._router, lambda rid: self.manager.finished(rid), self._client_gone)
+        options = WorkerOptions(settings.queue_depth, settings.stream_interval_ms / 1000, settings.compute_nice)
+        self.manager = ModelManager(options, self._outbox)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -66,16 +74,7 @@ class RuntimeServer:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():
                 path.unlink()
-        router = self._ctx.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.SNDHWM, 100_000)
-        router.setsockopt(zmq.RCVHWM, 100_000)
-        router.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        router.bind(endpoint)
-        self._router = SharedRouter(router)
-        self._outbox = RouterOutbox(self._router, self.manager.finished, self._client_gone)
+        self._sock.bind(endpoint)
         log.info("runtime %s listening on %s (pid %d)", __version__, endpoint, os.getpid())
 
     def preload(self, configs: list[ModelConfig]) -> None:
@@ -89,53 +88,43 @@ class RuntimeServer:
         """Run until SIGTERM/SIGINT, then drain within the grace period and close."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        assert self._router is not None
-        poller = zmq.Poller()
-        for fd in self._router.fds():
-            poller.register(fd, zmq.POLLIN)
         next_sweep = 0.0
         while not self._stopping:
-            self._poll_once(poller, 50)
+            self._poll_once(50)
             now = time.monotonic()
             if now >= next_sweep:
                 self._expire_queued()
                 next_sweep = now + 0.05
-        self._shutdown(poller)
+        self._shutdown()
 
     def _expire_queued(self) -> None:
         for job in self.manager.expire():
             self.manager.finished(job.rid)
             self._error(job.identity, job.rid, ERR_DEADLINE, "deadline passed in the queue")
 
-    def _poll_once(self, poller: zmq.Poller, timeout_ms: int) -> None:
-        # Read whether or not a descriptor fired: a signal consumed by another thread's send is
-        # caught here within one timeout at worst (the workers' wake-ups make that rare).
-        assert self._router is not None
-        wake_fd = self._router.fds()[1]
-        if any(fd == wake_fd for fd, _ in poller.poll(timeout_ms)):
-            self._router.clear_wake()
+    def _poll_once(self, timeout_ms: int) -> None:
+        self._router.wait(timeout_ms)
         self._read_requests()
 
-    def _shutdown(self, poller: zmq.Poller) -> None:
+    def _shutdown(self) -> None:
         log.info("stopping: %d request(s) in flight", self.manager.active_jobs())
         limit = time.monotonic() + self.settings.grace_seconds
         while self.manager.active_jobs() and time.monotonic() < limit:
-            self._poll_once(poller, 50)
+            self._poll_once(50)
         self.manager.abort_all()
         workers = self.manager.workers()
         for worker in workers:
             worker.stop()
         end = time.monotonic() + 5
         while any(w.state not in ("unloaded", "failed") for w in workers) and time.monotonic() < end:
-            self._poll_once(poller, 20)
+            self._poll_once(20)
         for worker in workers:
             worker.join(max(0.0, end - time.monotonic()))
         self.close()
         log.info("stopped")
 
     def close(self) -> None:
-        if self._router is not None:
-            self._router.close()
+        self._router.close()
         self._ctx.term()
         endpoint = self.settings.endpoint
         if endpoint.startswith("ipc://"):
@@ -143,21 +132,12 @@ class RuntimeServer:
 
     # -- outbound --------------------------------------------------------------------------
 
-    def delta(self, identity: bytes, rid: str, text: str) -> None:
-        assert self._outbox is not None
-        self._outbox.delta(identity, rid, text)
-
-    def end(self, identity: bytes, rid: str, kind: str, body: dict[str, Any], text: str = "") -> None:
-        assert self._outbox is not None
-        self._outbox.end(identity, rid, kind, body, text)
-
     def _client_gone(self, identity: bytes) -> None:
         n = self.manager.abort_identity(identity)
         if n:
             log.info("client went away; aborted %d request(s)", n)
 
     def _reply(self, identity: bytes, rid: str, kind: str, body: dict[str, Any]) -> None:
-        assert self._outbox is not None
         self._outbox.reply(identity, rid, kind, body)
 
     def _error(self, identity: bytes, rid: str, code: str, message: str) -> None:
@@ -166,7 +146,6 @@ class RuntimeServer:
     # -- inbound ---------------------------------------------------------------------------
 
     def _read_requests(self) -> None:
-        assert self._router is not None
         for _ in range(_DRAIN):
             frames = self._router.recv()
             if frames is None:
