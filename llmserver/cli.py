@@ -1,56 +1,33 @@
-"""``llmserver SUBCOMMAND``: the one command-line entry point.
-
-Subcommands import their package lazily, so ``llmserver runtime`` never loads the proxy.
-"""
+"""llmserver: the one command-line entry point; each command module registers itself."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-Handler = Callable[[argparse.Namespace], int]
+from llmserver import up
+from llmserver.commands import chat, keys, proxy, runtime
+from proxy.errors import ProxyError
+from proxy.storage.errors import StorageError
+from runtime.api.errors import RuntimeServiceError
 
-
-def _runtime(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from runtime.cli import add_runtime_arguments, run_runtime
-
-    p = sub.add_parser("runtime", help="run the runtime daemon (keeps models loaded)")
-    add_runtime_arguments(p)
-    p.set_defaults(func=run_runtime)
-
-
-def _chat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from runtime.chatcli import add_chat_arguments, run_chat
-
-    p = sub.add_parser("chat", help="stream one chat answer straight from the runtime daemon")
-    add_chat_arguments(p)
-    p.set_defaults(func=run_chat)
-
-
-def _proxy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    try:
-        from proxy.cli import add_proxy_commands
-    except ImportError:
-        return
-    add_proxy_commands(sub)
+COMMANDS = (up, proxy, runtime, chat, keys)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmserver", description=__doc__.splitlines()[0] if __doc__ else "")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_runtime, _chat, _proxy_commands):
-        add(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from runtime.errors import RuntimeServiceError
-
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except RuntimeServiceError as exc:
+    except (RuntimeServiceError, ProxyError, StorageError) as exc:
         sys.stderr.write(f"llmserver {args.command}: error: {exc}\n")
         return 2
     except KeyboardInterrupt:

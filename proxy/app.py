@@ -1,44 +1,47 @@
-"""The proxy's app factory. Nothing happens at import; resources open in ``cleanup_ctx``."""
+"""The proxy's app factory. Nothing happens at import; resources open in ``cleanup_ctx``.
+
+``create_app(settings)`` opens the real database and runtime client; tests pass their own
+(``runtime=`` a scripted fake, ``db=`` an open database) to run the whole app in-process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from proxy.appkeys import (
-    catalog_key,
-    db_key,
-    metrics_key,
-    runtime_key,
-    serving_key,
-    settings_key,
-    verifier_key,
-)
-from proxy.catalog import ModelCatalog
-from proxy.db import Database
+from proxy.appkeys import catalog_key, db_key, generations_key, metrics_key, runtime_key, settings_key, verifier_key
+from proxy.auth.verifier import KeyVerifier
+from proxy.metering.admission import Admission
+from proxy.metering.generation import Generations
+from proxy.metering.ratelimit import RateLimiter
 from proxy.metrics import Metrics
 from proxy.middleware import auth_middleware, error_middleware, request_id_middleware
-from proxy.quota import reclaim_stale_reservations
-from proxy.ratelimit import RateLimiter
-from proxy.routes import setup_routes
-from proxy.serving import Serving
+from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
-from proxy.verifier import KeyVerifier
-from runtime.client import RuntimeClient
+from proxy.storage.database import Database
+from proxy.storage.usage import reclaim_stale_reservations
+from proxy.upstream import ModelCatalog, Runtime
+from runtime.api.client import RuntimeClient
 
 log = logging.getLogger(__name__)
 
+RECLAIM_EVERY = 60.0  # seconds between sweeps for reservations left by a process that died
 
-def create_app(settings: Settings) -> web.Application:
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Database | None = None) -> web.Application:
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
     app[metrics_key] = Metrics()
-    app.cleanup_ctx.extend([_database, _runtime, _serving])
+    app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
+    app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
+    app.cleanup_ctx.extend([_services, _reclaimer])
     setup_routes(app)
     return app
 
@@ -46,11 +49,16 @@ def create_app(settings: Settings) -> web.Application:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     async with Database.open(settings.database_path, synchronous=settings.db_synchronous) as db:
-        reclaimed = await reclaim_stale_reservations(db, settings.request_timeout + 60)
-        if reclaimed:
-            log.info("released %d quota reservation(s) left by a process that died", reclaimed)
         app[db_key] = db
         yield
+
+
+def _given_database(db: Database) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def given(app: web.Application) -> AsyncIterator[None]:
+        app[db_key] = db
+        yield
+
+    return given
 
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
@@ -62,16 +70,45 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     await client.close()
 
 
-async def _serving(app: web.Application) -> AsyncIterator[None]:
+def _given_runtime(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def given(app: web.Application) -> AsyncIterator[None]:
+        app[runtime_key] = runtime
+        yield
+
+    return given
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
     app[verifier_key] = KeyVerifier(db, concurrency=settings.argon2_concurrency)
     app[catalog_key] = ModelCatalog(runtime)
-    app[serving_key] = Serving(
+    app[generations_key] = Generations(
         db=db,
         runtime=runtime,
-        catalog=app[catalog_key],
-        limiter=RateLimiter(),
+        admission=Admission(db, app[catalog_key], RateLimiter()),
         metrics=app[metrics_key],
         request_timeout=settings.request_timeout,
     )
     yield
+
+
+async def _reclaimer(app: web.Application) -> AsyncIterator[None]:
+    """Release reservations of processes that died: at start-up, then every minute."""
+    db, bound = app[db_key], app[settings_key].request_timeout + 60
+    reclaimed = await reclaim_stale_reservations(db, bound)
+    if reclaimed:
+        log.info("released %d quota reservation(s) left by a process that died", reclaimed)
+    task = asyncio.create_task(_reclaim_forever(db, bound))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _reclaim_forever(db: Database, bound: float) -> None:
+    while True:
+        await asyncio.sleep(RECLAIM_EVERY)
+        try:
+            await reclaim_stale_reservations(db, bound)
+        except Exception as exc:  # the next sweep tries again
+            log.warning("could not reclaim stale reservations: %s", exc)

@@ -1,21 +1,25 @@
-"""The ``web.AppKey``s under which the proxy keeps its resources."""
+"""The typed keys under which the proxy keeps its resources (``web.AppKey``) and per-request
+values (``web.RequestKey``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.catalog import ModelCatalog
-from proxy.db import Database
+from proxy.auth.verifier import KeyVerifier
+from proxy.metering.generation import Generations, RequestIds
 from proxy.metrics import Metrics
-from proxy.serving import Serving
 from proxy.settings import Settings
-from proxy.verifier import KeyVerifier
-from runtime.client import RuntimeClient
+from proxy.storage.api_keys import ApiKey
+from proxy.storage.database import Database
+from proxy.upstream import ModelCatalog, Runtime
 
 settings_key = web.AppKey("settings", Settings)
 db_key = web.AppKey("db", Database)
-runtime_key = web.AppKey("runtime", RuntimeClient)
+runtime_key = web.AppKey("runtime", Runtime)
 verifier_key = web.AppKey("verifier", KeyVerifier)
 catalog_key = web.AppKey("catalog", ModelCatalog)
 metrics_key = web.AppKey("metrics", Metrics)
-serving_key = web.AppKey("serving", Serving)
+generations_key = web.AppKey("generations", Generations)
+
+request_ids_key = web.RequestKey("request_ids", RequestIds)
+api_key_key = web.RequestKey("api_key", ApiKey)

@@ -2,20 +2,20 @@
 
     ProxyError                     base of everything the proxy raises
     ├── SettingsError              a malformed or missing setting (names the variable, never its secret value)
-    ├── ValidationError            a value given to a repository is not acceptable (bad name, negative limit)
-    ├── DatabaseError              the database could not be opened, migrated or written
-    │   └── DatabaseClosedError    work submitted to a database that is closed
     ├── AuthenticationError        a malformed, unknown, wrong, revoked or expired API key (``reason``)
     ├── VerifierBusyError          too many first-time key verifications are already waiting (retry later)
-    ├── VaultError                 the vault cannot encrypt or decrypt (no key, wrong key, tampered data)
-    └── KeyNotFoundError           an API key id or public id that matches no row
+    └── ApiError                   an error as OpenAI's API reports it: status, envelope, headers
 
-Quota and rate-limit refusals are results, not exceptions (``quota.QuotaExceeded``,
-``ratelimit.RateDecision``), because they are an ordinary outcome of admission.
-HTTP-facing subclasses (OpenAI error envelopes) are added here by the routes.
+The storage layer has its own base (``proxy.storage.errors.StorageError``), since it imports nothing
+of the rest of the proxy; the error middleware maps what reaches it. Quota and rate-limit refusals
+are results, not exceptions (``proxy.storage.usage.QuotaExceeded``,
+``proxy.metering.ratelimit.RateDecision``), because they are an ordinary outcome of admission.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Mapping
 
 
 class ProxyError(Exception):
@@ -24,18 +24,6 @@ class ProxyError(Exception):
 
 class SettingsError(ProxyError, ValueError):
     """A setting that is malformed, missing or inconsistent with another one."""
-
-
-class ValidationError(ProxyError, ValueError):
-    """A value given to a repository (key name, limit, allow-list...) is not acceptable."""
-
-
-class DatabaseError(ProxyError):
-    """The database could not be opened, migrated or written."""
-
-
-class DatabaseClosedError(DatabaseError):
-    """Work was submitted to a database that is closed or closing."""
 
 
 class AuthenticationError(ProxyError):
@@ -50,9 +38,44 @@ class VerifierBusyError(ProxyError):
     """Too many first-time key verifications are queued; the client should retry later."""
 
 
-class VaultError(ProxyError):
-    """The vault has no key, or a ciphertext does not decrypt under it."""
+class ApiError(ProxyError):
+    """An error as the OpenAI API reports it. Handlers raise these; only the error middleware turns
+    them into the envelope ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def body(self) -> bytes:
+        return json.dumps(self.envelope()).encode()
 
 
-class KeyNotFoundError(ProxyError, LookupError):
-    """No API key row has this id or public id."""
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def unavailable(message: str, retry_after: int = 1) -> ApiError:
+    return ApiError(
+        503,
+        message,
+        type="server_error",
+        code="service_unavailable",
+        headers={"retry-after": str(retry_after)},
+    )

@@ -14,9 +14,12 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.apierror import ApiError
-from proxy.appkeys import metrics_key, verifier_key
-from proxy.errors import AuthenticationError, VerifierBusyError
+from proxy.appkeys import api_key_key, metrics_key, request_ids_key, verifier_key
+from proxy.errors import ApiError, AuthenticationError, VerifierBusyError
+from proxy.metering.generation import RequestIds
+from proxy.storage.api_keys import ApiKey
+from proxy.upstream import runtime_error
+from runtime.api.errors import RuntimeClientError
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,17 @@ _NO_KEY = (
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    given = request.headers.get("X-Request-ID", "")
-    request["request_id"] = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    """Every request gets the server's own id (the ledger's identity, never taken from a client).
+    A client's ``X-Client-Request-Id`` (OpenAI's name) or ``X-Request-ID`` is kept beside it and
+    echoed as ``x-client-request-id``."""
+    given = request.headers.get("X-Client-Request-Id") or request.headers.get("X-Request-ID") or ""
+    ids = RequestIds(f"req_{uuid.uuid4().hex}", given if _REQUEST_ID.match(given) else None)
+    request[request_ids_key] = ids
     response = await handler(request)
     if not response.prepared:
-        response.headers["x-request-id"] = request["request_id"]
+        response.headers["x-request-id"] = ids.server
+        if ids.client:
+            response.headers["x-client-request-id"] = ids.client
     return response
 
 
@@ -44,18 +53,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return _envelope(request, exc)
+    except RuntimeClientError as exc:
+        return _envelope(request, runtime_error(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return _envelope(request, _from_http(exc))
-    except ConnectionResetError:
+    except ConnectionError:
         # The client left while its answer was written: nobody is there to read an error, and it is
         # no fault of ours (its usage row is written by whoever ended the request).
-        log.info("client went away during %s %s (request %s)", request.method, request.path, request["request_id"])
+        log.info(
+            "client went away during %s %s (request %s)", request.method, request.path, request[request_ids_key].server
+        )
         return web.Response(status=499)  # never reaches anyone; aiohttp's access log shows 499 (nginx's code)
     except Exception:
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request["request_id"])
-        error = ApiError(500, f"internal server error (request {request['request_id']})", type="server_error")
+        log.exception(
+            "unhandled error in %s %s (request %s)", request.method, request.path, request[request_ids_key].server
+        )
+        error = ApiError(500, f"internal server error (request {request[request_ids_key].server})", type="server_error")
         return _envelope(request, error)
 
 
@@ -71,14 +86,14 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 
 def _envelope(request: web.Request, exc: ApiError) -> web.Response:
     request.app[metrics_key].error(exc.status, exc.code)
-    headers = {**exc.headers, "x-request-id": request["request_id"]}
+    headers = {**exc.headers, "x-request-id": request[request_ids_key].server}
     return web.Response(status=exc.status, body=exc.body(), content_type="application/json", headers=headers)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/"):
-        request["api_key"] = await _authenticate(request)
+        request[api_key_key] = await _authenticate(request)
     return await handler(request)
 
 
@@ -95,14 +110,14 @@ def presented_key(request: web.Request) -> str | None:
     return None
 
 
-async def _authenticate(request: web.Request) -> object:
+async def _authenticate(request: web.Request) -> ApiKey:
     raw = presented_key(request)
     if raw is None:
         raise ApiError(401, _NO_KEY, code="missing_api_key")
     try:
         return await request.app[verifier_key].verify(raw)
     except AuthenticationError as exc:
-        log.info("refused an API key (%s) for request %s", exc.reason, request["request_id"])
+        log.info("refused an API key (%s) for request %s", exc.reason, request[request_ids_key].server)
         code = "expired_api_key" if exc.reason.startswith("expired") else "invalid_api_key"
         message = "This API key has expired." if code == "expired_api_key" else "Incorrect API key provided."
         raise ApiError(401, message, code=code) from None

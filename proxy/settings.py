@@ -8,7 +8,6 @@ the object's ``repr``.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -16,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from proxy.db import SYNCHRONOUS_MODES, resolve_path
-from proxy.errors import ProxyError, SettingsError, VaultError
-from proxy.secret import ARGON2_PROFILES, Vault, parse_hex_key
-from runtime.settings import default_endpoint
+from proxy.auth.apikey import ARGON2_PROFILES
+from proxy.errors import ProxyError, SettingsError
+from proxy.storage.database import SYNCHRONOUS_MODES, resolve_path
+from proxy.storage.errors import VaultError
+from proxy.storage.vault import Vault, parse_hex_key
+from runtime.api.transport import default_endpoint
 
 T = TypeVar("T")
 
@@ -252,10 +253,3 @@ class _Reader:
         if not low <= number <= high:  # also refuses nan
             raise SettingsError(f"{name}={value!r}: must be between {low:g} and {high:g}")
         return number
-
-
-def setup_logging(settings: Settings) -> None:
-    """Configure the root logger at the configured level (for the command-line entry points)."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        logging.getLogger("yoyo").setLevel(logging.WARNING)

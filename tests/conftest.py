@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.client import RuntimeClient
-from runtime.demo import demo_model_path
+from proxy.auth.apikey import key_minter
+from runtime.api.client import RuntimeClient
+from runtime.backends.demo import demo_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ class Daemon:
     def start(self, ready_models: tuple[str, ...] = ("smollm2",), timeout: float = 60.0) -> Daemon:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "--endpoint", self.endpoint, *self.args],
+            [sys.executable, "-m", "llmserver.commands.runtime", "--endpoint", self.endpoint, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -156,7 +157,7 @@ def free_port() -> int:
 
 @dataclass
 class Proxy:
-    """A proxy subprocess (``python -m proxy.cli``) on a loopback port with its own SQLite file."""
+    """A proxy subprocess (``python -m llmserver.commands.proxy``) on a loopback port with its own SQLite file."""
 
     env: dict[str, str]
     db_path: Path
@@ -173,7 +174,11 @@ class Proxy:
 
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", "llmserver.commands.proxy"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         log.close()
         end = time.monotonic() + timeout
@@ -200,12 +205,12 @@ class Proxy:
 
     def make_key(self, name: str = "test", **kw: object) -> str:
         """Create a key in the proxy's database, as an admin would; the full key."""
-        from proxy.db import Database
-        from proxy.keys import KeyRepository
+        from proxy.storage.api_keys import KeyRepository
+        from proxy.storage.database import Database
 
         async def create() -> str:
             async with Database.open(self.db_path) as db:
-                full, _ = await KeyRepository(db).create_key(name, **kw)  # type: ignore[arg-type]
+                full, _ = await KeyRepository(db, key_minter()).create_key(name, **kw)  # type: ignore[arg-type]
                 return full
 
         with ThreadPoolExecutor(1) as pool:
@@ -213,16 +218,16 @@ class Proxy:
 
     def revoke(self, full_key: str) -> None:
         """Revoke a key the way the admin tools do (another process than the proxy)."""
-        from proxy.db import Database
-        from proxy.keys import KeyRepository
-        from proxy.secret import parse_api_key
+        from proxy.auth.apikey import parse_api_key
+        from proxy.storage.api_keys import KeyRepository
+        from proxy.storage.database import Database
 
         parsed = parse_api_key(full_key)
         assert parsed is not None
 
         async def revoke() -> None:
             async with Database.open(self.db_path) as db:
-                await KeyRepository(db).revoke_key(parsed[0])
+                await KeyRepository(db, key_minter()).revoke_key(parsed[0])
 
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, revoke()).result()

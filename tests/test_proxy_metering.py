@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from runtime.client import RuntimeClient
+from runtime.api.client import RuntimeClient
 from tests.conftest import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "Count to ten, please."}]
@@ -154,9 +154,11 @@ def runtime_queue(daemon: Daemon) -> int:
 
 
 def usage_rows(proxy: Proxy, request_id: str) -> list[tuple[object, ...]]:
+    """Rows of a request, by the server's id (``x-request-id``) or the client's own (``X-Request-ID``)."""
     return proxy.query(
-        "SELECT id, status, client_disconnected, completion_tokens FROM token_usage_events WHERE request_id = ?",
-        (request_id,),
+        "SELECT id, status, client_disconnected, completion_tokens, request_id "
+        "FROM token_usage_events WHERE request_id = ? OR client_request_id = ?",
+        (request_id, request_id),
     )
 
 
@@ -207,7 +209,7 @@ def test_client_disconnect_while_queued_is_billed_and_aborted(
                 time.sleep(0.05)
             assert runtime_queue(shared_daemon) == 0
             assert not usage_rows(proxy, long_id)
-    leaver_row_id, status, disconnected, completion = rows[0]
+    leaver_row_id, status, disconnected, completion, server_id = rows[0]
     assert (status, disconnected, completion) == (499, 1, 0)
     deadline = time.monotonic() + 10
     while not (long_rows := usage_rows(proxy, long_id)):
@@ -215,7 +217,7 @@ def test_client_disconnect_while_queued_is_billed_and_aborted(
         time.sleep(0.05)
     assert long_rows[0][0] > leaver_row_id  # type: ignore[operator]
     # A client that left is no server fault: logged as gone, not as an unhandled error with a traceback.
-    log_lines = [line for line in proxy.log_path.read_text(errors="replace").splitlines() if request_id in line]
+    log_lines = [line for line in proxy.log_path.read_text(errors="replace").splitlines() if str(server_id) in line]
     assert not [line for line in log_lines if "unhandled error" in line], log_lines
 
 

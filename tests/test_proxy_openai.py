@@ -239,7 +239,7 @@ def test_llama_cpp_extensions_are_accepted_and_applied(proxy: Proxy, client: Cli
 
 
 def test_sampling_fields_parsed_with_the_runtimes_defaults() -> None:
-    from proxy.openai_request import parse_chat, parse_completion
+    from proxy.openai.protocol import parse_chat, parse_completion
 
     req = parse_chat({"model": "smollm2", "messages": HELLO}, 512, 8192)
     sampling = (req.presence_penalty, req.frequency_penalty, req.top_k, req.min_p, req.repeat_penalty)

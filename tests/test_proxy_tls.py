@@ -48,7 +48,7 @@ def test_https_with_a_configured_certificate(
     cert, key = self_signed(tmp_path)
     proxy = make_proxy(shared_daemon.endpoint, LLMSERVER_TLS_CERT=str(cert), LLMSERVER_TLS_KEY=str(key))
     # Started by hand: Proxy.start waits on plain HTTP.
-    proxy.proc = subprocess.Popen([sys.executable, "-m", "proxy.cli"], env=proxy.env, cwd=ROOT)
+    proxy.proc = subprocess.Popen([sys.executable, "-m", "llmserver.commands.proxy"], env=proxy.env, cwd=ROOT)
     api_key = proxy.make_key("tls")
     url = f"https://localhost:{proxy.port}"
     with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as http:

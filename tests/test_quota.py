@@ -14,13 +14,20 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from proxy.db import Database
-from proxy.errors import KeyNotFoundError
-from proxy.keys import ApiKey, KeyRepository
-from proxy.ledger import UsageEvent, record_usage
-from proxy.quota import QuotaExceeded, Reservation, reclaim_stale_reservations, release, reserve
-from proxy.ratelimit import RateLimiter, format_duration
-from proxy.secret import create_password_hasher
+from proxy.auth.apikey import create_password_hasher, key_minter
+from proxy.metering.ratelimit import RateLimiter, format_duration
+from proxy.storage.api_keys import ApiKey, KeyRepository
+from proxy.storage.database import Database
+from proxy.storage.errors import KeyNotFoundError
+from proxy.storage.usage import (
+    QuotaExceeded,
+    Reservation,
+    UsageEvent,
+    reclaim_stale_reservations,
+    record_usage,
+    release,
+    reserve,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +42,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def repo(db: Database) -> KeyRepository:
-    return KeyRepository(db, create_password_hasher("test"))
+    return KeyRepository(db, key_minter(create_password_hasher("test")))
 
 
 async def counters(repo: KeyRepository, key: ApiKey) -> tuple[int, int, int]:
@@ -109,8 +116,8 @@ CONTENDER = textwrap.dedent(
     """
     import asyncio, sys, time
     from pathlib import Path
-    from proxy.db import Database
-    from proxy.quota import Reservation, reserve
+    from proxy.storage.database import Database
+    from proxy.storage.usage import Reservation, reserve
 
     async def main():
         path, key_id, start = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])

@@ -1,6 +1,6 @@
 """The daemon's threads under load: workers and the main thread share one ROUTER socket.
 
-Workers send their requests' text and end frames themselves (runtime.router); these tests drive
+Workers send their requests' text and end frames themselves (runtime.daemon.socket); these tests drive
 that from several clients at once, with aborts and vanishing clients, and check that nothing is
 lost, nothing hangs, and the main thread never sleeps through a request.
 """
@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from runtime.client import RuntimeClient
-from runtime.errors import RuntimeRequestError
-from runtime.protocol import SamplingParams
+from runtime.api.client import RuntimeClient
+from runtime.api.errors import RuntimeRequestError
+from runtime.api.protocol import SamplingParams
 from tests.conftest import Daemon
 
 pytestmark = pytest.mark.asyncio

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from runtime.backend import ModelConfig
-from runtime.client import RuntimeClient
-from runtime.demo import demo_model_path
-from runtime.errors import RuntimeRequestError, RuntimeUnavailableError
-from runtime.protocol import SamplingParams
+from runtime.api.client import RuntimeClient
+from runtime.api.errors import RuntimeRequestError, RuntimeUnavailableError
+from runtime.api.models import ModelConfig
+from runtime.api.protocol import SamplingParams
+from runtime.backends.demo import demo_model_path
 from tests.conftest import Daemon, demo_spec
 
 pytestmark = pytest.mark.asyncio

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.protocol import ProtocolError, SamplingParams, params_to_wire, parse_generate, parse_params
+from runtime.api.protocol import ProtocolError, SamplingParams, params_to_wire, parse_generate, parse_params
 
 
 def test_defaults_of_the_new_fields_are_llama_cpps() -> None:

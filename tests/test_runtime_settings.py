@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import ModelSpecError
-from runtime.settings import load_runtime_settings
+from runtime.api.errors import ModelSpecError
+from runtime.daemon.settings import load_runtime_settings
 
 
 def test_defaults() -> None:

@@ -16,20 +16,22 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from proxy import verifier as verifier_module
-from proxy.db import Database
-from proxy.errors import AuthenticationError, VaultError, VerifierBusyError
-from proxy.keys import KeyRepository
-from proxy.secret import (
+from proxy.auth import verifier as verifier_module
+from proxy.auth.apikey import (
     KEY_LENGTH,
-    Vault,
     create_password_hasher,
     generate_api_key,
     hash_secret,
+    key_minter,
     parse_api_key,
     verify_secret,
 )
-from proxy.verifier import KeyVerifier
+from proxy.auth.verifier import KeyVerifier
+from proxy.errors import AuthenticationError, VerifierBusyError
+from proxy.storage.api_keys import KeyRepository
+from proxy.storage.database import Database
+from proxy.storage.errors import VaultError
+from proxy.storage.vault import Vault
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -44,7 +46,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def repo(db: Database) -> KeyRepository:
-    return KeyRepository(db, create_password_hasher("test"))
+    return KeyRepository(db, key_minter(create_password_hasher("test")))
 
 
 # --- format -------------------------------------------------------------------------------------

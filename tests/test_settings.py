@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.errors import SettingsError, VaultError
+from proxy.errors import SettingsError
 from proxy.settings import Settings, checked_settings, load_settings, parse_bind_address
+from proxy.storage.errors import VaultError
 
 REPO = Path(__file__).resolve().parent.parent
 ENCRYPTION_KEY = "a1" * 32

@@ -149,9 +149,9 @@ def test_every_setting_is_in_the_example_environment_file() -> None:
 def test_example_model_configs_load_as_model_configs() -> None:
     import json
 
-    from runtime.llamacpp import _check_params
-    from runtime.modelspec import model_config_from_wire
-    from runtime.rkllm.settings import parse_settings
+    from runtime.api.models import model_config_from_wire
+    from runtime.backends.llamacpp import _check_params
+    from runtime.backends.rkllm.settings import parse_settings
 
     models = json.loads((ROOT / "config" / "models.example.json").read_text())["models"]
     configs = {c.backend: c for c in map(model_config_from_wire, models)}

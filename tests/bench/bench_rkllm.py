@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runtime.backend import ModelConfig  # noqa: E402
-from runtime.protocol import GenerateSpec, SamplingParams  # noqa: E402
-from runtime.rkllm.backend import RKLLMBackend  # noqa: E402
+from runtime.api.protocol import GenerateSpec, SamplingParams  # noqa: E402
+from runtime.backends.base import ModelConfig  # noqa: E402
+from runtime.backends.rkllm.backend import RKLLMBackend  # noqa: E402
 from tests.rkllm.fake import Repeat, build_fake, write_script  # noqa: E402
 
 TARGET = 20_000
@@ -49,7 +49,7 @@ def bench_backend(library: Path, model: Path, tokens: int, rounds: int) -> float
 
 
 async def _through_daemon(endpoint: str, tokens: int) -> tuple[float, int]:
-    from runtime.client import RuntimeClient
+    from runtime.api.client import RuntimeClient
 
     async with RuntimeClient(endpoint) as client:
         started = time.perf_counter()
@@ -74,7 +74,15 @@ def bench_daemon(library: Path, model: Path, tokens: int) -> float | None:
         endpoint = f"ipc://{tmp}/rt.sock"
         env = {**os.environ, "LLMSERVER_RKLLM_DEVICE_CHECK": "off", "LLMSERVER_RKLLM_LIBRARY": str(library)}
         env.update({"LLMSERVER_RUNTIME_DIR": tmp, "PYTHONPATH": str(ROOT), "LLMSERVER_LOG_LEVEL": "WARNING"})
-        cmd = [sys.executable, "-m", "runtime.cli", "--endpoint", endpoint, "--model", f"bench=rkllm:{model}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llmserver.commands.runtime",
+            "--endpoint",
+            endpoint,
+            "--model",
+            f"bench=rkllm:{model}",
+        ]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
         try:
             asyncio.run(wait_ready(endpoint, ("bench",), 30.0))

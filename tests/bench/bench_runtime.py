@@ -4,7 +4,7 @@ Run on demand (pytest never collects it)::
 
     .venv/bin/python tests/bench/bench_runtime.py [--runs N] [--tokens N] [--round-trips N]
 
-Both paths run the demo GGUF (``runtime.demo.demo_model_path()``) with ``n_threads=2`` and
+Both paths run the demo GGUF (``runtime.backends.demo.demo_model_path()``) with ``n_threads=2`` and
 ``n_ctx=2048``, the same prompt, greedy sampling (temperature 0) and ``ignore_eos``, so both
 generate exactly ``--tokens`` tokens:
 
@@ -52,16 +52,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runtime.client import RuntimeClient  # noqa: E402
-from runtime.demo import demo_model_path  # noqa: E402
-from runtime.protocol import SamplingParams  # noqa: E402
+from runtime.api.client import RuntimeClient  # noqa: E402
+from runtime.api.protocol import SamplingParams  # noqa: E402
+from runtime.backends.demo import demo_model_path  # noqa: E402
 from tests.conftest import wait_ready  # noqa: E402
 
 MODEL = "bench"
 N_THREADS = 2
 N_CTX = 2048
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
-# The daemon's sampling defaults (runtime.protocol.SamplingParams) with temperature 0: greedy.
+# The daemon's sampling defaults (runtime.api.protocol.SamplingParams) with temperature 0: greedy.
 SAMPLING = {"temp": 0.0, "top_p": 0.95, "top_k": 40, "repeat_penalty": 1.0}
 
 # llama.cpp's OpenMP helper thread spins for 5-10 ms after a decode before it sleeps: each decode
@@ -148,7 +148,7 @@ def running_daemon(model: Path) -> Iterator[tuple[str, int]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSERVER_")}
         env.update({"LLMSERVER_RUNTIME_DIR": tmp, "LLMSERVER_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
         spec = f"{MODEL}=llamacpp:{model},n_threads={N_THREADS},n_ctx={N_CTX}"
-        cmd = [sys.executable, "-m", "runtime.cli", "--endpoint", endpoint, "--model", spec]
+        cmd = [sys.executable, "-m", "llmserver.commands.runtime", "--endpoint", endpoint, "--model", spec]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
         try:
             asyncio.run(wait_ready(endpoint, (MODEL,), 120.0))

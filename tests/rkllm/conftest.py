@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from runtime.backend import ModelConfig
-from runtime.rkllm.backend import RKLLMBackend
+from runtime.api.models import ModelConfig
+from runtime.backends.rkllm.backend import RKLLMBackend
 from tests.rkllm.fake import FakeLibrary, Token, build_fake, compiler, write_script
 
 LAYOUTS = ("1.2", "1.3")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.rkllm import abi
-from runtime.rkllm.library import open_library
+from runtime.backends.rkllm import abi
+from runtime.backends.rkllm.library import open_library
 
 HEAD = {
     "model_path": 0,

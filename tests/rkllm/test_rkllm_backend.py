@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
-from runtime.backend import Outcome, create_backend
-from runtime.errors import BackendError
-from runtime.protocol import GenerateSpec, SamplingParams
-from runtime.rkllm.backend import RKLLMBackend
-from runtime.rkllm.device import find_npu
-from runtime.rkllm.domain import DOMAINS
+from runtime.api.protocol import GenerateSpec, SamplingParams
+from runtime.backends.base import BackendError, Outcome, create_backend
+from runtime.backends.rkllm.backend import RKLLMBackend
+from runtime.backends.rkllm.device import find_npu
+from runtime.backends.rkllm.domain import DOMAINS
 from tests.rkllm.fake import FakeLibrary, Repeat, Waiting
 
 Load = Callable[..., RKLLMBackend]

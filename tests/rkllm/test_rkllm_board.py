@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from runtime.backend import ModelConfig
-from runtime.protocol import GenerateSpec, SamplingParams
-from runtime.rkllm.backend import RKLLMBackend
-from runtime.rkllm.device import read_npu_status
+from runtime.api.models import ModelConfig
+from runtime.api.protocol import GenerateSpec, SamplingParams
+from runtime.backends.rkllm.backend import RKLLMBackend
+from runtime.backends.rkllm.device import read_npu_status
 
 pytestmark = pytest.mark.npu
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from runtime.client import RuntimeClient
-from runtime.errors import RuntimeRequestError
-from runtime.protocol import Done, SamplingParams
+from runtime.api.client import RuntimeClient
+from runtime.api.errors import RuntimeRequestError
+from runtime.api.protocol import Done, SamplingParams
 from tests.conftest import Daemon
 from tests.rkllm.fake import Repeat, Token, Waiting, write_script
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from runtime.errors import BackendError
-from runtime.rkllm import abi
-from runtime.rkllm.library import RKLLMLibrary, check, library_file, open_library
+from runtime.backends.base import BackendError
+from runtime.backends.rkllm import abi
+from runtime.backends.rkllm.library import RKLLMLibrary, check, library_file, open_library
 from tests.rkllm.fake import FakeLibrary, Repeat, write_script
 
 FUNCTIONS = {

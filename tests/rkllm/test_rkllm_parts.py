@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import BackendError
-from runtime.protocol import GenerateSpec, SamplingParams
-from runtime.rkllm.chat import build_turn
-from runtime.rkllm.device import check_npu, find_npu, read_npu_status
-from runtime.rkllm.domain import DomainAllocator
-from runtime.rkllm.library import SUPPORTED_VERSIONS, choose_layout, detect_version
-from runtime.rkllm.settings import KNOWN_PARAMS, ChatTemplate, parse_settings
+from runtime.api.protocol import GenerateSpec, SamplingParams
+from runtime.backends.base import BackendError
+from runtime.backends.rkllm.chat import build_turn
+from runtime.backends.rkllm.device import check_npu, find_npu, read_npu_status
+from runtime.backends.rkllm.domain import DomainAllocator
+from runtime.backends.rkllm.library import SUPPORTED_VERSIONS, choose_layout, detect_version
+from runtime.backends.rkllm.settings import KNOWN_PARAMS, ChatTemplate, parse_settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "rkllm.md"
 

@@ -1,0 +1,164 @@
+"""``llmserver up``: the runtime daemon and the proxy together, on embedded defaults.
+
+Starts the daemon as a child process (with the demo model unless ``--model`` is
+given), waits until its models are ready, generates missing secrets into a 0600
+file, creates a first API key when the database has none, prints how to make a
+first request, then serves the proxy until Ctrl-C (which stops the daemon too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from llmserver.logging import setup_logging
+from proxy.auth.apikey import key_minter
+from proxy.settings import Settings, checked_settings
+from proxy.storage.api_keys import KeyRepository
+from proxy.storage.database import Database
+from runtime.api.client import RuntimeClient
+from runtime.api.errors import RuntimeClientError
+
+SECRETS_FILE = Path("data/secrets.env")
+_SECRETS = {"LLMSERVER_ENCRYPTION_KEY": 32, "LLMSERVER_SESSION_KEY": 64}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("up", help="start the runtime and the proxy together on their defaults")
+    parser.set_defaults(func=run_up)
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=BACKEND:PATH[,key=value...]",
+        help="models for the runtime (repeatable); default: the bundled demo model",
+    )
+    parser.add_argument("--bind", help="address:port for the proxy (default 127.0.0.1:8443)")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    if args.bind:
+        os.environ["LLMSERVER_BIND_ADDRESS"] = args.bind
+    os.environ.setdefault("LLMSERVER_BIND_ADDRESS", "127.0.0.1:8443")
+    load_secrets(SECRETS_FILE)
+    settings = checked_settings("llmserver up")
+    if settings is None:
+        return 2
+    setup_logging(settings)
+    daemon = start_daemon(settings, args.model)
+    try:
+        names = asyncio.run(wait_for_models(settings.runtime_endpoint, daemon))
+        key = asyncio.run(first_key(settings))
+        from llmserver.serve import serve
+
+        serve(settings, print_ready=banner(settings, names, key))
+    except DaemonFailed as exc:
+        sys.stderr.write(f"llmserver up: the runtime did not start: {exc}\n")
+        return 1
+    finally:
+        stop_daemon(daemon)
+    return 0
+
+
+def load_secrets(path: Path) -> None:
+    """Use the secrets in ``path``; generate the missing ones into it (mode 0600)."""
+    stored: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                stored[name.strip()] = value.strip()
+    missing = [n for n in _SECRETS if n not in stored and not os.environ.get(n)]
+    if missing:
+        for name in missing:
+            stored[name] = secrets.token_hex(_SECRETS[name])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{k}={v}\n" for k, v in stored.items()))
+    for name, value in stored.items():
+        os.environ.setdefault(name, value)
+
+
+class DaemonFailed(Exception):
+    pass
+
+
+def start_daemon(settings: Settings, models: list[str]) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "llmserver.commands.runtime", "--endpoint", settings.runtime_endpoint]
+    for spec in models:
+        argv += ["--model", spec]
+    return subprocess.Popen(argv)
+
+
+async def wait_for_models(endpoint: str, daemon: subprocess.Popen[bytes], timeout: float = 180) -> list[str]:
+    end = time.monotonic() + timeout
+    async with RuntimeClient(endpoint, connect_wait=0.2) as client:
+        while time.monotonic() < end:
+            if daemon.poll() is not None:
+                raise DaemonFailed(f"it exited with status {daemon.returncode}")
+            try:
+                models = await client.models()
+            except RuntimeClientError:
+                await asyncio.sleep(0.1)
+                continue
+            # The daemon registers its start-up models before it answers anything: an empty list
+            # is final (nothing configured and no demo package), not "not yet".
+            if all(m["state"] in ("ready", "failed") for m in models):
+                failed = [f"{m['name']}: {m['error']}" for m in models if m["state"] == "failed"]
+                if failed:
+                    raise DaemonFailed("; ".join(failed))
+                return [m["name"] for m in models]
+            await asyncio.sleep(0.1)
+    raise DaemonFailed(f"models not ready after {timeout:.0f}s")
+
+
+async def first_key(settings: Settings) -> str | None:
+    """A new key named 'first key' when the database has no usable key; else None."""
+    async with Database.open(settings.database_path) as db:
+        repo = KeyRepository(db, key_minter())
+        if any(k.is_active(time.time()) for k in await repo.list_keys()):
+            return None
+        full, _ = await repo.create_key("first key")
+        return full
+
+
+def banner(settings: Settings, models: list[str], key: str | None) -> str:
+    scheme = "https" if settings.tls_enabled else "http"
+    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
+    base = f"{scheme}://{host}:{settings.bind_port}/v1"
+    shown = key or "YOUR_KEY"
+    model = models[0] if models else "MODEL"
+    serving = ", ".join(models) if models else "no models (none configured and the demo package is missing)"
+    lines = [
+        f"llmserver is up: {base} serving {serving}",
+        "",
+        f"Your first API key (shown once, store it now): {key}"
+        if key
+        else "Create an API key with: llmserver keys create --name myapp",
+        "",
+        "First request:",
+        f"  curl {base}/chat/completions -H 'Authorization: Bearer {shown}' \\",
+        "    -H 'Content-Type: application/json' \\",
+        f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+        "",
+        f'Or with the openai SDK: OpenAI(base_url="{base}", api_key="{shown}")',
+        "Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()

@@ -1,0 +1,313 @@
+"""One generation request from admission to its ledger row: one owner, one exit.
+
+:meth:`Generations.run` is an async context manager around everything a text request does::
+
+    async with generations.run(key, req, endpoint, ids) as gen:   # admission (refusals raise)
+        await gen.open()                                          # queued on the runtime
+        async for piece in gen.pieces(client_gone):               # the runtime's text, metered
+            ...
+        await gen.finish()                                        # (streamed: before the usage chunk)
+
+Its exit is the only place a usage row is written. Whatever ends the request passes there: a
+normal end, a refusal, a runtime error, a client gone, an unexpected exception in the caller (a
+bug in a chunk writer) and cancellation at shutdown. The write is shielded from cancellation, and
+if it fails the reservation is released, the failure counted and logged, and the client told.
+
+Billing, in :meth:`Generation._bill`: a request the server refused or could not run (nothing
+generated, no ``done``) costs nothing; otherwise the prompt plus the text the model produced,
+capped by the reservation so ``usage`` reported == usage billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from proxy.errors import ApiError
+from proxy.metering.admission import Admission, Ticket
+from proxy.metering.request import GenerationRequest
+from proxy.metering.tokens import count_request, count_text
+from proxy.metrics import Metrics
+from proxy.storage.api_keys import ApiKey
+from proxy.storage.database import Database
+from proxy.storage.errors import StorageError
+from proxy.storage.usage import UsageEvent, record_usage, release
+from proxy.upstream import Runtime, RuntimeStream, runtime_error
+from runtime.api.errors import RuntimeClientError
+from runtime.api.protocol import Done
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_POLL = 0.5  # seconds between checks that the client is still there while no text comes
+CANCELLED = 499  # nginx's "client closed request"; also what a request cancelled at shutdown records
+
+
+class ClientGone(ConnectionResetError):
+    """The client went away while its request waited for the model's first text."""
+
+
+@dataclass(frozen=True)
+class RequestIds:
+    """The server's own request id (the ledger's identity) and the client's, kept beside it."""
+
+    server: str
+    client: str | None = None
+
+
+@dataclass
+class Generations:
+    """What every generation needs; :meth:`run` makes one."""
+
+    db: Database
+    runtime: Runtime
+    admission: Admission
+    metrics: Metrics
+    request_timeout: float
+
+    @asynccontextmanager
+    async def run(
+        self, key: ApiKey, req: GenerationRequest, endpoint: str, ids: RequestIds
+    ) -> AsyncIterator[Generation]:
+        gen = Generation(self, key, req, endpoint, ids, prompt_tokens=await count_request(req))
+        self.metrics.inflight.inc()
+        try:
+            await gen.admit()
+            yield gen
+        except BaseException as exc:
+            await gen.end(exc)
+            raise
+        else:
+            await gen.end(None)
+        finally:
+            self.metrics.inflight.dec()
+
+
+@dataclass
+class Generation:
+    """One request. ``end`` writes its row exactly once, whoever calls it first."""
+
+    service: Generations
+    key: ApiKey
+    req: GenerationRequest
+    endpoint: str
+    ids: RequestIds
+    prompt_tokens: int
+    started: float = field(default_factory=time.perf_counter)
+    ticket: Ticket | None = None
+    pieces_sent: list[str] = field(default_factory=list)
+    done: Done | None = None
+    finish_reason: str = "stop"
+    ttft_ms: float | None = None
+    _stream: RuntimeStream | None = None
+    _budget_used: int = 0
+    _refused: bool = False
+    _recorded: bool = False
+
+    @property
+    def request_id(self) -> str:
+        return self.ids.server
+
+    @property
+    def rate_headers(self) -> dict[str, str]:
+        return self.ticket.rate_headers if self.ticket else {}
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces_sent)
+
+    @property
+    def completion_tokens(self) -> int:
+        n = count_text(self.text)
+        return min(n, self.ticket.max_tokens) if self.ticket and self.ticket.reservation else n
+
+    async def admit(self) -> None:
+        try:
+            self.ticket = await self.service.admission.admit(
+                self.key, self.req.model, self.prompt_tokens, self.req.max_tokens
+            )
+        except RuntimeClientError as exc:
+            self._refused = True
+            raise runtime_error(exc) from None
+        except ApiError:
+            self._refused = True
+            raise
+        if self.ticket.max_tokens < self.req.max_tokens:
+            log.info("request %s capped at %d tokens by its key's quota", self.request_id, self.ticket.max_tokens)
+
+    async def open(self) -> None:
+        """Send the request to the runtime and wait until it is queued there (refusals raise)."""
+        assert self.ticket is not None
+        self._stream = self._open()
+        try:
+            await self._stream.admitted()
+        except RuntimeClientError as exc:
+            await self._stream.aclose()
+            raise runtime_error(exc) from None
+        self.service.metrics.queue_position.observe(self._stream.position or 0)
+
+    async def pieces(self, client_gone: Callable[[], bool] | None = None) -> AsyncGenerator[str, None]:
+        """The runtime's text, metered; stops early at the request's token budget.
+
+        Before its first text a request may wait long with nothing to write (queued, then prefill),
+        so a client that left would go unnoticed and keep the model's queue slot: until then
+        ``client_gone`` is asked every ``DISCONNECT_POLL`` seconds, and when it says so the stream is
+        aborted and :class:`ClientGone` raised. Runtime errors become ApiErrors here.
+        """
+        assert self._stream is not None, "open() first"
+        try:
+            async for piece in self._metered(self._stream, client_gone):
+                yield piece
+        except RuntimeClientError as exc:
+            raise runtime_error(exc, started=bool(self.pieces_sent)) from None
+        finally:
+            await self._stream.aclose()
+
+    def _open(self) -> RuntimeStream:
+        assert self.ticket is not None
+        req = self.req
+        return self.service.runtime.generate(
+            req.model,
+            messages=list(req.messages) if req.messages is not None else None,
+            prompt=req.prompt,
+            params=req.sampling(self.ticket.max_tokens),
+            timeout=self.service.request_timeout,
+        )
+
+    async def _metered(self, stream: RuntimeStream, client_gone: Callable[[], bool] | None) -> AsyncIterator[str]:
+        assert self.ticket is not None
+        watch = client_gone
+        while True:
+            try:
+                piece = await (_next_unless_gone(stream, watch) if watch is not None else stream.__anext__())
+            except StopAsyncIteration:
+                break
+            watch = None
+            if self.ttft_ms is None:
+                self.ttft_ms = (time.perf_counter() - self.started) * 1000
+            self.pieces_sent.append(piece)
+            yield piece
+            if self.ticket.reservation is not None:
+                self._budget_used += count_text(piece)
+                if self._budget_used >= self.ticket.max_tokens:
+                    self.finish_reason = "length"
+                    return
+        if stream.done is not None:
+            self.done = stream.done
+            self.finish_reason = stream.done.finish_reason
+
+    async def finish(self) -> None:
+        """The normal end: write the row now (a streamed answer sends its usage chunk after this)."""
+        await self.end(None)
+
+    async def end(self, exc: BaseException | None) -> None:
+        """Write this request's row (once), with the status ``exc`` means; shielded from cancellation."""
+        if self._recorded:
+            return
+        self._recorded = True
+        if self._stream is not None:
+            await self._stream.aclose()  # abort on the runtime whatever ended the request (idempotent)
+        status, disconnected = _outcome(exc)
+        task = asyncio.ensure_future(self._record(status, disconnected))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True  # finish the write first; the cancellation goes on after it
+        if cancelled:
+            raise asyncio.CancelledError
+        error = task.result()
+        if error is not None and exc is None:
+            raise error
+
+    def _bill(self) -> tuple[int, int]:
+        """(prompt, completion) tokens charged: nothing for a request that was refused or never ran."""
+        if self._refused or (not self.pieces_sent and self.done is None):
+            return 0, 0
+        return self.prompt_tokens, self.completion_tokens
+
+    async def _record(self, status: int, disconnected: bool) -> ApiError | None:
+        prompt, completion = self._bill()
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        event = UsageEvent(
+            request_id=self.ids.server,
+            client_request_id=self.ids.client,
+            api_key_id=self.key.id,
+            model=self.req.model,
+            endpoint=self.endpoint,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            status=status,
+            runtime_prompt_tokens=self.done.prompt_tokens if self.done else None,
+            runtime_completion_tokens=self.done.completion_tokens if self.done else None,
+            latency_ms=round(latency_ms, 3),
+            ttft_ms=round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
+            streamed=self.req.stream,
+            client_disconnected=disconnected,
+        )
+        metrics = self.service.metrics
+        metrics.observe(
+            self.endpoint, self.req.model if status != 404 else "(unknown)", status, latency_ms, self.ttft_ms
+        )
+        metrics.tokens(self.req.model if status != 404 else "(unknown)", prompt, completion)
+        reservation = self.ticket.reservation if self.ticket else None
+        try:
+            await record_usage(self.service.db, event, reservation)
+        except Exception as exc:
+            metrics.ledger_failures.inc()
+            log.error("usage row for request %s could not be written: %s", self.ids.server, exc)
+            if reservation is not None:
+                await _release_quietly(self.service.db, reservation)
+            return _ledger_error(exc)
+        return None
+
+
+def _outcome(exc: BaseException | None) -> tuple[int, bool]:
+    """(HTTP status to record, client disconnected) for how a request ended."""
+    if exc is None:
+        return 200, False
+    if isinstance(exc, ApiError):
+        return exc.status, False
+    if isinstance(exc, ConnectionError):  # a failed write, or ClientGone while waiting for the first text
+        return CANCELLED, True
+    if isinstance(exc, asyncio.CancelledError):
+        return CANCELLED, False
+    return 500, False
+
+
+def _ledger_error(exc: Exception) -> ApiError:
+    if isinstance(exc, StorageError) and getattr(exc, "temporary", False):
+        return ApiError(
+            503,
+            "the usage ledger is unavailable right now; retry shortly",
+            type="server_error",
+            code="service_unavailable",
+            headers={"retry-after": "5"},
+        )
+    return ApiError(500, "the usage ledger could not be written", type="server_error", code="ledger_error")
+
+
+async def _next_unless_gone(stream: RuntimeStream, client_gone: Callable[[], bool]) -> str:
+    """The stream's next piece; :class:`ClientGone` if ``client_gone()`` turns true first."""
+    step = asyncio.ensure_future(stream.__anext__())
+    try:
+        while not step.done():
+            await asyncio.wait((step,), timeout=DISCONNECT_POLL)
+            if not step.done() and client_gone():
+                raise ClientGone("the client went away while its request waited for the model")
+        return step.result()
+    finally:
+        if not step.done():
+            step.cancel()  # a stream whose reader is cancelled aborts its request on the daemon
+            await asyncio.wait((step,))
+
+
+async def _release_quietly(db: Database, reservation: object) -> None:
+    try:
+        await release(db, reservation)  # type: ignore[arg-type]
+    except Exception as exc:
+        log.error("could not release a quota reservation: %s", exc)

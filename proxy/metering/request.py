@@ -1,0 +1,48 @@
+"""A generation request as the metering layer sees it: model, input, limits, sampling, delivery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.api.protocol import SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What both text endpoints ask for, normalised."""
+
+    model: str
+    messages: tuple[dict[str, str], ...] | None  # chat
+    prompt: str | None  # completions
+    max_tokens: int
+    temperature: float
+    top_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    top_k: int  # llama.cpp extensions from here
+    min_p: float
+    repeat_penalty: float
+    stop: tuple[str, ...]
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    echo: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return self.messages is not None
+
+    def sampling(self, max_tokens: int) -> SamplingParams:
+        """The runtime's parameters, generating at most ``max_tokens``."""
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            stop=self.stop,
+            seed=self.seed,
+        )

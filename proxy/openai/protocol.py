@@ -1,0 +1,225 @@
+"""Parse and validate the bodies of ``/v1/chat/completions`` and ``/v1/completions``.
+
+Unknown fields are ignored (like most OpenAI-compatible servers); known fields
+are type-checked and bounded, and every problem is a 400 naming its ``param``.
+Sampling: OpenAI's ``temperature``, ``top_p``, ``presence_penalty``,
+``frequency_penalty``, ``stop``, ``seed``, and llama.cpp server's extensions
+``top_k``, ``min_p`` and ``repeat_penalty``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from proxy.errors import bad_request
+from proxy.metering.request import GenerationRequest
+from runtime.api.protocol import SamplingParams
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_TOP_K_MAX = 1 << 20  # what the runtime protocol accepts
+# llama.cpp's extensions default to what the runtime uses when they are not sent (top_k 40, min_p 0.05,
+# repeat_penalty 1.0); OpenAI's own fields default to OpenAI's values.
+_RUNTIME = SamplingParams()
+
+
+def parse_chat(body: Any, default_max: int, limit: int) -> GenerationRequest:
+    obj = _object(body)
+    model = _model(obj)
+    messages = tuple(_message(m, i) for i, m in enumerate(_list(obj, "messages")))
+    if not messages:
+        raise bad_request("'messages' must contain at least one message", "messages")
+    max_tokens = _max_tokens(obj, "max_completion_tokens", default_max, limit)
+    if "max_completion_tokens" not in obj:
+        max_tokens = _max_tokens(obj, "max_tokens", default_max, limit)
+    return GenerationRequest(
+        model=model,
+        messages=messages,
+        prompt=None,
+        max_tokens=max_tokens,
+        **_sampling(obj),
+    )
+
+
+def parse_completion(body: Any, default_max: int, limit: int) -> GenerationRequest:
+    obj = _object(body)
+    prompt = obj.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise bad_request("'prompt' must be a string (batched prompts are not supported)", "prompt")
+    echo = obj.get("echo", False)
+    if not isinstance(echo, bool):
+        raise bad_request("'echo' must be a boolean", "echo")
+    return GenerationRequest(
+        model=_model(obj),
+        messages=None,
+        prompt=prompt,
+        max_tokens=_max_tokens(obj, "max_tokens", default_max, limit),
+        echo=echo,
+        **_sampling(obj),
+    )
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
+
+
+def _model(obj: dict[str, Any]) -> str:
+    model = obj.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required and must be a string", "model")
+    return model
+
+
+def _list(obj: dict[str, Any], key: str) -> list[Any]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise bad_request(f"'{key}' is required and must be an array", key)
+    return value
+
+
+def _message(m: Any, i: int) -> dict[str, str]:
+    param = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise bad_request(f"{param} must be an object", param)
+    role = m.get("role")
+    if role not in _ROLES:
+        raise bad_request(f"{param}.role must be one of {', '.join(sorted(_ROLES))}", f"{param}.role")
+    return {"role": "system" if role == "developer" else role, "content": _content(m.get("content"), param)}
+
+
+def _content(content: Any, param: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise bad_request(f"{param}.content: only text parts are supported", f"{param}.content")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise bad_request(f"{param}.content must be a string or an array of text parts", f"{param}.content")
+
+
+def _max_tokens(obj: dict[str, Any], key: str, default: int, limit: int) -> int:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad_request(f"'{key}' must be a positive integer", key)
+    if value > limit:
+        raise bad_request(f"'{key}' is {value}; the maximum is {limit}", key, "max_tokens_too_large")
+    return value
+
+
+def _sampling(obj: dict[str, Any]) -> dict[str, Any]:
+    n = obj.get("n", 1)
+    if n != 1 or isinstance(n, bool):
+        raise bad_request("only n=1 is supported", "n")
+    stream = obj.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean", "stream")
+    options = obj.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not stream):
+        raise bad_request("'stream_options' is an object, allowed only with stream=true", "stream_options")
+    include_usage = bool(options and options.get("include_usage") is True)
+    return {
+        "temperature": _number(obj, "temperature", 1.0, 0.0, 2.0),
+        "top_p": _number(obj, "top_p", 1.0, 0.0, 1.0),
+        "presence_penalty": _number(obj, "presence_penalty", 0.0, -2.0, 2.0),
+        "frequency_penalty": _number(obj, "frequency_penalty", 0.0, -2.0, 2.0),
+        "top_k": _top_k(obj.get("top_k")),
+        "min_p": _number(obj, "min_p", _RUNTIME.min_p, 0.0, 1.0),
+        "repeat_penalty": _repeat_penalty(obj.get("repeat_penalty")),
+        "stop": _stop(obj.get("stop")),
+        "seed": _seed(obj.get("seed")),
+        "stream": stream,
+        "include_usage": include_usage,
+    }
+
+
+def _number(obj: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise bad_request(f"'{key}' must be a number between {lo:g} and {hi:g}", key)
+    return float(value)
+
+
+def _top_k(value: Any) -> int:
+    if value is None:
+        return _RUNTIME.top_k
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _TOP_K_MAX:
+        raise bad_request(f"'top_k' must be an integer between 0 (off) and {_TOP_K_MAX}", "top_k")
+    return value
+
+
+def _repeat_penalty(value: Any) -> float:
+    if value is None:
+        return _RUNTIME.repeat_penalty
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        raise bad_request("'repeat_penalty' must be a number above 0 and at most 10 (1 = off)", "repeat_penalty")
+    return float(value)
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or len(value) > 4 or not all(isinstance(s, str) and s for s in value):
+        raise bad_request("'stop' must be a string or an array of up to 4 non-empty strings", "stop")
+    return tuple(value)
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request("'seed' must be an integer", "seed")
+    return value
+
+
+def usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_completion(
+    request_id: str, model: str, text: str, reason: str, prompt: int, completion: int
+) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-" + request_id.removeprefix("req_"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+        ],
+        "usage": usage(prompt, completion),
+    }
+
+
+def text_completion(
+    request_id: str, model: str, text: str, reason: str, prompt: int, completion: int
+) -> dict[str, Any]:
+    return {
+        "id": "cmpl-" + request_id.removeprefix("req_"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}],
+        "usage": usage(prompt, completion),
+    }

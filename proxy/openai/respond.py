@@ -1,0 +1,108 @@
+"""A generation answered buffered (one JSON body) or streamed (server-sent events).
+
+The response headers of a stream go out once the runtime has queued the request, so a refusal (the
+model busy or unknown, the runtime down) is a real HTTP status. After that, an error (a prompt too
+long for the model's context, found when the model takes it up, included) is one
+``data: {"error": ...}`` event followed by ``data: [DONE]``, as vLLM ends a failed stream: the
+official SDKs raise on the error event, and a plain SSE reader still sees the stream end.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+
+from proxy.appkeys import api_key_key, generations_key, request_ids_key
+from proxy.errors import ApiError
+from proxy.metering.generation import Generation
+from proxy.metering.request import GenerationRequest
+from proxy.openai.protocol import chat_completion, text_completion
+from proxy.openai.sse import DONE_EVENT, ChunkWriter, event
+
+
+async def generate(request: web.Request, req: GenerationRequest, endpoint: str) -> web.StreamResponse:
+    """Parse is done; run the generation and respond."""
+    generations = request.app[generations_key]
+    async with generations.run(request[api_key_key], req, endpoint, request[request_ids_key]) as gen:
+        await gen.open()
+        if req.stream:
+            return await _streamed(request, gen)
+        await _collect(request, gen)
+    return _buffered_body(gen)
+
+
+async def _collect(request: web.Request, gen: Generation) -> None:
+    async with aclosing(gen.pieces(lambda: client_gone(request))) as pieces:
+        async for _ in pieces:
+            if client_gone(request):
+                raise ConnectionResetError("the client went away")
+
+
+def _buffered_body(gen: Generation) -> web.Response:
+    req = gen.req
+    build = chat_completion if req.chat else text_completion
+    text = (req.prompt or "") + gen.text if req.echo else gen.text
+    body = build(gen.request_id, req.model, text, gen.finish_reason, gen.prompt_tokens, gen.completion_tokens)
+    return web.json_response(body, headers=gen.rate_headers, dumps=_dumps)
+
+
+async def _streamed(request: web.Request, gen: Generation) -> web.StreamResponse:
+    req = gen.req
+    writer = ChunkWriter(gen.request_id, req.model, req.chat, req.include_usage)
+    response = await _open(request, gen, writer)
+    try:
+        async with aclosing(gen.pieces(lambda: client_gone(request))) as pieces:
+            async for piece in pieces:
+                await response.write(writer.text(piece))
+        await response.write(writer.finish(gen.finish_reason))
+        await gen.finish()
+    except ApiError as error:
+        await gen.end(error)
+        await _write_quietly(response, event(error.envelope()) + DONE_EVENT)
+        return response
+    if req.include_usage:
+        await response.write(writer.usage(gen.prompt_tokens, gen.completion_tokens))
+    await response.write(DONE_EVENT)
+    await response.write_eof()
+    return response
+
+
+async def _open(request: web.Request, gen: Generation, writer: ChunkWriter) -> web.StreamResponse:
+    """Send the headers and the opening chunk (with an echoed prompt)."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **gen.rate_headers}
+    )
+    _id_headers(request, response)
+    await response.prepare(request)
+    await response.write(writer.first())
+    if gen.req.echo and gen.req.prompt:
+        await response.write(writer.text(gen.req.prompt))
+    return response
+
+
+def _id_headers(request: web.Request, response: web.StreamResponse) -> None:
+    ids = request[request_ids_key]
+    response.headers["x-request-id"] = ids.server
+    if ids.client:
+        response.headers["x-client-request-id"] = ids.client
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client closed its connection (noticed without writing to it)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,35 @@
+"""Exceptions of the storage layer (which imports nothing else of the proxy).
+
+StorageError                   base of everything proxy.storage raises
+├── ValidationError            a value given to a repository is not acceptable (bad name, negative limit)
+├── DatabaseError              the database could not be opened, migrated or written
+│   └── DatabaseClosedError    work submitted to a database that is closed
+├── VaultError                 the vault cannot encrypt or decrypt (no key, wrong key, tampered data)
+└── KeyNotFoundError           an API key id or public id that matches no row
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every storage exception."""
+
+
+class ValidationError(StorageError, ValueError):
+    """A value given to a repository (key name, limit, allow-list...) is not acceptable."""
+
+
+class DatabaseError(StorageError):
+    """The database could not be opened, migrated or written."""
+
+
+class DatabaseClosedError(DatabaseError):
+    """Work was submitted to a database that is closed or closing."""
+
+
+class VaultError(StorageError):
+    """The vault has no key, or a ciphertext does not decrypt under it."""
+
+
+class KeyNotFoundError(StorageError, LookupError):
+    """No API key row has this id or public id."""

@@ -1,0 +1,151 @@
+"""The runtime as the proxy sees it: a small interface, the model catalog, and error translation.
+
+The proxy needs three things of a runtime: the models it serves, a generation as an async stream of
+text (leaving the stream early aborts the generation), and a ping. :class:`Runtime` is that
+interface; ``runtime.api.client.RuntimeClient`` is the real implementation, the tests' scripted fake
+another, and several daemons behind one proxy will be a third.
+
+Runtime errors are translated here, once: :func:`runtime_error` maps each protocol error code
+to the OpenAI error a client gets (before any response byte, or after the stream started).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.errors import ApiError
+from runtime.api.errors import RuntimeClientError, RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.api.protocol import (
+    ERR_ABORTED,
+    ERR_BAD_REQUEST,
+    ERR_BUSY,
+    ERR_CONTEXT_LENGTH,
+    ERR_DEADLINE,
+    ERR_SHUTTING_DOWN,
+    ERR_UNKNOWN_MODEL,
+    Done,
+    SamplingParams,
+)
+
+
+class RuntimeStream(Protocol):
+    """One generation on the runtime: wait until queued, then iterate its text; ``done`` at the end."""
+
+    position: int | None
+    done: Done | None
+
+    async def admitted(self) -> int: ...
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def __anext__(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """What the proxy needs of a runtime daemon (or of several)."""
+
+    async def models(self) -> list[dict[str, Any]]: ...
+
+    async def ping(self, timeout: float = 1.0) -> dict[str, Any]: ...
+
+    def generate(
+        self,
+        model: str,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt: str | None = None,
+        params: SamplingParams | None = None,
+        timeout: float = 300.0,
+    ) -> RuntimeStream: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    backend: str
+    state: str
+    created: int
+
+
+class ModelCatalog:
+    """The models the runtime serves, as the proxy sees them (cached for a second)."""
+
+    def __init__(self, runtime: Runtime, ttl: float = 1.0) -> None:
+        self._runtime = runtime
+        self._ttl = ttl
+        self._models: dict[str, ModelInfo] = {}
+        self._fetched = 0.0
+        self._created = int(time.time())
+
+    async def models(self) -> dict[str, ModelInfo]:
+        """Ready models by name. Raises the runtime client's errors when it is unreachable."""
+        now = time.monotonic()
+        if now - self._fetched > self._ttl:
+            listed = await self._runtime.models()
+            self._models = {
+                m["name"]: ModelInfo(m["name"], m["backend"], m["state"], self._created)
+                for m in listed
+                if m.get("state") == "ready"
+            }
+            self._fetched = now
+        return self._models
+
+    async def has(self, name: str) -> bool:
+        if name in self._models and time.monotonic() - self._fetched <= self._ttl:
+            return True
+        return name in await self.models()
+
+
+# Protocol error code -> (HTTP status, OpenAI type, OpenAI code, retry-after seconds or None).
+_CODES: dict[str, tuple[int, str, str | None, int | None]] = {
+    ERR_BUSY: (503, "server_error", "model_busy", 1),
+    ERR_SHUTTING_DOWN: (503, "server_error", "service_unavailable", 1),
+    ERR_UNKNOWN_MODEL: (404, "invalid_request_error", "model_not_found", None),
+    ERR_CONTEXT_LENGTH: (400, "invalid_request_error", "context_length_exceeded", None),
+    ERR_BAD_REQUEST: (400, "invalid_request_error", "invalid_request", None),
+    ERR_DEADLINE: (504, "server_error", "timeout", None),
+    ERR_ABORTED: (503, "server_error", "aborted", 1),
+}
+
+
+def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError:
+    """The OpenAI error for a runtime failure; ``started``: after the model produced text."""
+    if isinstance(exc, RuntimeUnavailableError):
+        if started:
+            return ApiError(
+                502, "the model runtime went away during the request", type="server_error", code="runtime_error"
+            )
+        return _retry(
+            ApiError(
+                503,
+                "the model runtime is not reachable; retry shortly",
+                type="server_error",
+                code="service_unavailable",
+            )
+        )
+    if isinstance(exc, RuntimeTimeoutError):
+        return _retry(
+            ApiError(503, "the model runtime did not answer in time", type="server_error", code="service_unavailable")
+        )
+    if isinstance(exc, RuntimeRequestError) and exc.code in _CODES:
+        status, kind, code, retry = _CODES[exc.code]
+        if exc.code == ERR_DEADLINE:
+            message = "the request took longer than the server allows"
+            return ApiError(status, message, type=kind, code=code, headers={"x-should-retry": "false"})
+        error = ApiError(status, exc.message, type=kind, code=code)
+        return _retry(error, retry) if retry is not None else error
+    return ApiError(502, f"the model runtime failed: {exc}", type="server_error", code="runtime_error")
+
+
+def _retry(error: ApiError, seconds: int = 1) -> ApiError:
+    error.headers["retry-after"] = str(seconds)
+    return error
+
+
+def _server_error(status: int, message: str, code: str) -> ApiError:
+    return ApiError(status, message, type="server_error", code=code)

@@ -1,0 +1,405 @@
+"""The asyncio client of the runtime daemon, for the proxy and the admin UI.
+
+Many concurrent requests share one DEALER socket; a reader task routes each
+reply to its request by id. The socket is ``IMMEDIATE`` (nothing is queued for
+a daemon that is not connected, so nothing replays later) and a monitor fails
+every request in flight the moment the connection drops, so a daemon that dies
+mid-stream is a ``RuntimeUnavailableError`` within a heartbeat, never a hang.
+A restarted daemon is reconnected to by ZeroMQ on its own.
+
+Usage::
+
+    async with RuntimeClient(endpoint) as client:
+        async with client.generate("smollm2", messages=[...]) as stream:
+            async for text in stream:
+                ...
+        print(stream.done.completion_tokens)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from runtime.api.errors import RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.api.models import ModelConfig
+from runtime.api.protocol import (
+    Done,
+    ProtocolError,
+    Reply,
+    Request,
+    SamplingParams,
+    decode_reply,
+    done_from_body,
+    encode_request,
+    params_to_wire,
+)
+from runtime.api.transport import readable
+
+log = logging.getLogger(__name__)
+
+_GONE = Reply("", "_gone")
+_GRACE = 1.0
+
+
+class RuntimeClient:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 10.0,
+        connect_wait: float = 1.0,
+        heartbeat_ms: int = 500,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.connect_wait = connect_wait
+        self._heartbeat_ms = heartbeat_ms
+        self._ids = itertools.count()
+        self._prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+        self._pending: dict[str, _Inbox] = {}
+        self._connected = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+
+    async def __aenter__(self) -> RuntimeClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        for opt, value in (
+            (zmq.LINGER, 0),
+            (zmq.IMMEDIATE, 1),
+            (zmq.RECONNECT_IVL, 100),
+            (zmq.RECONNECT_IVL_MAX, 500),
+            (zmq.HEARTBEAT_IVL, self._heartbeat_ms),
+            (zmq.HEARTBEAT_TIMEOUT, self._heartbeat_ms * 3),
+            (zmq.SNDHWM, 100_000),
+            (zmq.RCVHWM, 100_000),
+        ):
+            sock.setsockopt(opt, value)
+        monitor = sock.get_monitor_socket()
+        sock.connect(self.endpoint)
+        self._ctx, self._sock, self._monitor = ctx, sock, monitor
+        # Plain sockets read from the event loop's own callbacks: each reply costs no task switch.
+        self._loop = loop = asyncio.get_running_loop()
+        loop.add_reader(sock, self._drain)
+        loop.add_reader(monitor, self._drain_monitor)
+        self._drain()
+        self._drain_monitor()
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.connect_wait)
+        except asyncio.TimeoutError:
+            log.warning("runtime at %s not reachable yet; will keep trying", self.endpoint)
+
+    async def close(self) -> None:
+        sock, monitor, loop = self._sock, self._monitor, self._loop
+        if sock is None or monitor is None or loop is None:
+            return
+        self._sock = self._monitor = None
+        loop.remove_reader(sock)
+        loop.remove_reader(monitor)
+        # Stop the monitor while its PAIR socket is still open: stopping it after that blocks.
+        sock.disable_monitor()
+        monitor.close(0)
+        self._fail_all()
+        sock.close(0)
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- reading (event loop callbacks) ------------------------------------------------------
+    # ZMQ_FD is edge-triggered and any operation on the socket may consume its signal, so every
+    # drain reads until ZMQ_EVENTS says nothing is left, and every send is followed by a drain.
+
+    def _drain(self) -> None:
+        sock = self._sock
+        while sock is not None and readable(sock):
+            for frame in sock.recv_multipart(zmq.NOBLOCK):  # the daemon batches frames per client
+                try:
+                    reply = decode_reply(frame)
+                except ProtocolError as exc:
+                    log.warning("bad frame from runtime: %s", exc)
+                    continue
+                inbox = self._pending.get(reply.id)
+                if inbox is not None:
+                    inbox.put(reply)
+
+    def _drain_monitor(self) -> None:
+        monitor = self._monitor
+        while monitor is not None and readable(monitor):
+            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connected.set()
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connected.clear()
+                self._fail_all()
+
+    def _fail_all(self) -> None:
+        for inbox in self._pending.values():
+            inbox.put(_GONE)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    async def _send(self, req: Request) -> None:
+        frame = encode_request(req)
+        if self._try_send(frame):
+            return
+        # Not connected: wait a little (a restarting daemon), never longer than the deadline.
+        end = time.monotonic() + min(self.connect_wait, max(0.0, req.deadline - time.time()))
+        while time.monotonic() < end:
+            try:
+                await asyncio.wait_for(self._connected.wait(), end - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+            if self._try_send(frame):
+                return
+            await asyncio.sleep(0.005)
+        raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}")
+
+    def _try_send(self, frame: bytes) -> bool:
+        if self._sock is None:
+            raise RuntimeUnavailableError("the runtime client is closed")
+        try:
+            self._sock.send(frame, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        finally:
+            self._drain()
+
+    async def call(self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and wait for its ``result``."""
+        timeout = self.timeout if timeout is None else timeout
+        req = Request(self._new_id(), op, time.time() + timeout, body or {})
+        inbox = _Inbox(req.deadline, op)
+        self._pending[req.id] = inbox
+        try:
+            await self._send(req)
+            reply = await inbox.get()
+        finally:
+            self._pending.pop(req.id, None)
+            inbox.close()
+        if reply.type == "result":
+            return reply.body
+        raise _as_error(reply)
+
+    async def ping(self, timeout: float = 1.0) -> dict[str, Any]:
+        return await self.call("ping", timeout=timeout)
+
+    async def hello(self) -> dict[str, Any]:
+        return await self.call("hello")
+
+    async def models(self) -> list[dict[str, Any]]:
+        return list((await self.call("models"))["models"])
+
+    async def load(self, config: ModelConfig, timeout: float = 300.0) -> dict[str, Any]:
+        return await self.call("load", config.to_wire(), timeout=timeout)
+
+    async def unload(self, name: str) -> dict[str, Any]:
+        return await self.call("unload", {"name": name})
+
+    def generate(
+        self,
+        model: str,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt: str | None = None,
+        params: SamplingParams | None = None,
+        timeout: float = 300.0,
+    ) -> GenerateStream:
+        body: dict[str, Any] = {"model": model, "params": params_to_wire(params or SamplingParams())}
+        if messages is not None:
+            body["messages"] = messages
+        if prompt is not None:
+            body["prompt"] = prompt
+        req = Request(self._new_id(), "generate", time.time() + timeout, body)
+        return GenerateStream(self, req)
+
+    async def abort(self, rid: str) -> None:
+        req = Request(self._new_id(), "abort", time.time() + 5, {"target": rid})
+        try:
+            await self._send(req)
+        except RuntimeUnavailableError:
+            pass  # the daemon is gone, so is the work
+
+
+class GenerateStream:
+    """One streamed generation: ``async for text in stream``; then ``stream.done``.
+
+    Leaving ``async with`` (or calling ``aclose``) before the end aborts the work on
+    the daemon; so does cancelling the task that iterates.
+    """
+
+    def __init__(self, client: RuntimeClient, req: Request) -> None:
+        self._client, self._req = client, req
+        self._inbox: _Inbox | None = None
+        self._started = False
+        self._finished = False
+        self._peeked: list[Reply] = []
+        self.position: int | None = None
+        self.done: Done | None = None
+        self.error: RuntimeRequestError | None = None
+
+    @property
+    def id(self) -> str:
+        return self._req.id
+
+    async def __aenter__(self) -> GenerateStream:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._inbox = _Inbox(self._req.deadline, "generate")
+        self._client._pending[self._req.id] = self._inbox
+        try:
+            await self._client._send(self._req)
+        except BaseException:
+            self._finish()
+            raise
+
+    async def admitted(self) -> int:
+        """Wait until the daemon has queued the request; its queue position.
+
+        Raises the daemon's refusal (busy, unknown model...) before any text is read.
+        """
+        await self.start()
+        while self.position is None:
+            reply = await self._next_reply()
+            if reply.type == "accepted":
+                self.position = int(reply.body.get("position", 0))
+            elif reply.type == "error":
+                self._finish()
+                self.error = _as_error(reply)
+                raise self.error
+            else:
+                self._peeked.append(reply)
+                break
+        return self.position or 0
+
+    async def _next_reply(self) -> Reply:
+        if self._peeked:
+            return self._peeked.pop(0)
+        assert self._inbox is not None
+        try:
+            return await self._inbox.get()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def __aiter__(self) -> GenerateStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self._started:
+            await self.start()
+        while not self._finished or self._peeked:
+            reply = await self._next_reply()
+            if reply.type == "delta":
+                return str(reply.body.get("text", ""))
+            if reply.type == "accepted":
+                self.position = int(reply.body.get("position", 0))
+                continue
+            self._finish()
+            if reply.type == "done":
+                self.done = done_from_body(reply.body)
+                break
+            self.error = _as_error(reply)
+            raise self.error
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if self._started and not self._finished:
+            self._finish()
+            await self._client.abort(self._req.id)
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._client._pending.pop(self._req.id, None)
+        if self._inbox is not None:
+            self._inbox.close()
+
+
+class _Inbox:
+    """The replies of one request as they arrive, and the one task waiting for them.
+
+    The deadline is one timer per request (plus a grace, so the daemon's own deadline
+    error arrives first), not a timeout per reply.
+    """
+
+    __slots__ = ("_expired", "_items", "_op", "_timer", "_waiter")
+
+    def __init__(self, deadline: float, op: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._items: deque[Reply] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._op, self._expired = op, False
+        self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.time()) + _GRACE, self._expire)
+
+    def put(self, reply: Reply) -> None:
+        self._items.append(reply)
+        self._wake()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Reply:
+        while not self._items:
+            if self._expired:
+                raise RuntimeTimeoutError(f"runtime gave no answer to {self._op} before its deadline")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        reply = self._items.popleft()
+        if reply is _GONE:
+            raise RuntimeUnavailableError("the runtime daemon went away during the request")
+        return reply
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+
+def _as_error(reply: Reply) -> RuntimeRequestError:
+    body = dict(reply.body)
+    code = str(body.pop("code", "error"))
+    message = str(body.pop("message", "runtime error"))
+    return RuntimeRequestError(code, message, body)

@@ -1,0 +1,286 @@
+"""The wire protocol between runtime clients (the proxy) and the runtime daemon.
+
+Transport: a client DEALER talks to the daemon's ROUTER. A request is one
+ZeroMQ frame holding one JSON object. A reply message holds one or more such
+frames, in order (the daemon sends a request's last text and its ``done`` as one
+message); a client handles each frame on its own.
+
+Request (client -> daemon)::
+
+    {"v": 1, "id": "<request id>", "op": "<op>", "deadline": <unix seconds>, ...op fields}
+
+Ops: ``hello``, ``ping``, ``models``, ``load``, ``unload``, ``generate``, ``abort``.
+
+Reply (daemon -> client)::
+
+    {"v": 1, "id": "<request id>", "type": "<type>", ...type fields}
+
+Types: ``result`` (the answer to every op but ``generate``), and for a
+``generate`` the stream ``accepted`` -> ``delta``... -> exactly one of ``done``
+or ``error``. Any op may be answered by ``error`` (``code`` and ``message``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+OPS = frozenset({"hello", "ping", "models", "load", "unload", "generate", "abort"})
+
+# Error codes carried by ``error`` frames.
+ERR_BAD_REQUEST = "bad_request"
+ERR_CONTEXT_LENGTH = "context_length_exceeded"  # the prompt does not fit the model's context
+ERR_UNSUPPORTED_VERSION = "unsupported_version"
+ERR_UNKNOWN_MODEL = "unknown_model"
+ERR_BUSY = "busy"
+ERR_DEADLINE = "deadline_exceeded"
+ERR_ABORTED = "aborted"
+ERR_LOAD_FAILED = "load_failed"
+ERR_BACKEND = "backend_error"
+ERR_SHUTTING_DOWN = "shutting_down"
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid protocol."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    op: str
+    deadline: float
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: str
+    type: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """A ``generate``'s ``params``. Each field is optional on the wire; a missing one takes the default here.
+
+    ``min_p``, ``frequency_penalty`` and ``presence_penalty`` came later in protocol version 1: a client
+    sends them only when they differ from their defaults, and a daemon that predates them ignores them.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+    min_p: float = 0.05  # llama.cpp's default
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    """What a ``generate`` asks for: chat ``messages`` or a raw ``prompt``."""
+
+    model: str
+    messages: tuple[dict[str, str], ...] | None
+    prompt: str | None
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Perf:
+    queue_ms: float
+    prefill_ms: float
+    decode_tps: float
+
+
+@dataclass(frozen=True)
+class Done:
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    perf: Perf
+
+
+def encode_request(req: Request) -> bytes:
+    payload = {"v": PROTOCOL_VERSION, "id": req.id, "op": req.op, "deadline": req.deadline}
+    payload.update(req.body)
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decode_request(frame: bytes) -> Request:
+    obj = _load(frame)
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}")
+    rid, op, deadline = obj.pop("id", None), obj.pop("op", None), obj.pop("deadline", None)
+    obj.pop("v")
+    if not isinstance(rid, str) or not rid:
+        raise ProtocolError("'id' must be a non-empty string")
+    if op not in OPS:
+        raise ProtocolError(f"unknown op {op!r}")
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        raise ProtocolError("'deadline' must be a number (unix seconds)")
+    return Request(id=rid, op=op, deadline=float(deadline), body=obj)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    payload = {"v": PROTOCOL_VERSION, "id": reply.id, "type": reply.type}
+    payload.update(reply.body)
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decode_reply(frame: bytes) -> Reply:
+    obj = _load(frame)
+    rid, kind = obj.pop("id", None), obj.pop("type", None)
+    obj.pop("v", None)
+    if not isinstance(rid, str) or not isinstance(kind, str):
+        raise ProtocolError("reply needs string 'id' and 'type'")
+    return Reply(id=rid, type=kind, body=obj)
+
+
+def _load(frame: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame must be a JSON object")
+    return obj
+
+
+def parse_generate(body: dict[str, Any]) -> GenerateSpec:
+    """Validate the fields of a ``generate`` request."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ProtocolError("'model' must be a non-empty string")
+    messages, prompt = body.get("messages"), body.get("prompt")
+    if (messages is None) == (prompt is None):
+        raise ProtocolError("exactly one of 'messages' or 'prompt' is required")
+    if messages is not None:
+        messages = _check_messages(messages)
+    elif not isinstance(prompt, str):
+        raise ProtocolError("'prompt' must be a string")
+    return GenerateSpec(model, messages, prompt, parse_params(body.get("params") or {}))
+
+
+def _check_messages(messages: Any) -> tuple[dict[str, str], ...]:
+    if not isinstance(messages, list) or not messages:
+        raise ProtocolError("'messages' must be a non-empty list")
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ProtocolError("each message needs a string 'role'")
+        if not isinstance(m.get("content"), str):
+            raise ProtocolError("each message needs a string 'content'")
+        out.append({"role": m["role"], "content": m["content"]})
+    return tuple(out)
+
+
+def parse_params(raw: Any) -> SamplingParams:
+    if not isinstance(raw, dict):
+        raise ProtocolError("'params' must be an object")
+    d = SamplingParams()
+    stop = raw.get("stop", d.stop)
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+        raise ProtocolError("'stop' must be a string or a list of non-empty strings")
+    seed = raw.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise ProtocolError("'seed' must be an integer")
+    return SamplingParams(
+        max_tokens=_int(raw, "max_tokens", d.max_tokens, 1, 1 << 20),
+        temperature=_num(raw, "temperature", d.temperature, 0.0, 2.0),
+        top_p=_num(raw, "top_p", d.top_p, 0.0, 1.0),
+        top_k=_int(raw, "top_k", d.top_k, 0, 1 << 20),
+        repeat_penalty=_num(raw, "repeat_penalty", d.repeat_penalty, 0.0, 10.0),
+        min_p=_num(raw, "min_p", d.min_p, 0.0, 1.0),
+        frequency_penalty=_num(raw, "frequency_penalty", d.frequency_penalty, -2.0, 2.0),
+        presence_penalty=_num(raw, "presence_penalty", d.presence_penalty, -2.0, 2.0),
+        stop=tuple(stop),
+        seed=seed,
+        ignore_eos=_bool(raw, "ignore_eos", d.ignore_eos),
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    v = raw.get(key, default)
+    if not isinstance(v, bool):
+        raise ProtocolError(f"'{key}' must be true or false")
+    return v
+
+
+def _int(raw: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    v = raw.get(key, default)
+    if not _is_int(v) or not lo <= v <= hi:
+        raise ProtocolError(f"'{key}' must be an integer in [{lo}, {hi}]")
+    return int(v)
+
+
+def _num(raw: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ProtocolError(f"'{key}' must be a number in [{lo}, {hi}]")
+    return float(v)
+
+
+# Sent only when they differ from their defaults (see SamplingParams).
+_OPTIONAL_NUMBERS = ("min_p", "frequency_penalty", "presence_penalty")
+_DEFAULTS = SamplingParams()
+
+
+def params_to_wire(p: SamplingParams) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "max_tokens": p.max_tokens,
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "top_k": p.top_k,
+        "repeat_penalty": p.repeat_penalty,
+        "stop": list(p.stop),
+    }
+    for key in _OPTIONAL_NUMBERS:
+        value = getattr(p, key)
+        if value != getattr(_DEFAULTS, key):
+            out[key] = value
+    if p.seed is not None:
+        out["seed"] = p.seed
+    if p.ignore_eos:
+        out["ignore_eos"] = True
+    return out
+
+
+def done_from_body(body: dict[str, Any]) -> Done:
+    perf = body.get("perf") or {}
+    return Done(
+        finish_reason=str(body.get("finish_reason", "stop")),
+        prompt_tokens=int(body.get("prompt_tokens", 0)),
+        completion_tokens=int(body.get("completion_tokens", 0)),
+        perf=Perf(
+            queue_ms=float(perf.get("queue_ms", 0.0)),
+            prefill_ms=float(perf.get("prefill_ms", 0.0)),
+            decode_tps=float(perf.get("decode_tps", 0.0)),
+        ),
+    )
+
+
+def done_to_body(done: Done) -> dict[str, Any]:
+    return {
+        "finish_reason": done.finish_reason,
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "perf": {
+            "queue_ms": round(done.perf.queue_ms, 3),
+            "prefill_ms": round(done.perf.prefill_ms, 3),
+            "decode_tps": round(done.perf.decode_tps, 3),
+        },
+    }

@@ -1,0 +1,87 @@
+"""The interface every backend implements, and the registry that finds them.
+
+A backend holds one loaded model. The model manager calls ``load`` once, then
+``generate`` from one worker thread at a time, then ``unload``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from runtime.api.errors import RuntimeServiceError
+from runtime.api.models import ModelConfig
+from runtime.api.protocol import GenerateSpec
+
+
+class Emit(Protocol):
+    """Where a backend puts text as it is generated.
+
+    ``final=True`` says no more text follows: the text may then travel with the end of the
+    request instead of in a message of its own.
+    """
+
+    def __call__(self, text: str, final: bool = False) -> None: ...
+
+
+Cancelled = Callable[[], bool]
+
+BACKENDS = {
+    "llamacpp": "runtime.backends.llamacpp:LlamaCppBackend",
+    "rkllm": "runtime.backends.rkllm.backend:RKLLMBackend",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a generation ended, as measured by the backend."""
+
+    finish_reason: str  # "stop", "length" or "aborted"
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_ms: float
+    decode_ms: float
+
+
+class Backend(ABC):
+    """One loaded model."""
+
+    @abstractmethod
+    def load(self, config: ModelConfig) -> None:
+        """Load the model; raise BackendError with a clear message on failure."""
+
+    @abstractmethod
+    def generate(self, spec: GenerateSpec, emit: Emit, cancelled: Cancelled) -> Outcome:
+        """Run one request; call ``emit`` with text; stop soon after ``cancelled()``."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Free the model. Safe to call twice."""
+
+
+def create_backend(name: str) -> Backend:
+    target = BACKENDS.get(name)
+    if target is None:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} is not available: {exc}") from None
+    cls = getattr(module, cls_name)
+    backend: Backend = cls()
+    return backend
+
+
+class BackendError(RuntimeServiceError):
+    """A backend failed to load a model or to run a request.
+
+    ``code`` is the protocol error code the daemon answers with.
+    """
+
+    def __init__(self, message: str, code: str = "backend_error") -> None:
+        super().__init__(message)
+        self.code = code

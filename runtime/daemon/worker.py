@@ -1,0 +1,267 @@
+"""One loaded model: a backend, a worker thread and a bounded FIFO in front of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runtime.api.models import ModelConfig
+from runtime.api.protocol import (
+    ERR_ABORTED,
+    ERR_BACKEND,
+    ERR_DEADLINE,
+    Done,
+    GenerateSpec,
+    Perf,
+    done_to_body,
+)
+from runtime.backends.base import Backend, BackendError, Outcome, create_backend
+from runtime.daemon.errors import BusyError
+
+log = logging.getLogger(__name__)
+
+
+class Outbox(Protocol):
+    """Where workers put replies; the server sends them on the ROUTER."""
+
+    def delta(self, identity: bytes, rid: str, text: str) -> None: ...
+
+    def end(self, identity: bytes, rid: str, kind: str, body: dict[str, Any], text: str = "") -> None:
+        """The request's last frame (``done`` or ``error``), after ``text`` not sent yet, in one message."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    depth: int = 8  # jobs waiting before ``busy``
+    stream_interval: float = 0.0  # seconds between two text messages of one job, after its first
+    nice: int = 0  # how many levels below the daemon the model's threads run
+
+
+@dataclass
+class Job:
+    rid: str
+    identity: bytes
+    spec: GenerateSpec
+    deadline: float
+    enqueued: float = field(default_factory=time.perf_counter)
+    aborted: threading.Event = field(default_factory=threading.Event)
+
+    def cancelled(self) -> bool:
+        return self.aborted.is_set() or time.time() > self.deadline
+
+
+class ModelWorker:
+    """One loaded model: a backend, a thread and a bounded FIFO."""
+
+    def __init__(self, config: ModelConfig, options: WorkerOptions, outbox: Outbox) -> None:
+        self.config = config
+        self.state = "loading"
+        self.error = ""
+        self.running: Job | None = None
+        self.served = 0
+        self._options = options
+        self._outbox = outbox
+        self._queue: deque[Job | None] = deque()
+        self._lock = threading.Lock()
+        # One token per submit; the worker sleeps in C on it (quicker to wake than a Condition).
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._backend: Backend | None = None
+        self._thread = threading.Thread(target=self._run, name=f"model-{config.name}", daemon=True)
+
+    def start(self, on_loaded: Callable[[ModelWorker], None]) -> None:
+        self._on_loaded = on_loaded
+        self._thread.start()
+
+    def submit(self, job: Job) -> int:
+        """Queue ``job``; return how many jobs are ahead of it. Raises BusyError."""
+        with self._lock:
+            if self.state != "ready":
+                raise BusyError(f"model {self.config.name!r} is {self.state}")
+            waiting = len(self._queue)
+            if waiting >= self._options.depth:
+                raise BusyError(f"model {self.config.name!r} queue is full ({self._options.depth} waiting)")
+            self._queue.append(job)
+        self._wakeups.put(None)
+        return waiting + (1 if self.running else 0)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def drop(self, job: Job) -> bool:
+        """Take ``job`` out of the queue if it has not started; True when it was there."""
+        with self._lock:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return False
+            return True
+
+    def expire(self, now: float) -> list[Job]:
+        """Take out the queued jobs whose deadline has passed."""
+        with self._lock:
+            expired = [j for j in self._queue if j is not None and j.deadline < now]
+            for job in expired:
+                self._queue.remove(job)
+        return expired
+
+    def stop(self) -> None:
+        """Ask the worker to finish: queued jobs are aborted, then the backend unloads."""
+        with self._lock:
+            for job in self._queue:
+                if job is not None:
+                    job.aborted.set()
+            self._queue.append(None)
+            if self.state == "ready":
+                self.state = "unloading"
+        self._wakeups.put(None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        if self._options.nice:
+            _lower_priority(self._options.nice)
+        if not self._load():
+            return
+        while True:
+            with self._lock:
+                waiting = bool(self._queue)
+                job = self._queue.popleft() if waiting else None
+            if not waiting:
+                self._wakeups.get()  # a dropped job's token only costs one more look
+                continue
+            if job is None:
+                break
+            self._serve(job)
+        self._unload()
+
+    def _load(self) -> bool:
+        try:
+            backend = create_backend(self.config.backend)
+            backend.load(self.config)
+        except BackendError as exc:
+            self.state, self.error = "failed", str(exc)
+        except Exception as exc:  # a backend bug must not kill the daemon
+            log.exception("loading %s failed", self.config.name)
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            self._backend, self.state = backend, "ready"
+        self._on_loaded(self)
+        return self.state == "ready"
+
+    def _unload(self) -> None:
+        if self._backend is not None:
+            try:
+                self._backend.unload()
+            except Exception:
+                log.exception("unloading %s failed", self.config.name)
+        self.state = "unloaded"
+
+    def _serve(self, job: Job) -> None:
+        out = self._outbox
+        if job.aborted.is_set():
+            out.end(job.identity, job.rid, "error", _err(ERR_ABORTED, "aborted before it ran"))
+            return
+        if time.time() > job.deadline:
+            out.end(job.identity, job.rid, "error", _err(ERR_DEADLINE, "deadline passed in the queue"))
+            return
+        started = time.perf_counter()
+        self.running = job
+        assert self._backend is not None
+        text = TextStream(out, job.identity, job.rid, self._options.stream_interval)
+        try:
+            outcome = self._backend.generate(job.spec, text, job.cancelled)
+        except BackendError as exc:
+            out.end(job.identity, job.rid, "error", _err(exc.code, str(exc)), text.rest())
+            return
+        except Exception as exc:
+            log.exception("generate on %s failed", self.config.name)
+            error = _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}")
+            out.end(job.identity, job.rid, "error", error, text.rest())
+            return
+        finally:
+            self.running = None
+            self.served += 1
+        self._finish(job, outcome, (started - job.enqueued) * 1000, text.rest())
+
+    def _finish(self, job: Job, outcome: Outcome, queue_ms: float, rest: str) -> None:
+        counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
+        if outcome.finish_reason == "aborted":
+            code, why = (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
+            self._outbox.end(job.identity, job.rid, "error", {**_err(code, why), **counts})
+            return
+        tps = outcome.completion_tokens / (outcome.decode_ms / 1000) if outcome.decode_ms > 0 else 0.0
+        done = Done(
+            outcome.finish_reason,
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            Perf(queue_ms, outcome.prefill_ms, tps),
+        )
+        self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "backend": self.config.backend,
+            "path": self.config.path,
+            "params": self.config.params,
+            "state": self.state,
+            "error": self.error,
+            "queued": len(self._queue),
+            "queue_depth": self._options.depth,
+            "running": self.running is not None,
+            "served": self.served,
+        }
+
+
+class TextStream:
+    """One job's text on its way to the outbox (the ``emit`` a backend gets).
+
+    The first piece goes at once (time to first token); after it, text goes at most once per
+    ``interval``, so a fast model sends a few tokens per message instead of waking the
+    daemon's and the client's threads for every one. Text marked ``final`` is held for the
+    end frame, which carries it in the same message.
+    """
+
+    __slots__ = ("_identity", "_interval", "_next_at", "_outbox", "_parts", "_rid")
+
+    def __init__(self, outbox: Outbox, identity: bytes, rid: str, interval: float) -> None:
+        self._outbox, self._identity, self._rid, self._interval = outbox, identity, rid, interval
+        self._parts: list[str] = []
+        self._next_at = 0.0
+
+    def __call__(self, text: str, final: bool = False) -> None:
+        self._parts.append(text)
+        if final:
+            return
+        now = time.perf_counter()
+        if now >= self._next_at:
+            self._outbox.delta(self._identity, self._rid, self.rest())
+            self._next_at = now + self._interval
+
+    def rest(self) -> str:
+        """The text held back so far (and no longer held)."""
+        text = "".join(self._parts)
+        self._parts.clear()
+        return text
+
+
+def _lower_priority(by: int) -> None:
+    """Run the calling thread, and the threads it starts from now on, ``by`` nice levels lower."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError as exc:  # a sandbox without setpriority: run at the daemon's priority
+        log.warning("could not lower the model thread's priority: %s", exc)
+
+
+def _err(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message}
