@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Daemon, clean_env
+from tests.harness import ROOT, Daemon, clean_env
 
 
 def llmserver(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

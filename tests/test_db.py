@@ -10,11 +10,9 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from proxy.storage.database import WAL_SIZE_LIMIT, Database, resolve_path
 from proxy.storage.errors import DatabaseClosedError, DatabaseError
@@ -26,12 +24,6 @@ REPO = Path(__file__).resolve().parent.parent
 SEED_TABLES = {"users", "api_keys", "token_usage_events", "models", "huggingface_tokens"}
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest_asyncio.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database.open(tmp_path / "app.db") as database:
-        yield database
 
 
 def insert_key(conn: sqlite3.Connection, token_limit: int | None = None) -> int:

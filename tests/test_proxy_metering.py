@@ -16,7 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from runtime.api.client import RuntimeClient
-from tests.conftest import Daemon, Proxy
+from tests.harness import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "Count to ten, please."}]
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import Daemon, Proxy
+from tests.harness import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -163,7 +163,7 @@ def test_dead_runtime_is_a_503_internal_server_error(make_proxy: object, client:
 def test_busy_runtime_is_a_503_with_retry_after(
     make_daemon: Callable[..., Daemon], make_proxy: Callable[..., Proxy], client: Client
 ) -> None:
-    from tests.conftest import demo_spec
+    from tests.harness import demo_spec
 
     daemon = make_daemon("--model", demo_spec(n_threads=2), queue_depth=1).start()
     proxy = make_proxy(daemon.endpoint).start()

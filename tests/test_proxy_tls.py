@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import ROOT, Daemon, Proxy
+from tests.harness import ROOT, Daemon, Proxy
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:

@@ -8,13 +8,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from proxy.auth.apikey import create_password_hasher, key_minter
 from proxy.metering.ratelimit import RateLimiter, format_duration
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.database import Database
@@ -32,17 +29,6 @@ from proxy.storage.usage import (
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest_asyncio.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database.open(tmp_path / "app.db") as database:
-        yield database
-
-
-@pytest.fixture
-def repo(db: Database) -> KeyRepository:
-    return KeyRepository(db, key_minter(create_password_hasher("test")))
 
 
 async def counters(repo: KeyRepository, key: ApiKey) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ import pytest
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeRequestError
 from runtime.api.protocol import SamplingParams
-from tests.conftest import Daemon
+from tests.harness import Daemon
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ from runtime.api.errors import RuntimeRequestError, RuntimeUnavailableError
 from runtime.api.models import ModelConfig
 from runtime.api.protocol import SamplingParams
 from runtime.backends.demo import demo_model_path
-from tests.conftest import Daemon, demo_spec
+from tests.harness import Daemon, demo_spec
 
 pytestmark = pytest.mark.asyncio
 

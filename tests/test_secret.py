@@ -9,11 +9,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from proxy.auth import verifier as verifier_module
@@ -22,7 +19,6 @@ from proxy.auth.apikey import (
     create_password_hasher,
     generate_api_key,
     hash_secret,
-    key_minter,
     parse_api_key,
     verify_secret,
 )
@@ -36,17 +32,6 @@ from proxy.storage.vault import Vault
 pytestmark = pytest.mark.timeout(30)
 
 KEY_HEX = "00112233445566778899aabbccddeeff" * 2
-
-
-@pytest_asyncio.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database.open(tmp_path / "app.db") as database:
-        yield database
-
-
-@pytest.fixture
-def repo(db: Database) -> KeyRepository:
-    return KeyRepository(db, key_minter(create_password_hasher("test")))
 
 
 # --- format -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from tests.conftest import ROOT, clean_env, free_port
+from tests.harness import ROOT, clean_env, free_port
 
 BANNER_END = "Stop with Ctrl-C."
 

@@ -68,7 +68,7 @@ async def _through_daemon(endpoint: str, tokens: int) -> tuple[float, int]:
 def bench_daemon(library: Path, model: Path, tokens: int) -> float | None:
     if not (ROOT / "runtime" / "server.py").exists() or not (ROOT / "runtime" / "client.py").exists():
         return None
-    from tests.conftest import wait_ready
+    from tests.harness import wait_ready
 
     with tempfile.TemporaryDirectory(prefix="llms-bench-") as tmp:
         endpoint = f"ipc://{tmp}/rt.sock"

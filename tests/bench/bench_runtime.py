@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from runtime.api.client import RuntimeClient  # noqa: E402
 from runtime.api.protocol import SamplingParams  # noqa: E402
 from runtime.backends.demo import demo_model_path  # noqa: E402
-from tests.conftest import wait_ready  # noqa: E402
+from tests.harness import wait_ready  # noqa: E402
 
 MODEL = "bench"
 N_THREADS = 2

@@ -14,7 +14,7 @@ import pytest
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeRequestError
 from runtime.api.protocol import Done, SamplingParams
-from tests.conftest import Daemon
+from tests.harness import Daemon
 from tests.rkllm.fake import Repeat, Token, Waiting, write_script
 
 pytestmark = pytest.mark.asyncio

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from tests.conftest import Daemon, Proxy
+from tests.harness import Daemon, Proxy
 from tests.rkllm.fake import Token, Waiting, write_script
 
 ASK = [{"role": "user", "content": "How much?"}]
