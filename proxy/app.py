@@ -90,6 +90,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         request_timeout=settings.request_timeout,
     )
     yield
+    # The server cancelled what was still running; let those requests write their rows before the
+    # database closes (its cleanup runs after this one).
+    await app[generations_key].drain(timeout=10.0)
 
 
 async def _reclaimer(app: web.Application) -> AsyncIterator[None]:

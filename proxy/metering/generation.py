@@ -67,6 +67,19 @@ class Generations:
     admission: Admission
     metrics: Metrics
     request_timeout: float
+    _live: set[Generation] = field(default_factory=set)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def drain(self, timeout: float) -> int:
+        """At shutdown, before the database closes: wait until every live generation has written its
+        row (a handler cancelled by the server's shutdown writes it as it unwinds); how many did not."""
+        if self._live:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.error("%d request(s) still running at shutdown after %.0f s", len(self._live), timeout)
+        return len(self._live)
 
     @asynccontextmanager
     async def run(
@@ -74,6 +87,7 @@ class Generations:
     ) -> AsyncIterator[Generation]:
         gen = Generation(self, key, req, endpoint, ids, prompt_tokens=await count_request(req))
         self.metrics.inflight.inc()
+        self._live.add(gen)
         try:
             await gen.admit()
             yield gen
@@ -84,9 +98,12 @@ class Generations:
             await gen.end(None)
         finally:
             self.metrics.inflight.dec()
+            self._live.discard(gen)
+            if not self._live:
+                self._idle.set()
 
 
-@dataclass
+@dataclass(eq=False)
 class Generation:
     """One request. ``end`` writes its row exactly once, whoever calls it first."""
 

@@ -10,6 +10,7 @@ official SDKs raise on the error event, and a plain SSE reader still sees the st
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import aclosing
 from typing import Any
 
@@ -21,6 +22,8 @@ from proxy.metering.generation import Generation
 from proxy.metering.request import GenerationRequest
 from proxy.openai.protocol import chat_completion, text_completion
 from proxy.openai.sse import DONE_EVENT, ChunkWriter, event
+
+log = logging.getLogger(__name__)
 
 
 async def generate(request: web.Request, req: GenerationRequest, endpoint: str) -> web.StreamResponse:
@@ -59,7 +62,10 @@ async def _streamed(request: web.Request, gen: Generation) -> web.StreamResponse
                 await response.write(writer.text(piece))
         await response.write(writer.finish(gen.finish_reason))
         await gen.finish()
-    except ApiError as error:
+    except ConnectionError:
+        raise  # the client left: nobody to tell (the generation records it)
+    except Exception as exc:
+        error = exc if isinstance(exc, ApiError) else _internal(gen, exc)
         await gen.end(error)
         await _write_quietly(response, event(error.envelope()) + DONE_EVENT)
         return response
@@ -81,6 +87,12 @@ async def _open(request: web.Request, gen: Generation, writer: ChunkWriter) -> w
     if gen.req.echo and gen.req.prompt:
         await response.write(writer.text(gen.req.prompt))
     return response
+
+
+def _internal(gen: Generation, exc: Exception) -> ApiError:
+    """A bug after the headers went out: logged with its traceback, told to the client as a 500 event."""
+    log.error("unhandled error in the stream of request %s", gen.request_id, exc_info=exc)
+    return ApiError(500, f"internal server error (request {gen.request_id})", type="server_error")
 
 
 def _id_headers(request: web.Request, response: web.StreamResponse) -> None:

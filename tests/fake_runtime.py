@@ -1,0 +1,101 @@
+"""A scripted runtime for in-process proxy tests: the :class:`proxy.upstream.Runtime` interface in a
+few dozen lines, like httpx's mock transport.
+
+Each model has a :class:`Script`: the pieces of text it produces, an error it refuses with before
+queueing (``refuse``), an error it fails with after some pieces (``fail_after``/``failure``), a
+delay between pieces, or ``hang`` (never ends until aborted). Every stream is kept in ``streams``
+so a test can see whether the proxy aborted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.api.errors import RuntimeClientError, RuntimeUnavailableError
+from runtime.api.protocol import Done, Perf, SamplingParams
+
+
+@dataclass
+class Script:
+    pieces: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
+    refuse: RuntimeClientError | None = None
+    fail_after: int | None = None
+    failure: RuntimeClientError | None = None
+    delay: float = 0.0
+    hang: bool = False
+
+
+class FakeStream:
+    def __init__(self, script: Script, params: SamplingParams) -> None:
+        self._script, self.params = script, params
+        self.position: int | None = None
+        self.done: Done | None = None
+        self.aborted = False
+        self.sent = 0
+
+    async def admitted(self) -> int:
+        if self._script.refuse is not None:
+            raise self._script.refuse
+        self.position = 0
+        return 0
+
+    def __aiter__(self) -> FakeStream:
+        return self
+
+    async def __anext__(self) -> str:
+        script = self._script
+        if self.aborted:
+            raise StopAsyncIteration
+        if script.fail_after is not None and self.sent >= script.fail_after and script.failure is not None:
+            raise script.failure
+        if self.sent < min(len(script.pieces), self.params.max_tokens):
+            await asyncio.sleep(script.delay)
+            self.sent += 1
+            return script.pieces[self.sent - 1]
+        if script.hang:
+            await asyncio.Event().wait()
+        self.done = Done("stop", 5, self.sent, Perf(0.0, 1.0, 100.0))
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if self.done is None:
+            self.aborted = True
+
+
+@dataclass
+class FakeRuntime:
+    scripts: dict[str, Script] = field(default_factory=lambda: {"fake": Script()})
+    down: bool = False
+    streams: list[FakeStream] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def models(self) -> list[dict[str, Any]]:
+        self._check()
+        return [{"name": name, "backend": "fake", "state": "ready"} for name in self.scripts]
+
+    async def ping(self, timeout: float = 1.0) -> dict[str, Any]:
+        self._check()
+        return {"pong": next(self._ids)}
+
+    def generate(
+        self,
+        model: str,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt: str | None = None,
+        params: SamplingParams | None = None,
+        timeout: float = 300.0,
+    ) -> FakeStream:
+        script = (
+            Script(refuse=RuntimeUnavailableError("the fake runtime is down")) if self.down else self.scripts[model]
+        )
+        stream = FakeStream(script, params or SamplingParams())
+        self.streams.append(stream)
+        return stream
+
+    def _check(self) -> None:
+        if self.down:
+            raise RuntimeUnavailableError("the fake runtime is down")
