@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from runtime.api.protocol import ProtocolError, SamplingParams, params_to_wire, parse_generate, parse_params
+from runtime.api.protocol import (
+    SAMPLING_BOUNDS,
+    ProtocolError,
+    SamplingParams,
+    params_to_wire,
+    parse_generate,
+    parse_params,
+)
 
 
 def test_defaults_of_the_new_fields_are_llama_cpps() -> None:
@@ -75,3 +82,25 @@ def test_wire_leaves_out_the_new_fields_at_their_defaults() -> None:
     assert parse_params(wire) == SamplingParams(max_tokens=5)
     wire = params_to_wire(SamplingParams(presence_penalty=0.5))
     assert wire["presence_penalty"] == 0.5 and "frequency_penalty" not in wire and "min_p" not in wire
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("repeat_penalty", 0), ("top_k", -1), ("temperature", 2.5), ("min_p", 1.5), ("stop", ["a", "b", "c", "d", "e"])],
+)
+def test_the_edge_and_the_wire_refuse_the_same_sampling_values(field: str, value: object) -> None:
+    """One table of bounds (issue 8): repeat_penalty 0 used to pass the wire, 5 stop strings the wire."""
+    from proxy.errors import ApiError
+    from proxy.openai.protocol import parse_completion
+
+    with pytest.raises(ProtocolError):
+        parse_params({field: value})
+    with pytest.raises(ApiError) as err:
+        parse_completion({"model": "m", "prompt": "p", field: value}, 16, 1024)
+    assert err.value.param == field
+
+
+def test_every_bound_admits_its_own_edges() -> None:
+    for name, bound in SAMPLING_BOUNDS.items():
+        assert bound.admits(bound.hi), name
+        assert bound.admits(bound.lo) != bound.lo_open, name

@@ -101,11 +101,6 @@ class KeyVerifier:
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
         return _admit(await asyncio.shield(task))
 
-    def forget(self) -> None:
-        """Drop every cached verification (the next request of each key pays argon2 again)."""
-        self._cache.clear()
-        self._negative.clear()
-
     async def _verify_slow(self, digest: bytes, public_id: str, secret: str, attempts: int = 2) -> ApiKey:
         key, version = await self._db.execute_read(lambda conn: _read_key(conn, public_id))
         if key is None or not key.is_active(time.time()):

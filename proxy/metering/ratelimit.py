@@ -109,11 +109,6 @@ class RateLimiter:
             tokens=None if token_bucket is None else token_bucket.state(),
         )
 
-    def forget(self, api_key_id: int) -> None:
-        """Drop a key's windows (e.g. after its limits were removed)."""
-        self._buckets.pop((api_key_id, "rpm"), None)
-        self._buckets.pop((api_key_id, "tpm"), None)
-
     def _bucket(self, api_key_id: int, kind: str, limit: int | None, now: float) -> _Bucket | None:
         if limit is None:
             self._buckets.pop((api_key_id, kind), None)

@@ -14,12 +14,9 @@ from typing import Any
 
 from proxy.errors import bad_request
 from proxy.metering.request import GenerationRequest
-from runtime.api.protocol import SamplingParams
+from runtime.api.protocol import MAX_STOP_STRINGS, SAMPLING_BOUNDS, SamplingParams
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-_TOP_K_MAX = 1 << 20  # what the runtime protocol accepts
-# llama.cpp's extensions default to what the runtime uses when they are not sent (top_k 40, min_p 0.05,
-# repeat_penalty 1.0); OpenAI's own fields default to OpenAI's values.
 _RUNTIME = SamplingParams()
 
 
@@ -129,13 +126,14 @@ def _sampling(obj: dict[str, Any]) -> dict[str, Any]:
         raise bad_request("'stream_options' is an object, allowed only with stream=true", "stream_options")
     include_usage = bool(options and options.get("include_usage") is True)
     return {
-        "temperature": _number(obj, "temperature", 1.0, 0.0, 2.0),
-        "top_p": _number(obj, "top_p", 1.0, 0.0, 1.0),
-        "presence_penalty": _number(obj, "presence_penalty", 0.0, -2.0, 2.0),
-        "frequency_penalty": _number(obj, "frequency_penalty", 0.0, -2.0, 2.0),
-        "top_k": _top_k(obj.get("top_k")),
-        "min_p": _number(obj, "min_p", _RUNTIME.min_p, 0.0, 1.0),
-        "repeat_penalty": _repeat_penalty(obj.get("repeat_penalty")),
+        # OpenAI's own fields default to OpenAI's values; llama.cpp's extensions to the runtime's.
+        "temperature": _bounded(obj, "temperature", 1.0),
+        "top_p": _bounded(obj, "top_p", 1.0),
+        "presence_penalty": _bounded(obj, "presence_penalty", 0.0),
+        "frequency_penalty": _bounded(obj, "frequency_penalty", 0.0),
+        "top_k": int(_bounded(obj, "top_k", _RUNTIME.top_k)),
+        "min_p": _bounded(obj, "min_p", _RUNTIME.min_p),
+        "repeat_penalty": _bounded(obj, "repeat_penalty", _RUNTIME.repeat_penalty),
         "stop": _stop(obj.get("stop")),
         "seed": _seed(obj.get("seed")),
         "stream": stream,
@@ -143,29 +141,15 @@ def _sampling(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _number(obj: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+def _bounded(obj: dict[str, Any], key: str, default: float) -> float:
+    """A sampling field within the runtime protocol's bounds (``SAMPLING_BOUNDS``), or a 400 naming it."""
     value = obj.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise bad_request(f"'{key}' must be a number between {lo:g} and {hi:g}", key)
-    return float(value)
-
-
-def _top_k(value: Any) -> int:
-    if value is None:
-        return _RUNTIME.top_k
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _TOP_K_MAX:
-        raise bad_request(f"'top_k' must be an integer between 0 (off) and {_TOP_K_MAX}", "top_k")
-    return value
-
-
-def _repeat_penalty(value: Any) -> float:
-    if value is None:
-        return _RUNTIME.repeat_penalty
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
-        raise bad_request("'repeat_penalty' must be a number above 0 and at most 10 (1 = off)", "repeat_penalty")
-    return float(value)
+    bound = SAMPLING_BOUNDS[key]
+    if not bound.admits(value):
+        raise bad_request(f"'{key}' must be {bound.describe()}", key)
+    return float(value) if not bound.integer else int(value)
 
 
 def _stop(value: Any) -> tuple[str, ...]:
@@ -173,8 +157,8 @@ def _stop(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or len(value) > 4 or not all(isinstance(s, str) and s for s in value):
-        raise bad_request("'stop' must be a string or an array of up to 4 non-empty strings", "stop")
+    if not isinstance(value, list) or len(value) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in value):
+        raise bad_request(f"'stop' must be a string or an array of up to {MAX_STOP_STRINGS} non-empty strings", "stop")
     return tuple(value)
 
 

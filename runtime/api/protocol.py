@@ -43,8 +43,46 @@ ERR_BACKEND = "backend_error"
 ERR_SHUTTING_DOWN = "shutting_down"
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The values a sampling field accepts: ``lo`` (excluded when ``lo_open``) to ``hi``."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    integer: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        return (self.lo < value if self.lo_open else self.lo <= value) and value <= self.hi
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        low = f"above {self.lo:g}" if self.lo_open else f"at least {self.lo:g}"
+        return f"{kind} {low} and at most {self.hi:g}"
+
+
+# The one table of sampling bounds: the daemon's parser and the proxy's both read it.
+SAMPLING_BOUNDS: dict[str, Bound] = {
+    "max_tokens": Bound(1, 1 << 20, integer=True),
+    "temperature": Bound(0.0, 2.0),
+    "top_p": Bound(0.0, 1.0),
+    "top_k": Bound(0, 1 << 20, integer=True),  # 0 = off
+    "min_p": Bound(0.0, 1.0),
+    "repeat_penalty": Bound(0.0, 10.0, lo_open=True),  # 1 = off; 0 would divide by zero
+    "frequency_penalty": Bound(-2.0, 2.0),
+    "presence_penalty": Bound(-2.0, 2.0),
+}
+MAX_STOP_STRINGS = 4
+
+
 class ProtocolError(ValueError):
-    """A frame that is not valid protocol."""
+    """A frame that is not valid protocol; ``code`` is the error code the daemon answers with."""
+
+    def __init__(self, message: str, code: str = ERR_BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -117,7 +155,7 @@ def encode_request(req: Request) -> bytes:
 def decode_request(frame: bytes) -> Request:
     obj = _load(frame)
     if obj.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}")
+        raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}", ERR_UNSUPPORTED_VERSION)
     rid, op, deadline = obj.pop("id", None), obj.pop("op", None), obj.pop("deadline", None)
     obj.pop("v")
     if not isinstance(rid, str) or not rid:
@@ -189,20 +227,24 @@ def parse_params(raw: Any) -> SamplingParams:
     stop = raw.get("stop", d.stop)
     if isinstance(stop, str):
         stop = (stop,)
-    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
-        raise ProtocolError("'stop' must be a string or a list of non-empty strings")
+    if (
+        not isinstance(stop, (list, tuple))
+        or len(stop) > MAX_STOP_STRINGS
+        or not all(isinstance(s, str) and s for s in stop)
+    ):
+        raise ProtocolError(f"'stop' must be a string or a list of up to {MAX_STOP_STRINGS} non-empty strings")
     seed = raw.get("seed")
     if seed is not None and not _is_int(seed):
         raise ProtocolError("'seed' must be an integer")
     return SamplingParams(
-        max_tokens=_int(raw, "max_tokens", d.max_tokens, 1, 1 << 20),
-        temperature=_num(raw, "temperature", d.temperature, 0.0, 2.0),
-        top_p=_num(raw, "top_p", d.top_p, 0.0, 1.0),
-        top_k=_int(raw, "top_k", d.top_k, 0, 1 << 20),
-        repeat_penalty=_num(raw, "repeat_penalty", d.repeat_penalty, 0.0, 10.0),
-        min_p=_num(raw, "min_p", d.min_p, 0.0, 1.0),
-        frequency_penalty=_num(raw, "frequency_penalty", d.frequency_penalty, -2.0, 2.0),
-        presence_penalty=_num(raw, "presence_penalty", d.presence_penalty, -2.0, 2.0),
+        max_tokens=int(_bounded(raw, "max_tokens", d.max_tokens)),
+        temperature=_bounded(raw, "temperature", d.temperature),
+        top_p=_bounded(raw, "top_p", d.top_p),
+        top_k=int(_bounded(raw, "top_k", d.top_k)),
+        repeat_penalty=_bounded(raw, "repeat_penalty", d.repeat_penalty),
+        min_p=_bounded(raw, "min_p", d.min_p),
+        frequency_penalty=_bounded(raw, "frequency_penalty", d.frequency_penalty),
+        presence_penalty=_bounded(raw, "presence_penalty", d.presence_penalty),
         stop=tuple(stop),
         seed=seed,
         ignore_eos=_bool(raw, "ignore_eos", d.ignore_eos),
@@ -220,18 +262,12 @@ def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
     return v
 
 
-def _int(raw: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+def _bounded(raw: dict[str, Any], key: str, default: float) -> float:
     v = raw.get(key, default)
-    if not _is_int(v) or not lo <= v <= hi:
-        raise ProtocolError(f"'{key}' must be an integer in [{lo}, {hi}]")
-    return int(v)
-
-
-def _num(raw: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise ProtocolError(f"'{key}' must be a number in [{lo}, {hi}]")
-    return float(v)
+    bound = SAMPLING_BOUNDS[key]
+    if not bound.admits(v):
+        raise ProtocolError(f"'{key}' must be {bound.describe()}")
+    return float(v) if not bound.integer else int(v)
 
 
 # Sent only when they differ from their defaults (see SamplingParams).

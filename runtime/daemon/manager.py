@@ -1,12 +1,9 @@
-"""Loaded models, one worker thread each, with a bounded FIFO in front of it.
+"""The models this daemon holds (one ``worker.ModelWorker`` each) and the index of jobs by request id.
 
-The manager is driven by the server's main thread; workers report back only
-through an ``Outbox`` (frames for the server to send), never by touching the
-ROUTER socket themselves.
-
-Each worker runs at a lower priority than the daemon's main thread (and the
-threads llama.cpp starts from it inherit that), so the hop that delivers a
-token preempts the arithmetic of the next one instead of waiting behind it.
+The manager is driven by the server's main thread: it loads and unloads models, queues a
+``generate`` on its model's worker (or answers ``busy``/``unknown_model`` at once) and finds a job
+again for ``abort``. Workers send their requests' text and end frames to the client themselves,
+through the daemon's shared ROUTER socket (``runtime.daemon.socket``, under its lock).
 """
 
 from __future__ import annotations

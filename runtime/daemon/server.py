@@ -160,7 +160,7 @@ class RuntimeServer:
         try:
             req = decode_request(frame)
         except ProtocolError as exc:
-            self._error(identity, _guess_id(frame), ERR_BAD_REQUEST, str(exc))
+            self._error(identity, _guess_id(frame), exc.code, str(exc))
             return
         if self._stopping and req.op not in ("ping", "hello", "abort"):
             self._error(identity, req.id, ERR_SHUTTING_DOWN, "the runtime is shutting down")

@@ -1,4 +1,13 @@
-"""One loaded model: a backend, a worker thread and a bounded FIFO in front of it."""
+"""One loaded model: a backend, a worker thread and a bounded FIFO in front of it.
+
+A ``Job`` is one queued ``generate``; the worker runs jobs one at a time and sends their text through
+a ``TextStream`` to the ``Outbox`` (the daemon's shared ROUTER socket): the first piece at once, then
+at most one frame per stream interval, the last text together with ``done`` in one message.
+
+Each worker runs at a lower priority than the daemon's main thread (and the threads llama.cpp starts
+from it inherit that), so the hop that delivers a token preempts the arithmetic of the next one
+instead of waiting behind it.
+"""
 
 from __future__ import annotations
 
@@ -90,9 +99,6 @@ class ModelWorker:
             self._queue.append(job)
         self._wakeups.put(None)
         return waiting + (1 if self.running else 0)
-
-    def queued(self) -> int:
-        return len(self._queue)
 
     def drop(self, job: Job) -> bool:
         """Take ``job`` out of the queue if it has not started; True when it was there."""

@@ -18,7 +18,6 @@ import ctypes
 import logging
 import os
 import re
-from collections.abc import Sequence
 from ctypes import POINTER, byref, c_char_p, c_int, c_void_p
 from pathlib import Path
 from typing import Any
@@ -257,7 +256,3 @@ def _describe(versions: dict[str, str]) -> str:
     for version, layout in versions.items():
         groups.setdefault(layout, []).append(version)
     return "; ".join(f"{', '.join(vs)} (layout {lay})" for lay, vs in groups.items())
-
-
-def supported_versions() -> Sequence[str]:
-    return tuple(SUPPORTED_VERSIONS)
