@@ -26,7 +26,7 @@ def zone(name: str) -> ZoneInfo | timezone:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"unknown time zone {name!r}; expected UTC or an IANA name such as Europe/Paris") from None
+        raise ValidationError(f"unknown time zone {name!r}; expected UTC or an IANA name (Europe/Paris)") from None
 
 
 def period_bounds(period: str, now: float, tz: ZoneInfo | timezone = timezone.utc) -> tuple[float, float]:
