@@ -71,6 +71,9 @@ _ROLLUP = (
     "completion_tokens = completion_tokens + excluded.completion_tokens, "
     "last_request_at = MAX(last_request_at, excluded.last_request_at)"
 )
+_PERIOD_RESERVED = (
+    "SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations WHERE api_key_id = ? AND period_start = ?"
+)
 Zone = ZoneInfo | timezone
 
 log = logging.getLogger(__name__)
@@ -220,8 +223,8 @@ def reserve_on(
 
     A key with a budget period counts ``period_tokens_used`` instead of ``tokens_used``, zeroed here
     first when the period has turned. Reservations still held from the previous period stay in
-    ``tokens_reserved`` until they settle (into the old period), so the new period starts cautious
-    rather than over-committed.
+    ``tokens_reserved`` and settle into the old period; the new period counts only its own
+    reservations (an indexed sum over ``quota_reservations``), so neither period can overshoot.
     """
     row = conn.execute(
         "SELECT token_limit, tokens_used, tokens_reserved, budget_period, period_start, period_tokens_used "
@@ -234,12 +237,15 @@ def reserve_on(
     end = None
     if period is not None:
         current, end = period_bounds(period, now, zone)
-        if start != current:
+        if start is None or current > start:  # the period turned (never back: a late clock joins the newer one)
             conn.execute(
                 "UPDATE api_keys SET period_start = ?, period_tokens_used = 0 WHERE id = ?", (current, api_key_id)
             )
             start, period_used = current, 0
+        elif current < start:
+            end = period_bounds(period, start, zone)[1]
         used = period_used
+        reserved = conn.execute(_PERIOD_RESERVED, (api_key_id, start)).fetchone()[0]
     least = n_tokens if minimum is None else minimum
     granted = n_tokens if limit is None else min(n_tokens, limit - used - reserved)
     if limit is not None and granted < least:

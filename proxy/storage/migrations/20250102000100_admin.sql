@@ -5,7 +5,9 @@
 
 -- session_epoch goes up on logout, password change, disabling and role change: every session cookie
 -- carries the epoch it was issued under and is refused once they differ, in every process at once.
-ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('admin', 'viewer'));
+-- (ALTER TABLE ... ADD COLUMN with a CHECK makes SQLite print a check query through yoyo: values are
+-- validated in proxy.storage instead.)
+ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN totp_secret TEXT;
 ALTER TABLE users ADD COLUMN updated_at REAL;
@@ -48,12 +50,12 @@ CREATE TABLE login_failures (
     last_failure_at REAL    NOT NULL
 );
 
-ALTER TABLE api_keys ADD COLUMN budget_period TEXT
-    CHECK (budget_period IS NULL OR budget_period IN ('daily', 'weekly', 'monthly'));
+ALTER TABLE api_keys ADD COLUMN budget_period TEXT;
 ALTER TABLE api_keys ADD COLUMN period_start REAL;
 ALTER TABLE api_keys ADD COLUMN period_tokens_used INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE api_keys ADD COLUMN allowed_cidrs TEXT CHECK (allowed_cidrs IS NULL OR json_valid(allowed_cidrs));
+ALTER TABLE api_keys ADD COLUMN allowed_cidrs TEXT;
 ALTER TABLE quota_reservations ADD COLUMN period_start REAL;
+CREATE INDEX quota_reservations_key_period ON quota_reservations(api_key_id, period_start);
 
 -- One row per (UTC day, key, model, endpoint, status class); api_key_id 0 stands for "no key".
 CREATE TABLE usage_daily (
