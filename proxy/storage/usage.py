@@ -71,9 +71,7 @@ _ROLLUP = (
     "completion_tokens = completion_tokens + excluded.completion_tokens, "
     "last_request_at = MAX(last_request_at, excluded.last_request_at)"
 )
-_PERIOD_RESERVED = (
-    "SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations WHERE api_key_id = ? AND period_start = ?"
-)
+_PERIOD_RESERVED = "SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations WHERE api_key_id = ? AND period_start = ?"
 Zone = ZoneInfo | timezone
 
 log = logging.getLogger(__name__)

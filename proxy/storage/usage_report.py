@@ -20,9 +20,10 @@ from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
 
 _SUMS = (
-    "SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
-    "SUM(CASE WHEN status_class IN ('4xx', '5xx') THEN requests ELSE 0 END) AS errors, "
-    "MAX(last_request_at) AS last_request_at"
+    "SUM(u.requests) AS requests, SUM(u.prompt_tokens) AS prompt_tokens, "
+    "SUM(u.completion_tokens) AS completion_tokens, "
+    "SUM(CASE WHEN u.status_class IN ('4xx', '5xx') THEN u.requests ELSE 0 END) AS errors, "
+    "MAX(u.last_request_at) AS last_request_at"
 )
 
 
