@@ -182,27 +182,32 @@ def _update_on(conn: sqlite3.Connection, user_id: int, assignments: str, params:
 class LoginThrottle:
     """Failed logins per subject, shared by every process through the database.
 
-    After ``free`` failures each further attempt must wait ``base * 2**(n - free)`` seconds (capped
-    at ``cap``) since the last failure. A success clears the subject. Callers check the account's
-    subject whether or not the account exists, so the answer gives nothing away.
+    After ``free`` failures of an account (``address_free`` of a client address, which may be one
+    office behind a NAT trying several accounts) each further attempt must wait
+    ``base * 2**(n - free)`` seconds (capped at ``cap``) since the last failure. A success clears
+    the subjects. Callers check the account's subject whether or not the account exists, so the
+    answer gives nothing away.
     """
 
-    def __init__(self, db: Database, free: int = 3, base: float = 1.0, cap: float = 300.0) -> None:
-        self._db, self.free, self.base, self.cap = db, free, base, cap
+    def __init__(
+        self, db: Database, free: int = 3, address_free: int = 10, base: float = 1.0, cap: float = 300.0
+    ) -> None:
+        self._db, self.free, self.address_free, self.base, self.cap = db, free, address_free, base, cap
 
     async def wait_time(self, subjects: list[str], now: float | None = None) -> float:
         """Seconds until the most throttled of ``subjects`` may try again (0: now)."""
         now = time.time() if now is None else now
         marks = ", ".join("?" * len(subjects))
-        sql = f"SELECT failures, last_failure_at FROM login_failures WHERE subject IN ({marks})"
+        sql = f"SELECT subject, failures, last_failure_at FROM login_failures WHERE subject IN ({marks})"
         rows = await self._db.execute_read(lambda c: c.execute(sql, subjects).fetchall())
-        waits = [self.delay(n) - (now - last) for n, last in rows]
+        waits = [self.delay(n, subject.startswith("addr:")) - (now - last) for subject, n, last in rows]
         return max([0.0, *waits])
 
-    def delay(self, failures: int) -> float:
-        if failures < self.free:
+    def delay(self, failures: int, address: bool = False) -> float:
+        free = self.address_free if address else self.free
+        if failures < free:
             return 0.0
-        return float(min(self.cap, self.base * 2 ** (failures - self.free)))
+        return float(min(self.cap, self.base * 2 ** (failures - free)))
 
     async def failed(self, subjects: list[str], now: float | None = None) -> None:
         now = time.time() if now is None else now
