@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from admin_ui.passwords import check_password, generate_password, hash_password
+from llmserver.commands.keys import actor
 from llmserver.logging import setup_logging
 from llmserver.serve import serve_admin
 from proxy.auth.apikey import create_password_hasher
@@ -45,13 +45,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token.set_defaults(func=create_token_command)
     serve = commands.add_parser("serve", help="serve the console alone on LLMSERVER_ADMIN_BIND_ADDRESS")
     serve.set_defaults(func=serve_command)
-
-
-def actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return f"cli:uid {os.getuid()}"
 
 
 def read_password(prompt: str = "Password: ") -> str:

@@ -170,6 +170,11 @@ class KeyRepository:
         self._db = db
         self._mint = minter
 
+    @property
+    def db(self) -> Database:
+        """The database the keys live in (for writes that go with a key change, e.g. the audit log)."""
+        return self._db
+
     async def create_key(
         self,
         name: str,
