@@ -20,7 +20,16 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
-from admin_ui.appkeys import ModelLister, db_key, hasher_key, monitor_key, principal_key, runtime_key, settings_key
+from admin_ui.appkeys import (
+    ModelLister,
+    db_key,
+    hasher_key,
+    monitor_key,
+    principal_key,
+    reports_key,
+    runtime_key,
+    settings_key,
+)
 from admin_ui.monitor import SystemMonitor
 from admin_ui.security import auth_middleware, headers_middleware
 from admin_ui.session import csrf_token, setup_sessions
@@ -28,6 +37,7 @@ from admin_ui.views import account, api, audit_log, dashboard, keys, login, toke
 from proxy.auth.apikey import create_password_hasher
 from proxy.settings import Settings
 from proxy.storage.database import Database
+from proxy.storage.usage_report import UsageReports
 from runtime.api.client import RuntimeClient
 
 HERE = Path(__file__).resolve().parent
@@ -97,6 +107,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     app[hasher_key] = create_password_hasher(settings.argon2_profile)
     app[monitor_key] = SystemMonitor(settings.database_path.parent)
+    app[reports_key] = UsageReports(app[db_key])
     yield
 
 

@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from admin_ui.monitor import SystemMonitor
 from proxy.settings import Settings
 from proxy.storage.database import Database
+from proxy.storage.usage_report import UsageReports
 
 
 class ModelLister(Protocol):
@@ -39,6 +40,7 @@ db_key = web.AppKey("admin_db", Database)
 runtime_key = web.AppKey("admin_runtime", ModelLister)
 hasher_key = web.AppKey("admin_hasher", PasswordHasher)
 monitor_key = web.AppKey("admin_monitor", SystemMonitor)
+reports_key = web.AppKey("admin_reports", UsageReports)
 
 principal_key = web.RequestKey("admin_principal", Principal)
 client_addr_key = web.RequestKey("admin_client_addr", str)

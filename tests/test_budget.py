@@ -18,6 +18,7 @@ from proxy.storage.budget import period_bounds, zone
 from proxy.storage.database import Database
 from proxy.storage.migrate import MIGRATIONS_DIR, apply_migrations
 from proxy.storage.usage import QuotaExceeded, UsageEvent, record_usage, reserve
+from proxy.storage.usage_report import UsageFilter, UsageReports, usage_report
 from tests.harness import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "Say hi."}]
@@ -206,3 +207,22 @@ def test_trusted_proxy_forwards_the_client_address(make_proxy: object, shared_da
     spoofed = {**auth, "X-Forwarded-For": "10.9.9.9, 192.0.2.7"}
     assert httpx.post(url, headers=spoofed, json=body, timeout=30).status_code == 403
     assert httpx.post(url, headers=auth, json=body, timeout=30).status_code == 403
+
+
+@pytest.mark.asyncio
+async def test_cached_reports_equal_fresh_ones_and_see_today_change(db: Database, repo: KeyRepository) -> None:
+
+    _, key = await repo.create_key("k")
+    now = _ts("2026-07-10T12:00:00+00:00")
+    for day in range(5):
+        for i, status in enumerate((200, 200, 500)):
+            when = now - day * 86400
+            event = UsageEvent(f"d{day}-{i}", key.id, f"m{day % 2}", "chat.completions", 3, 4, status, created_at=when)
+            await record_usage(db, event)
+    reports = UsageReports(db)
+    flt = UsageFilter("2026-07-01", "2026-07-10")
+    assert await reports.report(flt, now) == await usage_report(db, flt)
+    await record_usage(db, UsageEvent("late", key.id, "m9", "completions", 1, 1, 200, created_at=now + 60))
+    cached = await reports.report(flt, now + 120)
+    assert cached == await usage_report(db, flt)
+    assert cached.totals["requests"] == 16 and {m["model"] for m in cached.by_model} == {"m0", "m1", "m9"}

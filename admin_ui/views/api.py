@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, hasher_key
+from admin_ui.appkeys import db_key, hasher_key, reports_key
 from admin_ui.audited import audit, key_view
 from admin_ui.forms import key_fields_from_json
 from admin_ui.passwords import check_password, generate_password, hash_password
@@ -22,7 +22,7 @@ from admin_ui.views.keys import repository
 from admin_ui.views.usage import usage_filter
 from admin_ui.views.users import apply_user_action
 from proxy.storage.errors import KeyNotFoundError, ValidationError
-from proxy.storage.usage_report import UsageFilter, usage_report
+from proxy.storage.usage_report import UsageFilter
 from proxy.storage.users import UserRepository, check_role
 
 routes = web.RouteTableDef()
@@ -59,7 +59,7 @@ async def get_key(request: web.Request) -> web.Response:
     key = await repository(request).get_key(_key_id(request))
     if key is None:
         raise KeyNotFoundError(f"no API key {_key_id(request)}")
-    report = await usage_report(request.app[db_key], UsageFilter.last_days(30, api_key_id=key.id))
+    report = await request.app[reports_key].report(UsageFilter.last_days(30, api_key_id=key.id))
     return web.json_response({"key": key_view(key), "usage_last_30_days": report.by_day})
 
 
@@ -89,7 +89,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 @routes.get("/api/usage")
 async def usage(request: web.Request) -> web.Response:
     flt = usage_filter(request.query)
-    report = await usage_report(request.app[db_key], flt)
+    report = await request.app[reports_key].report(flt)
     return web.json_response({"filter": flt.__dict__, **report.as_json()})
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, monitor_key, runtime_key
-from proxy.storage.usage_report import UsageFilter, requests_per_minute, usage_report
+from admin_ui.appkeys import db_key, monitor_key, reports_key, runtime_key
+from proxy.storage.usage_report import UsageFilter, requests_per_minute
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -43,9 +43,11 @@ async def live(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/")
 async def dashboard(request: web.Request) -> web.Response:
-    db = request.app[db_key]
+    reports = request.app[reports_key]
     today, week, now = await asyncio.gather(
-        usage_report(db, UsageFilter.last_days(1)), usage_report(db, UsageFilter.last_days(7)), live(request)
+        reports.report(UsageFilter.last_days(1)),
+        reports.report(UsageFilter.last_days(7)),
+        live(request),
     )
     context = {"today": today.totals, "week": week.totals, "week_days": week.by_day, "live": now}
     return aiohttp_jinja2.render_template("dashboard.html", request, context)

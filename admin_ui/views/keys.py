@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, hasher_key
+from admin_ui.appkeys import db_key, hasher_key, reports_key
 from admin_ui.audited import audit, key_view
 from admin_ui.forms import PERIODS, key_fields_from_form
 from admin_ui.security import require_admin
@@ -13,7 +13,7 @@ from admin_ui.views.dashboard import running_models
 from proxy.auth.apikey import key_minter
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.errors import KeyNotFoundError, ValidationError
-from proxy.storage.usage_report import UsageFilter, usage_report
+from proxy.storage.usage_report import UsageFilter
 
 routes = web.RouteTableDef()
 
@@ -67,7 +67,7 @@ async def key_page(request: web.Request) -> web.Response:
 
 async def _key_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
     key = await _key(request)
-    report = await usage_report(request.app[db_key], UsageFilter.last_days(30, api_key_id=key.id))
+    report = await request.app[reports_key].report(UsageFilter.last_days(30, api_key_id=key.id))
     context = {"key": key, "report": report, "models": await model_names(request), "periods": PERIODS}
     context["error"] = error
     return aiohttp_jinja2.render_template("key.html", request, context, status=status)

@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key
+from admin_ui.appkeys import reports_key
 from proxy.storage.errors import ValidationError
-from proxy.storage.usage_report import UsageFilter, UsageReport, usage_report
+from proxy.storage.usage_report import UsageFilter, UsageReport
 
 routes = web.RouteTableDef()
 DEFAULT_DAYS = 30
@@ -54,7 +54,7 @@ def bars(rows: list[dict[str, Any]], label: str, value: str, width: int = 600, h
 @routes.get("/reports")
 async def usage_page(request: web.Request) -> web.Response:
     flt = usage_filter(request.query)
-    report = await usage_report(request.app[db_key], flt)
+    report = await request.app[reports_key].report(flt)
     context = {
         "flt": flt,
         "report": report,
@@ -67,7 +67,7 @@ async def usage_page(request: web.Request) -> web.Response:
 
 @routes.get("/reports.csv")
 async def usage_csv(request: web.Request) -> web.Response:
-    report = await usage_report(request.app[db_key], usage_filter(request.query))
+    report = await request.app[reports_key].report(usage_filter(request.query))
     return web.Response(
         text=to_csv(report),
         content_type="text/csv",

@@ -10,9 +10,10 @@ applies the raw-event retention; rollups are kept.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -76,35 +77,129 @@ class UsageReport:
 
 
 async def usage_report(db: Database, flt: UsageFilter) -> UsageReport:
-    """Everything the usage page shows for ``flt``, in one read on one connection."""
-    return await db.execute_read(lambda conn: _report(conn, flt))
+    """Everything the usage page shows for ``flt``, read now (no cache; see :class:`UsageReports`)."""
+    by_day, cells = await _scan(db, flt)
+    return await _assemble(db, by_day, cells)
 
 
-def _report(conn: sqlite3.Connection, flt: UsageFilter) -> UsageReport:
-    where, params = flt.where()
+async def _scan(db: Database, flt: UsageFilter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two scans of the rollups in range, side by side on two reader connections.
 
-    def rows(group: str, extra: str = "", order: str = "requests DESC") -> list[dict[str, Any]]:
-        join = _JOIN if extra else ""
-        sql = f"SELECT {group}{extra}, {_SUMS} FROM usage_daily u {join} WHERE {where} GROUP BY {group}"
-        sql += f" ORDER BY {order}"
-        return [_fill(dict(r)) for r in conn.execute(sql, params)]
+    One groups by day (in primary-key order, no sort); the other by every dimension but the day
+    (key, model, endpoint, status class: a few hundred cells at most), from which the totals and
+    the per-key, per-model, per-status and per-endpoint figures are summed in :func:`_assemble`.
+    """
+    by_day, cells = await asyncio.gather(
+        db.execute_read(lambda conn: _by_day(conn, flt)), db.execute_read(lambda conn: _cells(conn, flt))
+    )
+    return by_day, cells
 
-    totals = _fill(dict(conn.execute(f"SELECT {_SUMS} FROM usage_daily u WHERE {where}", params).fetchone()))
-    endpoints = rows("u.api_key_id, u.endpoint", order="u.api_key_id")
-    by_key = rows("u.api_key_id", extra=", k.name AS key_name, k.last_four AS last_four")
-    for key in by_key:
-        key["endpoints"] = {e["endpoint"]: e["requests"] for e in endpoints if e["api_key_id"] == key["api_key_id"]}
+
+async def _assemble(db: Database, by_day: list[dict[str, Any]], cells: list[dict[str, Any]]) -> UsageReport:
+    names = await db.execute_read(lambda conn: _key_names(conn, {c["api_key_id"] for c in cells}))
+    by_key = _sum_by(cells, ("api_key_id",))
+    for row in by_key:
+        row["key_name"], row["last_four"] = names.get(row["api_key_id"], (None, None))
+        mine = [c for c in cells if c["api_key_id"] == row["api_key_id"]]
+        row["endpoints"] = {c["endpoint"]: c["requests"] for c in _sum_by(mine, ("endpoint",))}
+    totals = _sum_by(cells, ())
     return UsageReport(
-        totals=totals,
-        by_day=rows("u.day", order="u.day"),
+        totals=totals[0] if totals else _sum_by([_EMPTY], ())[0],
+        by_day=by_day,
         by_key=by_key,
-        by_model=rows("u.model"),
-        by_status=rows("u.status_class", order="u.status_class"),
-        by_endpoint=rows("u.endpoint"),
+        by_model=_sum_by(cells, ("model",)),
+        by_status=sorted(_sum_by(cells, ("status_class",)), key=lambda r: str(r["status_class"])),
+        by_endpoint=_sum_by(cells, ("endpoint",)),
     )
 
 
-_JOIN = "LEFT JOIN api_keys k ON k.id = u.api_key_id"
+_EMPTY: dict[str, Any] = {
+    "requests": 0,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "errors": 0,
+    "last_request_at": None,
+}
+CLOSE_MARGIN = 600.0  # seconds after midnight (UTC) before a day's rollups are taken as final
+
+
+class UsageReports:
+    """:func:`usage_report` with the closed days' part kept in memory.
+
+    A day's rollups stop changing once it is over (a row is dated when its request ends, and is
+    committed within moments; :data:`CLOSE_MARGIN` covers the last of them). So for a filter, the
+    part up to the last closed day is scanned once and kept (a few hundred cells and one row per
+    day, least recently used out after ``size`` filters), and each report scans only the open
+    days (usually just today) and adds them. Rollups are never deleted (retention removes raw
+    events only), so nothing cached goes stale.
+    """
+
+    def __init__(self, db: Database, size: int = 64) -> None:
+        self._db, self._size = db, size
+        self._closed: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+
+    async def report(self, flt: UsageFilter, now: float | None = None) -> UsageReport:
+        last_closed = date(*time.gmtime((time.time() if now is None else now) - CLOSE_MARGIN)[:3]) - timedelta(days=1)
+        split = min(date.fromisoformat(flt.until), last_closed)
+        if split < date.fromisoformat(flt.since):
+            return await usage_report(self._db, flt)
+        closed = await self._closed_part(replace(flt, until=split.isoformat()))
+        by_day, cells = list(closed[0]), list(closed[1])
+        if split < date.fromisoformat(flt.until):
+            open_days, open_cells = await _scan(self._db, replace(flt, since=(split + timedelta(days=1)).isoformat()))
+            by_day += open_days
+            cells = _sum_by(cells + open_cells, ("api_key_id", "model", "endpoint", "status_class"))
+        return await _assemble(self._db, by_day, cells)
+
+    async def _closed_part(self, flt: UsageFilter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        ident = (flt.since, flt.until, flt.api_key_id, flt.model)
+        found = self._closed.pop(ident, None)
+        if found is None:
+            found = await _scan(self._db, flt)
+            if len(self._closed) >= self._size:
+                self._closed.pop(next(iter(self._closed)))
+        self._closed[ident] = found  # most recently used last
+        return found
+
+
+def _by_day(conn: sqlite3.Connection, flt: UsageFilter) -> list[dict[str, Any]]:
+    where, params = flt.where()
+    sql = f"SELECT u.day, {_SUMS} FROM usage_daily u WHERE {where} GROUP BY u.day ORDER BY u.day"
+    return [_fill(dict(r)) for r in conn.execute(sql, params)]
+
+
+def _cells(conn: sqlite3.Connection, flt: UsageFilter) -> list[dict[str, Any]]:
+    where, params = flt.where()
+    dims = "u.api_key_id, u.model, u.endpoint, u.status_class"
+    sql = f"SELECT {dims}, {_SUMS} FROM usage_daily u WHERE {where} GROUP BY {dims}"
+    return [_fill(dict(r)) for r in conn.execute(sql, params)]
+
+
+def _key_names(conn: sqlite3.Connection, ids: set[int]) -> dict[int, tuple[str, str]]:
+    rows = conn.execute("SELECT id, name, last_four FROM api_keys").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows if r[0] in ids}
+
+
+def _sum_by(cells: list[dict[str, Any]], dims: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Cells summed by ``dims``, most requests first."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for cell in cells:
+        ident = tuple(cell[d] for d in dims)
+        row = groups.get(ident)
+        if row is None:
+            row = groups[ident] = {
+                **{d: cell[d] for d in dims},
+                "requests": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "errors": 0,
+                "last_request_at": None,
+            }
+        for name in ("requests", "prompt_tokens", "completion_tokens", "errors"):
+            row[name] += cell[name]
+        if cell["last_request_at"] is not None:
+            row["last_request_at"] = max(row["last_request_at"] or 0.0, cell["last_request_at"])
+    return sorted((_fill(r) for r in groups.values()), key=lambda r: -r["requests"])
 
 
 def _fill(row: dict[str, Any]) -> dict[str, Any]:
