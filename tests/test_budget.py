@@ -18,7 +18,7 @@ from proxy.storage.budget import period_bounds, zone
 from proxy.storage.database import Database
 from proxy.storage.migrate import MIGRATIONS_DIR, apply_migrations
 from proxy.storage.usage import QuotaExceeded, UsageEvent, record_usage, reserve
-from proxy.storage.usage_report import UsageFilter, UsageReports, usage_report
+from proxy.storage.usage_report import UsageFilter, UsageReports, purge_events, usage_report
 from tests.harness import Daemon, Proxy
 
 HELLO = [{"role": "user", "content": "Say hi."}]
@@ -226,3 +226,16 @@ async def test_cached_reports_equal_fresh_ones_and_see_today_change(db: Database
     cached = await reports.report(flt, now + 120)
     assert cached == await usage_report(db, flt)
     assert cached.totals["requests"] == 16 and {m["model"] for m in cached.by_model} == {"m0", "m1", "m9"}
+
+
+@pytest.mark.asyncio
+async def test_retention_deletes_old_raw_events_and_keeps_the_rollups(db: Database, repo: KeyRepository) -> None:
+    _, key = await repo.create_key("k")
+    now = _ts("2026-08-01T12:00:00+00:00")
+    for i in range(12):
+        await record_usage(db, UsageEvent(f"r{i}", key.id, "m", "completions", 1, 2, 200, created_at=now - i * 86400))
+    assert await purge_events(db, 5, now=now, batch=4) == 6  # days 6..11 are past five days
+    left = await db.execute_read(lambda c: c.execute("SELECT COUNT(*) FROM token_usage_events").fetchone()[0])
+    rolled = await db.execute_read(lambda c: c.execute("SELECT SUM(requests) FROM usage_daily").fetchone()[0])
+    assert (left, rolled) == (6, 12)
+    assert (await usage_report(db, UsageFilter("2026-07-01", "2026-08-01"))).totals["requests"] == 12

@@ -98,6 +98,8 @@ def test_an_admin_creates_a_key_uses_it_sees_it_and_revokes_it(console: Proxy, p
     expect(page.locator("#today-requests")).to_have_text("1")
     expect(page.locator("#models")).to_contain_text("smollm2")
     expect(page.locator("#npu")).to_contain_text("no NPU")
+    shown = page.locator("#updated").inner_text()
+    expect(page.locator("#updated")).not_to_have_text(shown, timeout=15_000)  # refreshed live by admin.js
     page.get_by_role("link", name="API keys").click()
     page.get_by_role("link", name="browser key").click()
     expect(page.locator("#key-requests")).to_have_text("1")
