@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,46 @@ def test_the_monitor_reads_an_rk3588_npu_and_says_when_there_is_none(tmp_path: P
     assert monitor.cpu() == [100.0, 0.0]
     bare = SystemMonitor(tmp_path, root=tmp_path / "nothing").sample()
     assert bare["npu"] is None and bare["gpu"] is None and bare["cpu"] == []
+
+
+def test_admin_serve_runs_the_console_alone_and_needs_the_session_key(tmp_path: Path) -> None:
+    import httpx2 as httpx
+
+    from tests.harness import free_port
+
+    assert cli(tmp_path, "admin", "create-user", "gina", stdin="a long enough password\n").returncode == 0
+    missing = cli(tmp_path, "admin", "serve")
+    assert missing.returncode == 2 and "LLMSERVER_SESSION_KEY" in missing.stderr
+    port = free_port()
+    env = clean_env(tmp_path)
+    env.update(
+        {
+            "LLMSERVER_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+            "LLMSERVER_SESSION_KEY": "cd" * 64,
+            "LLMSERVER_ADMIN_BIND_ADDRESS": f"127.0.0.1:{port}",
+        }
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llmserver.cli", "admin", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for _ in range(200):
+                try:
+                    page = http.get("/admin/login")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+            form = {"csrf": csrf, "username": "gina", "password": "a long enough password", "next": "/admin/"}
+            assert http.post("/admin/login", data=form).status_code == 303
+            dashboard = http.get("/admin/")
+            assert dashboard.status_code == 200 and "the runtime is not reachable" in dashboard.text
+    finally:
+        server.terminate()
+        server.wait(10)

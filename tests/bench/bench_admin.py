@@ -141,17 +141,25 @@ def cli(env: dict[str, str], tree: Path, *argv: str, stdin: str = "") -> str:
     return done.stdout.splitlines()[-1]
 
 
-def bench_usage(tmp: Path, rows: int, n: int) -> None:
-    db = tmp / "big.db"
+def bench_usage(tmp: Path, rows: int, n: int, keep: Path | None = None) -> None:
+    db = keep or tmp / "big.db"
     t0 = time.monotonic()
+    if db.exists():
+        print(f"reusing {db}")
+        return _time_usage(db, n)
     fill(db, rows)
     print(
         f"filled {rows:,} ledger rows and their rollups in {time.monotonic() - t0:.0f} s "
         f"({db.stat().st_size / 1e9:.2f} GB)"
     )
+    _time_usage(db, n)
+
+
+def _time_usage(db: Path, n: int) -> None:
     port = free_port()
     env = env_for(db, ROOT, LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}", LLMSERVER_ARGON2_PROFILE="test")
-    cli(env, ROOT, "admin", "create-user", "bench", stdin="bench-password-123\n")
+    if not sqlite3.connect(db).execute("SELECT 1 FROM users WHERE username = 'bench'").fetchone():
+        cli(env, ROOT, "admin", "create-user", "bench", stdin="bench-password-123\n")
     token = cli(env, ROOT, "admin", "create-token", "bench", "--scope", "viewer")
     server = subprocess.Popen(
         [sys.executable, "-m", "llmserver.cli", "admin", "serve"],
@@ -278,11 +286,12 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--base", default="a5850be")
+    parser.add_argument("--db", type=Path, help="keep the filled database here and reuse it on the next run")
     parser.add_argument("--skip", choices=("usage", "chat"), action="append", default=[])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-admin-") as tmp:
         if "usage" not in args.skip:
-            bench_usage(Path(tmp), args.rows, args.requests)
+            bench_usage(Path(tmp), args.rows, args.requests, args.db)
         if "chat" not in args.skip:
             bench_chat(Path(tmp), args.base, args.chats, args.rounds)
 
