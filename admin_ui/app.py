@@ -4,12 +4,19 @@
 serve``); the proxy passes providers for its own (``db=lambda: ...``) so one process keeps one
 database writer. Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer
 to inner: security headers and errors, the encrypted session, authentication and CSRF.
+
+Reads go through ``Database.execute_read`` (a small pool of read-only connections on threads, set up
+like every other connection here: WAL, busy timeout, ``query_only``), not through aiosqlite: it is
+already asynchronous for the event loop, runs the two usage scans side by side, and keeps one way of
+opening the database. aiosqlite would add a second connection path (one thread per connection) for
+the same result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +58,8 @@ def create_admin_app(
     runtime: Callable[[], ModelLister] | None = None,
 ) -> web.Application:
     """The console. Raises ``SessionKeyMissingError`` without ``LLMSERVER_SESSION_KEY``."""
+    # aiohttp-session and aiohttp-jinja2 keep per-request state under string keys; that is theirs to change.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_(session|jinja2)")
     app = web.Application(middlewares=[headers_middleware])
     app[settings_key] = settings
     setup_sessions(app, settings)

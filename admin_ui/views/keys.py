@@ -14,6 +14,7 @@ from proxy.auth.apikey import key_minter
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.errors import KeyNotFoundError, ValidationError
 from proxy.storage.usage_report import UsageFilter
+from proxy.storage.users import UserRepository
 
 routes = web.RouteTableDef()
 
@@ -28,7 +29,9 @@ async def model_names(request: web.Request) -> list[str]:
 
 async def _list_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
     keys = await repository(request).list_keys()
-    context = {"keys": keys, "models": await model_names(request), "periods": PERIODS, "error": error}
+    owners = {u.id: u.username for u in await UserRepository(request.app[db_key]).list_users()}
+    models = await model_names(request)
+    context: dict[str, object] = {"keys": keys, "owners": owners, "models": models, "periods": PERIODS, "error": error}
     return aiohttp_jinja2.render_template("keys.html", request, context, status=status)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import pytest
 
 from admin_ui.security import SECURITY_HEADERS
 from admin_ui.session import session_valid
 from proxy.settings import Settings
+from proxy.storage.database import Database
 from proxy.storage.users import User
 from tests.admin.conftest import PASSWORD, AdminClient, add_user, admin_url
 from tests.harness import Proxy
@@ -187,3 +190,25 @@ def test_the_console_refuses_to_start_with_a_malformed_session_key(make_proxy: A
         assert "LLMSERVER_SESSION_KEY" in str(exc) and "abc" not in str(exc).split("LLMSERVER_SESSION_KEY", 1)[1][:40]
     else:
         raise AssertionError("a malformed LLMSERVER_SESSION_KEY must stop start-up")
+
+
+class _NoRuntime:
+    async def models(self) -> list[dict[str, object]]:
+        raise ConnectionError("no runtime here")
+
+
+@pytest.mark.asyncio
+async def test_the_session_cookie_is_secure_when_tls_is_on(db: Database) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from admin_ui.app import create_admin_app
+
+    settings = Settings(session_key=b"s" * 64, tls_cert=Path("cert.pem"), tls_key=Path("key.pem"))
+    root = web.Application()
+    root.add_subapp("/admin", create_admin_app(settings, db=lambda: db, runtime=_NoRuntime))
+    async with TestClient(TestServer(root)) as client:
+        r = await client.get("/admin/login")
+        cookie = r.headers["Set-Cookie"]
+    assert r.status == 200
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin" in cookie
