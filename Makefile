@@ -15,6 +15,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+	@# The admin console's browser tests drive Debian's chromium (never `playwright install`).
+	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 run: setup
 	$(VENV)/bin/llmserver up

@@ -1,1 +1,1 @@
-"""The admin web UI."""
+"""The admin console: an aiohttp sub-application mounted at ``/admin`` (see ``admin_ui.app``)."""

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from llmserver import up
-from llmserver.commands import chat, keys, proxy, runtime
+from llmserver.commands import admin, chat, keys, proxy, runtime
 from proxy.errors import ProxyError
 from proxy.storage.errors import StorageError
 from runtime.api.errors import RuntimeServiceError
 
-COMMANDS = (up, proxy, runtime, chat, keys)
+COMMANDS = (up, proxy, runtime, chat, keys, admin)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from llmserver.commands.admin import first_admin
 from llmserver.logging import setup_logging
 from proxy.auth.apikey import key_minter
 from proxy.settings import Settings, checked_settings
@@ -55,10 +56,10 @@ def run_up(args: argparse.Namespace) -> int:
     daemon = start_daemon(settings, args.model)
     try:
         names = asyncio.run(wait_for_models(settings.runtime_endpoint, daemon))
-        key = asyncio.run(first_key(settings))
+        key, account = asyncio.run(first_key(settings))
         from llmserver.serve import serve
 
-        serve(settings, print_ready=banner(settings, names, key))
+        serve(settings, print_ready=banner(settings, names, key, account))
     except DaemonFailed as exc:
         sys.stderr.write(f"llmserver up: the runtime did not start: {exc}\n")
         return 1
@@ -120,17 +121,19 @@ async def wait_for_models(endpoint: str, daemon: subprocess.Popen[bytes], timeou
     raise DaemonFailed(f"models not ready after {timeout:.0f}s")
 
 
-async def first_key(settings: Settings) -> str | None:
-    """A new key named 'first key' when the database has no usable key; else None."""
+async def first_key(settings: Settings) -> tuple[str | None, tuple[str, str] | None]:
+    """A new key named 'first key' when the database has no usable key, and a first admin account
+    (name, generated password) when it has no account; None for what already existed."""
     async with Database.open(settings.database_path) as db:
+        account = await first_admin(db, settings.argon2_profile)
         repo = KeyRepository(db, key_minter())
         if any(k.is_active(time.time()) for k in await repo.list_keys()):
-            return None
+            return None, account
         full, _ = await repo.create_key("first key")
-        return full
+        return full, account
 
 
-def banner(settings: Settings, models: list[str], key: str | None) -> str:
+def banner(settings: Settings, models: list[str], key: str | None, account: tuple[str, str] | None = None) -> str:
     scheme = "https" if settings.tls_enabled else "http"
     host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
     base = f"{scheme}://{host}:{settings.bind_port}/v1"
@@ -150,8 +153,12 @@ def banner(settings: Settings, models: list[str], key: str | None) -> str:
         f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
         "",
         f'Or with the openai SDK: OpenAI(base_url="{base}", api_key="{shown}")',
-        "Stop with Ctrl-C.",
+        "",
+        f"Admin console: {base[: -len('/v1')]}/admin/",
     ]
+    if account is not None:
+        lines.append(f"First admin account (password shown once, store it now): {account[0]} / {account[1]}")
+    lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage import reclaim_stale_reservations
+from proxy.storage.usage_report import purge_events
 from proxy.upstream import ModelCatalog, Runtime
 from runtime.api.client import RuntimeClient
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
     app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
-    app.cleanup_ctx.extend([_services, _reclaimer])
+    app.cleanup_ctx.extend([_services, _reclaimer, _retention])
     setup_routes(app)
     return app
 
@@ -85,7 +86,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[generations_key] = Generations(
         db=db,
         runtime=runtime,
-        admission=Admission(db, app[catalog_key], RateLimiter()),
+        admission=Admission(db, app[catalog_key], RateLimiter(), zone=settings.budget_zone),
         metrics=app[metrics_key],
         request_timeout=settings.request_timeout,
     )
@@ -115,3 +116,28 @@ async def _reclaim_forever(db: Database, bound: float) -> None:
             await reclaim_stale_reservations(db, bound)
         except Exception as exc:  # the next sweep tries again
             log.warning("could not reclaim stale reservations: %s", exc)
+
+
+RETENTION_EVERY = 3600.0  # seconds between sweeps of raw usage events past the retention
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """With LLMSERVER_USAGE_RETENTION_DAYS, delete older raw events hourly (daily rollups stay)."""
+    days = app[settings_key].usage_retention_days
+    task = None if days is None else asyncio.create_task(_purge_forever(app[db_key], days))
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _purge_forever(db: Database, days: float) -> None:
+    while True:
+        try:
+            purged = await purge_events(db, days)
+            if purged:
+                log.info("deleted %d raw usage events older than %g days (rollups kept)", purged, days)
+        except Exception as exc:  # the next sweep tries again
+            log.warning("could not apply the usage retention: %s", exc)
+        await asyncio.sleep(RETENTION_EVERY)

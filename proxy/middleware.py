@@ -14,7 +14,8 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.appkeys import api_key_key, metrics_key, request_ids_key, verifier_key
+from proxy.appkeys import api_key_key, metrics_key, request_ids_key, settings_key, verifier_key
+from proxy.auth.clientaddr import client_address
 from proxy.errors import ApiError, AuthenticationError, VerifierBusyError
 from proxy.metering.generation import RequestIds
 from proxy.storage.api_keys import ApiKey
@@ -93,8 +94,26 @@ def _envelope(request: web.Request, exc: ApiError) -> web.Response:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/"):
-        request[api_key_key] = await _authenticate(request)
+        key = await _authenticate(request)
+        _check_address(request, key)
+        request[api_key_key] = key
     return await handler(request)
+
+
+def _check_address(request: web.Request, key: ApiKey) -> None:
+    """A key with a client address allow-list is refused (403) from anywhere else."""
+    if key.allowed_cidrs is None:
+        return
+    trusted = request.app[settings_key].trusted_proxies
+    address = client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+    if not key.allows_address(address):
+        log.info("refused key %s from %s (outside its allow-list)", key.public_id, address)
+        raise ApiError(
+            403,
+            "this API key may not be used from your address",
+            type="permission_error",
+            code="address_not_allowed",
+        )
 
 
 def presented_key(request: web.Request) -> str | None:

@@ -12,13 +12,17 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from proxy.auth.apikey import ARGON2_PROFILES
+from proxy.auth.clientaddr import Network, parse_networks
 from proxy.errors import ProxyError, SettingsError
+from proxy.storage.budget import zone
 from proxy.storage.database import SYNCHRONOUS_MODES, resolve_path
-from proxy.storage.errors import VaultError
+from proxy.storage.errors import ValidationError, VaultError
 from proxy.storage.vault import Vault, parse_hex_key
 from runtime.api.transport import default_endpoint
 
@@ -54,6 +58,17 @@ class Settings:
     argon2_profile: str = "default"
     request_timeout: float = 300.0
     db_synchronous: str = "NORMAL"
+    trusted_proxies: tuple[Network, ...] = ()
+    budget_timezone: str = "UTC"
+    usage_retention_days: float | None = None
+    session_idle_timeout: float = 1800.0
+    session_max_age: float = 43200.0
+    admin_bind_host: str = "127.0.0.1"
+    admin_bind_port: int = 8444
+
+    @property
+    def budget_zone(self) -> ZoneInfo | timezone:
+        return zone(self.budget_timezone)
 
     @property
     def tls_enabled(self) -> bool:
@@ -119,7 +134,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         argon2_profile=reader.choice("LLMSERVER_ARGON2_PROFILE", tuple(ARGON2_PROFILES), "default"),
         request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
         db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
+        **_admin_settings(reader),
     )
+
+
+def _admin_settings(reader: _Reader) -> dict[str, Any]:
+    """The settings the admin console and its metering features add (issue 9)."""
+    tz = reader.text("LLMSERVER_BUDGET_TIMEZONE", "UTC")
+    try:
+        zone(tz)
+    except ValidationError as exc:
+        raise SettingsError(f"LLMSERVER_BUDGET_TIMEZONE={tz!r}: {exc}") from None
+    retention = reader.raw("LLMSERVER_USAGE_RETENTION_DAYS")
+    admin_host, admin_port = reader.parse("LLMSERVER_ADMIN_BIND_ADDRESS", parse_bind_address, "127.0.0.1:8444")
+    return {
+        "trusted_proxies": reader.parse("LLMSERVER_TRUSTED_PROXIES", parse_networks, ""),
+        "budget_timezone": tz,
+        "usage_retention_days": None
+        if retention is None
+        else reader.number("LLMSERVER_USAGE_RETENTION_DAYS", 0.0, 1.0, 36_500.0),
+        "session_idle_timeout": reader.number("LLMSERVER_SESSION_IDLE_TIMEOUT", 1800.0, 60.0, 86_400.0),
+        "session_max_age": reader.number("LLMSERVER_SESSION_MAX_AGE", 43200.0, 300.0, 30 * 86_400.0),
+        "admin_bind_host": admin_host,
+        "admin_bind_port": admin_port,
+    }
 
 
 def checked_settings(prog: str, env: Mapping[str, str] | None = None) -> Settings | None:

@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -123,3 +124,11 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 def repo(db: Database) -> KeyRepository:
     """API keys in ``db``, hashed with the fast argon2 test profile."""
     return KeyRepository(db, key_minter(create_password_hasher("test")))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item (``item.rep_call``), so fixtures can see a failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -79,6 +79,9 @@ def test_up_serves_the_demo_model_with_a_first_key_and_stops_cleanly(tmp_path: P
         assert match, up.text
         key = match.group(1)
         assert f"Authorization: Bearer {key}" in up.text  # the printed curl works as pasted
+        admin = re.search(r"First admin account \(password shown once, store it now\): admin / (\S+)", up.text)
+        assert admin and len(admin.group(1)) >= 12, up.text
+        assert f"Admin console: http://127.0.0.1:{port}/admin/" in up.text
         secrets_file = tmp_path / "data" / "secrets.env"
         assert secrets_file.stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "data" / "app.db").exists()
@@ -103,6 +106,7 @@ def test_up_serves_the_demo_model_with_a_first_key_and_stops_cleanly(tmp_path: P
     again = Up(tmp_path, port)
     try:
         assert "Your first API key" not in again.text and "llmserver keys create" in again.text
+        assert "First admin account" not in again.text
         assert secrets_file.read_text() == before
     finally:
         assert again.stop() == 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +21,8 @@ from proxy.auth.apikey import create_password_hasher, key_minter
 from proxy.errors import ProxyError
 from proxy.settings import load_settings
 from proxy.storage.api_keys import ApiKey, KeyRepository
+from proxy.storage.audit import record_audit
+from proxy.storage.budget import PERIODS
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError
 
@@ -43,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     create.add_argument("--rpm", type=_positive_int, metavar="N", help="requests per minute")
     create.add_argument("--tpm", type=_positive_int, metavar="N", help="tokens per minute")
+    create.add_argument("--budget-period", choices=PERIODS, help="the token limit resets daily, weekly or monthly")
+    create.add_argument("--cidr", action="append", metavar="NET", help="allowed client network (repeatable)")
     create.set_defaults(func=create_command)
 
     listing = commands.add_parser("list", help="list keys (never their secrets)")
@@ -55,14 +61,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def create_command(args: argparse.Namespace) -> int:
     async def create(repo: KeyRepository) -> tuple[str, ApiKey]:
-        return await repo.create_key(
+        made = await repo.create_key(
             args.name,
             token_limit=args.token_limit,
             allowed_models=args.models,
             expires_at=args.expires,
             rpm_limit=args.rpm,
             tpm_limit=args.tpm,
+            budget_period=getattr(args, "budget_period", None),
+            allowed_cidrs=getattr(args, "cidr", None),
         )
+        await record_audit(repo.db, actor(), "cli", "api_key.create", f"key {made[1].id}", after=_audit_view(made[1]))
+        return made
 
     result = _run(create)
     if result is None:
@@ -87,13 +97,34 @@ def revoke_command(args: argparse.Namespace) -> int:
     ref: int | str = int(args.key) if args.key.isdigit() else args.key
 
     async def revoke(repo: KeyRepository) -> ApiKey:
-        return await repo.revoke_key(ref)
+        key = await repo.revoke_key(ref)
+        await record_audit(repo.db, actor(), "cli", "api_key.revoke", f"key {key.id}", after=_audit_view(key))
+        return key
 
     key = _run(revoke)
     if key is None:
         return EXIT_ERROR
     sys.stdout.write(f"revoked key {key.id} ({key.name}, ...{key.last_four})\n")
     return 0
+
+
+def actor() -> str:
+    """Who runs this command, as the audit log names CLI users."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid {os.getuid()}"
+
+
+def _audit_view(key: ApiKey) -> dict[str, object]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "last_four": key.last_four,
+        "token_limit": key.token_limit,
+        "budget_period": key.budget_period,
+        "revoked_at": key.revoked_at,
+    }
 
 
 def format_table(keys: Sequence[ApiKey], now: float) -> str:

@@ -7,11 +7,15 @@ reservation, and how many tokens it may generate (capped at what the key has lef
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import timezone
+from zoneinfo import ZoneInfo
 
 from proxy.errors import ApiError
 from proxy.metering.ratelimit import RateLimiter
 from proxy.storage.api_keys import ApiKey
+from proxy.storage.budget import format_reset
 from proxy.storage.database import Database
 from proxy.storage.usage import QuotaExceeded, Reservation, reserve
 from proxy.upstream import ModelCatalog
@@ -31,6 +35,7 @@ class Admission:
     db: Database
     catalog: ModelCatalog
     limiter: RateLimiter
+    zone: ZoneInfo | timezone = timezone.utc  # budget periods are aligned in this time zone
 
     async def admit(self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int) -> Ticket:
         """Check model, windows and quota, in that order; an ApiError says why not."""
@@ -70,13 +75,21 @@ class Admission:
 
     async def _reserve(self, key: ApiKey, prompt_tokens: int, max_tokens: int) -> Reservation:
         """Reserve prompt + max_tokens, or as much as is left if the prompt and one token fit."""
-        result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=prompt_tokens + 1)
+        result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=prompt_tokens + 1, zone=self.zone)
         if isinstance(result, QuotaExceeded):
             raise ApiError(
                 429,
                 f"You exceeded your current quota: {result.message}",
                 type="insufficient_quota",
                 code="insufficient_quota",
-                headers={"x-should-retry": "false"},
+                headers=_quota_headers(result),
             )
         return result
+
+
+def _quota_headers(result: QuotaExceeded) -> dict[str, str]:
+    """No retry for a cumulative quota; a budget period says when it resets (seconds, and the time)."""
+    if result.resets_at is None:
+        return {"x-should-retry": "false"}
+    wait = max(1, int(result.resets_at - time.time() + 0.999))
+    return {"x-should-retry": "false", "retry-after": str(wait), "x-budget-resets-at": format_reset(result.resets_at)}

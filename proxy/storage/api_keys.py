@@ -7,6 +7,7 @@ exists once, in the return value of :meth:`KeyRepository.create_key`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import sqlite3
 import time
@@ -16,13 +17,14 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from proxy.storage.budget import PERIODS, period_bounds
 from proxy.storage.database import Database
 from proxy.storage.errors import KeyNotFoundError, ValidationError
 
 KEY_COLUMNS = (
     "id, public_id, name, secret_hash, last_four, user_id, created_at, revoked_at, expires_at, token_limit, "
     "tokens_reserved, tokens_used, request_count, last_request_at, endpoint_counts, allowed_models, "
-    "rpm_limit, tpm_limit, updated_at"
+    "rpm_limit, tpm_limit, updated_at, budget_period, period_start, period_tokens_used, allowed_cidrs"
 )
 MAX_NAME_LENGTH = 200
 
@@ -50,6 +52,10 @@ class ApiKey:
     tpm_limit: int | None
     updated_at: float
     secret_hash: str = field(repr=False, compare=False)
+    budget_period: str | None = None
+    period_start: float | None = None
+    period_tokens_used: int = 0
+    allowed_cidrs: tuple[str, ...] | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ApiKey:
@@ -74,6 +80,10 @@ class ApiKey:
             tpm_limit=row["tpm_limit"],
             updated_at=row["updated_at"],
             secret_hash=row["secret_hash"],
+            budget_period=row["budget_period"],
+            period_start=row["period_start"],
+            period_tokens_used=row["period_tokens_used"],
+            allowed_cidrs=None if row["allowed_cidrs"] is None else tuple(json.loads(row["allowed_cidrs"])),
         )
 
     def is_active(self, now: float) -> bool:
@@ -91,6 +101,25 @@ class ApiKey:
     def allows_model(self, name: str) -> bool:
         """Whether the allow-list (if any) contains ``name``."""
         return self.allowed_models is None or name in self.allowed_models
+
+    def allows_address(self, address: str | None) -> bool:
+        """Whether the client address allow-list (if any) contains ``address`` (an unknown one: no)."""
+        if self.allowed_cidrs is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in ipaddress.ip_network(cidr) for cidr in self.allowed_cidrs)
+
+    def quota_used(self, now: float) -> int:
+        """Tokens counted against the limit: the period's for a budget period (0 once it turned)."""
+        if self.budget_period is None:
+            return self.tokens_used
+        start, _ = period_bounds(self.budget_period, now)
+        return self.period_tokens_used if self.period_start == start else 0
 
 
 class _Unset(Enum):
@@ -141,6 +170,11 @@ class KeyRepository:
         self._db = db
         self._mint = minter
 
+    @property
+    def db(self) -> Database:
+        """The database the keys live in (for writes that go with a key change, e.g. the audit log)."""
+        return self._db
+
     async def create_key(
         self,
         name: str,
@@ -151,6 +185,8 @@ class KeyRepository:
         rpm_limit: int | None = None,
         tpm_limit: int | None = None,
         user_id: int | None = None,
+        budget_period: str | None = None,
+        allowed_cidrs: Sequence[str] | None = None,
     ) -> tuple[str, ApiKey]:
         """A new key: ``(full_key, row)``. The full key is not stored anywhere; show it once."""
         values = _check_fields(
@@ -160,6 +196,8 @@ class KeyRepository:
             expires_at=expires_at,
             rpm_limit=rpm_limit,
             tpm_limit=tpm_limit,
+            budget_period=budget_period,
+            allowed_cidrs=allowed_cidrs,
         )
         minted = await asyncio.to_thread(self._mint)
         now = time.time()
@@ -214,6 +252,8 @@ class KeyRepository:
         expires_at: float | _Unset | None = UNSET,
         rpm_limit: int | _Unset | None = UNSET,
         tpm_limit: int | _Unset | None = UNSET,
+        budget_period: str | _Unset | None = UNSET,
+        allowed_cidrs: Sequence[str] | _Unset | None = UNSET,
     ) -> ApiKey:
         """Change the given fields (``None`` clears a limit); untouched fields stay."""
         given = {
@@ -223,6 +263,8 @@ class KeyRepository:
             "expires_at": expires_at,
             "rpm_limit": rpm_limit,
             "tpm_limit": tpm_limit,
+            "budget_period": budget_period,
+            "allowed_cidrs": allowed_cidrs,
         }
         values = _check_fields(**{k: v for k, v in given.items() if v is not UNSET})
         values["updated_at"] = time.time()
@@ -255,6 +297,10 @@ def _check_fields(**fields: Any) -> dict[str, Any]:
             if not models or not all(models):
                 raise ValidationError("the model allow-list must name at least one model, without blanks")
             value = json.dumps(sorted(set(models)))
+        elif name == "budget_period" and value is not None and value not in PERIODS:
+            raise ValidationError(f"a budget period must be one of {', '.join(PERIODS)}")
+        elif name == "allowed_cidrs" and value is not None:
+            value = json.dumps(_check_cidrs(value))
         elif name == "token_limit" and value is not None:
             value = _int_at_least(name, value, 0)
         elif name in ("rpm_limit", "tpm_limit") and value is not None:
@@ -265,6 +311,19 @@ def _check_fields(**fields: Any) -> dict[str, Any]:
             value = float(value)
         values[name] = value
     return values
+
+
+def _check_cidrs(values: Sequence[str]) -> list[str]:
+    """Normalised networks (``10.0.0.0/8``, ``2001:db8::/32``, a bare address = one host)."""
+    networks: list[str] = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
+        except ValueError:
+            raise ValidationError(f"{str(value)[:60]!r} is not an IP address or CIDR network") from None
+    if not networks:
+        raise ValidationError("the client address allow-list must name at least one network")
+    return sorted(set(networks))
 
 
 def _int_at_least(name: str, value: Any, low: int) -> int:

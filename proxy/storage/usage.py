@@ -13,6 +13,13 @@ request time, per-endpoint counts) in one transaction, shared with whatever else
 writer had queued. It returns only once that transaction committed, so a response that awaits it
 before finishing is never delivered without its usage on disk.
 
+Rollups: the same transaction adds the row to its ``usage_daily`` rollup (UTC day, key, model,
+endpoint, status class) with one UPSERT, so the usage pages read rollups, never the raw ledger.
+
+Budget periods (``proxy.storage.budget``): a key with a ``budget_period`` is checked against its
+period counter, which :func:`reserve_on` zeroes lazily when the period has turned; a reservation
+remembers its period, and settles into the period counter only while that period lasts.
+
 Reservations left by a process that died are reclaimed by :func:`reclaim_stale_reservations`, at
 start-up and then every minute by the proxy (``proxy.app``), with a bound above the longest request.
 """
@@ -23,7 +30,10 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from datetime import timezone
+from zoneinfo import ZoneInfo
 
+from proxy.storage.budget import format_reset, period_bounds
 from proxy.storage.database import Database
 from proxy.storage.errors import KeyNotFoundError, ValidationError
 
@@ -50,9 +60,19 @@ _INSERT_EVENT = (
 )
 _SETTLE_KEY = (
     "UPDATE api_keys SET tokens_used = tokens_used + :tokens, request_count = request_count + 1, "
+    "period_tokens_used = period_tokens_used + CASE WHEN period_start IS :period THEN :tokens ELSE 0 END, "
     "last_request_at = :now, endpoint_counts = json_set(endpoint_counts, :path, "
     "COALESCE(json_extract(endpoint_counts, :path), 0) + 1) WHERE id = :key"
 )
+_ROLLUP = (
+    "INSERT INTO usage_daily (day, api_key_id, model, endpoint, status_class, requests, prompt_tokens, "
+    "completion_tokens, last_request_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET requests = requests + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = completion_tokens + excluded.completion_tokens, "
+    "last_request_at = MAX(last_request_at, excluded.last_request_at)"
+)
+_PERIOD_RESERVED = "SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations WHERE api_key_id = ? AND period_start = ?"
+Zone = ZoneInfo | timezone
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +130,22 @@ def record_usage_on(conn: sqlite3.Connection, event: UsageEvent, reservation: Re
                 "now": event.created_at,
                 "path": f'$."{event.endpoint}"',
                 "key": event.api_key_id,
+                "period": None if reservation is None else reservation.period_start,
             },
         )
+    conn.execute(
+        _ROLLUP,
+        (
+            time.strftime("%Y-%m-%d", time.gmtime(event.created_at)),
+            event.api_key_id or 0,
+            event.model,
+            event.endpoint,
+            f"{event.status // 100}xx",
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.created_at,
+        ),
+    )
     return int(event_id)
 
 
@@ -123,6 +157,7 @@ class Reservation:
     api_key_id: int
     tokens: int
     created_at: float
+    period_start: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +169,9 @@ class QuotaExceeded:
     token_limit: int
     tokens_used: int
     tokens_reserved: int
+    period: str | None = None
+    resets_at: float | None = None
+    zone: Zone = timezone.utc
 
     @property
     def remaining(self) -> int:
@@ -141,45 +179,82 @@ class QuotaExceeded:
 
     @property
     def message(self) -> str:
-        return (
+        text = (
             f"this request needs up to {self.requested} tokens but the key has {self.remaining} "
             f"left of its {self.token_limit}-token quota"
         )
+        if self.period is not None and self.resets_at is not None:
+            text += f" for this {self.period} period; the budget resets at {format_reset(self.resets_at, self.zone)}"
+        return text
 
 
 async def reserve(
-    db: Database, api_key_id: int, n_tokens: int, minimum: int | None = None
+    db: Database,
+    api_key_id: int,
+    n_tokens: int,
+    minimum: int | None = None,
+    *,
+    now: float | None = None,
+    zone: Zone = timezone.utc,
 ) -> Reservation | QuotaExceeded:
     """Reserve ``n_tokens`` for a request of this key, or say why not.
 
     With ``minimum``, a key with fewer than ``n_tokens`` but at least ``minimum`` left gets a
-    reservation of what it has left (``Reservation.tokens`` says how many).
+    reservation of what it has left (``Reservation.tokens`` says how many). ``now`` (default: the
+    clock) decides the budget period; ``zone`` is the time zone periods are aligned in.
     """
     if n_tokens < 0 or (minimum is not None and not 0 <= minimum <= n_tokens):
         raise ValidationError("cannot reserve a negative number of tokens, or a minimum above the maximum")
-    return await db.execute_write(lambda conn: reserve_on(conn, api_key_id, n_tokens, time.time(), minimum))
+    when = time.time() if now is None else now
+    return await db.execute_write(lambda conn: reserve_on(conn, api_key_id, n_tokens, when, minimum, zone))
 
 
 def reserve_on(
-    conn: sqlite3.Connection, api_key_id: int, n_tokens: int, now: float, minimum: int | None = None
+    conn: sqlite3.Connection,
+    api_key_id: int,
+    n_tokens: int,
+    now: float,
+    minimum: int | None = None,
+    zone: Zone = timezone.utc,
 ) -> Reservation | QuotaExceeded:
-    """:func:`reserve` on a connection already inside a write transaction (so read-then-write is atomic)."""
+    """:func:`reserve` on a connection already inside a write transaction (so read-then-write is atomic).
+
+    A key with a budget period counts ``period_tokens_used`` instead of ``tokens_used``, zeroed here
+    first when the period has turned. Reservations still held from the previous period stay in
+    ``tokens_reserved`` and settle into the old period; the new period counts only its own
+    reservations (an indexed sum over ``quota_reservations``), so neither period can overshoot.
+    """
     row = conn.execute(
-        "SELECT token_limit, tokens_used, tokens_reserved FROM api_keys WHERE id = ?", (api_key_id,)
+        "SELECT token_limit, tokens_used, tokens_reserved, budget_period, period_start, period_tokens_used "
+        "FROM api_keys WHERE id = ?",
+        (api_key_id,),
     ).fetchone()
     if row is None:
         raise KeyNotFoundError(f"no API key {api_key_id}")
-    limit, used, reserved = row
+    limit, used, reserved, period, start, period_used = row
+    end = None
+    if period is not None:
+        current, end = period_bounds(period, now, zone)
+        if start is None or current > start:  # the period turned (never back: a late clock joins the newer one)
+            conn.execute(
+                "UPDATE api_keys SET period_start = ?, period_tokens_used = 0 WHERE id = ?", (current, api_key_id)
+            )
+            start, period_used = current, 0
+        elif current < start:
+            end = period_bounds(period, start, zone)[1]
+        used = period_used
+        reserved = conn.execute(_PERIOD_RESERVED, (api_key_id, start)).fetchone()[0]
     least = n_tokens if minimum is None else minimum
     granted = n_tokens if limit is None else min(n_tokens, limit - used - reserved)
     if limit is not None and granted < least:
-        return QuotaExceeded(api_key_id, least, limit, used, reserved)
+        return QuotaExceeded(api_key_id, least, limit, used, reserved, period, end, zone)
     conn.execute("UPDATE api_keys SET tokens_reserved = tokens_reserved + ? WHERE id = ?", (granted, api_key_id))
     (reservation_id,) = conn.execute(
-        "INSERT INTO quota_reservations (api_key_id, tokens, created_at) VALUES (?, ?, ?) RETURNING id",
-        (api_key_id, granted, now),
+        "INSERT INTO quota_reservations (api_key_id, tokens, created_at, period_start) VALUES (?, ?, ?, ?) "
+        "RETURNING id",
+        (api_key_id, granted, now, start),
     ).fetchone()
-    return Reservation(reservation_id, api_key_id, granted, now)
+    return Reservation(reservation_id, api_key_id, granted, now, start)
 
 
 def release_on(conn: sqlite3.Connection, reservation: Reservation) -> int:

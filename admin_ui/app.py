@@ -1,0 +1,155 @@
+"""The admin app factory: an aiohttp sub-application, mounted at ``/admin`` or served alone.
+
+``create_admin_app(settings)`` opens its own database and runtime client (``llmserver admin
+serve``); the proxy passes providers for its own (``db=lambda: ...``) so one process keeps one
+database writer. Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer
+to inner: security headers and errors, the encrypted session, authentication and CSRF.
+
+Reads go through ``Database.execute_read`` (a small pool of read-only connections on threads, set up
+like every other connection here: WAL, busy timeout, ``query_only``), not through aiosqlite: it is
+already asynchronous for the event loop, runs the two usage scans side by side, and keeps one way of
+opening the database. aiosqlite would add a second connection path (one thread per connection) for
+the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from aiohttp_session import get_session
+
+from admin_ui.appkeys import (
+    ModelLister,
+    db_key,
+    hasher_key,
+    monitor_key,
+    principal_key,
+    reports_key,
+    runtime_key,
+    settings_key,
+)
+from admin_ui.monitor import SystemMonitor
+from admin_ui.security import auth_middleware, headers_middleware
+from admin_ui.session import csrf_token, setup_sessions
+from admin_ui.views import account, api, audit_log, dashboard, keys, login, tokens, usage, users
+from proxy.auth.apikey import create_password_hasher
+from proxy.settings import Settings
+from proxy.storage.database import Database
+from proxy.storage.usage_report import UsageReports
+from runtime.api.client import RuntimeClient
+
+HERE = Path(__file__).resolve().parent
+VIEWS = (login, dashboard, keys, usage, users, audit_log, account, tokens, api)
+
+
+def create_admin_app(
+    settings: Settings,
+    *,
+    db: Callable[[], Database] | None = None,
+    runtime: Callable[[], ModelLister] | None = None,
+) -> web.Application:
+    """The console. Raises ``SessionKeyMissingError`` without ``LLMSERVER_SESSION_KEY``."""
+    # aiohttp-session and aiohttp-jinja2 keep per-request state under string keys; that is theirs to change.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_(session|jinja2)")
+    app = web.Application(middlewares=[headers_middleware])
+    app[settings_key] = settings
+    setup_sessions(app, settings)
+    app.middlewares.append(auth_middleware)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        context_processors=[_context],
+        filters={"ts": format_time, "iso": format_iso, "num": format_number, "bytes": format_bytes},
+    )
+    app.cleanup_ctx.append(_database(settings, db))
+    app.cleanup_ctx.append(_runtime(settings, runtime))
+    app.cleanup_ctx.append(_services)
+    app.router.add_static("/static/", HERE / "static", name="static")
+    for view in VIEWS:
+        app.add_routes(view.routes)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+def _database(settings: Settings, given: Callable[[], Database] | None) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[db_key] = given()
+            yield
+            return
+        async with Database.open(settings.database_path, synchronous=settings.db_synchronous) as db:
+            app[db_key] = db
+            yield
+
+    return ctx
+
+
+def _runtime(settings: Settings, given: Callable[[], ModelLister] | None) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[runtime_key] = given()
+            yield
+            return
+        client = RuntimeClient(settings.runtime_endpoint, connect_wait=0.3)
+        await client.start()
+        app[runtime_key] = client
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    return ctx
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    app[hasher_key] = create_password_hasher(settings.argon2_profile)
+    app[monitor_key] = SystemMonitor(settings.database_path.parent)
+    app[reports_key] = UsageReports(app[db_key])
+    yield
+
+
+async def _context(request: web.Request) -> dict[str, Any]:
+    principal = request.get(principal_key)
+    csrf = principal.csrf if principal is not None else csrf_token(await get_session(request))
+    return {"me": principal, "csrf": csrf, "path": request.path, "now_ts": time.time()}
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound(text="there is no such page")
+
+
+def format_time(value: float | None) -> str:
+    if value is None:
+        return "never"
+    return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_iso(value: float) -> str:
+    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+
+
+def format_number(value: int | float | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def format_bytes(value: int | None) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TiB"

@@ -1,0 +1,46 @@
+"""Typed keys for the admin app's resources and per-request values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from argon2 import PasswordHasher
+
+from admin_ui.monitor import SystemMonitor
+from proxy.settings import Settings
+from proxy.storage.database import Database
+from proxy.storage.usage_report import UsageReports
+
+
+class ModelLister(Protocol):
+    """What the console needs of the runtime client: its list of models with their state."""
+
+    async def models(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who makes this request: a logged-in user (``via == "session"``) or an admin API token."""
+
+    name: str
+    role: str
+    via: str
+    user_id: int | None = None
+    csrf: str = ""
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "admin"
+
+
+settings_key = web.AppKey("admin_settings", Settings)
+db_key = web.AppKey("admin_db", Database)
+runtime_key = web.AppKey("admin_runtime", ModelLister)
+hasher_key = web.AppKey("admin_hasher", PasswordHasher)
+monitor_key = web.AppKey("admin_monitor", SystemMonitor)
+reports_key = web.AppKey("admin_reports", UsageReports)
+
+principal_key = web.RequestKey("admin_principal", Principal)
+client_addr_key = web.RequestKey("admin_client_addr", str)

@@ -1,0 +1,160 @@
+"""The admin app's middlewares, outermost first: headers and errors -> authentication -> CSRF.
+
+Headers: every answer (pages, JSON, errors, static files) carries a strict Content-Security-Policy
+(scripts and styles only from this origin, no inline script, no framing), ``X-Frame-Options``,
+``Referrer-Policy``, ``X-Content-Type-Options`` and ``Cache-Control: no-store`` for anything not
+static. Errors become an HTML page or, under ``/admin/api`` and ``/admin/usage``, a JSON object.
+
+Authentication: an admin API token (``Authorization: Bearer llmsadm_...``, JSON API only) or a
+session (``admin_ui.session``). CSRF: a state-changing request made with a session must carry the
+session's token as the form field ``csrf`` or the ``X-CSRF-Token`` header (compared in constant
+time); a bearer token is not ambient, so it needs none.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp_session import get_session
+
+from admin_ui.appkeys import Principal, client_addr_key, db_key, principal_key, settings_key
+from admin_ui.session import csrf_token, session_valid, touch
+from proxy.auth.clientaddr import client_address
+from proxy.storage.admin_tokens import AdminTokenRepository
+from proxy.storage.errors import KeyNotFoundError, StorageError, ValidationError
+from proxy.storage.users import UserExistsError, UserNotFoundError, UserRepository
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+PUBLIC = ("/admin/login", "/admin/login/totp", "/admin/static/")
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def is_api(request: web.Request) -> bool:
+    return request.path.startswith("/admin/api/") or request.path == "/admin/usage"
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # a redirect: raised on, with the headers (and any session cookie) it has
+            exc.headers.update(SECURITY_HEADERS)
+            exc.headers["Cache-Control"] = "no-store"
+            raise
+        response = await _error(request, exc.status, exc.reason, exc.text)
+        for cookie in exc.headers.getall("Set-Cookie", []):
+            response.headers.add("Set-Cookie", cookie)
+    except (ValidationError, UserExistsError) as exc:
+        response = await _error(request, 400, "Bad Request", str(exc))
+    except (KeyNotFoundError, UserNotFoundError) as exc:
+        response = await _error(request, 404, "Not Found", str(exc))
+    except StorageError as exc:
+        log.error("admin request %s %s failed: %s", request.method, request.path, exc)
+        response = await _error(request, 503, "Service Unavailable", "the database is not available")
+    response.headers.update(SECURITY_HEADERS)
+    if not request.path.startswith("/admin/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _error(request: web.Request, status: int, reason: str, text: str | None) -> web.StreamResponse:
+    message = text if text and not text.startswith(f"{status}:") else reason
+    if is_api(request):
+        return web.json_response({"error": {"status": status, "message": message}}, status=status)
+    principal = request.get(principal_key)
+    context = {"status": status, "reason": reason, "message": message, "me": principal}
+    return aiohttp_jinja2.render_template("error.html", request, context, status=status)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[settings_key]
+    request[client_addr_key] = (
+        client_address(request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies) or "unknown"
+    )
+    bearer = _bearer(request)
+    if bearer is not None:
+        request[principal_key] = await _token_principal(request, bearer)
+        return await handler(request)
+    session = await get_session(request)
+    if request.path.startswith(PUBLIC):
+        if request.method in UNSAFE:
+            _check_csrf(request, csrf_token(session), await _form_token(request))
+        return await handler(request)
+    principal = await _session_principal(request)
+    if request.method in UNSAFE:
+        _check_csrf(request, principal.csrf, await _form_token(request))
+    request[principal_key] = principal
+    return await handler(request)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _token_principal(request: web.Request, raw: str) -> Principal:
+    if not is_api(request):
+        raise web.HTTPUnauthorized(text="admin API tokens are accepted by /admin/api only")
+    token = await AdminTokenRepository(request.app[db_key]).verify(raw)
+    if token is None:
+        raise web.HTTPUnauthorized(text="unknown or revoked admin API token")
+    return Principal(name=f"token:{token.name}", role=token.scope, via="token")
+
+
+async def _session_principal(request: web.Request) -> Principal:
+    session = await get_session(request)
+    uid, now = session.get("uid"), time.time()
+    user = await UserRepository(request.app[db_key]).get_user(uid) if isinstance(uid, int) else None
+    if user is None or not session_valid(session, user, request.app[settings_key], now):
+        if uid is not None:
+            session.invalidate()
+        if is_api(request):
+            raise web.HTTPUnauthorized(text="log in, or send an admin API token")
+        target = request.path_qs if request.method == "GET" else "/admin/"
+        raise web.HTTPSeeOther(f"/admin/login?next={quote(target, safe='/')}")
+    touch(session, now)
+    return Principal(user.username, user.role, "session", user.id, csrf_token(session))
+
+
+async def _form_token(request: web.Request) -> str | None:
+    header = request.headers.get("X-CSRF-Token")
+    if header:
+        return header
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        value = (await request.post()).get("csrf")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _check_csrf(request: web.Request, expected: str, given: str | None) -> None:
+    if not given or not hmac.compare_digest(expected.encode(), given.encode()):
+        log.info("refused %s %s: missing or wrong CSRF token", request.method, request.path)
+        raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and try again")
+
+
+def require_admin(request: web.Request) -> Principal:
+    """The principal, if it may change things (role or token scope ``admin``); else 403."""
+    principal = request[principal_key]
+    if not principal.can_write:
+        raise web.HTTPForbidden(text="this account (or token) may only read")
+    return principal

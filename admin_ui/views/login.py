@@ -1,0 +1,158 @@
+"""Login (password, then TOTP when the account has it) and logout.
+
+Both steps are throttled per account name and per client address (``LoginThrottle``): the same
+checks and the same answers whether or not the account exists, and a password is verified
+against a dummy hash when it does not, so neither timing nor wording tells names apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+
+import aiohttp_jinja2
+import pyotp
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from admin_ui.appkeys import client_addr_key, db_key, hasher_key, principal_key
+from admin_ui.audited import audit
+from admin_ui.session import start_session
+from proxy.auth.apikey import hash_secret, verify_secret
+from proxy.storage.users import LoginThrottle, User, UserRepository
+
+routes = web.RouteTableDef()
+TOTP_STEP_SECONDS = 300  # how long the second step may wait after the password
+_dummy: dict[int, str] = {}
+WRONG = "Wrong user name, password or code."
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path inside the console (no open redirect)."""
+    if value and value.startswith("/admin/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/admin/"
+
+
+def _subjects(request: web.Request, name: str) -> list[str]:
+    return [f"user:{name.lower()}", f"addr:{request[client_addr_key]}"]
+
+
+async def _throttled(request: web.Request, subjects: list[str], template: str) -> web.Response | None:
+    wait = await LoginThrottle(request.app[db_key]).wait_time(subjects)
+    if wait <= 0:
+        return None
+    error = f"Too many failed attempts. Try again in {math.ceil(wait)} seconds."
+    return _page(request, template, error, 429)
+
+
+def _page(request: web.Request, template: str, error: str | None, status: int = 200) -> web.Response:
+    context = {"error": error, "next": safe_next(request.query.get("next"))}
+    return aiohttp_jinja2.render_template(template, request, context, status=status)
+
+
+@routes.get("/login")
+async def login_page(request: web.Request) -> web.Response:
+    await get_session(request)  # the anonymous session holds the login form's CSRF token
+    return _page(request, "login.html", None)
+
+
+@routes.post("/login")
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    name, password = str(form.get("username", "")).strip()[:64], str(form.get("password", ""))
+    subjects = _subjects(request, name)
+    refused = await _throttled(request, subjects, "login.html")
+    if refused is not None:
+        return refused
+    user = await UserRepository(request.app[db_key]).get_user(name) if name else None
+    ok = await asyncio.to_thread(verify_secret, user.password_hash if user else _dummy_hash(request), password)
+    if not ok or user is None or user.disabled:
+        await LoginThrottle(request.app[db_key]).failed(subjects)
+        await audit(request, "login.failed", target=name or None, actor=name or "anonymous")
+        return _page(request, "login.html", WRONG, 401)
+    nxt = safe_next(str(form.get("next", "")))
+    if user.totp_enabled:
+        return await _second_step(request, user, nxt)
+    await LoginThrottle(request.app[db_key]).succeeded(subjects)
+    return await _logged_in(request, user, nxt, "login")
+
+
+def _dummy_hash(request: web.Request) -> str:
+    hasher = request.app[hasher_key]
+    if id(hasher) not in _dummy:
+        _dummy[id(hasher)] = hash_secret(secrets.token_urlsafe(16), hasher)
+    return _dummy[id(hasher)]
+
+
+async def _second_step(request: web.Request, user: User, nxt: str) -> web.Response:
+    (await get_session(request)).invalidate()
+    session = await new_session(request)
+    session.update({"pending_uid": user.id, "pending_at": time.time(), "next": nxt, "csrf": secrets.token_urlsafe(32)})
+    raise web.HTTPSeeOther("/admin/login/totp")
+
+
+async def _logged_in(request: web.Request, user: User, nxt: str, how: str) -> web.Response:
+    await start_session(request, user)
+    await audit(request, "login", target=user.username, actor=user.username, after={"method": how})
+    raise web.HTTPSeeOther(nxt)
+
+
+async def _pending_user(request: web.Request) -> User | None:
+    session = await get_session(request)
+    uid, at = session.get("pending_uid"), session.get("pending_at")
+    if not isinstance(uid, int) or not isinstance(at, (int, float)) or time.time() - at > TOTP_STEP_SECONDS:
+        return None
+    user = await UserRepository(request.app[db_key]).get_user(uid)
+    return None if user is None or user.disabled or not user.totp_enabled else user
+
+
+@routes.get("/login/totp")
+async def totp_page(request: web.Request) -> web.Response:
+    if await _pending_user(request) is None:
+        raise web.HTTPSeeOther("/admin/login")
+    return _page(request, "login_totp.html", None)
+
+
+@routes.post("/login/totp")
+async def totp_submit(request: web.Request) -> web.Response:
+    user = await _pending_user(request)
+    if user is None:
+        raise web.HTTPSeeOther("/admin/login")
+    code = "".join(str((await request.post()).get("code", "")).split())[:32]
+    subjects = _subjects(request, user.username)
+    refused = await _throttled(request, subjects, "login_totp.html")
+    if refused is not None:
+        return refused
+    how = await _check_code(request, user, code)
+    if how is None:
+        await LoginThrottle(request.app[db_key]).failed(subjects)
+        await audit(request, "login.failed", target=user.username, actor=user.username, after={"step": "totp"})
+        return _page(request, "login_totp.html", WRONG, 401)
+    await LoginThrottle(request.app[db_key]).succeeded(subjects)
+    nxt = safe_next(str((await get_session(request)).get("next", "")))
+    return await _logged_in(request, user, nxt, how)
+
+
+async def _check_code(request: web.Request, user: User, code: str) -> str | None:
+    """``"totp"`` or ``"recovery code"`` when ``code`` is good, else None."""
+    assert user.totp_secret is not None
+    if code.isdigit() and len(code) == 6 and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1):
+        return "totp"
+    repo = UserRepository(request.app[db_key])
+    for code_id, code_hash in await repo.recovery_hashes(user.id):
+        if await asyncio.to_thread(verify_secret, code_hash, code.lower()):
+            return "recovery code" if await repo.use_recovery_code(code_id) else None
+    return None
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    principal = request[principal_key]
+    if principal.user_id is not None:
+        await UserRepository(request.app[db_key]).end_sessions(principal.user_id)
+    (await get_session(request)).invalidate()
+    await audit(request, "logout", target=principal.name)
+    raise web.HTTPSeeOther("/admin/login")

@@ -1,0 +1,116 @@
+"""The usage page (charts and tables from the daily rollups), its CSV export, and its filters."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from admin_ui.appkeys import reports_key
+from proxy.storage.errors import ValidationError
+from proxy.storage.usage_report import UsageFilter, UsageReport
+
+routes = web.RouteTableDef()
+DEFAULT_DAYS = 30
+
+
+def usage_filter(query: Any) -> UsageFilter:
+    """The filter from ``?since=&until=&key=&model=`` (default: the last 30 days)."""
+    base = UsageFilter.last_days(DEFAULT_DAYS)
+    key = str(query.get("key", "")).strip()
+    if key and not key.isdigit():
+        raise ValidationError("key must be a key id")
+    return UsageFilter(
+        since=str(query.get("since") or base.since),
+        until=str(query.get("until") or base.until),
+        api_key_id=int(key) if key else None,
+        model=str(query.get("model", "")).strip() or None,
+    )
+
+
+def bars(rows: list[dict[str, Any]], label: str, value: str, width: int = 600, height: int = 120) -> dict[str, Any]:
+    """Geometry of an SVG bar chart (drawn by the template: no script, no inline style)."""
+    top = max([r[value] for r in rows] + [1])
+    step = width / max(len(rows), 1)
+    items = []
+    for i, row in enumerate(rows):
+        h = round(height * row[value] / top, 1)
+        items.append(
+            {
+                "x": round(i * step, 1),
+                "y": round(height - h, 1),
+                "w": max(round(step - 2, 1), 1),
+                "h": h,
+                "label": row[label],
+                "value": row[value],
+            }
+        )
+    return {"width": width, "height": height, "bars": items, "max": top}
+
+
+@routes.get("/reports")
+async def usage_page(request: web.Request) -> web.Response:
+    flt = usage_filter(request.query)
+    report = await request.app[reports_key].report(flt)
+    context = {
+        "flt": flt,
+        "report": report,
+        "tokens_chart": bars(report.by_day, "day", "total_tokens"),
+        "requests_chart": bars(report.by_day, "day", "requests"),
+        "query": request.query_string,
+    }
+    return aiohttp_jinja2.render_template("usage.html", request, context)
+
+
+@routes.get("/reports.csv")
+async def usage_csv(request: web.Request) -> web.Response:
+    report = await request.app[reports_key].report(usage_filter(request.query))
+    return web.Response(
+        text=to_csv(report),
+        content_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
+    )
+
+
+def to_csv(report: UsageReport) -> str:
+    """One row per key: the seed's figures (requests, tokens, last request, per endpoint)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "key_id",
+            "key_name",
+            "requests",
+            "errors",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "last_request_at",
+            "requests_per_endpoint",
+        ]
+    )
+    for row in report.by_key:
+        endpoints = ";".join(f"{k}={v}" for k, v in sorted(row["endpoints"].items()))
+        name = _cell(row["key_name"] or "")
+        writer.writerow(
+            [
+                row["api_key_id"],
+                name,
+                row["requests"],
+                row["errors"],
+                row["prompt_tokens"],
+                row["completion_tokens"],
+                row["total_tokens"],
+                row["last_request_at"],
+                endpoints,
+            ]
+        )
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    """Defuse spreadsheet formulas in user-supplied text (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -1,0 +1,223 @@
+"""Admin accounts: rows, roles, the session epoch, TOTP, recovery codes and the shared login throttle.
+
+Passwords arrive here already hashed (argon2id, by ``proxy.auth.password`` off the event loop);
+this module stores and compares nothing secret itself. Each account has a ``session_epoch``:
+every session cookie carries the epoch it was issued under and a request is refused once the
+stored epoch moved on. Logging out, changing a password or a role and disabling the account bump
+it, so every session of that account ends at once, in every process that shares the database.
+
+The login throttle lives in the database too (``login_failures``), keyed by an opaque subject
+(``user:NAME`` or ``addr:IP``), so several processes throttle together.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from proxy.storage.database import Database
+from proxy.storage.errors import StorageError, ValidationError
+
+ROLES = ("admin", "viewer")
+USER_COLUMNS = "id, username, password_hash, role, disabled, session_epoch, totp_secret, created_at, updated_at"
+MAX_USERNAME = 64
+
+
+class UserNotFoundError(StorageError, LookupError):
+    """No account has this id or name."""
+
+
+class UserExistsError(StorageError):
+    """An account with this name already exists."""
+
+
+@dataclass(frozen=True)
+class User:
+    """One ``users`` row; the hash and the TOTP secret stay out of ``repr`` (and out of pages)."""
+
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    session_epoch: int
+    created_at: float
+    updated_at: float | None
+    password_hash: str = field(repr=False, compare=False)
+    totp_secret: str | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> User:
+        return cls(
+            id=row["id"],
+            username=row["username"],
+            role=row["role"],
+            disabled=bool(row["disabled"]),
+            session_epoch=row["session_epoch"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            password_hash=row["password_hash"],
+            totp_secret=row["totp_secret"],
+        )
+
+    @property
+    def totp_enabled(self) -> bool:
+        return self.totp_secret is not None
+
+    def public(self) -> dict[str, object]:
+        """What pages, the API and the audit log may show."""
+        return {
+            "id": self.id,
+            "username": self.username,
+            "role": self.role,
+            "disabled": self.disabled,
+            "totp_enabled": self.totp_enabled,
+            "created_at": self.created_at,
+        }
+
+
+def check_username(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_USERNAME or not name.isprintable() or any(c.isspace() for c in name):
+        raise ValidationError(f"a user name is 1 to {MAX_USERNAME} printable characters without spaces")
+    return name
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValidationError(f"a role is one of {', '.join(ROLES)}")
+    return role
+
+
+class UserRepository:
+    """Create, read and change admin accounts through a :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_user(self, username: str, password_hash: str, role: str = "admin") -> User:
+        name, role, now = check_username(username), check_role(role), time.time()
+
+        def insert(conn: sqlite3.Connection) -> User:
+            try:
+                row = conn.execute(
+                    "INSERT INTO users (username, password_hash, role, created_at, updated_at) "
+                    f"VALUES (?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}",
+                    (name, password_hash, role, now, now),
+                ).fetchone()
+            except sqlite3.IntegrityError:
+                raise UserExistsError(f"a user named {name!r} already exists") from None
+            return User.from_row(row)
+
+        return await self._db.execute_write(insert)
+
+    async def get_user(self, ref: int | str) -> User | None:
+        column = "id" if isinstance(ref, int) else "username"
+
+        def read(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE {column} = ?", (ref,)).fetchone()
+            return None if row is None else User.from_row(row)
+
+        return await self._db.execute_read(read)
+
+    async def list_users(self) -> list[User]:
+        def read(conn: sqlite3.Connection) -> list[User]:
+            return [User.from_row(r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")]
+
+        return await self._db.execute_read(read)
+
+    async def count_users(self) -> int:
+        return int(await self._db.execute_read(lambda c: c.execute("SELECT COUNT(*) FROM users").fetchone()[0]))
+
+    async def set_password(self, user_id: int, password_hash: str) -> User:
+        """New password; every session of the account ends."""
+        return await self._update(user_id, "password_hash = ?, session_epoch = session_epoch + 1", (password_hash,))
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> User:
+        return await self._update(user_id, "disabled = ?, session_epoch = session_epoch + 1", (int(disabled),))
+
+    async def set_role(self, user_id: int, role: str) -> User:
+        return await self._update(user_id, "role = ?, session_epoch = session_epoch + 1", (check_role(role),))
+
+    async def end_sessions(self, user_id: int) -> User:
+        """Log out everywhere (the epoch moves on)."""
+        return await self._update(user_id, "session_epoch = session_epoch + 1", ())
+
+    async def set_totp(self, user_id: int, secret: str | None, recovery_hashes: list[str]) -> User:
+        """Turn TOTP on (``secret``) with fresh recovery codes, or off (``None``); sessions stay."""
+
+        def write(conn: sqlite3.Connection) -> User:
+            conn.execute("DELETE FROM user_recovery_codes WHERE user_id = ?", (user_id,))
+            conn.executemany(
+                "INSERT INTO user_recovery_codes (user_id, code_hash) VALUES (?, ?)",
+                [(user_id, h) for h in recovery_hashes],
+            )
+            return _update_on(conn, user_id, "totp_secret = ?", (secret,))
+
+        return await self._db.execute_write(write)
+
+    async def recovery_hashes(self, user_id: int) -> list[tuple[int, str]]:
+        """``(id, hash)`` of the account's unused recovery codes."""
+        sql = "SELECT id, code_hash FROM user_recovery_codes WHERE user_id = ? AND used_at IS NULL"
+        return await self._db.execute_read(lambda c: [(r[0], r[1]) for r in c.execute(sql, (user_id,))])
+
+    async def use_recovery_code(self, code_id: int) -> bool:
+        """Spend a recovery code; False if it was already spent (a race between two logins)."""
+        sql = "UPDATE user_recovery_codes SET used_at = ? WHERE id = ? AND used_at IS NULL RETURNING id"
+        now = time.time()
+        return await self._db.execute_write(lambda c: c.execute(sql, (now, code_id)).fetchone() is not None)
+
+    async def _update(self, user_id: int, assignments: str, params: tuple[object, ...]) -> User:
+        return await self._db.execute_write(lambda conn: _update_on(conn, user_id, assignments, params))
+
+
+def _update_on(conn: sqlite3.Connection, user_id: int, assignments: str, params: tuple[object, ...]) -> User:
+    sql = f"UPDATE users SET {assignments}, updated_at = ? WHERE id = ? RETURNING {USER_COLUMNS}"
+    row = conn.execute(sql, (*params, time.time(), user_id)).fetchone()
+    if row is None:
+        raise UserNotFoundError(f"no user {user_id}")
+    return User.from_row(row)
+
+
+class LoginThrottle:
+    """Failed logins per subject, shared by every process through the database.
+
+    After ``free`` failures of an account (``address_free`` of a client address, which may be one
+    office behind a NAT trying several accounts) each further attempt must wait
+    ``base * 2**(n - free)`` seconds (capped at ``cap``) since the last failure. A success clears
+    the subjects. Callers check the account's subject whether or not the account exists, so the
+    answer gives nothing away.
+    """
+
+    def __init__(
+        self, db: Database, free: int = 3, address_free: int = 10, base: float = 1.0, cap: float = 300.0
+    ) -> None:
+        self._db, self.free, self.address_free, self.base, self.cap = db, free, address_free, base, cap
+
+    async def wait_time(self, subjects: list[str], now: float | None = None) -> float:
+        """Seconds until the most throttled of ``subjects`` may try again (0: now)."""
+        now = time.time() if now is None else now
+        marks = ", ".join("?" * len(subjects))
+        sql = f"SELECT subject, failures, last_failure_at FROM login_failures WHERE subject IN ({marks})"
+        rows = await self._db.execute_read(lambda c: c.execute(sql, subjects).fetchall())
+        waits = [self.delay(n, subject.startswith("addr:")) - (now - last) for subject, n, last in rows]
+        return max([0.0, *waits])
+
+    def delay(self, failures: int, address: bool = False) -> float:
+        free = self.address_free if address else self.free
+        if failures < free:
+            return 0.0
+        return float(min(self.cap, self.base * 2 ** (failures - free)))
+
+    async def failed(self, subjects: list[str], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        sql = (
+            "INSERT INTO login_failures (subject, failures, last_failure_at) VALUES (?, 1, ?) "
+            "ON CONFLICT DO UPDATE SET failures = failures + 1, last_failure_at = excluded.last_failure_at"
+        )
+        await self._db.execute_write(lambda c: c.executemany(sql, [(s, now) for s in subjects]))
+
+    async def succeeded(self, subjects: list[str]) -> None:
+        marks = ", ".join("?" * len(subjects))
+        sql = f"DELETE FROM login_failures WHERE subject IN ({marks})"
+        await self._db.execute_write(lambda c: c.execute(sql, subjects))

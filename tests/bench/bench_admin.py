@@ -1,0 +1,300 @@
+"""The admin console's speed targets (issue 9), run on demand (pytest never collects it)::
+
+    .venv/bin/python tests/bench/bench_admin.py [--rows 5000000] [--requests 200] [--chats 400]
+
+1. Usage over a big ledger: a database with ``--rows`` ledger rows (made by SQL in seconds: a
+   recursive CTE spreading requests over 90 days, 50 keys, 3 models, 2 endpoints, 2xx/4xx/5xx) and
+   the matching rollups (the migration's own GROUP BY). ``llmserver admin serve`` on it; timed:
+   the usage page ``/admin/reports`` (logged-in session) and ``/admin/api/usage`` (admin API token),
+   each for the default 30 days and for all 90 days. Target: p95 < 100 ms.
+2. The rollup's cost on the proxy: the 1-token chat (``max_tokens=1``, sequential, keep-alive
+   ``http.client``) through the proxy of this tree against the proxy of the commit before the admin
+   console (``--base``, default ``a5850be``, unpacked with ``git archive`` into a temp directory, no
+   worktree), both against one runtime daemon with the demo model, in alternating rounds. Target:
+   p50 and p99 no worse than +0.2 ms. (The base lacks everything of this branch on the request path:
+   the rollup UPSERT, the budget-period columns read by the reservation, the address check; the
+   difference is all of it.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import secrets
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from proxy.storage.migrate import apply_migrations  # noqa: E402
+from tests.harness import Daemon, clean_env, demo_spec, free_port  # noqa: E402
+
+SESSION_KEY = secrets.token_hex(64)
+DAY = 86400.0
+
+
+def fill(path: Path, rows: int) -> None:
+    """``rows`` ledger rows and their rollups, by SQL (about 40 s for 5 million here)."""
+    apply_migrations(path)
+    conn = sqlite3.connect(path)
+    now = time.time()
+    conn.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
+    conn.executemany(
+        "INSERT INTO api_keys (public_id, name, secret_hash, last_four, created_at, updated_at) "
+        "VALUES (?, ?, 'x', 'abcd', 0, 0)",
+        [(f"bench{i:07d}", f"bench key {i}") for i in range(50)],
+    )
+    conn.execute(
+        """
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+        INSERT INTO token_usage_events (request_id, api_key_id, model, endpoint, prompt_tokens,
+            completion_tokens, status, created_at)
+        SELECT 'b' || i, 1 + i % 50, 'model-' || (i % 3),
+               CASE WHEN i % 4 = 0 THEN 'completions' ELSE 'chat.completions' END,
+               10 + i % 90, 1 + i % 200, CASE WHEN i % 97 = 0 THEN 500 WHEN i % 31 = 0 THEN 429 ELSE 200 END,
+               ? - (i * 90.0 * 86400 / ?)
+        FROM n
+        """,
+        (rows, now, rows),
+    )
+    conn.execute("DELETE FROM usage_daily")
+    conn.execute(
+        """INSERT INTO usage_daily
+        SELECT date(created_at, 'unixepoch'), COALESCE(api_key_id, 0), model, endpoint, (status / 100) || 'xx',
+               COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), MAX(created_at)
+        FROM token_usage_events GROUP BY 1, 2, 3, 4, 5"""
+    )
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    out = []
+    for i in range(n + 3):
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{path}: {r.status} {body[:200]!r}")
+        if i >= 3:  # warm-up
+            out.append((time.perf_counter() - t0) * 1000)
+    conn.close()
+    return out
+
+
+def login_cookie(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/admin/login")
+    r = conn.getresponse()
+    page = r.read().decode()
+    cookie = r.getheader("Set-Cookie", "").split(";")[0]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    body = f"csrf={csrf}&username=bench&password=bench-password-123&next=/admin/"
+    conn.request(
+        "POST",
+        "/admin/login",
+        body=body,
+        headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    r = conn.getresponse()
+    r.read()
+    if r.status != 303:
+        raise RuntimeError(f"login failed: {r.status}")
+    return r.getheader("Set-Cookie", "").split(";")[0]
+
+
+def env_for(db: Path, tree: Path, **extra: str) -> dict[str, str]:
+    env = clean_env(db.parent)
+    env.update(
+        {"PYTHONPATH": str(tree), "LLMSERVER_DATABASE_URL": f"sqlite:///{db}", "LLMSERVER_SESSION_KEY": SESSION_KEY}
+    )
+    env.update(extra)
+    return env
+
+
+def cli(env: dict[str, str], tree: Path, *argv: str, stdin: str = "") -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "llmserver.cli", *argv],
+        env=env,
+        cwd=tree,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()[-1]
+
+
+def bench_usage(tmp: Path, rows: int, n: int, keep: Path | None = None) -> None:
+    db = keep or tmp / "big.db"
+    t0 = time.monotonic()
+    if db.exists():
+        print(f"reusing {db}")
+        return _time_usage(db, n)
+    fill(db, rows)
+    print(
+        f"filled {rows:,} ledger rows and their rollups in {time.monotonic() - t0:.0f} s "
+        f"({db.stat().st_size / 1e9:.2f} GB)"
+    )
+    _time_usage(db, n)
+
+
+def _time_usage(db: Path, n: int) -> None:
+    port = free_port()
+    env = env_for(db, ROOT, LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}", LLMSERVER_ARGON2_PROFILE="test")
+    if not sqlite3.connect(db).execute("SELECT 1 FROM users WHERE username = 'bench'").fetchone():
+        cli(env, ROOT, "admin", "create-user", "bench", stdin="bench-password-123\n")
+    token = cli(env, ROOT, "admin", "create-token", "bench", "--scope", "viewer")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llmserver.cli", "admin", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/admin/login")
+                break
+            except OSError:
+                time.sleep(0.1)
+        cookie = login_cookie(port)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        since90 = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 90 * DAY))
+        cases = [
+            ("usage page, 30 days", "/admin/reports", {"Cookie": cookie}),
+            ("usage page, 90 days", f"/admin/reports?since={since90}&until={today}", {"Cookie": cookie}),
+            ("/admin/api/usage, 30 days", "/admin/api/usage", {"Authorization": f"Bearer {token}"}),
+            (
+                "/admin/api/usage, 90 days",
+                f"/admin/api/usage?since={since90}&until={today}",
+                {"Authorization": f"Bearer {token}"},
+            ),
+            (
+                "/admin/api/usage, one key, 90 days",
+                f"/admin/api/usage?key=7&since={since90}",
+                {"Authorization": f"Bearer {token}"},
+            ),
+        ]
+        for name, path, headers in cases:
+            ms = timed_gets(port, path, n, headers)
+            p95 = pct(ms, 0.95)
+            print(
+                f"{name:38s} p50 {statistics.median(ms):6.1f} ms  p95 {p95:6.1f} ms  "
+                f"{'PASS' if p95 < 100 else 'MISS'} (< 100 ms)"
+            )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def chat_once(conn: http.client.HTTPConnection, key: str) -> float:
+    body = json.dumps(
+        {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
+    )
+    t0 = time.perf_counter()
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    r = conn.getresponse()
+    r.read()
+    if r.status != 200:
+        raise RuntimeError(f"chat: {r.status}")
+    return (time.perf_counter() - t0) * 1000
+
+
+def bench_chat(tmp: Path, base: str, chats: int, rounds: int) -> None:
+    base_tree = tmp / "base"
+    base_tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", base], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive, check=True)
+    sock = Path(tempfile.mkdtemp(prefix="llms-bench-", dir="/tmp"))
+    daemon = Daemon(f"ipc://{sock}/rt.sock", ["--model", demo_spec(n_threads=2)], clean_env(tmp), tmp / "daemon.log")
+    daemon.start()
+    sides = {}
+    try:
+        for name, tree in (("before (base)", base_tree), ("after (this tree)", ROOT)):
+            db = tmp / f"{name.split()[0]}.db"
+            port = free_port()
+            env = env_for(
+                db, tree, LLMSERVER_BIND_ADDRESS=f"127.0.0.1:{port}", LLMSERVER_RUNTIME_ENDPOINT=daemon.endpoint
+            )
+            key = cli(env, tree, "keys", "create", "--name", "bench", "--token-limit", "1000000000")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "llmserver.commands.proxy"],
+                env=env,
+                cwd=tree,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            sides[name] = (proc, port, key)
+        for _proc, port, key in sides.values():
+            for _ in range(200):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    chat_once(c, key)
+                    c.close()
+                    break
+                except (OSError, RuntimeError):
+                    time.sleep(0.1)
+        samples: dict[str, list[float]] = {name: [] for name in sides}
+        for r in range(rounds):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            for name in order:
+                _, port, key = sides[name]
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                chat_once(c, key)
+                samples[name] += [chat_once(c, key) for _ in range(chats // rounds)]
+                c.close()
+        stats = {n: (statistics.median(s), pct(s, 0.99)) for n, s in samples.items()}
+        for name, (p50, p99) in stats.items():
+            print(f"1-token chat, {name:18s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({len(samples[name])} requests)")
+        (b50, b99), (a50, a99) = stats["before (base)"], stats["after (this tree)"]
+        verdict = "PASS" if a50 - b50 <= 0.2 and a99 - b99 <= 0.2 else "MISS"
+        print(f"difference: p50 {a50 - b50:+.2f} ms, p99 {a99 - b99:+.2f} ms  {verdict} (<= +0.2 ms)")
+    finally:
+        for proc, _, _ in sides.values():
+            proc.terminate()
+            proc.wait(10)
+        daemon.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--chats", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--base", default="a5850be")
+    parser.add_argument("--db", type=Path, help="keep the filled database here and reuse it on the next run")
+    parser.add_argument("--skip", choices=("usage", "chat"), action="append", default=[])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-admin-") as tmp:
+        if "usage" not in args.skip:
+            bench_usage(Path(tmp), args.rows, args.requests, args.db)
+        if "chat" not in args.skip:
+            bench_chat(Path(tmp), args.base, args.chats, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
