@@ -8,6 +8,7 @@ reservation, and how many tokens it may generate (capped at what the key has lef
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from proxy.errors import ApiError
 from proxy.metering.ratelimit import RateLimiter
@@ -26,10 +27,17 @@ class Ticket:
     rate_headers: dict[str, str] = field(default_factory=dict)
 
 
+class KnownModels(Protocol):
+    """What admission asks of a catalog: does this model exist (it may raise an ApiError saying why
+    it cannot serve this request, e.g. a speech model of the wrong kind)."""
+
+    async def has(self, name: str) -> bool: ...
+
+
 @dataclass
 class Admission:
     db: Database
-    catalog: ModelCatalog
+    catalog: ModelCatalog | KnownModels
     limiter: RateLimiter
 
     async def admit(self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int) -> Ticket:
