@@ -55,6 +55,7 @@ class StandIn:
     received: bytes = b""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -62,7 +63,8 @@ class StandIn:
 
     def start(self) -> StandIn:
         ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
         assert ready.wait(10), "the stand-in did not start"
         return self
 
@@ -71,6 +73,8 @@ class StandIn:
         if loop is not None and runner is not None:
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
 
     def reset(self, mode: str = "ok") -> None:
         self.mode = mode
@@ -89,7 +93,10 @@ class StandIn:
         loop.run_until_complete(self._runner.setup())
         loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         ready.set()
-        loop.run_forever()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         call: dict[str, object] = {"repo": request.match_info["repo"], "type": request.content_type}
