@@ -44,7 +44,7 @@ def make_wav(seconds: float = 1.0, rate: int = 16000, tone: float = 440.0) -> by
 class StandIn:
     token: str
     port: int = field(default_factory=free_port)
-    mode: str = "ok"  # ok | loading | timeout | bad_request | slow
+    mode: str = "ok"  # ok | loading | timeout | bad_request | slow | cut (audio cut off half-way)
     audio: bytes = field(default_factory=lambda: make_wav(2.0))
     chunks: int = 8
     gate_seconds: float = 1.5  # after the first chunk, wait this long for `first_seen` before the rest
@@ -134,6 +134,9 @@ class StandIn:
         size = math.ceil(len(self.audio) / self.chunks)
         for i in range(0, len(self.audio), size):
             await response.write(self.audio[i : i + size])
+            if self.mode == "cut" and i >= len(self.audio) // 2 and request.transport is not None:
+                request.transport.abort()
+                return response
             if i == 0:  # give a streaming proxy the time to pass the first chunk on
                 await asyncio.get_running_loop().run_in_executor(None, self.first_seen.wait, self.gate_seconds)
         self.finished.set()

@@ -123,6 +123,22 @@ def test_speech_streams_the_audio_as_it_arrives(speech_proxy: Proxy, fresh: Stan
     assert counts[0] == count_text(SAY) and json.loads(str(counts[1])) == {"/v1/audio/speech": 1}
 
 
+def test_audio_cut_off_upstream_is_not_passed_off_as_whole(speech_proxy: Proxy, fresh: StandIn) -> None:
+    fresh.reset("cut")
+    key = speech_proxy.make_key("tts-cut")
+    received = b""
+    with client(speech_proxy, key) as c, pytest.raises((httpx.HTTPError, openai.APIConnectionError)):
+        with c.audio.speech.with_streaming_response.create(
+            model="tts-demo", voice="alloy", input=SAY, response_format="wav"
+        ) as response:
+            for chunk in response.iter_bytes():
+                fresh.first_seen.set()  # the stand-in sends the rest, then cuts
+                received += chunk
+    assert 0 < len(received) < len(fresh.audio)
+    # It ran (audio was produced and sent), so its prompt is billed, as a text stream cut short is.
+    assert rows(speech_proxy, "tts-cut") == [("/v1/audio/speech", "tts-demo", 502, count_text(SAY), 0, None, 1, 0)]
+
+
 def test_speech_as_pcm_is_the_wav_without_its_header(speech_proxy: Proxy, fresh: StandIn) -> None:
     fresh.first_seen.set()
     key = speech_proxy.make_key("tts-pcm")

@@ -7,6 +7,7 @@ connection: the client sees an incomplete chunked body, never a truncated file p
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -24,6 +25,8 @@ from proxy.speech.catalog import SpeechModel
 from proxy.speech.inference import AudioStream
 from proxy.speech.metering import SpeechCall, unless_gone
 from proxy.speech.service import Speech, speech_key
+
+log = logging.getLogger(__name__)
 
 PATH = "/v1/audio/speech"
 MAX_INPUT_CHARS = 4096  # OpenAI's limit
@@ -98,6 +101,7 @@ async def _stream(
     except ApiError as exc:
         if response is None:
             raise  # nothing sent yet: a real status and envelope
+        log.warning("request %s: the audio stream broke after its headers: %s", call.ids.server, exc.message)
         await call.end(exc)
         _cut(request)  # the body is incomplete: say so by not ending it
         return response
