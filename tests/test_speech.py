@@ -40,7 +40,8 @@ def register_speech_model(
             if token is not None:
                 nonce, ciphertext = Vault(ENCRYPTION_KEY).encrypt(token)
                 cur = conn.execute(
-                    "INSERT INTO huggingface_tokens (name, ciphertext, nonce, last_four, created_at) VALUES (?,?,?,?,?)",
+                    "INSERT INTO huggingface_tokens (name, ciphertext, nonce, last_four, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (f"token for {name}", ciphertext, nonce, token[-4:], now),
                 )
                 params["hf_token_id"] = cur.lastrowid

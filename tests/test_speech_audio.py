@@ -84,3 +84,25 @@ def test_upstream_errors_become_openai_errors_without_the_token() -> None:
     broken = upstream_error(500, b"<html>oops</html>", None, MODEL)
     assert broken.status == 502 and "oops" in broken.message
     assert "hf_secret" not in repr(MODEL)
+
+
+def test_speech_settings_are_read_and_checked() -> None:
+    from proxy.errors import SettingsError
+    from proxy.settings import load_settings
+
+    s = load_settings({})
+    assert (s.hf_inference_provider, s.hf_inference_url) == (
+        "hf-inference",
+        "https://router.huggingface.co/hf-inference",
+    )
+    assert s.max_audio_bytes == 25 * 1024 * 1024 and s.hf_inference_timeout == 120.0
+    s = load_settings({"LLMSERVER_HF_INFERENCE_URL": "http://mirror:8080/", "LLMSERVER_MAX_AUDIO_BYTES": "4096"})
+    assert (s.hf_inference_url, s.max_audio_bytes) == ("http://mirror:8080", 4096)
+    for name, value in [
+        ("LLMSERVER_HF_INFERENCE_URL", "ftp://x"),
+        ("LLMSERVER_HF_INFERENCE_PROVIDER", "fal-ai"),
+        ("LLMSERVER_HF_INFERENCE_TIMEOUT", "0"),
+        ("LLMSERVER_MAX_AUDIO_BYTES", "lots"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value})
