@@ -47,7 +47,7 @@ class StandIn:
     mode: str = "ok"  # ok | loading | timeout | bad_request | slow | cut (audio cut off half-way)
     audio: bytes = field(default_factory=lambda: make_wav(2.0))
     chunks: int = 8
-    gate_seconds: float = 1.5  # after the first chunk, wait this long for `first_seen` before the rest
+    gate_seconds: float = 6.0  # after the first chunk, wait this long for `first_seen` before the rest
     calls: list[dict[str, object]] = field(default_factory=list)
     finished: threading.Event = field(default_factory=threading.Event)  # the last audio chunk was written
     first_seen: threading.Event = field(default_factory=threading.Event)  # the test got the first bytes
@@ -121,7 +121,7 @@ class StandIn:
             return await self._speak(request)
         self.received = await request.read()
         if self.mode == "slow":
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(4)
         words = TRANSCRIPT.split()
         half = " ".join(words[: len(words) // 2])
         chunks = [{"text": half, "timestamp": [0.0, 0.8]}, {"text": TRANSCRIPT[len(half) :], "timestamp": [0.8, 1.6]}]

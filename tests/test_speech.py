@@ -70,7 +70,7 @@ def speech_proxy(shared_daemon: Daemon, standin: StandIn, tmp_path_factory: pyte
         {
             "LLMSERVER_ENCRYPTION_KEY": ENCRYPTION_KEY,
             "LLMSERVER_HF_INFERENCE_URL": standin.url,
-            "LLMSERVER_HF_INFERENCE_TIMEOUT": "3",
+            "LLMSERVER_HF_INFERENCE_TIMEOUT": "5",
             "LLMSERVER_MAX_AUDIO_BYTES": str(MAX_AUDIO),
         }
     )
@@ -155,6 +155,7 @@ def test_speech_as_pcm_is_the_wav_without_its_header(speech_proxy: Proxy, fresh:
 
 
 def test_speech_refuses_a_format_it_cannot_make(speech_proxy: Proxy, fresh: StandIn) -> None:
+    fresh.first_seen.set()
     key = speech_proxy.make_key("tts-mp3")
     with client(speech_proxy, key) as c, pytest.raises(openai.BadRequestError) as err:
         c.audio.speech.create(model="tts-demo", voice="alloy", input=SAY, response_format="mp3")
@@ -326,7 +327,7 @@ def test_allow_list_quota_and_stopped_models_are_checked_before_the_upstream(
 def test_a_client_that_goes_away_cancels_the_upstream_call(speech_proxy: Proxy, fresh: StandIn) -> None:
     fresh.reset("slow")
     key = speech_proxy.make_key("gone")
-    with client(speech_proxy, key, timeout=0.8) as c, pytest.raises(openai.APITimeoutError):
+    with client(speech_proxy, key, timeout=1.5) as c, pytest.raises(openai.APITimeoutError):
         c.audio.transcriptions.create(model="stt-demo", file=("a.wav", WAV_1S, "audio/wav"))
     assert fresh.cancelled.wait(5), "the proxy kept the inference call running"
     end = time.monotonic() + 5
