@@ -219,6 +219,13 @@ class SpeechCall:
         return None
 
 
+def admitted(model: SpeechModel | None) -> SpeechModel:
+    """The model of an admitted request (admission refuses an unknown one with a 404, so this only narrows)."""
+    if model is None:
+        raise ApiError(404, "The model does not exist", code="model_not_found", param="model")
+    return model
+
+
 async def unless_gone(step: Awaitable[T], client_gone: Callable[[], bool]) -> T:
     """``step``'s result; :class:`ClientGone` (and ``step`` cancelled) if the client leaves first."""
     task = asyncio.ensure_future(step)

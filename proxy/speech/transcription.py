@@ -20,7 +20,7 @@ from proxy.errors import bad_request
 from proxy.openai.respond import client_gone
 from proxy.speech.audio import UPLOAD_FORMATS, audio_duration, upload_format
 from proxy.speech.inference import Transcript
-from proxy.speech.metering import unless_gone
+from proxy.speech.metering import admitted, unless_gone
 from proxy.speech.service import speech_key
 from proxy.speech.upload import Upload, read_upload
 
@@ -74,10 +74,9 @@ async def _transcribe(request: web.Request, upload: Upload) -> web.Response:
     budget = math.ceil(duration * TOKENS_PER_SECOND) + 64 if duration else speech.settings.default_max_tokens
     ids = request[request_ids_key]
     async with speech.calls.run(request[api_key_key], model, req.model, "stt", PATH, ids, 0, budget) as call:
-        assert model is not None  # admission refused an unknown model
         call.audio_seconds = round(duration, 3) if duration is not None else None
         with upload.path.open("rb") as audio:
-            send = speech.client.transcribe(model, audio, UPLOAD_FORMATS[fmt])
+            send = speech.client.transcribe(admitted(model), audio, UPLOAD_FORMATS[fmt])
             transcript = await unless_gone(send, lambda: client_gone(request))
         call.ran()
         call.completion_text = transcript.text

@@ -23,7 +23,7 @@ from proxy.openai.respond import client_gone
 from proxy.speech.audio import SPEECH_FORMATS, Converter, converter, speech_format
 from proxy.speech.catalog import SpeechModel
 from proxy.speech.inference import AudioStream
-from proxy.speech.metering import SpeechCall, unless_gone
+from proxy.speech.metering import SpeechCall, admitted, unless_gone
 from proxy.speech.service import Speech, speech_key
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,8 @@ async def create_speech(request: web.Request) -> web.StreamResponse:
     async with speech.calls.run(
         request[api_key_key], model, req.model, "tts", PATH, ids, count_text(req.input), 0
     ) as call:
-        assert model is not None  # admission refused an unknown model
-        _check_voice(model, req.voice)
-        return await _stream(request, speech, model, req, call)
+        _check_voice(admitted(model), req.voice)
+        return await _stream(request, speech, admitted(model), req, call)
 
 
 def _check_voice(model: SpeechModel, voice: str) -> None:
