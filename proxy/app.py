@@ -22,6 +22,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import auth_middleware, error_middleware, request_id_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
+from proxy.speech.routes import setup_speech
 from proxy.storage.database import Database
 from proxy.storage.usage import reclaim_stale_reservations
 from proxy.storage.usage_report import purge_events
@@ -44,6 +45,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
     app.cleanup_ctx.extend([_services, _reclaimer, _retention])
     setup_routes(app)
+    setup_speech(app)
     return app
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from proxy.auth.apikey import ARGON2_PROFILES
@@ -70,6 +70,11 @@ class Settings:
     def budget_zone(self) -> ZoneInfo | timezone:
         return zone(self.budget_timezone)
 
+    hf_inference_provider: str = "hf-inference"
+    hf_inference_url: str = "https://router.huggingface.co/hf-inference"
+    hf_inference_timeout: float = 120.0
+    max_audio_bytes: int = 25 * 1024 * 1024
+
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
@@ -114,6 +119,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     runtime_endpoint = reader.text("LLMSERVER_RUNTIME_ENDPOINT", "") or default_endpoint(env)
     if not runtime_endpoint.startswith(("ipc://", "tcp://")):
         raise SettingsError(f"LLMSERVER_RUNTIME_ENDPOINT={runtime_endpoint!r}: must start with ipc:// or tcp://")
+    speech = _speech_settings(reader)
     return Settings(
         database_url=database_url,
         database_path=reader.parse("LLMSERVER_DATABASE_URL", resolve_path, database_url),
@@ -135,6 +141,34 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
         db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
         **_admin_settings(reader),
+        hf_inference_provider=speech.provider,
+        hf_inference_url=speech.url,
+        hf_inference_timeout=speech.timeout,
+        max_audio_bytes=speech.max_audio_bytes,
+    )
+
+
+HF_INFERENCE_PROVIDERS = ("hf-inference",)
+
+
+class _SpeechSettings(NamedTuple):
+    provider: str
+    url: str
+    timeout: float
+    max_audio_bytes: int
+
+
+def _speech_settings(reader: _Reader) -> _SpeechSettings:
+    """The speech endpoints' upstream (Hugging Face's inference service) and upload limit."""
+    provider = reader.choice("LLMSERVER_HF_INFERENCE_PROVIDER", HF_INFERENCE_PROVIDERS, "hf-inference")
+    url = reader.text("LLMSERVER_HF_INFERENCE_URL", f"https://router.huggingface.co/{provider}").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"LLMSERVER_HF_INFERENCE_URL={url!r}: must start with http:// or https://")
+    return _SpeechSettings(
+        provider,
+        url,
+        reader.number("LLMSERVER_HF_INFERENCE_TIMEOUT", 120.0, 0.1, 3600.0),
+        reader.integer("LLMSERVER_MAX_AUDIO_BYTES", 25 * 1024 * 1024, 1024, 1 << 31),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timezone
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from proxy.errors import ApiError
@@ -30,10 +31,17 @@ class Ticket:
     rate_headers: dict[str, str] = field(default_factory=dict)
 
 
+class KnownModels(Protocol):
+    """What admission asks of a catalog: does this model exist (it may raise an ApiError saying why
+    it cannot serve this request, e.g. a speech model of the wrong kind)."""
+
+    async def has(self, name: str) -> bool: ...
+
+
 @dataclass
 class Admission:
     db: Database
-    catalog: ModelCatalog
+    catalog: ModelCatalog | KnownModels
     limiter: RateLimiter
     zone: ZoneInfo | timezone = timezone.utc  # budget periods are aligned in this time zone
 
@@ -74,8 +82,10 @@ class Admission:
         return decision.headers()
 
     async def _reserve(self, key: ApiKey, prompt_tokens: int, max_tokens: int) -> Reservation:
-        """Reserve prompt + max_tokens, or as much as is left if the prompt and one token fit."""
-        result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=prompt_tokens + 1, zone=self.zone)
+        """Reserve prompt + max_tokens, or as much as is left if the prompt and one token fit (a request
+        that generates no text, speech, needs only its prompt)."""
+        least = prompt_tokens + min(1, max_tokens)
+        result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=least, zone=self.zone)
         if isinstance(result, QuotaExceeded):
             raise ApiError(
                 429,

@@ -52,6 +52,7 @@ _EVENT_COLUMNS = (
     "streamed",
     "client_disconnected",
     "client_request_id",
+    "audio_seconds",
     "created_at",
 )
 _INSERT_EVENT = (
@@ -96,6 +97,7 @@ class UsageEvent:
     streamed: bool = False
     client_disconnected: bool = False
     client_request_id: str | None = None
+    audio_seconds: float | None = None  # a transcription's audio duration
     created_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:

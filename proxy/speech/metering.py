@@ -1,0 +1,241 @@
+"""One speech request from admission to its ledger row: the same one-owner guarantee as a text
+generation (``proxy.metering.generation``), with speech's own billing.
+
+:meth:`SpeechCalls.run` is an async context manager around everything a speech request does::
+
+    async with calls.run(key, model, name, kind, endpoint, ids, prompt_tokens, max_tokens) as call:
+        ...                       # the upstream call; call.ran() once it produced something
+        await call.finish()       # the normal end: the row is committed before the response ends
+
+Its exit is the only place a usage row is written, whatever ends the request: a refusal at
+admission (allow-list, unknown model, wrong kind, windows, quota), an upstream error, the client
+going away, a bug, cancellation at shutdown. The write is shielded from cancellation; if it fails
+the reservation is released and the failure counted and logged.
+
+Billing: a request refused or not run (the upstream produced nothing) costs nothing. Speech costs
+its ``input`` tokens only; a transcription costs its transcript's tokens as completion tokens
+(capped by the reservation, as text is) and records the audio's duration in ``audio_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from proxy.errors import ApiError
+from proxy.metering.admission import Admission, Ticket
+from proxy.metering.generation import DISCONNECT_POLL, ClientGone, RequestIds, _ledger_error, _outcome
+from proxy.metering.ratelimit import RateLimiter
+from proxy.metering.tokens import count_text
+from proxy.metrics import Metrics
+from proxy.speech.catalog import KIND_NAMES, SpeechModel
+from proxy.storage.api_keys import ApiKey
+from proxy.storage.database import Database
+from proxy.storage.usage import UsageEvent, record_usage, release
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class SpeechCalls:
+    """What every speech request needs; :meth:`run` makes one."""
+
+    db: Database
+    limiter: RateLimiter  # shared with the text endpoints: one key, one set of windows
+    metrics: Metrics
+    _live: set[SpeechCall] = field(default_factory=set)
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: wait (bounded) until every live request has written its row."""
+        end = time.monotonic() + timeout
+        while self._live and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        if self._live:
+            log.error("%d speech request(s) still running at shutdown", len(self._live))
+
+    @asynccontextmanager
+    async def run(
+        self,
+        key: ApiKey,
+        model: SpeechModel | None,
+        name: str,
+        kind: str,
+        endpoint: str,
+        ids: RequestIds,
+        prompt_tokens: int,
+        max_tokens: int,
+    ) -> AsyncIterator[SpeechCall]:
+        call = SpeechCall(self, key, name, endpoint, ids, prompt_tokens)
+        self.metrics.inflight.inc()
+        self._live.add(call)
+        try:
+            admission = Admission(self.db, _Expected(model, kind), self.limiter)
+            try:
+                call.ticket = await admission.admit(key, name, prompt_tokens, max_tokens)
+            except ApiError:
+                call.refused = True
+                raise
+            yield call
+        except BaseException as exc:
+            await call.end(exc)
+            raise
+        else:
+            await call.end(None)
+        finally:
+            self.metrics.inflight.dec()
+            self._live.discard(call)
+
+
+@dataclass
+class _Expected:
+    """Admission's catalog for one speech request: the model exists, is of the endpoint's kind and
+    is running (asked after the key's allow-list, before its windows and quota)."""
+
+    model: SpeechModel | None
+    kind: str
+
+    async def has(self, name: str) -> bool:
+        model = self.model
+        if model is None:
+            return False
+        if model.kind != self.kind:
+            raise ApiError(
+                400,
+                f"the model '{name}' is a {KIND_NAMES[model.kind]} model; this endpoint needs a "
+                f"{KIND_NAMES[self.kind]} model",
+                param="model",
+                code="wrong_model_kind",
+            )
+        if not model.running:
+            raise ApiError(
+                503,
+                f"the model '{name}' is stopped; an administrator can start it (llmserver models start {name})",
+                type="server_error",
+                code="model_not_running",
+            )
+        return True
+
+
+@dataclass(eq=False)
+class SpeechCall:
+    """One speech request. ``end`` writes its row exactly once, whoever calls it first."""
+
+    service: SpeechCalls
+    key: ApiKey
+    model: str
+    endpoint: str
+    ids: RequestIds
+    prompt_tokens: int
+    started: float = field(default_factory=time.perf_counter)
+    ticket: Ticket | None = None
+    refused: bool = False
+    completion_text: str = ""
+    audio_seconds: float | None = None
+    streamed: bool = False
+    first_byte_ms: float | None = None
+    _ran: bool = False
+    _recorded: bool = False
+
+    @property
+    def rate_headers(self) -> dict[str, str]:
+        return self.ticket.rate_headers if self.ticket else {}
+
+    def ran(self) -> None:
+        """The upstream produced something (audio or a transcript): the request is billable."""
+        self._ran = True
+        if self.first_byte_ms is None:
+            self.first_byte_ms = (time.perf_counter() - self.started) * 1000
+
+    @property
+    def completion_tokens(self) -> int:
+        n = count_text(self.completion_text) if self.completion_text else 0
+        ticket = self.ticket
+        return min(n, ticket.max_tokens) if ticket and ticket.reservation else n
+
+    async def finish(self) -> None:
+        await self.end(None)
+
+    async def end(self, exc: BaseException | None) -> None:
+        """Write this request's row (once), with the status ``exc`` means; shielded from cancellation."""
+        if self._recorded:
+            return
+        self._recorded = True
+        status, disconnected = _outcome(exc)
+        task = asyncio.ensure_future(self._record(status, disconnected))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        error = task.result()
+        if error is not None and exc is None:
+            raise error
+
+    async def _record(self, status: int, disconnected: bool) -> ApiError | None:
+        billed = self._ran and not self.refused
+        prompt, completion = (self.prompt_tokens, self.completion_tokens) if billed else (0, 0)
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        event = UsageEvent(
+            request_id=self.ids.server,
+            client_request_id=self.ids.client,
+            api_key_id=self.key.id,
+            model=self.model,
+            endpoint=self.endpoint,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            status=status,
+            latency_ms=round(latency_ms, 3),
+            ttft_ms=round(self.first_byte_ms, 3) if self.first_byte_ms is not None else None,
+            streamed=self.streamed,
+            client_disconnected=disconnected,
+            audio_seconds=self.audio_seconds if billed else None,
+        )
+        metrics = self.service.metrics
+        shown = self.model if status != 404 else "(unknown)"
+        metrics.observe(self.endpoint, shown, status, latency_ms, self.first_byte_ms)
+        metrics.tokens(shown, prompt, completion)
+        reservation = self.ticket.reservation if self.ticket else None
+        try:
+            await record_usage(self.service.db, event, reservation)
+        except Exception as exc:
+            metrics.ledger_failures.inc()
+            log.error("usage row for request %s could not be written: %s", self.ids.server, exc)
+            if reservation is not None:
+                try:
+                    await release(self.service.db, reservation)
+                except Exception as again:
+                    log.error("could not release a quota reservation: %s", again)
+            return _ledger_error(exc)
+        return None
+
+
+def admitted(model: SpeechModel | None) -> SpeechModel:
+    """The model of an admitted request (admission refuses an unknown one with a 404, so this only narrows)."""
+    if model is None:
+        raise ApiError(404, "The model does not exist", code="model_not_found", param="model")
+    return model
+
+
+async def unless_gone(step: Awaitable[T], client_gone: Callable[[], bool]) -> T:
+    """``step``'s result; :class:`ClientGone` (and ``step`` cancelled) if the client leaves first."""
+    task = asyncio.ensure_future(step)
+    try:
+        while not task.done():
+            await asyncio.wait((task,), timeout=DISCONNECT_POLL)
+            if not task.done() and client_gone():
+                raise ClientGone("the client went away while the inference service worked")
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))

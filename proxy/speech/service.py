@@ -1,0 +1,23 @@
+"""What the speech handlers share: the catalog, the inference client, the metering, the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.settings import Settings
+from proxy.speech.catalog import SpeechCatalog
+from proxy.speech.inference import InferenceClient
+from proxy.speech.metering import SpeechCalls
+
+
+@dataclass(frozen=True)
+class Speech:
+    settings: Settings
+    catalog: SpeechCatalog
+    client: InferenceClient
+    calls: SpeechCalls
+
+
+speech_key = web.AppKey("speech", Speech)
