@@ -7,6 +7,7 @@ reservation, and how many tokens it may generate (capped at what the key has lef
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from proxy.errors import ApiError
@@ -31,6 +32,8 @@ class Admission:
     db: Database
     catalog: ModelCatalog
     limiter: RateLimiter
+    # The model lifecycle's hook: notes the use, loads a model unloaded for idleness (True then).
+    warm: Callable[[str], Awaitable[bool]] | None = None
 
     async def admit(self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int) -> Ticket:
         """Check model, windows and quota, in that order; an ApiError says why not."""
@@ -50,6 +53,8 @@ class Admission:
                 code="model_not_allowed",
                 param="model",
             )
+        if self.warm is not None and await self.warm(model):
+            return
         if not await self.catalog.has(model):
             raise ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
 

@@ -139,7 +139,8 @@ class ModelStore:
 
     async def get(self, name: str) -> ModelRecord:
         check_model_name(name)
-        row = await self._db.execute_read(lambda c: c.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone())
+        sql = "SELECT * FROM models WHERE name = ?"
+        row = await self._db.execute_read(lambda c: c.execute(sql, (name,)).fetchone())
         if row is None:
             raise ModelNotFoundError(f"no model named {name!r}")
         return ModelRecord.from_row(row)
