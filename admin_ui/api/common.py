@@ -21,8 +21,8 @@ from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFound
 Auth = Callable[[web.Request], Awaitable[None]]
 Audit = Callable[[web.Request, str, dict[str, Any]], Awaitable[None]]
 
-auth_key = web.AppKey("admin_api_auth", Auth)  # type: ignore[type-abstract]
-audit_key = web.AppKey("admin_api_audit", Audit)  # type: ignore[type-abstract]
+auth_key: web.AppKey[Auth] = web.AppKey("admin_api_auth")
+audit_key: web.AppKey[Audit] = web.AppKey("admin_api_audit")
 
 
 def static_token_auth(token: str) -> Auth:

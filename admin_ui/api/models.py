@@ -39,7 +39,7 @@ from proxy.storage.models import check_model_name
 log = logging.getLogger(__name__)
 
 lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
-tasks_key = web.AppKey("admin_model_tasks", set)
+tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
 _FIELDS = (
     "kind",
     "backend",
@@ -73,9 +73,10 @@ def setup_model_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     yield
-    for task in list(app[tasks_key]):
+    running = [*app[tasks_key]]
+    for task in running:
         task.cancel()
-    for task in list(app[tasks_key]):
+    for task in running:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
@@ -106,7 +107,7 @@ def _background(request: web.Request, work: Callable[[], Awaitable[Any]], what: 
             log.warning("%s: %s", what, exc)
 
     task = asyncio.ensure_future(run())
-    tasks: set[asyncio.Task[None]] = request.app[tasks_key]
+    tasks = request.app[tasks_key]
     tasks.add(task)
     task.add_done_callback(tasks.discard)
 
