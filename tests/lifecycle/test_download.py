@@ -52,18 +52,16 @@ def test_a_gated_repository_needs_the_token(hub: Hub, tmp_path: Path) -> None:
     assert any(path.startswith("/meta-llama") and ok for _, path, _, ok in hub.requests)
 
 
-def test_clear_messages_for_a_missing_file_a_missing_repo_a_bad_revision_and_no_space(
-    hub: Hub, tmp_path: Path
-) -> None:
+def test_clear_messages_for_a_missing_file_a_missing_repo_a_bad_revision_and_no_space(hub: Hub, tmp_path: Path) -> None:
     downloader = Downloader(tmp_path / "cache", hub.endpoint)
-    with pytest.raises(DownloadError, match="has no file 'nope.gguf'"):
+    with pytest.raises(DownloadError, match=r"has no file 'nope\.gguf'"):
         downloader.fetch(DEMO_REPO, files=["nope.gguf"])
     with pytest.raises(DownloadError, match="repository nobody/nothing was not found"):
         downloader.fetch("nobody/nothing", files=["x.gguf"])
     with pytest.raises(DownloadError, match="has no revision 'v9'"):
         downloader.fetch(DEMO_REPO, files=[FILE], revision="v9")
     hub.fake_sizes[FILE] = 1 << 50  # a petabyte: more than any disk here
-    with pytest.raises(DownloadError, match="not enough disk space .* LLMSERVER_HF_CACHE"):
+    with pytest.raises(DownloadError, match=r"not enough disk space .* LLMSERVER_HF_CACHE"):
         downloader.fetch(DEMO_REPO, files=[FILE])
     assert not any(path.startswith("/cdn/") for _, path, _, _ in hub.requests)  # nothing was fetched
 
