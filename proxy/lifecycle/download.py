@@ -118,6 +118,7 @@ class Downloader:
         from huggingface_hub import hf_hub_download
 
         try:
+            self._resume_leftover(repo, commit, remote, token, bar)
             local = Path(
                 hf_hub_download(
                     repo,
@@ -135,6 +136,46 @@ class Downloader:
             raise translate(exc, repo, commit, token, self._endpoint(), remote.name) from None
         verify(local, remote)
         return local
+
+    def _resume_leftover(self, repo: str, commit: str, remote: RemoteFile, token: str | None, bar: type) -> None:
+        """Finish a blob that a killed download left half-written, from where it stopped.
+
+        ``huggingface_hub`` resumes a cut connection within one call, and deletes its partial file when
+        a call fails; but a process killed mid-file (SIGKILL, a power cut) leaves
+        ``blobs/<sha256>.<id>.incomplete`` behind. This continues the largest such file with a ``Range``
+        request (the client's own ``http_get``), checks its sha256 and puts it in place as the blob, so
+        the ``hf_hub_download`` that follows only links it into the snapshot. It holds the client's lock
+        for that blob while it works, so a download still running elsewhere is left alone.
+        """
+        if remote.sha256 is None:
+            return
+        from filelock import FileLock, Timeout
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.file_download import http_get, repo_folder_name
+        from huggingface_hub.utils import build_hf_headers
+
+        root, folder = self.cache_dir or _default_cache(), repo_folder_name(repo_id=repo, repo_type="model")
+        blobs, blob = root / folder / "blobs", root / folder / "blobs" / remote.sha256
+        leftovers = sorted(blobs.glob(f"{remote.sha256}.*.incomplete"), key=lambda p: p.stat().st_size)
+        if blob.exists() or not leftovers:
+            return
+        try:
+            with FileLock(str(root / ".locks" / folder / f"{remote.sha256}.lock"), timeout=0):
+                partial, size = leftovers[-1], leftovers[-1].stat().st_size
+                for other in leftovers[:-1]:
+                    other.unlink(missing_ok=True)
+                log.info("resuming %s/%s from byte %d (left by a download that was killed)", repo, remote.name, size)
+                url = hf_hub_url(repo, remote.name, revision=commit, endpoint=self.endpoint)
+                location = get_hf_file_metadata(url, token=token or False, endpoint=self.endpoint).location
+                with partial.open("ab") as f:
+                    headers = build_hf_headers(token=token or False)
+                    http_get(location, f, resume_size=size, headers=headers, expected_size=remote.size, tqdm_class=bar)
+                if sha256_file(partial) == remote.sha256:
+                    os.replace(partial, blob)
+                else:
+                    partial.unlink()  # the next step downloads it whole
+        except Timeout:
+            return  # another process is downloading this blob right now
 
     def _check_space(self, chosen: Sequence[RemoteFile], commit: str, repo: str) -> None:
         root = self.cache_dir or _default_cache()
@@ -315,8 +356,3 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n:.1f} TiB"
-
-
-def environment_endpoint() -> str | None:
-    """``HF_ENDPOINT`` as the process sees it (huggingface_hub reads the same variable)."""
-    return os.environ.get("HF_ENDPOINT") or None

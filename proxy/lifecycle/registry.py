@@ -10,6 +10,7 @@ second) so that every process, the admin console's page included, sees it move.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -121,8 +122,13 @@ class Registry:
                 await asyncio.wait({work}, timeout=PROGRESS_EVERY)
                 await self._write_progress(name, seen)
             fetched = work.result()
+        except asyncio.CancelledError:  # Ctrl-C, or the process shutting down: stop the thread too
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._cancelled(name))
+            raise
         except DownloadCancelledError:
-            await self.store.update(name, download_state="cancelled", error="the download was cancelled")
+            await self._cancelled(name)
             raise
         except (LifecycleError, StorageError) as exc:
             await self.store.update(name, download_state="failed", error=str(exc))
@@ -130,6 +136,9 @@ class Registry:
         finally:
             self._cancels.pop(name, None)
         return await self._downloaded(name, fetched)
+
+    async def _cancelled(self, name: str) -> None:
+        await self.store.update(name, download_state="cancelled", error="the download was cancelled")
 
     def _fetch(self, record: ModelRecord, token: str | None, report: Progress, cancel: threading.Event) -> Fetched:
         return self.downloader.fetch(

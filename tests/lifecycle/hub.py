@@ -54,6 +54,7 @@ class Hub:
     cut_once: set[str] = field(default_factory=set)  # sha256s whose first full GET is cut half-way
     fake_sizes: dict[str, int] = field(default_factory=dict)  # file name -> size announced instead
     requests: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
+    seconds_per_mib: float = 0.0  # a slow link, so that progress can be watched and a download cancelled
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -201,6 +202,8 @@ class Hub:
                 chunk = f.read(min(1 << 20, limit - position))
                 await response.write(chunk)
                 position += len(chunk)
+                if self.seconds_per_mib:
+                    await asyncio.sleep(self.seconds_per_mib * len(chunk) / (1 << 20))
         if cut:
             self.cut_once.discard(sha)
             assert request.transport is not None

@@ -102,3 +102,34 @@ def test_a_quantisation_is_picked_among_several_gguf_files() -> None:
     assert pick_gguf(["a.Q8_0.gguf", "a.Q5_1.gguf"])[0] == "a.Q5_1.gguf"  # type: ignore[index]
     assert pick_gguf(["only.gguf"]) == ("only.gguf", "the only GGUF file in the repository")
     assert pick_gguf(["x-00001-of-00002.gguf", "README.md"]) is None
+
+
+def test_a_download_killed_mid_file_is_resumed_from_where_it_stopped(hub: Hub, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tests.harness import ROOT
+
+    hub.seconds_per_mib = 0.05
+    cache = tmp_path / "cache"
+    script = (
+        "import sys; from pathlib import Path; from proxy.lifecycle.download import Downloader; "
+        f"Downloader(Path({str(cache)!r}), {hub.endpoint!r}).fetch({DEMO_REPO!r}, files=[{FILE!r}])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    blobs = cache / "models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF" / "blobs"
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not any(p.stat().st_size > 30 << 20 for p in blobs.glob("*.incomplete")):
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no clean-up runs, the partial file stays
+    proc.wait(10)
+    partial = next(blobs.glob("*.incomplete"))
+    kept = partial.stat().st_size
+    assert kept > 30 << 20
+    hub.seconds_per_mib = 0.0
+    fetched = Downloader(cache, hub.endpoint).fetch(DEMO_REPO, files=[FILE])
+    assert sha256_file(fetched.path) == hub.repos[DEMO_REPO].files[FILE].sha256
+    last = [r for method, path, r, _ in hub.requests if path.startswith("/cdn/") and method == "GET"][-1]
+    assert last == f"bytes={kept}-"  # only the rest was fetched
+    assert not list(blobs.glob("*.incomplete"))

@@ -174,6 +174,28 @@ async def test_run_picks_a_quantisation_and_a_failed_download_shows_its_error(
     assert "gated repository" in record["error"]
 
 
+@pytest.mark.asyncio
+async def test_progress_moves_on_the_row_and_a_download_is_cancelled_from_the_api(
+    api: tuple[TestClient, Lifecycle], hub: Hub, tmp_path: Path
+) -> None:
+    client, _ = api
+    hub.seconds_per_mib = 0.06  # about 6 s for the 94 MiB file
+    body = {"name": "slow", "source_repo": DEMO_REPO, "files": ["SmolLM2-135M-Instruct.Q4_1.gguf"]}
+    assert (await client.post("/admin/api/models", json=body)).status == 201
+    assert (await client.post("/admin/api/models/slow/pull")).status == 202
+    seen = []
+    for _ in range(3):
+        record = await _until(client, "slow", lambda m: (m["download_progress"] or 0) > (seen[-1] if seen else 0))
+        seen.append(record["download_progress"])
+    assert record["download_state"] == "downloading" and record["total_bytes"] > record["downloaded_bytes"] > 0
+    assert seen == sorted(seen) and len(set(seen)) == 3  # the UI sees it move
+    assert (await client.post("/admin/api/models/slow/cancel")).status == 202
+    record = await _until(client, "slow", lambda m: m["download_state"] != "downloading")
+    assert record["download_state"] == "cancelled" and record["local_path"] is None
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    assert (await client.post("/admin/api/models/slow/cancel")).status == 409
+
+
 async def _until(client: TestClient, name: str, done: object, timeout: float = 60) -> dict[str, object]:
     import asyncio
     import time
