@@ -16,15 +16,19 @@ from proxy.storage.hf_tokens import TokenStore
 tokens_lifecycle_key = web.AppKey("admin_tokens_lifecycle", Lifecycle)
 
 
-def setup_hf_token_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit) -> None:
+def setup_hf_token_routes(
+    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+) -> None:
+    """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[tokens_lifecycle_key] = lifecycle
     if auth_key not in app:
         app[auth_key] = auth
         app[audit_key] = audit
-    app.router.add_get("/admin/api/hf-tokens", list_tokens)
-    app.router.add_post("/admin/api/hf-tokens", add_token)
-    app.router.add_delete("/admin/api/hf-tokens/{id}", delete_token)
-    app.router.add_post("/admin/api/hf-tokens/{id}/default", make_default)
+    base = f"{prefix}/hf-tokens"
+    app.router.add_get(base, list_tokens)
+    app.router.add_post(base, add_token)
+    app.router.add_delete(base + "/{id}", delete_token)
+    app.router.add_post(base + "/{id}/default", make_default)
 
 
 def _store(request: web.Request) -> TokenStore:

@@ -54,13 +54,16 @@ _FIELDS = (
 )
 
 
-def setup_model_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit) -> None:
+def setup_model_routes(
+    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+) -> None:
+    """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[lifecycle_key] = lifecycle
     app[auth_key] = auth
     app[audit_key] = audit
     app[tasks_key] = set()
     app.cleanup_ctx.append(_background_tasks)
-    base = "/admin/api/models"
+    base = f"{prefix}/models"
     app.router.add_get(base, list_models)
     app.router.add_post(base, add_model)
     app.router.add_post(f"{base}/run", run_model)

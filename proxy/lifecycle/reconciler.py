@@ -61,6 +61,7 @@ class Reconciler:
         self._idle: set[str] = set()
         self._pass_lock = asyncio.Lock()
         self._restarted = False
+        self._known: set[str] = set()  # registered names as of the last pass
 
     def kick(self) -> None:
         """Run a pass soon (after an admin action)."""
@@ -94,10 +95,14 @@ class Reconciler:
                 return
             self._note_boot(str(hello.get("boot_id", "")))
             loaded = {m["name"]: m for m in hello.get("models", [])}
+            records = await self.store.list()
+            await self._unload_removed(loaded, {r.name for r in records})
             await self._adopt(loaded)
-            for record in await self.store.list():
+            records = await self.store.list()
+            for record in records:
                 await self._converge(record, loaded.get(record.name))
-            await self._unload_unknown(loaded)
+            self._known = {r.name for r in records}
+            self._restarted = False
 
     def _note_boot(self, boot_id: str) -> None:
         if self._boot_id is not None and boot_id != self._boot_id:
@@ -170,13 +175,12 @@ class Reconciler:
         await self._unload(record.name)
         await self._set(record, actual_state="idle")
 
-    async def _unload_unknown(self, loaded: dict[str, dict[str, Any]]) -> None:
-        """A model removed from the registry is unloaded."""
-        known = {r.name for r in await self.store.list()}
-        for name in loaded:
-            if name not in known and name not in self._loads:
+    async def _unload_removed(self, loaded: dict[str, dict[str, Any]], registered: set[str]) -> None:
+        """A model removed from the registry since the last pass is unloaded (and not adopted again)."""
+        for name in list(loaded):
+            if name in self._known and name not in registered and name not in self._loads:
                 await self._unload(name)
-        self._restarted = False
+                del loaded[name]
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -237,6 +241,8 @@ class Reconciler:
 
     async def ensure(self, name: str) -> bool:
         """Note a request for ``name``; load it first if it was unloaded for idleness. True if it was."""
+        if name not in self._known:
+            return False
         self._used[name] = time.monotonic()
         if name not in self._idle:
             return False

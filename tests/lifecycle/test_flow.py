@@ -173,6 +173,10 @@ def test_a_model_from_the_runtimes_command_line_is_registered_and_one_too_big_fo
     started = cli(proxy, "models", "start", "huge", "--wait", "30")
     assert started.returncode == 2 and "not enough memory to load" in started.stdout, started.stdout
     assert daemon.alive() and "boot" in _runtime_models(daemon)
+    assert cli(proxy, "models", "rm", "boot").returncode == 0  # removed: unloaded, and not adopted again
+    until(lambda: "boot" not in _runtime_models(daemon), timeout=20, what="boot unloaded")
+    time.sleep(2.5)  # a reconcile pass later
+    assert "boot" not in cli(proxy, "models", "list").stdout
 
 
 def _mem_total() -> int:
