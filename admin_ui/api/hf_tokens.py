@@ -65,7 +65,7 @@ async def delete_token(request: web.Request) -> web.Response:
     await guard(request)
     token_id = _id(request)
     try:
-        await _store(request).delete(token_id)
+        await request.app[tokens_lifecycle_key].registry.delete_token(token_id)
     except StorageError as exc:
         raise translate(exc) from None
     await audited(request, "hf_token.delete", id=token_id)

@@ -22,6 +22,7 @@ from proxy.settings import load_settings
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, VaultError
 from proxy.storage.hf_tokens import HfToken, TokenStore
+from proxy.storage.models import ModelStore
 from proxy.storage.vault import Vault
 
 T = TypeVar("T")
@@ -69,7 +70,12 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def rm_command(args: argparse.Namespace) -> int:
-    if _run(lambda store: store.delete(args.id)) is False:
+    async def delete(store: TokenStore) -> None:
+        await store.delete(args.id)
+        settings = load_settings()
+        await ModelStore(store.db, settings.model_config_dir).sync_files()  # models that named it: default now
+
+    if _run(delete) is False:
         return EXIT_ERROR
     sys.stdout.write(f"deleted token {args.id}\n")
     return 0

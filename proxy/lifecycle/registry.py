@@ -204,6 +204,11 @@ class Registry:
         await self.store.delete(name)
         self._on_change()
 
+    async def delete_token(self, token_id: int) -> None:
+        """Delete a stored token; models that named it fall back to the default (config files follow)."""
+        await self.tokens.delete(token_id)
+        await self.store.sync_files()
+
     async def set_fields(self, name: str, **fields: Any) -> ModelRecord:
         """Change params, keep-alive, token... of a registered model."""
         allowed = {"params", "keep_alive", "hf_token_id", "backend", "files", "patterns", "revision", "local_path"}

@@ -71,7 +71,7 @@ class TokenStore:
     """The ``huggingface_tokens`` table through one vault."""
 
     def __init__(self, db: Database, vault: Vault | None) -> None:
-        self._db = db
+        self.db = db
         self._vault = vault
 
     def _need_vault(self) -> Vault:
@@ -100,24 +100,24 @@ class TokenStore:
             )
             return _select(conn, row_id)
 
-        return await self._db.execute_write(insert)
+        return await self.db.execute_write(insert)
 
     async def list(self) -> list[HfToken]:
         def read(conn: sqlite3.Connection) -> list[HfToken]:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM huggingface_tokens ORDER BY id").fetchall()
             return [HfToken.from_row(r) for r in rows]
 
-        return await self._db.execute_read(read)
+        return await self.db.execute_read(read)
 
     async def get(self, token_id: int) -> HfToken:
-        return await self._db.execute_read(lambda conn: _select(conn, token_id))
+        return await self.db.execute_read(lambda conn: _select(conn, token_id))
 
     async def delete(self, token_id: int) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM huggingface_tokens WHERE id = ?", (token_id,)).rowcount == 0:
                 raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
 
-        await self._db.execute_write(delete)
+        await self.db.execute_write(delete)
 
     async def set_default(self, token_id: int) -> HfToken:
         def update(conn: sqlite3.Connection) -> HfToken:
@@ -126,7 +126,7 @@ class TokenStore:
             conn.execute("UPDATE huggingface_tokens SET is_default = 1 WHERE id = ?", (token_id,))
             return _select(conn, token_id)
 
-        return await self._db.execute_write(update)
+        return await self.db.execute_write(update)
 
     async def reveal(self, token_id: int | None) -> str | None:
         """The plaintext of token ``token_id``, or of the default token when None (None if there is none)."""
@@ -139,7 +139,7 @@ class TokenStore:
                 raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
             return row
 
-        row = await self._db.execute_read(read)
+        row = await self.db.execute_read(read)
         return None if row is None else decrypt_row(self._need_vault(), row)
 
     async def rotate(self, new: Vault) -> int:
@@ -156,7 +156,7 @@ class TokenStore:
                 )
             return len(rows)
 
-        return await self._db.execute_write(rotate)
+        return await self.db.execute_write(rotate)
 
 
 def decrypt_row(vault: Vault, row: sqlite3.Row) -> str:

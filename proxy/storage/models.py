@@ -182,6 +182,14 @@ class ModelStore:
         await self._db.execute_write(delete)
         self.config_path(name).unlink(missing_ok=True)
 
+    async def sync_files(self) -> int:
+        """Rewrite every config file from its row (after a change made by the database itself, such as
+        a deleted token's ``ON DELETE SET NULL``); how many."""
+        records = await self.list()
+        for record in records:
+            self._written(record)
+        return len(records)
+
     def config_path(self, name: str) -> Path:
         return self.config_dir / f"{check_model_name(name)}.json"
 

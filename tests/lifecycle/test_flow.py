@@ -133,6 +133,8 @@ def test_models_come_back_after_a_runtime_sigkill_and_a_proxy_restart_and_a_dele
     until(lambda: show(proxy, "doomed")["actual_state"] == "failed", what="the deleted file's error")
     record = show(proxy, "doomed")
     assert str(copy) in record["error"] and record["failures"] >= 1 and record["retry_at"] is not None
+    time.sleep(5)  # back-off (2 s, 4 s, 8 s...): a few tries in 5 s, not a hot loop
+    assert show(proxy, "doomed")["failures"] <= record["failures"] + 2
     until(lambda: bool(chat(openai_client, proxy, key, "keeper")), what="keeper beside the broken model")
     listing = cli(proxy, "models", "list").stdout
     assert "doomed" in listing and "failed" in listing and "keeper" in listing

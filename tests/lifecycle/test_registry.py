@@ -148,9 +148,14 @@ async def test_the_admin_api_registers_downloads_with_a_vault_token_and_keeps_th
     r = await client.patch("/admin/api/models/gated", json={"params": {"n_ctx": 512}})
     assert (await r.json())["params"] == {"n_ctx": 512}
     _assert_file_equals_row(tmp_path / "config", await lifecycle.registry.store.get("gated"))
+    r = await client.patch("/admin/api/models/gated", json={"hf_token_id": token["id"]})
+    assert (await r.json())["hf_token_id"] == token["id"]
+    assert (await client.delete(f"/admin/api/hf-tokens/{token['id']}")).status == 204
+    record = await lifecycle.registry.store.get("gated")
+    assert record.hf_token_id is None  # the database's ON DELETE SET NULL, and the file follows it
+    _assert_file_equals_row(tmp_path / "config", record)
     assert (await client.delete("/admin/api/models/gated")).status == 204
     assert not (tmp_path / "config" / "gated.json").exists()
-    assert (await client.delete(f"/admin/api/hf-tokens/{token['id']}")).status == 204
 
 
 @pytest.mark.asyncio
