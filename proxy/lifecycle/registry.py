@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the row
 REMOTE_KINDS = ("tts", "stt")  # served by the inference service: nothing to download or load
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _BACKEND_BY_SUFFIX = {".gguf": "llamacpp", ".rkllm": "rkllm"}
 
 
@@ -65,6 +67,8 @@ class Registry:
                 raise ValidationError("a model needs a source: a Hugging Face repository or a local path")
             if fields.get("local_path") and not fields.get("source_repo"):
                 fields.setdefault("download_state", "local")
+        if fields.get("source_repo") is not None:
+            check_repo_id(fields["source_repo"])
         if fields.get("hf_token_id") is not None:
             await self.tokens.get(int(fields["hf_token_id"]))  # exists, or TokenNotFoundError
         if "backend" not in fields:
@@ -76,8 +80,7 @@ class Registry:
     async def plan_run(self, spec: str, name: str | None = None, token_id: int | None = None) -> RunPlan:
         """``REPO[:FILE]`` -> which file to run; a repository with several GGUF files gets a quantisation picked."""
         repo, _, file = spec.partition(":")
-        if repo.count("/") != 1 or ".." in repo:
-            raise ValidationError(f"{spec!r}: expected a Hugging Face repository id like org/name, optionally :FILE")
+        check_repo_id(repo)
         reason = "as asked"
         if not file:
             token = await self.tokens.reveal(token_id)
@@ -218,6 +221,13 @@ class Registry:
         record = await self.store.update(name, **fields)
         self._on_change()
         return record
+
+
+def check_repo_id(repo: object) -> str:
+    """``org/name`` as the Hub spells repository ids; nothing that could climb out of the cache."""
+    if not isinstance(repo, str) or not _REPO.match(repo) or ".." in repo:
+        raise ValidationError(f"{repo!r}: expected a Hugging Face repository id like org/name (optionally :FILE)")
+    return repo
 
 
 def _backend_for(fields: dict[str, Any]) -> str:

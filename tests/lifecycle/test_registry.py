@@ -115,6 +115,11 @@ async def test_the_admin_api_refuses_bad_names_and_unauthenticated_requests(
     assert r.status == 400
     r = await client.post("/admin/api/models/run", json={"spec": DEMO_REPO, "name": "../x"})
     assert r.status == 400
+    for repo in ("../x", "a/../b", "a/b/c", "a"):
+        r = await client.post("/admin/api/models", json={"name": "ok", "source_repo": repo, "files": ["m.gguf"]})
+        assert r.status == 400 and "repository id" in (await r.json())["error"]["message"], repo
+    r = await client.post("/admin/api/models", json={"name": "ok", "source_repo": "a/b", "files": ["../m.gguf"]})
+    assert r.status == 400
     assert not list(tmp_path.rglob("x.json"))
 
 
