@@ -165,7 +165,10 @@ class Reconciler:
             await self._set(record, actual_state=state)
 
     async def _maybe_idle(self, record: ModelRecord, info: dict[str, Any]) -> None:
-        if record.keep_alive is None or info.get("queued") or info.get("running"):
+        if record.keep_alive is None:
+            return
+        if info.get("queued") or info.get("running"):  # busy now: the keep-alive counts from its end
+            self._used[record.name] = time.monotonic()
             return
         last = self._used.setdefault(record.name, time.monotonic())
         if time.monotonic() - last < record.keep_alive:
