@@ -28,7 +28,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from proxy.storage.errors import StorageError, ValidationError
+from proxy.storage.errors import ModelNotFoundError, StorageError, ValidationError
 from proxy.storage.models import ModelRecord, ModelStore, check_model_name
 from runtime.api.errors import RuntimeClientError, RuntimeRequestError
 from runtime.api.models import ModelConfig
@@ -71,6 +71,8 @@ class Reconciler:
         while True:
             try:
                 await self.reconcile()
+            except StorageError as exc:  # the database or the config directory: said once per pass
+                log.warning("reconcile pass failed: %s", exc)
             except Exception:  # the next pass tries again; a bug must not stop the loop
                 log.exception("reconcile pass failed")
             with contextlib.suppress(asyncio.TimeoutError):
@@ -237,7 +239,7 @@ class Reconciler:
         """Write ``fields`` only when they change something (the config file follows the row)."""
         changed = {k: v for k, v in fields.items() if getattr(record, k) != v}
         if changed:
-            with contextlib.suppress(StorageError):  # removed meanwhile
+            with contextlib.suppress(ModelNotFoundError):  # removed meanwhile
                 await self.store.update(record.name, **changed)
 
     # -- requests -------------------------------------------------------------------------------

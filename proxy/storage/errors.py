@@ -7,7 +7,8 @@ StorageError                   base of everything proxy.storage raises
 ├── VaultError                 the vault cannot encrypt or decrypt (no key, wrong key, tampered data)
 ├── KeyNotFoundError           an API key id or public id that matches no row
 ├── TokenNotFoundError         a Hugging Face token id that matches no row
-└── ModelNotFoundError         a model name that matches no row
+├── ModelNotFoundError         a model name that matches no row
+└── ConfigFileError            a model's JSON config file could not be written
 """
 
 from __future__ import annotations
@@ -43,3 +44,7 @@ class TokenNotFoundError(StorageError, LookupError):
 
 class ModelNotFoundError(StorageError, LookupError):
     """No model row has this name."""
+
+
+class ConfigFileError(StorageError):
+    """A model's JSON config file could not be written (the row was)."""

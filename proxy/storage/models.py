@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.storage.database import Database
-from proxy.storage.errors import ModelNotFoundError, ValidationError
+from proxy.storage.errors import ConfigFileError, ModelNotFoundError, ValidationError
 
 MAX_MODEL_NAME = 64
 KINDS = ("llm", "tts", "stt")
@@ -194,7 +194,13 @@ class ModelStore:
         return self.config_dir / f"{check_model_name(name)}.json"
 
     def _written(self, record: ModelRecord) -> ModelRecord:
-        write_json_atomically(self.config_path(record.name), record.to_json())
+        try:
+            write_json_atomically(self.config_path(record.name), record.to_json())
+        except OSError as exc:  # the row is committed; the next change (or sync_files) writes the file
+            raise ConfigFileError(
+                f"model {record.name!r} saved, but its config file could not be written in {self.config_dir} "
+                f"({exc.strerror or exc}); set LLMSERVER_MODEL_CONFIG_DIR to a writable directory"
+            ) from None
         return record
 
 

@@ -216,3 +216,13 @@ async def _until(client: TestClient, name: str, done: object, timeout: float = 6
         if done(record) or time.monotonic() > end:  # type: ignore[operator]
             return dict(record)
         await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_an_unwritable_config_directory_is_a_clear_error(db: Database, tmp_path: Path) -> None:
+    from proxy.storage.errors import ConfigFileError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigFileError, match="LLMSERVER_MODEL_CONFIG_DIR"):
+        await ModelStore(db, blocker / "config").create("m", local_path="/m.gguf")
