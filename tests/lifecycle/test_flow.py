@@ -175,6 +175,11 @@ def test_a_model_from_the_runtimes_command_line_is_registered_and_one_too_big_fo
     started = cli(proxy, "models", "start", "huge", "--wait", "30")
     assert started.returncode == 2 and "not enough memory to load" in started.stdout, started.stdout
     assert daemon.alive() and "boot" in _runtime_models(daemon)
+    # A TTS model is served remotely (the inference service): starting it only marks it running.
+    assert cli(proxy, "models", "add", "voice", "--kind", "tts", "--repo", "hexgrad/Kokoro-82M").returncode == 0
+    voice = cli(proxy, "models", "start", "voice", "--wait", "20")
+    assert "now running" in voice.stdout, voice.stdout + voice.stderr
+    assert "voice" not in _runtime_models(daemon)
     assert cli(proxy, "models", "rm", "boot").returncode == 0  # removed: unloaded, and not adopted again
     until(lambda: "boot" not in _runtime_models(daemon), timeout=20, what="boot unloaded")
     time.sleep(2.5)  # a reconcile pass later
