@@ -8,11 +8,13 @@ from collections.abc import Sequence
 
 from llmserver import up
 from llmserver.commands import admin, chat, keys, proxy, runtime
+from llmserver.commands import models as models_command
+from llmserver.commands import vault as vault_command
 from proxy.errors import ProxyError
 from proxy.storage.errors import StorageError
 from runtime.api.errors import RuntimeServiceError
 
-COMMANDS = (up, proxy, runtime, chat, keys, admin)
+COMMANDS = (up, proxy, runtime, chat, keys, admin, models_command, vault_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

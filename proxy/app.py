@@ -13,8 +13,18 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from proxy.appkeys import catalog_key, db_key, generations_key, metrics_key, runtime_key, settings_key, verifier_key
+from proxy.appkeys import (
+    catalog_key,
+    db_key,
+    generations_key,
+    lifecycle_key,
+    metrics_key,
+    runtime_key,
+    settings_key,
+    verifier_key,
+)
 from proxy.auth.verifier import KeyVerifier
+from proxy.lifecycle.service import Lifecycle
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
@@ -43,6 +53,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
     app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
+    app[lifecycle_key] = Lifecycle(
+        settings.model_config_dir, settings.hf_cache, settings.vault() if settings.encryption_key else None
+    )
+    app.cleanup_ctx.append(_lifecycle(reconcile=runtime is None))
     app.cleanup_ctx.extend([_services, _reclaimer, _retention])
     setup_routes(app)
     setup_speech(app)
@@ -81,6 +95,18 @@ def _given_runtime(runtime: Runtime) -> Callable[[web.Application], AsyncIterato
     return given
 
 
+def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The model registry; with the real runtime also the reconciler (a scripted fake has no load)."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        runtime = app[runtime_key]
+        await app[lifecycle_key].start(app[db_key], runtime if reconcile else None)  # type: ignore[arg-type]
+        yield
+        await app[lifecycle_key].close()
+
+    return lifecycle
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
     app[verifier_key] = KeyVerifier(db, concurrency=settings.argon2_concurrency)
@@ -88,7 +114,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[generations_key] = Generations(
         db=db,
         runtime=runtime,
-        admission=Admission(db, app[catalog_key], RateLimiter(), zone=settings.budget_zone),
+        admission=Admission(
+            db, app[catalog_key], RateLimiter(), zone=settings.budget_zone, warm=app[lifecycle_key].ensure
+        ),
         metrics=app[metrics_key],
         request_timeout=settings.request_timeout,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.auth.verifier import KeyVerifier
+from proxy.lifecycle.service import Lifecycle
 from proxy.metering.generation import Generations, RequestIds
 from proxy.metrics import Metrics
 from proxy.settings import Settings
@@ -20,6 +21,7 @@ verifier_key = web.AppKey("verifier", KeyVerifier)
 catalog_key = web.AppKey("catalog", ModelCatalog)
 metrics_key = web.AppKey("metrics", Metrics)
 generations_key = web.AppKey("generations", Generations)
+lifecycle_key = web.AppKey("lifecycle", Lifecycle)
 
 request_ids_key = web.RequestKey("request_ids", RequestIds)
 api_key_key = web.RequestKey("api_key", ApiKey)

@@ -44,6 +44,7 @@ class Settings:
     encryption_key: bytes | None = field(default=None, repr=False)
     session_key: bytes | None = field(default=None, repr=False)
     hf_cache: Path | None = None
+    model_config_dir: Path = Path("assets/config")
     bind_host: str = "0.0.0.0"
     bind_port: int = 8443
     runtime_endpoint: str = field(default_factory=default_endpoint)
@@ -126,6 +127,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         encryption_key=reader.secret_hex("LLMSERVER_ENCRYPTION_KEY", 32),
         session_key=reader.secret_hex("LLMSERVER_SESSION_KEY", 64),
         hf_cache=reader.optional_path("LLMSERVER_HF_CACHE"),
+        model_config_dir=reader.optional_path("LLMSERVER_MODEL_CONFIG_DIR") or Path("assets/config"),
         bind_host=host,
         bind_port=port,
         runtime_endpoint=runtime_endpoint,

@@ -199,6 +199,7 @@ def proxy_env(tmp: Path, endpoint: str, port: int) -> dict[str, str]:
             "LLMSERVER_BIND_ADDRESS": f"127.0.0.1:{port}",
             "LLMSERVER_RUNTIME_ENDPOINT": endpoint,
             "LLMSERVER_ARGON2_PROFILE": "test",
+            "LLMSERVER_MODEL_CONFIG_DIR": str(tmp / "config"),
         }
     )
     return env

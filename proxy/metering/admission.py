@@ -8,6 +8,7 @@ reservation, and how many tokens it may generate (capped at what the key has lef
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Protocol
@@ -44,6 +45,8 @@ class Admission:
     catalog: ModelCatalog | KnownModels
     limiter: RateLimiter
     zone: ZoneInfo | timezone = timezone.utc  # budget periods are aligned in this time zone
+    # The model lifecycle's hook: notes the use, loads a model unloaded for idleness (True then).
+    warm: Callable[[str], Awaitable[bool]] | None = None
 
     async def admit(self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int) -> Ticket:
         """Check model, windows and quota, in that order; an ApiError says why not."""
@@ -63,6 +66,8 @@ class Admission:
                 code="model_not_allowed",
                 param="model",
             )
+        if self.warm is not None and await self.warm(model):
+            return
         if not await self.catalog.has(model):
             raise ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
 

@@ -5,7 +5,10 @@ StorageError                   base of everything proxy.storage raises
 ├── DatabaseError              the database could not be opened, migrated or written
 │   └── DatabaseClosedError    work submitted to a database that is closed
 ├── VaultError                 the vault cannot encrypt or decrypt (no key, wrong key, tampered data)
-└── KeyNotFoundError           an API key id or public id that matches no row
+├── KeyNotFoundError           an API key id or public id that matches no row
+├── TokenNotFoundError         a Hugging Face token id that matches no row
+├── ModelNotFoundError         a model name that matches no row
+└── ConfigFileError            a model's JSON config file could not be written
 """
 
 from __future__ import annotations
@@ -33,3 +36,15 @@ class VaultError(StorageError):
 
 class KeyNotFoundError(StorageError, LookupError):
     """No API key row has this id or public id."""
+
+
+class TokenNotFoundError(StorageError, LookupError):
+    """No Hugging Face token row has this id."""
+
+
+class ModelNotFoundError(StorageError, LookupError):
+    """No model row has this name."""
+
+
+class ConfigFileError(StorageError):
+    """A model's JSON config file could not be written (the row was)."""

@@ -1,7 +1,15 @@
-"""The AES-GCM vault for stored secrets (Hugging Face tokens)."""
+"""The AES-GCM vault for stored secrets (Hugging Face tokens).
+
+A stored secret is ``(key id, nonce, ciphertext)``: a fresh 12-byte nonce per encryption, and
+associated data that binds the ciphertext to its place (``hf_tokens`` passes the row id), so a
+ciphertext copied into another row does not decrypt. The key id (a short hash of the key, not
+the key) says which key made a ciphertext: a wrong ``LLMSERVER_ENCRYPTION_KEY`` is reported as
+such instead of as damaged data.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -37,18 +45,22 @@ class Vault:
         if len(key) != 32:
             raise VaultError("the encryption key must be 32 bytes")
         self._aead = AESGCM(key)
+        self.key_id = hashlib.sha256(b"llmserver-vault-key-id:" + key).hexdigest()[:12]
 
     def __repr__(self) -> str:
         return "Vault(<key hidden>)"
 
-    def encrypt(self, plaintext: str) -> tuple[bytes, bytes]:
-        """``(nonce, ciphertext)`` for ``plaintext``; a fresh random nonce every call."""
-        nonce = os.urandom(VAULT_NONCE_BYTES)
-        return nonce, self._aead.encrypt(nonce, plaintext.encode(), VAULT_ASSOCIATED_DATA)
+    def encrypt(self, plaintext: str, context: bytes = b"") -> tuple[bytes, bytes]:
+        """``(nonce, ciphertext)`` for ``plaintext``; a fresh random nonce every call.
 
-    def decrypt(self, nonce: bytes, ciphertext: bytes) -> str:
-        """The plaintext; :class:`VaultError` if the key is wrong or the data was altered."""
+        ``context`` joins the associated data: the same context is needed to decrypt.
+        """
+        nonce = os.urandom(VAULT_NONCE_BYTES)
+        return nonce, self._aead.encrypt(nonce, plaintext.encode(), VAULT_ASSOCIATED_DATA + context)
+
+    def decrypt(self, nonce: bytes, ciphertext: bytes, context: bytes = b"") -> str:
+        """The plaintext; :class:`VaultError` if the key is wrong or the data was altered or moved."""
         try:
-            return self._aead.decrypt(nonce, ciphertext, VAULT_ASSOCIATED_DATA).decode()
+            return self._aead.decrypt(nonce, ciphertext, VAULT_ASSOCIATED_DATA + context).decode()
         except (InvalidTag, ValueError, UnicodeDecodeError):
             raise VaultError("the stored secret does not decrypt with this encryption key") from None

@@ -33,6 +33,7 @@ from runtime.api.protocol import (
 )
 from runtime.backends.base import Backend, BackendError, Outcome, create_backend
 from runtime.daemon.errors import BusyError
+from runtime.daemon.memory import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class ModelWorker:
 
     def _load(self) -> bool:
         try:
+            check_fits(self.config.path)
             backend = create_backend(self.config.backend)
             backend.load(self.config)
         except BackendError as exc:

@@ -1,0 +1,85 @@
+"""What the admin API handlers share: the swappable auth check, error translation, JSON bodies.
+
+Authentication is a dependency: ``setup_*_routes(app, ..., auth=...)`` takes an async callable that
+raises ``web.HTTPException`` for a request that may not act (the console passes its session + CSRF
+or admin-API-token check; :func:`static_token_auth` is the stand-in used until then). ``audit`` is
+called after every successful change with the action and its target (the console's audit log).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from proxy.lifecycle.errors import DownloadError, LifecycleError, ModelStateError
+from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFoundError, ValidationError, VaultError
+
+Auth = Callable[[web.Request], Awaitable[None]]
+Audit = Callable[[web.Request, str, dict[str, Any]], Awaitable[None]]
+
+auth_key: web.AppKey[Auth] = web.AppKey("admin_api_auth")
+audit_key: web.AppKey[Audit] = web.AppKey("admin_api_audit")
+
+
+def static_token_auth(token: str) -> Auth:
+    """Accept ``Authorization: Bearer <token>`` only (constant-time compare)."""
+    expected = f"Bearer {token}".encode()
+
+    async def check(request: web.Request) -> None:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise error(401, "authentication required", "unauthorized")
+
+    return check
+
+
+async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
+    return None
+
+
+def error(status: int, message: str, kind: str) -> web.HTTPException:
+    body = json.dumps({"error": {"message": message, "type": kind}})
+    cls = web.HTTPException
+    exc = cls(text=body, content_type="application/json")
+    exc.set_status(status)
+    return exc
+
+
+def translate(exc: Exception) -> web.HTTPException:
+    """The HTTP error for a storage or lifecycle error (messages never hold a secret)."""
+    table: tuple[tuple[type[Exception], int, str], ...] = (
+        (ValidationError, 400, "invalid_request"),
+        (ModelNotFoundError, 404, "not_found"),
+        (TokenNotFoundError, 404, "not_found"),
+        (ModelStateError, 409, "conflict"),
+        (DownloadError, 502, "download_failed"),
+        (VaultError, 503, "vault_unavailable"),
+        (LifecycleError, 500, "lifecycle_error"),
+        (StorageError, 500, "storage_error"),
+    )
+    for cls, status, kind in table:
+        if isinstance(exc, cls):
+            return error(status, str(exc), kind)
+    raise exc
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise error(400, "the body must be a JSON object", "invalid_request") from None
+    if not isinstance(body, dict):
+        raise error(400, "the body must be a JSON object", "invalid_request")
+    return body
+
+
+async def guard(request: web.Request) -> None:
+    await request.app[auth_key](request)
+
+
+async def audited(request: web.Request, action: str, **details: Any) -> None:
+    await request.app[audit_key](request, action, details)

@@ -1,0 +1,82 @@
+"""``/admin/api/hf-tokens``: add, list, delete and choose the default Hugging Face token.
+
+A token goes in once (``POST {"label", "token", "default"?}``) and never comes out: every answer
+holds the label and the last four characters only.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, guard, json_body, no_audit, translate
+from proxy.lifecycle.service import Lifecycle
+from proxy.storage.errors import StorageError
+from proxy.storage.hf_tokens import TokenStore
+
+tokens_lifecycle_key = web.AppKey("admin_tokens_lifecycle", Lifecycle)
+
+
+def setup_hf_token_routes(
+    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+) -> None:
+    """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
+    app[tokens_lifecycle_key] = lifecycle
+    if auth_key not in app:
+        app[auth_key] = auth
+        app[audit_key] = audit
+    base = f"{prefix}/hf-tokens"
+    app.router.add_get(base, list_tokens)
+    app.router.add_post(base, add_token)
+    app.router.add_delete(base + "/{id}", delete_token)
+    app.router.add_post(base + "/{id}/default", make_default)
+
+
+def _store(request: web.Request) -> TokenStore:
+    return request.app[tokens_lifecycle_key].registry.tokens
+
+
+def _id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit():
+        raise error(400, "a token id is a number", "invalid_request")
+    return int(text)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    await guard(request)
+    tokens = await _store(request).list()
+    return web.json_response({"tokens": [t.to_json() for t in tokens]})
+
+
+async def add_token(request: web.Request) -> web.Response:
+    await guard(request)
+    body = await json_body(request)
+    try:
+        stored = await _store(request).add(
+            str(body.get("label", "")), str(body.get("token", "")), default=bool(body.get("default"))
+        )
+    except StorageError as exc:
+        raise translate(exc) from None
+    await audited(request, "hf_token.add", id=stored.id, label=stored.label)
+    return web.json_response(stored.to_json(), status=201)
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    await guard(request)
+    token_id = _id(request)
+    try:
+        await request.app[tokens_lifecycle_key].registry.delete_token(token_id)
+    except StorageError as exc:
+        raise translate(exc) from None
+    await audited(request, "hf_token.delete", id=token_id)
+    return web.Response(status=204)
+
+
+async def make_default(request: web.Request) -> web.Response:
+    await guard(request)
+    try:
+        stored = await _store(request).set_default(_id(request))
+    except StorageError as exc:
+        raise translate(exc) from None
+    await audited(request, "hf_token.default", id=stored.id)
+    return web.json_response(stored.to_json())

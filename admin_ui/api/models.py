@@ -1,0 +1,196 @@
+"""``/admin/api/models``: register, download, start, stop and remove models; read their state.
+
+Every handler reads as auth -> parse -> call the registry -> respond. A download (``pull`` or
+``run``) answers 202 at once and runs on in the background; its progress is on the model's row
+(``download_state``, ``download_progress``, ``downloaded_bytes``, ``total_bytes``), which
+``GET /admin/api/models/{name}`` returns, and ``.../cancel`` stops it.
+
+=======  ==================================  ===========================================
+GET      /admin/api/models                   every model
+POST     /admin/api/models                   register (``{"name", "source_repo"|"local_path", ...}``)
+POST     /admin/api/models/run               ``{"spec": "REPO[:FILE]"}``: register, download, start
+GET      /admin/api/models/{name}            one model (with progress and last error)
+PATCH    /admin/api/models/{name}            params, keep_alive, hf_token_id...
+DELETE   /admin/api/models/{name}            forget (unloaded by the reconciler)
+POST     /admin/api/models/{name}/pull       download (202)
+POST     /admin/api/models/{name}/cancel     cancel a running download
+POST     /admin/api/models/{name}/start      want it running
+POST     /admin/api/models/{name}/stop       want it stopped
+=======  ==================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, guard, json_body, no_audit, translate
+from proxy.lifecycle.errors import LifecycleError
+from proxy.lifecycle.registry import Registry
+from proxy.lifecycle.service import Lifecycle
+from proxy.storage.errors import StorageError
+from proxy.storage.models import check_model_name
+
+log = logging.getLogger(__name__)
+
+lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
+tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
+_FIELDS = (
+    "kind",
+    "backend",
+    "source_repo",
+    "files",
+    "patterns",
+    "revision",
+    "local_path",
+    "params",
+    "hf_token_id",
+    "keep_alive",
+)
+
+
+def setup_model_routes(
+    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+) -> None:
+    """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
+    app[lifecycle_key] = lifecycle
+    app[auth_key] = auth
+    app[audit_key] = audit
+    app[tasks_key] = set()
+    app.cleanup_ctx.append(_background_tasks)
+    base = f"{prefix}/models"
+    app.router.add_get(base, list_models)
+    app.router.add_post(base, add_model)
+    app.router.add_post(f"{base}/run", run_model)
+    app.router.add_get(base + "/{name}", get_model)
+    app.router.add_patch(base + "/{name}", change_model)
+    app.router.add_delete(base + "/{name}", remove_model)
+    for action in ("pull", "cancel", "start", "stop"):
+        app.router.add_post(base + "/{name}/" + action, model_action)
+
+
+async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
+    yield
+    running = [*app[tasks_key]]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def _registry(request: web.Request) -> Registry:
+    return request.app[lifecycle_key].registry
+
+
+def _name(request: web.Request) -> str:
+    try:
+        return check_model_name(request.match_info["name"])
+    except StorageError as exc:
+        raise translate(exc) from None
+
+
+async def _call(work: Awaitable[Any]) -> Any:
+    try:
+        return await work
+    except (StorageError, LifecycleError) as exc:
+        raise translate(exc) from None
+
+
+def _background(request: web.Request, work: Callable[[], Awaitable[Any]], what: str) -> None:
+    async def run() -> None:
+        try:
+            await work()
+        except (StorageError, LifecycleError) as exc:  # the error is on the model's row
+            log.warning("%s: %s", what, exc)
+
+    task = asyncio.ensure_future(run())
+    tasks = request.app[tasks_key]
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    await guard(request)
+    records = await _call(_registry(request).store.list())
+    return web.json_response({"models": [r.to_json() for r in records]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    await guard(request)
+    record = await _call(_registry(request).store.get(_name(request)))
+    return web.json_response(record.to_json())
+
+
+async def add_model(request: web.Request) -> web.Response:
+    await guard(request)
+    body = await json_body(request)
+    name = body.pop("name", None)
+    start = bool(body.pop("start", False))
+    unknown = set(body) - set(_FIELDS)
+    if unknown:
+        raise error(400, f"unknown field(s): {', '.join(sorted(unknown))}", "invalid_request")
+    registry = _registry(request)
+    record = await _call(registry.add(name, **body))
+    if start and record.local_path:
+        record = await _call(registry.start(record.name))
+    await audited(request, "model.add", name=record.name)
+    return web.json_response(record.to_json(), status=201)
+
+
+async def change_model(request: web.Request) -> web.Response:
+    await guard(request)
+    body = await json_body(request)
+    record = await _call(_registry(request).set_fields(_name(request), **body))
+    await audited(request, "model.change", name=record.name, fields=sorted(body))
+    return web.json_response(record.to_json())
+
+
+async def remove_model(request: web.Request) -> web.Response:
+    await guard(request)
+    name = _name(request)
+    await _call(_registry(request).remove(name))
+    await audited(request, "model.remove", name=name)
+    return web.Response(status=204)
+
+
+async def model_action(request: web.Request) -> web.Response:
+    await guard(request)
+    name, action = _name(request), request.path.rsplit("/", 1)[-1]
+    registry = _registry(request)
+    if action == "pull":
+        record = await _call(registry.store.get(name))
+        _background(request, lambda: registry.pull(name), f"downloading {name}")
+        await audited(request, "model.pull", name=name)
+        return web.json_response(record.to_json(), status=202)
+    if action == "cancel":
+        if not registry.cancel(name):
+            raise error(409, f"no download of {name!r} is running", "conflict")
+        await audited(request, "model.cancel", name=name)
+        return web.json_response({"name": name, "cancelling": True}, status=202)
+    record = await _call(registry.start(name) if action == "start" else registry.stop(name))
+    await audited(request, f"model.{action}", name=name)
+    return web.json_response(record.to_json())
+
+
+async def run_model(request: web.Request) -> web.Response:
+    await guard(request)
+    body = await json_body(request)
+    spec = body.get("spec")
+    if not isinstance(spec, str) or not spec:
+        raise error(400, "'spec' must be REPO or REPO:FILE", "invalid_request")
+    token_id = body.get("hf_token_id")
+    registry = _registry(request)
+    plan = await _call(registry.plan_run(spec, body.get("name"), token_id))
+    fields = {k: body[k] for k in ("params", "keep_alive", "hf_token_id") if body.get(k) is not None}
+    if await registry.store.find(plan.name) is None:
+        await _call(registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields))
+    _background(request, lambda: registry.run(plan), f"running {plan.name}")
+    await audited(request, "model.run", name=plan.name, repo=plan.repo, file=plan.file)
+    answer = {"name": plan.name, "repo": plan.repo, "file": plan.file, "reason": plan.reason}
+    return web.json_response(answer, status=202)

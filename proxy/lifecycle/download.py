@@ -1,0 +1,358 @@
+"""Downloads from the Hugging Face Hub with ``huggingface_hub``, into the hub's own cache layout.
+
+One model is a list of files of one repository at one revision: named files (a ``.gguf`` or an
+``.rkllm``) or the files matching patterns (a snapshot). The steps:
+
+1. ``model_info`` (with file metadata) resolves the revision to a commit and lists every file with
+   its size and, for LFS files, its sha256; gated, missing, unauthorised and offline are told apart
+   here, before a byte is written.
+2. The free space of the cache is checked against what is still missing.
+3. Each file goes through ``hf_hub_download`` (pinned to the commit), which writes to
+   ``<cache>/models--org--name/blobs`` and links ``snapshots/<commit>/<file>``, so other tools share
+   the cache. A connection cut mid-file is resumed by the client with a ``Range`` request; a file
+   already complete is not fetched again, so a cancelled or crashed snapshot resumes file by file.
+4. Each file's sha256 is checked against the Hub's; a mismatch deletes the blob and fails.
+
+Progress and cancellation ride on the ``tqdm_class`` hook the client offers: every chunk written
+reports the bytes done, and raises :class:`DownloadCancelledError` once a cancel was asked for.
+The endpoint is the client's own (``HF_ENDPOINT``, read by ``huggingface_hub``) unless given.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.lifecycle.errors import DownloadCancelledError, DownloadError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in total), from the download thread
+SPACE_MARGIN = 64 * 1024 * 1024  # left free beyond the download itself
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    size: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a download produced: the file (one file) or the snapshot directory (several)."""
+
+    path: Path
+    commit: str
+    files: tuple[str, ...]
+    size: int
+    sha256: str | None
+
+
+class Downloader:
+    """Blocking downloads (run them in a thread); ``cache_dir`` None: the hub's default cache."""
+
+    def __init__(self, cache_dir: Path | None, endpoint: str | None = None, show_progress: bool = False) -> None:
+        self.cache_dir = cache_dir
+        self.endpoint = endpoint
+        self.show_progress = show_progress
+
+    def list_files(self, repo: str, revision: str | None, token: str | None) -> Listing:
+        """The files of ``repo`` at ``revision`` with sizes and checksums."""
+        from huggingface_hub import HfApi
+
+        try:
+            info = HfApi(endpoint=self.endpoint).model_info(repo, revision=revision, files_metadata=True, token=token)
+        except Exception as exc:
+            raise translate(exc, repo, revision, token, self._endpoint()) from None
+        files = tuple(
+            RemoteFile(s.rfilename, int(s.size or (s.lfs.size if s.lfs else 0)), s.lfs.sha256 if s.lfs else None)
+            for s in (info.siblings or [])
+        )
+        return Listing(str(info.sha), files)
+
+    def fetch(
+        self,
+        repo: str,
+        *,
+        files: Sequence[str] = (),
+        patterns: Sequence[str] = (),
+        revision: str | None = None,
+        token: str | None = None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Fetched:
+        """Download ``files`` (or every file matching ``patterns``) of ``repo`` and check them."""
+        listing = self.list_files(repo, revision, token)
+        chosen = select_files(listing, files, patterns, repo)
+        self._check_space(chosen, listing.commit, repo)
+        total, done = sum(f.size for f in chosen), 0
+        cancel = cancel or threading.Event()
+        paths: list[Path] = []
+        for remote in chosen:
+            bar = progress_bar_class(_offset(progress, done, total), cancel, self.show_progress)
+            paths.append(self._fetch_one(repo, listing.commit, remote, token, bar))
+            done += remote.size
+            if progress:
+                progress(done, total)
+        single = len(chosen) == 1 and not patterns
+        path = paths[0] if single else paths[0].parent if len(paths) == 1 else _snapshot_dir(paths, chosen)
+        sha = chosen[0].sha256 if single else None
+        return Fetched(path, listing.commit, tuple(f.name for f in chosen), total, sha)
+
+    def _fetch_one(self, repo: str, commit: str, remote: RemoteFile, token: str | None, bar: type) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            self._resume_leftover(repo, commit, remote, token, bar)
+            local = Path(
+                hf_hub_download(
+                    repo,
+                    remote.name,
+                    revision=commit,
+                    cache_dir=self.cache_dir,
+                    token=token or False,
+                    endpoint=self.endpoint,
+                    tqdm_class=bar,
+                )
+            )
+        except DownloadCancelledError:
+            raise
+        except Exception as exc:
+            raise translate(exc, repo, commit, token, self._endpoint(), remote.name) from None
+        verify(local, remote)
+        return local
+
+    def _resume_leftover(self, repo: str, commit: str, remote: RemoteFile, token: str | None, bar: type) -> None:
+        """Finish a blob that a killed download left half-written, from where it stopped.
+
+        ``huggingface_hub`` resumes a cut connection within one call, and deletes its partial file when
+        a call fails; but a process killed mid-file (SIGKILL, a power cut) leaves
+        ``blobs/<sha256>.<id>.incomplete`` behind. This continues the largest such file with a ``Range``
+        request (the client's own ``http_get``), checks its sha256 and puts it in place as the blob, so
+        the ``hf_hub_download`` that follows only links it into the snapshot. It holds the client's lock
+        for that blob while it works, so a download still running elsewhere is left alone.
+        """
+        if remote.sha256 is None:
+            return
+        from filelock import FileLock, Timeout
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.file_download import http_get, repo_folder_name
+        from huggingface_hub.utils import build_hf_headers
+
+        root, folder = self.cache_dir or _default_cache(), repo_folder_name(repo_id=repo, repo_type="model")
+        blobs, blob = root / folder / "blobs", root / folder / "blobs" / remote.sha256
+        leftovers = sorted(blobs.glob(f"{remote.sha256}.*.incomplete"), key=lambda p: p.stat().st_size)
+        if blob.exists() or not leftovers:
+            return
+        try:
+            with FileLock(str(root / ".locks" / folder / f"{remote.sha256}.lock"), timeout=0):
+                partial, size = leftovers[-1], leftovers[-1].stat().st_size
+                for other in leftovers[:-1]:
+                    other.unlink(missing_ok=True)
+                log.info("resuming %s/%s from byte %d (left by a download that was killed)", repo, remote.name, size)
+                url = hf_hub_url(repo, remote.name, revision=commit, endpoint=self.endpoint)
+                location = get_hf_file_metadata(url, token=token or False, endpoint=self.endpoint).location
+                with partial.open("ab") as f:
+                    headers = build_hf_headers(token=token or False)
+                    http_get(location, f, resume_size=size, headers=headers, expected_size=remote.size, tqdm_class=bar)
+                if sha256_file(partial) == remote.sha256:
+                    os.replace(partial, blob)
+                else:
+                    partial.unlink()  # the next step downloads it whole
+        except Timeout:
+            return  # another process is downloading this blob right now
+
+    def _check_space(self, chosen: Sequence[RemoteFile], commit: str, repo: str) -> None:
+        root = self.cache_dir or _default_cache()
+        root.mkdir(parents=True, exist_ok=True)
+        needed = sum(f.size for f in chosen)
+        free = shutil.disk_usage(root).free
+        if needed + SPACE_MARGIN > free:
+            raise DownloadError(
+                f"not enough disk space for {repo}: it needs {_size(needed)}, {root} has {_size(free)} free "
+                "(free some space or point LLMSERVER_HF_CACHE at a larger disk)"
+            )
+
+    def _endpoint(self) -> str:
+        if self.endpoint:
+            return self.endpoint
+        from huggingface_hub import constants
+
+        return str(constants.ENDPOINT)
+
+
+def _offset(progress: Progress | None, start: int, total: int) -> Callable[[int], None]:
+    def report(n: int) -> None:
+        if progress is not None:
+            progress(start + n, total)
+
+    return report
+
+
+def select_files(listing: Listing, files: Sequence[str], patterns: Sequence[str], repo: str) -> list[RemoteFile]:
+    by_name = {f.name: f for f in listing.files}
+    if files:
+        missing = [f for f in files if f not in by_name]
+        if missing:
+            raise DownloadError(
+                f"{repo} has no file {missing[0]!r} at revision {listing.commit[:12]} "
+                f"(it has: {', '.join(sorted(by_name)[:20]) or 'no files'})"
+            )
+        return [by_name[f] for f in files]
+    chosen = [f for f in listing.files if not patterns or any(fnmatch.fnmatch(f.name, p) for p in patterns)]
+    if not chosen:
+        raise DownloadError(f"no file of {repo} matches {', '.join(patterns)}")
+    return chosen
+
+
+def verify(path: Path, remote: RemoteFile) -> None:
+    """Size and (for LFS files) sha256 against the Hub's; a bad blob is deleted."""
+    size = path.stat().st_size
+    digest = sha256_file(path) if remote.sha256 else None
+    if size == remote.size and (remote.sha256 is None or digest == remote.sha256):
+        return
+    blob = path.resolve()
+    blob.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    raise DownloadError(
+        f"{remote.name}: the downloaded file does not match the Hub's checksum (size {size}, expected "
+        f"{remote.size}); it was deleted: pull again"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def progress_bar_class(report: Callable[[int], Any], cancel: threading.Event, show: bool) -> type:
+    """A tqdm-like class for ``huggingface_hub``'s ``tqdm_class``: reports bytes, honours ``cancel``."""
+
+    class _Bar:
+        def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
+            self.n = initial
+            self._shown: Any = None
+            if show:
+                from tqdm import tqdm
+
+                desc = kwargs.get("desc")
+                self._shown = tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc)
+
+        def __enter__(self) -> _Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+        def update(self, n: int | float | None = 1) -> None:
+            self.n += int(n or 0)
+            if self._shown is not None:
+                self._shown.update(n)
+            report(self.n)
+            if cancel.is_set():
+                raise DownloadCancelledError("the download was cancelled")
+
+        def close(self) -> None:
+            if self._shown is not None:
+                self._shown.close()
+                self._shown = None
+
+        def set_postfix_str(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def set_description(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return _Bar
+
+
+def translate(
+    exc: BaseException,
+    repo: str,
+    revision: str | None,
+    token: str | None,
+    endpoint: str,
+    filename: str | None = None,
+) -> DownloadError:
+    """One clear message per way a download fails; never the token."""
+    from huggingface_hub import errors
+
+    at = f" at revision {revision}" if revision else ""
+    what = f"{repo}/{filename}" if filename else repo
+    if isinstance(exc, errors.GatedRepoError):
+        if token:
+            return DownloadError(
+                f"{repo} is a gated repository and the token has no access to it: accept its conditions on "
+                "the Hub with the account that owns the token"
+            )
+        return DownloadError(
+            f"{repo} is a gated repository: it needs a Hugging Face token of an account that accepted its "
+            "conditions (add one with `llmserver vault add` or the admin console, then choose it for the model)"
+        )
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return DownloadError(f"{repo} has no revision {revision!r}")
+    if isinstance(exc, errors.EntryNotFoundError) and not isinstance(exc, errors.LocalEntryNotFoundError):
+        return DownloadError(f"{what} does not exist{at}")
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        extra = " or the token has no access to it" if token else " (or it is private: choose a token for it)"
+        return DownloadError(f"the repository {repo} was not found{extra}")
+    if isinstance(exc, errors.HfHubHTTPError) and exc.response is not None and exc.response.status_code == 401:
+        return DownloadError(f"the Hub refused the Hugging Face token for {repo}: it is invalid or expired")
+    if isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, ConnectionError)) or _is_network(
+        exc
+    ):
+        return DownloadError(
+            f"cannot reach the Hugging Face Hub at {endpoint} to fetch {what} (no network?). Set HF_HUB_OFFLINE=1 "
+            "to use files already in LLMSERVER_HF_CACHE, or register the model with a local path (--path)"
+        )
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return DownloadError(f"the disk is full while downloading {what}: free some space and pull again")
+    return DownloadError(f"downloading {what} failed: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _is_network(exc: BaseException) -> bool:
+    import httpx2
+
+    return isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _snapshot_dir(paths: list[Path], chosen: Sequence[RemoteFile]) -> Path:
+    """The ``snapshots/<commit>`` directory holding every file."""
+    first, name = paths[0], chosen[0].name
+    return Path(str(first)[: -len(name)].rstrip("/"))
+
+
+def _default_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} TiB"

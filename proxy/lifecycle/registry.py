@@ -1,0 +1,250 @@
+"""The model registry: what an admin does to a model (add, pull, start, stop, remove, run).
+
+The command line and the admin API both go through :class:`Registry`, so a model behaves the same
+whichever way it is handled. The registry changes the desired state; the reconciler (if one runs in
+this process, ``on_change`` pokes it; the proxy's own polls the database otherwise) does the
+loading. A pull runs in a thread; while it runs its progress is written to the row (at most twice a
+second) so that every process, the admin console's page included, sees it move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.lifecycle.download import Downloader, Fetched, Progress
+from proxy.lifecycle.errors import DownloadCancelledError, DownloadError, LifecycleError, ModelStateError
+from proxy.lifecycle.quant import pick_gguf
+from proxy.storage.errors import StorageError, ValidationError
+from proxy.storage.hf_tokens import TokenStore
+from proxy.storage.models import ModelRecord, ModelStore, check_model_name
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 0.5  # seconds between progress writes to the row
+REMOTE_KINDS = ("tts", "stt")  # served by the inference service: nothing to download or load
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_BACKEND_BY_SUFFIX = {".gguf": "llamacpp", ".rkllm": "rkllm"}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What ``run REPO[:FILE]`` decided: the model name, the file, and why that file."""
+
+    name: str
+    repo: str
+    file: str
+    reason: str
+
+
+class Registry:
+    def __init__(
+        self,
+        store: ModelStore,
+        tokens: TokenStore,
+        downloader: Downloader,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.downloader = downloader
+        self._on_change = on_change or (lambda: None)
+        self._cancels: dict[str, threading.Event] = {}
+
+    # -- registering ----------------------------------------------------------------------------
+
+    async def add(self, name: str, **fields: Any) -> ModelRecord:
+        """Register a model from a repository (``source_repo`` + ``files``/``patterns``) or a ``local_path``."""
+        check_model_name(name)
+        if fields.get("kind", "llm") == "llm":
+            if not fields.get("source_repo") and not fields.get("local_path"):
+                raise ValidationError("a model needs a source: a Hugging Face repository or a local path")
+            if fields.get("local_path") and not fields.get("source_repo"):
+                fields.setdefault("download_state", "local")
+        if fields.get("source_repo") is not None:
+            check_repo_id(fields["source_repo"])
+        if fields.get("hf_token_id") is not None:
+            await self.tokens.get(int(fields["hf_token_id"]))  # exists, or TokenNotFoundError
+        if "backend" not in fields:
+            fields["backend"] = _backend_for(fields)
+        record = await self.store.create(name, **fields)
+        log.info("model %s registered", name)
+        return record
+
+    async def plan_run(self, spec: str, name: str | None = None, token_id: int | None = None) -> RunPlan:
+        """``REPO[:FILE]`` -> which file to run; a repository with several GGUF files gets a quantisation picked."""
+        repo, _, file = spec.partition(":")
+        check_repo_id(repo)
+        reason = "as asked"
+        if not file:
+            token = await self.tokens.reveal(token_id)
+            listing = await asyncio.to_thread(self.downloader.list_files, repo, None, token)
+            picked = pick_gguf([f.name for f in listing.files], {f.name: f.size for f in listing.files})
+            if picked is None:
+                raise DownloadError(f"{repo} has no single-file GGUF model; name the file: {repo}:FILE")
+            file, reason = picked
+        return RunPlan(name or _name_for(repo, file), repo, file, reason)
+
+    async def run(self, plan: RunPlan, progress: Progress | None = None, **fields: Any) -> ModelRecord:
+        """Register (if new), download and start: the "Run model" button."""
+        if await self.store.find(plan.name) is None:
+            await self.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields)
+        await self.pull(plan.name, progress)
+        return await self.start(plan.name)
+
+    # -- downloading ----------------------------------------------------------------------------
+
+    async def pull(self, name: str, progress: Progress | None = None) -> ModelRecord:
+        """Download the model's files; the row says ``downloading`` with progress, then the result."""
+        record = await self.store.get(name)
+        if not record.source_repo:
+            raise ModelStateError(f"model {name!r} has a local path, nothing to download")
+        if name in self._cancels:
+            raise ModelStateError(f"model {name!r} is already downloading")
+        token = await self.tokens.reveal(record.hf_token_id)
+        cancel = self._cancels[name] = threading.Event()
+        seen: dict[str, int] = {"done": 0, "total": record.total_bytes or 0}
+
+        def report(done: int, total: int) -> None:
+            seen["done"], seen["total"] = done, total
+            if progress is not None:
+                progress(done, total)
+
+        await self.store.update(
+            name, download_state="downloading", download_progress=0.0, downloaded_bytes=0, error=None
+        )
+        work = asyncio.ensure_future(asyncio.to_thread(self._fetch, record, token, report, cancel))
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=PROGRESS_EVERY)
+                await self._write_progress(name, seen)
+            fetched = work.result()
+        except asyncio.CancelledError:  # Ctrl-C, or the process shutting down: stop the thread too
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._cancelled(name))
+            raise
+        except DownloadCancelledError:
+            await self._cancelled(name)
+            raise
+        except (LifecycleError, StorageError) as exc:
+            await self.store.update(name, download_state="failed", error=str(exc))
+            raise
+        finally:
+            self._cancels.pop(name, None)
+        return await self._downloaded(name, fetched)
+
+    async def _cancelled(self, name: str) -> None:
+        await self.store.update(name, download_state="cancelled", error="the download was cancelled")
+
+    def _fetch(self, record: ModelRecord, token: str | None, report: Progress, cancel: threading.Event) -> Fetched:
+        return self.downloader.fetch(
+            str(record.source_repo),
+            files=record.files,
+            patterns=record.patterns,
+            revision=record.revision,
+            token=token,
+            progress=report,
+            cancel=cancel,
+        )
+
+    async def _write_progress(self, name: str, seen: dict[str, int]) -> None:
+        total = seen["total"]
+        fraction = min(1.0, seen["done"] / total) if total else 0.0
+        await self.store.update(name, download_progress=fraction, downloaded_bytes=seen["done"], total_bytes=total)
+
+    async def _downloaded(self, name: str, fetched: Fetched) -> ModelRecord:
+        record = await self.store.update(
+            name,
+            download_state="done",
+            download_progress=1.0,
+            downloaded_bytes=fetched.size,
+            total_bytes=fetched.size,
+            size_bytes=fetched.size,
+            sha256=fetched.sha256,
+            local_path=str(fetched.path),
+            revision=fetched.commit,
+            error=None,
+            failures=0,
+            retry_at=None,
+        )
+        log.info("model %s downloaded (%d bytes) to %s", name, fetched.size, fetched.path)
+        self._on_change()
+        return record
+
+    def cancel(self, name: str) -> bool:
+        """Ask a running pull to stop; False if none runs in this process."""
+        event = self._cancels.get(check_model_name(name))
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    # -- desired state --------------------------------------------------------------------------
+
+    async def start(self, name: str) -> ModelRecord:
+        record = await self.store.get(name)
+        if record.kind == "llm" and not record.local_path:
+            raise ModelStateError(f"model {name!r} is not downloaded yet: pull it first")
+        record = await self.store.update(name, desired_state="running", failures=0, retry_at=None, error=None)
+        self._on_change()
+        return record
+
+    async def stop(self, name: str) -> ModelRecord:
+        record = await self.store.update(name, desired_state="stopped", failures=0, retry_at=None)
+        self._on_change()
+        return record
+
+    async def remove(self, name: str) -> None:
+        """Forget the model (the reconciler unloads it); downloaded files stay in the shared cache."""
+        self.cancel(name)
+        await self.store.delete(name)
+        self._on_change()
+
+    async def delete_token(self, token_id: int) -> None:
+        """Delete a stored token; models that named it fall back to the default (config files follow)."""
+        await self.tokens.delete(token_id)
+        await self.store.sync_files()
+
+    async def set_fields(self, name: str, **fields: Any) -> ModelRecord:
+        """Change params, keep-alive, token... of a registered model."""
+        allowed = {"params", "keep_alive", "hf_token_id", "backend", "files", "patterns", "revision", "local_path"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValidationError(f"these fields cannot be changed: {', '.join(sorted(unknown))}")
+        record = await self.store.update(name, **fields)
+        self._on_change()
+        return record
+
+
+def check_repo_id(repo: object) -> str:
+    """``org/name`` as the Hub spells repository ids; nothing that could climb out of the cache."""
+    if not isinstance(repo, str) or not _REPO.match(repo) or ".." in repo:
+        raise ValidationError(f"{repo!r}: expected a Hugging Face repository id like org/name (optionally :FILE)")
+    return repo
+
+
+def _backend_for(fields: dict[str, Any]) -> str:
+    names: Sequence[str] = [*list(fields.get("files") or []), str(fields.get("local_path") or "")]
+    for n in names:
+        for suffix, backend in _BACKEND_BY_SUFFIX.items():
+            if n.lower().endswith(suffix):
+                return backend
+    return "remote" if fields.get("kind") in REMOTE_KINDS else "llamacpp"
+
+
+def _name_for(repo: str, file: str) -> str:
+    """A model name from the file (``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct.q4_1``)."""
+    stem = file.rsplit("/", 1)[-1]
+    for suffix in _BACKEND_BY_SUFFIX:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem.lower()).strip(".-_")
+    cleaned = cleaned.replace("..", ".")[:64] or repo.split("/")[-1].lower()[:64]
+    return check_model_name(cleaned)

@@ -1,0 +1,67 @@
+"""The lifecycle of one process: the registry, and in the proxy the reconciler that acts on it.
+
+:class:`Lifecycle` is built without I/O (the proxy's app factory does nothing at import or build
+time) and started once the database and the runtime client are open. The admin console receives
+the same object and reaches the registry through it, so an admin action in the console pokes this
+process's reconciler at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from proxy.lifecycle.download import Downloader
+from proxy.lifecycle.errors import LifecycleError
+from proxy.lifecycle.reconciler import Reconciler, RuntimeControl
+from proxy.lifecycle.registry import Registry
+from proxy.storage.database import Database
+from proxy.storage.hf_tokens import TokenStore
+from proxy.storage.models import ModelStore
+from proxy.storage.vault import Vault
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        config_dir: Path,
+        hf_cache: Path | None,
+        vault: Vault | None,
+        *,
+        endpoint: str | None = None,
+        interval: float = 2.0,
+    ) -> None:
+        self.config_dir, self.hf_cache, self.vault = config_dir, hf_cache, vault
+        self.endpoint, self.interval = endpoint, interval
+        self._registry: Registry | None = None
+        self.reconciler: Reconciler | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, db: Database, runtime: RuntimeControl | None) -> None:
+        """Open the registry; with a runtime, also run the reconciler (its first pass at once)."""
+        store = ModelStore(db, self.config_dir)
+        if runtime is not None:
+            self.reconciler = Reconciler(store, runtime, self.interval)
+            self._task = asyncio.ensure_future(self.reconciler.run_forever())
+        kick = self.reconciler.kick if self.reconciler else None
+        downloader = Downloader(self.hf_cache, self.endpoint)
+        self._registry = Registry(store, TokenStore(db, self.vault), downloader, on_change=kick)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.reconciler is not None:
+            await self.reconciler.close()
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise LifecycleError("the model lifecycle is not started")
+        return self._registry
+
+    async def ensure(self, name: str) -> bool:
+        """For admission: note a request, load an idle model first (True when it had to)."""
+        return False if self.reconciler is None else await self.reconciler.ensure(name)

@@ -1,0 +1,182 @@
+"""Hugging Face tokens, encrypted at rest with the :class:`~proxy.storage.vault.Vault`.
+
+A row keeps a label, the token's last four characters (to recognise it in a list), the key id of
+the encryption key, a fresh nonce and the AES-GCM ciphertext whose associated data is the row id:
+a ciphertext copied into another row, or altered, fails to decrypt and says so. The token itself
+is returned only by :meth:`TokenStore.reveal`, for a download; it is never in a ``repr``, a log
+line or an error message. One token may be the default, used by models that name none.
+
+The row id must be known before encrypting, so an insert writes a placeholder and replaces it with
+the ciphertext in the same transaction (one writer job): no reader ever sees the placeholder.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from proxy.storage.database import Database
+from proxy.storage.errors import TokenNotFoundError, ValidationError, VaultError
+from proxy.storage.vault import Vault
+
+MAX_LABEL_LENGTH = 100
+_COLUMNS = "id, name, last_four, key_id, is_default, created_at"
+
+
+@dataclass(frozen=True)
+class HfToken:
+    """A stored token as lists show it: never the token itself."""
+
+    id: int
+    label: str
+    last_four: str
+    key_id: str
+    is_default: bool
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> HfToken:
+        return cls(row["id"], row["name"], row["last_four"], row["key_id"], bool(row["is_default"]), row["created_at"])
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "last_four": self.last_four,
+            "is_default": self.is_default,
+            "created_at": self.created_at,
+        }
+
+
+def _context(row_id: int) -> bytes:
+    return f":row:{row_id}".encode()
+
+
+def check_token_text(token: str) -> str:
+    token = token.strip() if isinstance(token, str) else ""
+    if len(token) < 8 or len(token) > 400 or any(c.isspace() for c in token):
+        raise ValidationError("a Hugging Face token is 8 to 400 characters without spaces")
+    return token
+
+
+def check_label(label: str) -> str:
+    label = label.strip() if isinstance(label, str) else ""
+    if not label or len(label) > MAX_LABEL_LENGTH:
+        raise ValidationError(f"a token label is 1 to {MAX_LABEL_LENGTH} characters")
+    return label
+
+
+class TokenStore:
+    """The ``huggingface_tokens`` table through one vault."""
+
+    def __init__(self, db: Database, vault: Vault | None) -> None:
+        self.db = db
+        self._vault = vault
+
+    def _need_vault(self) -> Vault:
+        if self._vault is None:
+            raise VaultError(
+                "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store or use Hugging Face tokens "
+                '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
+            )
+        return self._vault
+
+    async def add(self, label: str, token: str, *, default: bool = False) -> HfToken:
+        """Store ``token`` encrypted; the new row (without the token)."""
+        vault, label, token = self._need_vault(), check_label(label), check_token_text(token)
+
+        def insert(conn: sqlite3.Connection) -> HfToken:
+            if default:
+                conn.execute("UPDATE huggingface_tokens SET is_default = 0 WHERE is_default = 1")
+            row_id = conn.execute(
+                "INSERT INTO huggingface_tokens (name, ciphertext, nonce, last_four, created_at, key_id, is_default) "
+                "VALUES (?, x'', x'', ?, ?, ?, ?) RETURNING id",
+                (label, token[-4:], time.time(), vault.key_id, int(default)),
+            ).fetchone()[0]
+            nonce, ciphertext = vault.encrypt(token, _context(row_id))
+            conn.execute(
+                "UPDATE huggingface_tokens SET nonce = ?, ciphertext = ? WHERE id = ?", (nonce, ciphertext, row_id)
+            )
+            return _select(conn, row_id)
+
+        return await self.db.execute_write(insert)
+
+    async def list(self) -> list[HfToken]:
+        def read(conn: sqlite3.Connection) -> list[HfToken]:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM huggingface_tokens ORDER BY id").fetchall()
+            return [HfToken.from_row(r) for r in rows]
+
+        return await self.db.execute_read(read)
+
+    async def get(self, token_id: int) -> HfToken:
+        return await self.db.execute_read(lambda conn: _select(conn, token_id))
+
+    async def delete(self, token_id: int) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM huggingface_tokens WHERE id = ?", (token_id,)).rowcount == 0:
+                raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
+
+        await self.db.execute_write(delete)
+
+    async def set_default(self, token_id: int) -> HfToken:
+        def update(conn: sqlite3.Connection) -> HfToken:
+            _select(conn, token_id)
+            conn.execute("UPDATE huggingface_tokens SET is_default = 0 WHERE is_default = 1")
+            conn.execute("UPDATE huggingface_tokens SET is_default = 1 WHERE id = ?", (token_id,))
+            return _select(conn, token_id)
+
+        return await self.db.execute_write(update)
+
+    async def reveal(self, token_id: int | None) -> str | None:
+        """The plaintext of token ``token_id``, or of the default token when None (None if there is none)."""
+
+        def read(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            if token_id is None:
+                return conn.execute("SELECT * FROM huggingface_tokens WHERE is_default = 1").fetchone()
+            row = conn.execute("SELECT * FROM huggingface_tokens WHERE id = ?", (token_id,)).fetchone()
+            if row is None:
+                raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
+            return row
+
+        row = await self.db.execute_read(read)
+        return None if row is None else decrypt_row(self._need_vault(), row)
+
+    async def rotate(self, new: Vault) -> int:
+        """Re-encrypt every token under ``new`` in one transaction; how many. Nothing changes on error."""
+        old = self._need_vault()
+
+        def rotate(conn: sqlite3.Connection) -> int:
+            rows = conn.execute("SELECT * FROM huggingface_tokens ORDER BY id").fetchall()
+            for row in rows:
+                nonce, ciphertext = new.encrypt(decrypt_row(old, row), _context(row["id"]))
+                conn.execute(
+                    "UPDATE huggingface_tokens SET nonce = ?, ciphertext = ?, key_id = ? WHERE id = ?",
+                    (nonce, ciphertext, new.key_id, row["id"]),
+                )
+            return len(rows)
+
+        return await self.db.execute_write(rotate)
+
+
+def decrypt_row(vault: Vault, row: sqlite3.Row) -> str:
+    """A row's token; a :class:`VaultError` that names the row and the cause, never the token."""
+    if row["key_id"] and row["key_id"] != vault.key_id:
+        raise VaultError(
+            f"Hugging Face token {row['id']} ({row['name']!r}) was encrypted with another key (key id "
+            f"{row['key_id']}); LLMSERVER_ENCRYPTION_KEY is key id {vault.key_id}: set the key it was stored with"
+        )
+    try:
+        return vault.decrypt(row["nonce"], row["ciphertext"], _context(row["id"]))
+    except VaultError:
+        raise VaultError(
+            f"Hugging Face token {row['id']} ({row['name']!r}) does not decrypt: its ciphertext was altered or "
+            "copied from another row; delete it and add the token again"
+        ) from None
+
+
+def _select(conn: sqlite3.Connection, token_id: int) -> HfToken:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM huggingface_tokens WHERE id = ?", (token_id,)).fetchone()
+    if row is None:
+        raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
+    return HfToken.from_row(row)

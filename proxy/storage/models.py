@@ -1,0 +1,254 @@
+"""Registered models: the ``models`` row and its JSON twin ``<config dir>/<name>.json``.
+
+The row is the truth; the file is written after every change from the row as committed (to a
+temporary file, fsynced, renamed over the old one, the directory fsynced), so the file always
+equals the row and a crash leaves either the old or the new file, never half of one. A name is
+checked in one place, :func:`check_model_name`, before it reaches SQL or a path: letters, digits,
+``.``, ``_`` and ``-``, at most 64 characters, no path separator, never ``..``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.storage.database import Database
+from proxy.storage.errors import ConfigFileError, ModelNotFoundError, ValidationError
+
+MAX_MODEL_NAME = 64
+KINDS = ("llm", "tts", "stt")
+DESIRED_STATES = ("running", "stopped")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_JSON_COLUMNS = ("files", "patterns", "params")
+_BOOL_COLUMNS = ("from_runtime",)
+# Columns a caller may set; the rest (id, timestamps) belong to the store.
+FIELDS = (
+    "kind",
+    "backend",
+    "source_repo",
+    "files",
+    "patterns",
+    "revision",
+    "local_path",
+    "params",
+    "desired_state",
+    "actual_state",
+    "download_state",
+    "download_progress",
+    "downloaded_bytes",
+    "total_bytes",
+    "size_bytes",
+    "sha256",
+    "error",
+    "hf_token_id",
+    "keep_alive",
+    "from_runtime",
+    "failures",
+    "retry_at",
+)
+
+
+def check_model_name(name: object) -> str:
+    """``name`` if it is a valid model name; :class:`ValidationError` saying why not."""
+    if not isinstance(name, str) or not name:
+        raise ValidationError("a model name is required")
+    if len(name) > MAX_MODEL_NAME:
+        raise ValidationError(f"a model name is at most {MAX_MODEL_NAME} characters")
+    if "/" in name or "\\" in name or ".." in name or not _NAME.match(name):
+        raise ValidationError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' (no path separators, no '..')"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One ``models`` row."""
+
+    id: int
+    name: str
+    kind: str
+    backend: str
+    source_repo: str | None
+    files: tuple[str, ...]
+    patterns: tuple[str, ...]
+    revision: str | None
+    local_path: str | None
+    params: Mapping[str, Any]
+    desired_state: str
+    actual_state: str
+    download_state: str
+    download_progress: float | None
+    downloaded_bytes: int | None
+    total_bytes: int | None
+    size_bytes: int | None
+    sha256: str | None
+    error: str | None
+    hf_token_id: int | None
+    keep_alive: float | None
+    from_runtime: bool
+    failures: int
+    retry_at: float | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ModelRecord:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        for name in _JSON_COLUMNS:
+            loaded = json.loads(values[name])
+            values[name] = tuple(loaded) if isinstance(loaded, list) else dict(loaded)
+        values["from_runtime"] = bool(values["from_runtime"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON: what the config file and the admin API hold."""
+        data = asdict(self)
+        data["files"], data["patterns"], data["params"] = list(self.files), list(self.patterns), dict(self.params)
+        return data
+
+
+class ModelStore:
+    """The ``models`` table and the config files that mirror it."""
+
+    def __init__(self, db: Database, config_dir: Path) -> None:
+        self._db = db
+        self.config_dir = config_dir
+
+    async def create(self, name: str, kind: str = "llm", backend: str = "llamacpp", **fields: Any) -> ModelRecord:
+        values = _check_fields({"kind": kind, "backend": backend, **fields})
+        values["name"] = check_model_name(name)
+        values["created_at"] = values["updated_at"] = time.time()
+
+        def insert(conn: sqlite3.Connection) -> ModelRecord:
+            if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
+                raise ValidationError(f"a model named {name!r} already exists")
+            columns = ", ".join(values)
+            marks = ", ".join(f":{c}" for c in values)
+            row = conn.execute(f"INSERT INTO models ({columns}) VALUES ({marks}) RETURNING *", values).fetchone()
+            return ModelRecord.from_row(row)
+
+        return self._written(await self._db.execute_write(insert))
+
+    async def get(self, name: str) -> ModelRecord:
+        check_model_name(name)
+        sql = "SELECT * FROM models WHERE name = ?"
+        row = await self._db.execute_read(lambda c: c.execute(sql, (name,)).fetchone())
+        if row is None:
+            raise ModelNotFoundError(f"no model named {name!r}")
+        return ModelRecord.from_row(row)
+
+    async def find(self, name: str) -> ModelRecord | None:
+        try:
+            return await self.get(name)
+        except (ModelNotFoundError, ValidationError):
+            return None
+
+    async def list(self) -> list[ModelRecord]:
+        rows = await self._db.execute_read(lambda c: c.execute("SELECT * FROM models ORDER BY name").fetchall())
+        return [ModelRecord.from_row(r) for r in rows]
+
+    async def update(self, name: str, **fields: Any) -> ModelRecord:
+        """Set ``fields`` on model ``name``; the row as committed (and its file rewritten)."""
+        check_model_name(name)
+        values = _check_fields(fields)
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{c} = :{c}" for c in values)
+
+        def write(conn: sqlite3.Connection) -> ModelRecord:
+            row = conn.execute(
+                f"UPDATE models SET {sets} WHERE name = :_name RETURNING *", {**values, "_name": name}
+            ).fetchone()
+            if row is None:
+                raise ModelNotFoundError(f"no model named {name!r}")
+            return ModelRecord.from_row(row)
+
+        return self._written(await self._db.execute_write(write))
+
+    async def delete(self, name: str) -> None:
+        check_model_name(name)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount == 0:
+                raise ModelNotFoundError(f"no model named {name!r}")
+
+        await self._db.execute_write(delete)
+        self.config_path(name).unlink(missing_ok=True)
+
+    async def sync_files(self) -> int:
+        """Rewrite every config file from its row (after a change made by the database itself, such as
+        a deleted token's ``ON DELETE SET NULL``); how many."""
+        records = await self.list()
+        for record in records:
+            self._written(record)
+        return len(records)
+
+    def config_path(self, name: str) -> Path:
+        return self.config_dir / f"{check_model_name(name)}.json"
+
+    def _written(self, record: ModelRecord) -> ModelRecord:
+        try:
+            write_json_atomically(self.config_path(record.name), record.to_json())
+        except OSError as exc:  # the row is committed; the next change (or sync_files) writes the file
+            raise ConfigFileError(
+                f"model {record.name!r} saved, but its config file could not be written in {self.config_dir} "
+                f"({exc.strerror or exc}); set LLMSERVER_MODEL_CONFIG_DIR to a writable directory"
+            ) from None
+        return record
+
+
+def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    """Replace ``path`` by ``data`` as JSON: temporary file, fsync, rename, fsync of the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValidationError(f"unknown model field(s): {', '.join(sorted(unknown))}")
+    values = dict(fields)
+    if "kind" in values and values["kind"] not in KINDS:
+        raise ValidationError(f"kind must be one of {', '.join(KINDS)}")
+    if "desired_state" in values and values["desired_state"] not in DESIRED_STATES:
+        raise ValidationError(f"desired state must be one of {', '.join(DESIRED_STATES)}")
+    if "backend" in values and (not isinstance(values["backend"], str) or not values["backend"]):
+        raise ValidationError("backend must be a non-empty string")
+    if values.get("keep_alive") is not None and not float(values["keep_alive"]) > 0:
+        raise ValidationError("keep_alive must be a number of seconds > 0 (or null: never unload)")
+    for name in ("files", "patterns"):
+        if name in values:
+            values[name] = json.dumps(_strings(name, values[name]))
+    if "params" in values:
+        if not isinstance(values["params"], Mapping):
+            raise ValidationError("params must be an object")
+        values["params"] = json.dumps(dict(values["params"]))
+    for name in _BOOL_COLUMNS:
+        if name in values:
+            values[name] = int(bool(values[name]))
+    return values
+
+
+def _strings(name: str, value: Iterable[Any] | None) -> list[str]:
+    items = list(value or [])
+    if not all(isinstance(v, str) and v and ".." not in v.split("/") for v in items):
+        raise ValidationError(f"{name} must be a list of file names or patterns (no '..')")
+    return items
