@@ -15,9 +15,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.appkeys import api_key_key, metrics_key, request_ids_key, verifier_key
-from proxy.errors import ApiError, AuthenticationError, VerifierBusyError
+from proxy.errors import ApiError, AuthenticationError, VerifierBusyError, unavailable
 from proxy.metering.generation import RequestIds
 from proxy.storage.api_keys import ApiKey
+from proxy.storage.errors import StorageError
 from proxy.upstream import runtime_error
 from runtime.api.errors import RuntimeClientError
 
@@ -59,6 +60,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _envelope(request, _from_http(exc))
+    except StorageError as exc:
+        return _envelope(request, _from_storage(request, exc))
     except ConnectionError:
         # The client left while its answer was written: nobody is there to read an error, and it is
         # no fault of ours (its usage row is written by whoever ended the request).
@@ -72,6 +75,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         error = ApiError(500, f"internal server error (request {request[request_ids_key].server})", type="server_error")
         return _envelope(request, error)
+
+
+def _from_storage(request: web.Request, exc: StorageError) -> ApiError:
+    """A full disk or a locked database is temporary (503, logged once per incident by the writer);
+    anything else from storage is a 500 logged here."""
+    if exc.temporary:
+        return unavailable("the database is unavailable right now; retry shortly", retry_after=5)
+    log.error(
+        "storage error in %s %s (request %s): %s", request.method, request.path, request[request_ids_key].server, exc
+    )
+    return ApiError(500, f"internal server error (request {request[request_ids_key].server})", type="server_error")
 
 
 def _from_http(exc: web.HTTPException) -> ApiError:

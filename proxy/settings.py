@@ -54,6 +54,11 @@ class Settings:
     argon2_profile: str = "default"
     request_timeout: float = 300.0
     db_synchronous: str = "NORMAL"
+    header_timeout: float = 20.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 30.0
+    write_timeout: float = 60.0
+    max_connections: int = 0  # 0: derived from the open-file limit (see proxy.connection)
 
     @property
     def tls_enabled(self) -> bool:
@@ -119,6 +124,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         argon2_profile=reader.choice("LLMSERVER_ARGON2_PROFILE", tuple(ARGON2_PROFILES), "default"),
         request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
         db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
+        header_timeout=reader.number("LLMSERVER_HEADER_TIMEOUT", 20.0, 1.0, 3600.0),
+        body_timeout=reader.number("LLMSERVER_BODY_TIMEOUT", 30.0, 1.0, 3600.0),
+        keepalive_timeout=reader.number("LLMSERVER_KEEPALIVE_TIMEOUT", 30.0, 1.0, 3600.0),
+        write_timeout=reader.number("LLMSERVER_WRITE_TIMEOUT", 60.0, 1.0, 3600.0),
+        max_connections=reader.integer("LLMSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
     )
 
 

@@ -18,6 +18,7 @@ from runtime.api.protocol import SamplingParams
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _TOP_K_MAX = 1 << 20  # what the runtime protocol accepts
+MAX_MODEL_NAME = 400  # characters; model names are short, and a name reaches the ledger and the logs
 # llama.cpp's extensions default to what the runtime uses when they are not sent (top_k 40, min_p 0.05,
 # repeat_penalty 1.0); OpenAI's own fields default to OpenAI's values.
 _RUNTIME = SamplingParams()
@@ -71,6 +72,8 @@ def _model(obj: dict[str, Any]) -> str:
     model = obj.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required and must be a string", "model")
+    if len(model) > MAX_MODEL_NAME:
+        raise bad_request(f"'model' is longer than {MAX_MODEL_NAME} characters", "model", "model_name_too_long")
     return model
 
 
