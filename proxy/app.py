@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from proxy.appkeys import catalog_key, db_key, generations_key, metrics_key, runtime_key, settings_key, verifier_key
+from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
@@ -80,7 +81,9 @@ def _given_runtime(runtime: Runtime) -> Callable[[web.Application], AsyncIterato
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
-    app[verifier_key] = KeyVerifier(db, concurrency=settings.argon2_concurrency)
+    app[verifier_key] = KeyVerifier(
+        db, concurrency=settings.argon2_concurrency, hasher=create_password_hasher(settings.argon2_profile)
+    )
     app[catalog_key] = ModelCatalog(runtime)
     app[generations_key] = Generations(
         db=db,

@@ -129,7 +129,7 @@ async def _authenticate(request: web.Request) -> ApiKey:
     if raw is None:
         raise ApiError(401, _NO_KEY, code="missing_api_key")
     try:
-        return await request.app[verifier_key].verify(raw)
+        return await request.app[verifier_key].verify(raw, request.remote)
     except AuthenticationError as exc:
         log.info("refused an API key (%s) for request %s", exc.reason, request[request_ids_key].server)
         code = "expired_api_key" if exc.reason.startswith("expired") else "invalid_api_key"
