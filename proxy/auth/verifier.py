@@ -111,6 +111,8 @@ class KeyVerifier:
         if task is None:  # concurrent requests with the same key share one verification
             if self._by_id.blocked(public_id) or self._by_address.blocked(address):
                 raise AuthenticationError("throttled")
+            self._by_id.attempt(public_id)  # counted now, so that concurrent attempts see it
+            self._by_address.attempt(address)
             task = asyncio.ensure_future(self._verify_counted(digest, public_id, secret, address))
             self._inflight[digest] = task
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
@@ -121,9 +123,7 @@ class KeyVerifier:
         self._cache.clear()
 
     async def _verify_counted(self, digest: bytes, public_id: str, secret: str, address: str | None) -> ApiKey:
-        """:meth:`_verify_slow`, counted by the throttles until it succeeds."""
-        self._by_id.attempt(public_id)
-        self._by_address.attempt(address)
+        """:meth:`_verify_slow`, its attempt (counted by the caller) given back if it succeeds."""
         key = await self._verify_slow(digest, public_id, secret)
         self._by_id.succeeded(public_id)
         self._by_address.succeeded(address)
