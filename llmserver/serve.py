@@ -25,6 +25,10 @@ from proxy.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
+# After an early answer (401, 408, 413) aiohttp reads and drops the rest of the body so the client
+# sees the answer; 10 s by default, which a client dripping a body would use up every time.
+LINGERING_TIME = 1.0
+
 
 class ServeError(Exception):
     """The proxy could not start; the message is one sentence for the operator."""
@@ -45,6 +49,7 @@ async def _serve(settings: Settings, print_ready: str | None) -> None:
         access_log=logging.getLogger("llmserver.access") if settings.log_level == "DEBUG" else None,
         handler_cancellation=False,
         keepalive_timeout=settings.keepalive_timeout,
+        lingering_time=LINGERING_TIME,
     )
     try:
         await _start(runner, settings)

@@ -101,7 +101,10 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 def _envelope(request: web.Request, exc: ApiError) -> web.Response:
     request.app[metrics_key].error(exc.status, exc.code)
     headers = {**exc.headers, "x-request-id": request[request_ids_key].server}
-    return web.Response(status=exc.status, body=exc.body(), content_type="application/json", headers=headers)
+    # A HEAD answer has no body; its Content-Length must say 0, or a client such as `curl -X HEAD`
+    # waits for the GET body's length that never comes (issue 14).
+    body = b"" if request.method == "HEAD" else exc.body()
+    return web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
 
 
 @web.middleware

@@ -86,4 +86,6 @@ async def test_an_unknown_public_id_and_a_wrong_secret_take_the_same_time(db: Da
     wrong = [await refusal_time(wrong_secret(full, i)) for i in range(3)]
     unknown = [await refusal_time(generate_api_key()[0]) for _ in range(3)]
     ratio = statistics.median(unknown) / statistics.median(wrong)
-    assert 0.6 < ratio < 1.6, f"unknown id {statistics.median(unknown):.3f} s vs wrong secret {statistics.median(wrong):.3f} s"
+    assert 0.6 < ratio < 1.6, (
+        f"unknown id {statistics.median(unknown):.3f} s vs wrong secret {statistics.median(wrong):.3f} s"
+    )
