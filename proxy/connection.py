@@ -26,8 +26,12 @@ The body deadline is in :func:`proxy.openai.body.read_json`, where the body is r
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import resource
+import socket
+import sys
+import termios
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -180,8 +184,12 @@ class GuardedHandler(RequestHandler):
         super().resume_writing()
 
     def _unsent(self) -> int:
+        """Bytes not yet taken by the client: the transport's buffer plus the socket's send queue
+        (the kernel's buffer holds megabytes, so the first alone shows no progress for a while)."""
         transport = self.transport
-        return transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+        if not isinstance(transport, asyncio.WriteTransport):
+            return 0
+        return transport.get_write_buffer_size() + _send_queue(transport.get_extra_info("socket"))
 
     def _write_stalled(self) -> None:
         unsent = self._unsent()
@@ -211,6 +219,16 @@ class GuardedHandler(RequestHandler):
         response = web.Response(status=error.status, body=error.body(), content_type="application/json")
         response.force_close()
         return response
+
+
+def _send_queue(sock: socket.socket | None) -> int:
+    """Bytes in the kernel's send queue of ``sock`` (Linux ``SIOCOUTQ``); 0 where unknown."""
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except OSError:
+        return 0
 
 
 def _protocol_error(status: int, exc: BaseException | None) -> ApiError:
