@@ -2,8 +2,9 @@
 
 The database holds key hashes, usage and the encrypted vault: its directory is created 0700 and
 the file 0600 before SQLite opens it (SQLite gives the WAL and shared-memory files the database
-file's mode). Existing ones that others may read are tightened, with a warning, since they were
-most likely created by an older version.
+file's mode). Existing ones are tightened, with a warning, since they were most likely created by
+an older version: the files to 0600, the directory by removing access for "other" (a group given to
+it on purpose, as systemd's ``StateDirectoryMode=0750``, is kept).
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def make_private(path: Path) -> None:
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.stat()
-    # A shared directory (/tmp, a home) is not ours to close: only the data directory itself.
+    # A shared directory (/tmp, a home) is not ours to close, and a group the administrator gave
+    # the data directory (systemd's StateDirectoryMode=0750) is deliberate: only "other" is removed.
     if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX and directory != Path.home():
-        _tighten(directory, 0o700)
+        _tighten(directory, 0o770, others_only=True)
     if not path.exists():
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -63,9 +65,9 @@ def make_private(path: Path) -> None:
             _tighten(file, 0o600)
 
 
-def _tighten(path: Path, mode: int) -> None:
+def _tighten(path: Path, mode: int, others_only: bool = False) -> None:
     current = stat.S_IMODE(path.stat().st_mode)
-    if current & 0o077 == 0:
+    if current & (0o007 if others_only else 0o077) == 0:
         return
     try:
         path.chmod(current & mode)

@@ -69,12 +69,17 @@ async def test_existing_open_files_are_tightened_with_a_warning(
     directory = tmp_path / "data"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
+    (tmp_path / "grouped").mkdir()
+    (tmp_path / "grouped").chmod(0o750)
     path = directory / "app.db"
     path.touch()
     path.chmod(0o644)
     caplog.set_level(logging.WARNING)
     async with Database.open(path):
         pass
-    assert mode(directory) == 0o700 and mode(path) == 0o600
+    assert mode(directory) == 0o750 and mode(path) == 0o600  # "other" removed; the group kept
+    async with Database.open(tmp_path / "grouped" / "app.db"):
+        pass
+    assert mode(tmp_path / "grouped") == 0o750
     warned = [r.getMessage() for r in caplog.records if "readable by other users" in r.getMessage()]
     assert len(warned) == 2, warned
