@@ -108,18 +108,26 @@ def translate(exc: sqlite3.Error, what: str) -> DatabaseError:
 
 
 class Incident:
-    """Logs a run of temporary failures (disk full, locked) once when it starts and once when it ends."""
+    """Logs a run of temporary failures (disk full, locked) once when it starts and once when it ends.
+
+    On a nearly full disk some transactions still fit and others do not; the incident ends only at
+    the first success :data:`QUIET` seconds after the last failure, so a flapping disk is one incident.
+    """
+
+    QUIET = 10.0
 
     def __init__(self) -> None:
         self.failures = 0
+        self._last_failure = 0.0
 
     def failed(self, exc: BaseException) -> None:
         if self.failures == 0:
             log.error("the database cannot be written (%s); requests answer 503 until it can", exc)
         self.failures += 1
+        self._last_failure = time.monotonic()
 
     def recovered(self) -> None:
-        if self.failures:
+        if self.failures and time.monotonic() - self._last_failure >= self.QUIET:
             log.warning("the database is writable again (%d write(s) failed meanwhile)", self.failures)
             self.failures = 0
 
