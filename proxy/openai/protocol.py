@@ -49,6 +49,8 @@ def parse_completion(body: Any, default_max: int, limit: int) -> GenerationReque
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise bad_request("'prompt' must be a string (batched prompts are not supported)", "prompt")
+    if not prompt:  # found by fuzzing: an empty prompt crashed the backend (502)
+        raise bad_request("'prompt' must not be empty", "prompt")
     echo = obj.get("echo", False)
     if not isinstance(echo, bool):
         raise bad_request("'echo' must be a boolean", "echo")
@@ -89,7 +91,7 @@ def _message(m: Any, i: int) -> dict[str, str]:
     if not isinstance(m, dict):
         raise bad_request(f"{param} must be an object", param)
     role = m.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:  # a list is unhashable (found by fuzzing: a 500)
         raise bad_request(f"{param}.role must be one of {', '.join(sorted(_ROLES))}", f"{param}.role")
     return {"role": "system" if role == "developer" else role, "content": _content(m.get("content"), param)}
 
