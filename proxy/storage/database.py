@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -53,6 +54,7 @@ _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 WRITE_RETRY_SECONDS = 30.0  # how long the writer keeps trying to get a lock another process holds
 _TEMPORARY_CODES = {5, 6, 13}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL
+DISK_FULL_BYTES = 256 * 1024
 # An oversized WAL (after a burst, or readers that held it) is cut back to this when it starts over.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
@@ -91,18 +93,36 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "NORMAL") 
     return conn
 
 
-def is_temporary(exc: sqlite3.Error) -> bool:
-    """A full disk or a lock held elsewhere (``sqlite_errorcode`` on 3.11+, the message on 3.10)."""
+def is_temporary(exc: sqlite3.Error, path: Path | None = None) -> bool:
+    """A full disk or a lock held elsewhere (``sqlite_errorcode`` on 3.11+, the message on 3.10).
+
+    SQLite reports some writes that fail for lack of space (the WAL, its index) as a plain I/O
+    error; with ``path`` such an error counts as "full" when its filesystem has no space left.
+    """
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _TEMPORARY_CODES
     text = str(exc).lower()
-    return "is full" in text or "locked" in text
+    if code is not None and (code & 0xFF) in _TEMPORARY_CODES:
+        return True
+    if code is None and ("is full" in text or "locked" in text):
+        return True
+    return path is not None and "i/o error" in text and disk_full(path)
 
 
-def translate(exc: sqlite3.Error, what: str) -> DatabaseError:
+def disk_full(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` has (almost) no space left for unprivileged writes."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < DISK_FULL_BYTES
+
+
+def translate(exc: sqlite3.Error, what: str, path: Path | None = None) -> DatabaseError:
     """The storage error for a sqlite error: :class:`DatabaseBusyError` when it is temporary."""
-    error = (DatabaseBusyError if is_temporary(exc) else DatabaseError)(f"{what}: {exc}")
+    temporary = is_temporary(exc, path)
+    if temporary and path is not None and disk_full(path):
+        what = f"{what} (the disk holding {path} is full)"
+    error = (DatabaseBusyError if temporary else DatabaseError)(f"{what}: {exc}")
     error.__cause__ = exc
     return error
 
@@ -262,7 +282,7 @@ class Database:
         try:
             return fn(conn)
         except sqlite3.Error as exc:
-            raise translate(exc, "read failed") from exc
+            raise translate(exc, "read failed", self.path) from exc
         finally:
             if conn.in_transaction:
                 conn.rollback()
@@ -317,7 +337,7 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:  # each try already waited the busy timeout
-                if not is_temporary(exc) or time.monotonic() >= deadline:
+                if not is_temporary(exc, self.path) or time.monotonic() >= deadline:
                     raise
                 log.debug("database locked by another process; trying again")
                 time.sleep(0.05)
@@ -342,7 +362,7 @@ class Database:
 
     def _fail_batch(self, conn: sqlite3.Connection, batch: list[_Job], exc: Exception) -> None:
         """The transaction itself failed: roll back and fail every job not already answered."""
-        temporary = isinstance(exc, sqlite3.Error) and is_temporary(exc)
+        temporary = isinstance(exc, sqlite3.Error) and is_temporary(exc, self.path)
         if temporary:
             self.incident.failed(exc)
         else:
@@ -354,7 +374,7 @@ class Database:
         except sqlite3.Error:
             log.exception("rollback after a failed write transaction failed too")
         if isinstance(exc, sqlite3.Error):
-            error = translate(exc, "write transaction failed")
+            error = translate(exc, "write transaction failed", self.path)
         else:
             error = DatabaseError(f"write transaction failed: {exc}")
             error.__cause__ = exc
@@ -374,7 +394,7 @@ class Database:
             self.stats.failed_jobs += 1
             error: BaseException = exc
             if isinstance(exc, sqlite3.Error):
-                error = translate(exc, "write failed")
+                error = translate(exc, "write failed", self.path)
             if isinstance(error, StorageError) and error.temporary:
                 self.incident.failed(exc)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -80,10 +81,18 @@ def _tighten(path: Path, mode: int, others_only: bool = False) -> None:
 def _migration_error(path: Path, exc: BaseException) -> DatabaseError:
     """One sentence naming the path: a full disk, a lock, a read-only place, or what else it was."""
     text = str(exc).lower()
-    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "is full" in text:
+    nospace = "i/o error" in text and _no_space(path)  # how SQLite says ENOSPC for the WAL index
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "is full" in text or nospace:
         return DatabaseBusyError(f"the disk holding the database {path} is full")
     if isinstance(exc, yoyo.exceptions.LockTimeout) or "locked" in text:
         return DatabaseBusyError(f"the database {path} is locked by another process")
     if isinstance(exc, PermissionError) or "readonly" in text or "read-only" in text or "unable to open" in text:
         return DatabaseError(f"the database {path} cannot be created or written here (read-only or no permission)")
     return DatabaseError(f"cannot migrate the database at {path}: {exc}")
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free == 0
+    except OSError:
+        return False

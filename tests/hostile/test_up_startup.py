@@ -56,3 +56,24 @@ def test_a_read_only_data_directory_is_one_sentence_naming_the_path(tmp_path: Pa
         result = run_up(tmp_path, free_port())
     assert "Traceback" not in result.stderr and "secrets.env" in result.stderr
     assert result.returncode == 1
+
+
+def test_keys_create_on_a_full_disk_says_the_disk_is_full(tmp_path: Path) -> None:
+    """Old code: "cannot migrate the database"."""
+    with tmpfs(tmp_path / "db", size="2m") as mount:
+        env = clean_env(tmp_path)
+        env["LLMSERVER_DATABASE_URL"] = f"sqlite:///{mount}/app.db"
+        argv = [sys.executable, "-m", "llmserver.cli", "keys", "create", "--name"]
+        first = subprocess.run([*argv, "first"], env=env, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        with (mount / "filler").open("wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        full = subprocess.run([*argv, "second"], env=env, capture_output=True, text=True, timeout=60)
+    assert full.returncode != 0
+    assert "full" in full.stderr and "Traceback" not in full.stderr, full.stderr
+    assert "cannot migrate" not in full.stderr
