@@ -1,4 +1,5 @@
-"""50 clients (20 outside `make soak`) reading their streams at 1 byte a second: served, and the proxy's memory stays bounded."""
+"""50 clients (20 outside `make soak`) reading their streams at 1 byte a second: all served, and the
+proxy's memory stays bounded."""
 
 from __future__ import annotations
 
