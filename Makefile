@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 # llama.cpp's native build crashes in ggml's AMX path on some x86 CPUs; the portable build does not.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean soak
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ test: setup
 	$(VENV)/bin/mypy runtime proxy admin_ui llmserver
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
+
+# The long fault, fuzz and load runs (issue 14): thousands of fuzz cases, 50 slow readers for 30 s,
+# 48 streaming clients for 2 minutes. `make test` runs the short versions of the same tests.
+soak: setup
+	LLMSERVER_SOAK=1 $(VENV)/bin/pytest -p no:randomly -o timeout=1800 -s tests/faults tests/fuzz
 
 bench: setup
 	$(PY) tests/bench/bench_runtime.py

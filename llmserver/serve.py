@@ -1,8 +1,18 @@
-"""Build the proxy app (and mount the admin app) and serve it."""
+"""Build the proxy app (and mount the admin app) and serve it, within the connection limits.
+
+``web.run_app`` cannot take a request handler of our own, so this is its loop written out: an
+:class:`~proxy.connection.GuardedAppRunner` (header, write and connection limits, protocol errors in
+the OpenAI envelope), one TCP site, a loop exception handler that turns failed ``accept()`` calls
+into one warning a minute, and a clean stop on SIGINT or SIGTERM. Start-up problems (the port taken,
+the database not writable) surface as :class:`ServeError`, one sentence naming the setting or path.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import signal
 import ssl
 import sys
 
@@ -11,9 +21,19 @@ from aiohttp import web
 from admin_ui.app import create_admin_app
 from proxy.app import create_app
 from proxy.appkeys import db_key, runtime_key
+from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
 from proxy.settings import Settings
+from proxy.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
+
+# After an early answer (401, 408, 413) aiohttp reads and drops the rest of the body so the client
+# sees the answer; 10 s by default, which a client dripping a body would use up every time.
+LINGERING_TIME = 1.0
+
+
+class ServeError(Exception):
+    """The proxy could not start; the message is one sentence for the operator."""
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -29,6 +49,55 @@ def build_app(settings: Settings) -> web.Application:
     return app
 
 
+def serve(settings: Settings, print_ready: str | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; :class:`ServeError` when it cannot start."""
+    asyncio.run(_serve(settings, print_ready))
+
+
+async def _serve(settings: Settings, print_ready: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorFilter())
+    guard = ConnectionGuard(connection_limit(settings.max_connections), settings.header_timeout, settings.write_timeout)
+    runner = GuardedAppRunner(
+        build_app(settings),
+        guard,
+        access_log=logging.getLogger("llmserver.access") if settings.log_level == "DEBUG" else None,
+        handler_cancellation=False,
+        keepalive_timeout=settings.keepalive_timeout,
+        lingering_time=LINGERING_TIME,
+    )
+    try:
+        await _start(runner, settings)
+        log.info("serving on %s:%d (at most %d connections)", settings.bind_host, settings.bind_port, guard.limit)
+        if print_ready:
+            sys.stdout.write(print_ready + "\n")
+            sys.stdout.flush()
+        await _until_stopped(loop)
+    finally:
+        await runner.cleanup()
+
+
+async def _start(runner: web.AppRunner, settings: Settings) -> None:
+    try:
+        await runner.setup()
+    except StorageError as exc:
+        raise ServeError(f"the database {settings.database_path} cannot be used: {_cause(exc)}") from None
+    site = web.TCPSite(runner, settings.bind_host, settings.bind_port, ssl_context=ssl_context(settings))
+    try:
+        await site.start()
+    except OSError as exc:
+        address = f"LLMSERVER_BIND_ADDRESS={settings.bind_host}:{settings.bind_port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(f"{address}: the port is already in use by another program") from None
+        raise ServeError(f"{address}: cannot listen there ({exc.strerror or exc})") from None
+
+
+def _cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc)
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
@@ -37,16 +106,15 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def serve(settings: Settings, print_ready: str | None = None) -> None:
-    web.run_app(
-        build_app(settings),
-        host=settings.bind_host,
-        port=settings.bind_port,
-        ssl_context=ssl_context(settings),
-        access_log=logging.getLogger("llmserver.access") if settings.log_level == "DEBUG" else None,
-        print=(lambda _msg: sys.stdout.write(print_ready + "\n")) if print_ready else None,  # type: ignore[arg-type]
-        handler_cancellation=False,
-    )
+async def _until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def serve_admin(settings: Settings) -> None:

@@ -3,16 +3,21 @@
 Starts the daemon as a child process (with the demo model unless ``--model`` is
 given), waits until its models are ready, generates missing secrets into a 0600
 file, creates a first API key when the database has none, prints how to make a
-first request, then serves the proxy until Ctrl-C (which stops the daemon too).
+first request, then serves the proxy until Ctrl-C (which stops the daemon too). While it serves,
+the daemon is supervised (:mod:`llmserver.supervisor`): restarted with back-off if it dies. Start-up
+problems (a read-only data directory, the port already taken) are one sentence naming the path or
+the setting, checked before the daemon starts where possible and never leaving it behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,10 +25,13 @@ from pathlib import Path
 
 from llmserver.commands.admin import first_admin
 from llmserver.logging import setup_logging
+from llmserver.serve import ServeError
+from llmserver.supervisor import Supervisor
 from proxy.auth.apikey import key_minter
 from proxy.settings import Settings, checked_settings
 from proxy.storage.api_keys import KeyRepository
 from proxy.storage.database import Database
+from proxy.storage.errors import StorageError
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeClientError
 
@@ -48,24 +56,61 @@ def run_up(args: argparse.Namespace) -> int:
     if args.bind:
         os.environ["LLMSERVER_BIND_ADDRESS"] = args.bind
     os.environ.setdefault("LLMSERVER_BIND_ADDRESS", "127.0.0.1:8443")
-    load_secrets(SECRETS_FILE)
+    try:
+        load_secrets(SECRETS_FILE)
+    except OSError as exc:
+        return _fail(f"cannot write the secrets file {SECRETS_FILE.absolute()}: {exc.strerror or exc}")
     settings = checked_settings("llmserver up")
     if settings is None:
         return 2
     setup_logging(settings)
+    problem = port_problem(settings)
+    if problem:
+        return _fail(problem)
+    try:
+        key, account = asyncio.run(first_key(settings))  # the database first: its problems need no daemon
+    except StorageError as exc:
+        return _fail(str(exc))
+    # SIGTERM before the proxy serves (it then handles it itself) must still stop the daemon.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     daemon = start_daemon(settings, args.model)
     try:
-        names = asyncio.run(wait_for_models(settings.runtime_endpoint, daemon))
-        key, account = asyncio.run(first_key(settings))
+        names = asyncio.run(wait_for_models(settings.runtime_endpoint, daemon.proc))
+        daemon.watch()
         from llmserver.serve import serve
 
         serve(settings, print_ready=banner(settings, names, key, account))
     except DaemonFailed as exc:
-        sys.stderr.write(f"llmserver up: the runtime did not start: {exc}\n")
-        return 1
+        return _fail(f"the runtime did not start: {exc}")
+    except ServeError as exc:
+        return _fail(str(exc))
     finally:
-        stop_daemon(daemon)
+        daemon.stop()
     return 0
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"llmserver up: {message}\n")
+    return 1
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def port_problem(settings: Settings) -> str | None:
+    """A sentence if the proxy's address cannot be bound (checked before the daemon starts)."""
+    family = socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.bind_host, settings.bind_port))
+        except OSError as exc:
+            address = f"LLMSERVER_BIND_ADDRESS={settings.bind_host}:{settings.bind_port}"
+            if exc.errno == errno.EADDRINUSE:
+                return f"{address}: the port is already in use by another program"
+            return f"{address}: cannot listen there ({exc.strerror or exc})"
+    return None
 
 
 def load_secrets(path: Path) -> None:
@@ -92,11 +137,12 @@ class DaemonFailed(Exception):
     pass
 
 
-def start_daemon(settings: Settings, models: list[str]) -> subprocess.Popen[bytes]:
+def start_daemon(settings: Settings, models: list[str]) -> Supervisor:
+    """The daemon as a supervised child (restarted once :meth:`Supervisor.watch` is called)."""
     argv = [sys.executable, "-m", "llmserver.commands.runtime", "--endpoint", settings.runtime_endpoint]
     for spec in models:
         argv += ["--model", spec]
-    return subprocess.Popen(argv)
+    return Supervisor(argv).start()
 
 
 async def wait_for_models(endpoint: str, daemon: subprocess.Popen[bytes], timeout: float = 180) -> list[str]:
@@ -160,12 +206,3 @@ def banner(settings: Settings, models: list[str], key: str | None, account: tupl
         lines.append(f"First admin account (password shown once, store it now): {account[0]} / {account[1]}")
     lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
-
-
-def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()

@@ -23,6 +23,7 @@ from proxy.appkeys import (
     settings_key,
     verifier_key,
 )
+from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.admission import Admission
@@ -109,7 +110,9 @@ def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[Non
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
-    app[verifier_key] = KeyVerifier(db, concurrency=settings.argon2_concurrency)
+    app[verifier_key] = KeyVerifier(
+        db, concurrency=settings.argon2_concurrency, hasher=create_password_hasher(settings.argon2_profile)
+    )
     app[catalog_key] = ModelCatalog(runtime)
     app[generations_key] = Generations(
         db=db,

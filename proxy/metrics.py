@@ -1,4 +1,10 @@
-"""Prometheus metrics of the proxy, in a registry of its own (``GET /metrics``)."""
+"""Prometheus metrics of the proxy, in a registry of its own (``GET /metrics``).
+
+Every label value is the server's own: endpoints and error codes are constants, and a model label is
+a name the runtime serves (the generation passes ``(unknown)`` for anything else). As a second
+bound, at most :data:`MAX_MODEL_LABELS` distinct model names become labels; later ones are counted
+under ``(other)``, so the scrape stays small whatever reaches it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+MAX_MODEL_LABELS = 256
+OTHER_MODELS = "(other)"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -54,16 +62,26 @@ class Metrics:
             "llmserver_ledger_write_failures", "Usage rows that could not be written", registry=r
         )
         self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
+        self._models: set[str] = set()
+
+    def model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODEL_LABELS:
+            return OTHER_MODELS
+        self._models.add(model)
+        return model
 
     def observe(self, endpoint: str, model: str, status: int, latency_ms: float, ttft_ms: float | None) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
+        self.requests.labels(endpoint, self.model_label(model), str(status)).inc()
         self.latency.labels(endpoint).observe(latency_ms / 1000)
         if ttft_ms is not None:
             self.ttft.labels(endpoint).observe(ttft_ms / 1000)
 
     def tokens(self, model: str, prompt: int, completion: int) -> None:
-        self.tokens_counter.labels(model, "prompt").inc(prompt)
-        self.tokens_counter.labels(model, "completion").inc(completion)
+        label = self.model_label(model)
+        self.tokens_counter.labels(label, "prompt").inc(prompt)
+        self.tokens_counter.labels(label, "completion").inc(completion)
 
     def error(self, status: int, code: str | None) -> None:
         self.errors.labels(str(status), code or "").inc()

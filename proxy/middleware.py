@@ -16,9 +16,10 @@ from aiohttp.typedefs import Handler
 
 from proxy.appkeys import api_key_key, metrics_key, request_ids_key, settings_key, verifier_key
 from proxy.auth.clientaddr import client_address
-from proxy.errors import ApiError, AuthenticationError, VerifierBusyError
+from proxy.errors import ApiError, AuthenticationError, VerifierBusyError, unavailable
 from proxy.metering.generation import RequestIds
 from proxy.storage.api_keys import ApiKey
+from proxy.storage.errors import StorageError
 from proxy.upstream import runtime_error
 from runtime.api.errors import RuntimeClientError
 
@@ -60,6 +61,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _envelope(request, _from_http(exc))
+    except StorageError as exc:
+        return _envelope(request, _from_storage(request, exc))
     except ConnectionError:
         # The client left while its answer was written: nobody is there to read an error, and it is
         # no fault of ours (its usage row is written by whoever ended the request).
@@ -75,6 +78,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _envelope(request, error)
 
 
+def _from_storage(request: web.Request, exc: StorageError) -> ApiError:
+    """A full disk or a locked database is temporary (503, logged once per incident by the writer);
+    anything else from storage is a 500 logged here."""
+    if exc.temporary:
+        return unavailable("the database is unavailable right now; retry shortly", retry_after=5)
+    log.error(
+        "storage error in %s %s (request %s): %s", request.method, request.path, request[request_ids_key].server, exc
+    )
+    return ApiError(500, f"internal server error (request {request[request_ids_key].server})", type="server_error")
+
+
 def _from_http(exc: web.HTTPException) -> ApiError:
     if exc.status == 413:
         return ApiError(413, "the request body is too large", code="request_too_large")
@@ -88,24 +102,27 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 def _envelope(request: web.Request, exc: ApiError) -> web.Response:
     request.app[metrics_key].error(exc.status, exc.code)
     headers = {**exc.headers, "x-request-id": request[request_ids_key].server}
-    return web.Response(status=exc.status, body=exc.body(), content_type="application/json", headers=headers)
+    # A HEAD answer has no body; its Content-Length must say 0, or a client such as `curl -X HEAD`
+    # waits for the GET body's length that never comes (issue 14).
+    body = b"" if request.method == "HEAD" else exc.body()
+    return web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/"):
-        key = await _authenticate(request)
-        _check_address(request, key)
+        trusted = request.app[settings_key].trusted_proxies
+        address = client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+        key = await _authenticate(request, address)
+        _check_address(key, address)
         request[api_key_key] = key
     return await handler(request)
 
 
-def _check_address(request: web.Request, key: ApiKey) -> None:
+def _check_address(key: ApiKey, address: str | None) -> None:
     """A key with a client address allow-list is refused (403) from anywhere else."""
     if key.allowed_cidrs is None:
         return
-    trusted = request.app[settings_key].trusted_proxies
-    address = client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
     if not key.allows_address(address):
         log.info("refused key %s from %s (outside its allow-list)", key.public_id, address)
         raise ApiError(
@@ -129,12 +146,14 @@ def presented_key(request: web.Request) -> str | None:
     return None
 
 
-async def _authenticate(request: web.Request) -> ApiKey:
+async def _authenticate(request: web.Request, address: str | None) -> ApiKey:
+    """The verified key; failures are throttled per public id and per ``address`` (the client's, as
+    the trusted reverse proxies report it)."""
     raw = presented_key(request)
     if raw is None:
         raise ApiError(401, _NO_KEY, code="missing_api_key")
     try:
-        return await request.app[verifier_key].verify(raw)
+        return await request.app[verifier_key].verify(raw, address)
     except AuthenticationError as exc:
         log.info("refused an API key (%s) for request %s", exc.reason, request[request_ids_key].server)
         code = "expired_api_key" if exc.reason.startswith("expired") else "invalid_api_key"

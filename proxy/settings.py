@@ -75,6 +75,11 @@ class Settings:
     hf_inference_url: str = "https://router.huggingface.co/hf-inference"
     hf_inference_timeout: float = 120.0
     max_audio_bytes: int = 25 * 1024 * 1024
+    header_timeout: float = 20.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 30.0
+    write_timeout: float = 60.0
+    max_connections: int = 0  # 0: derived from the open-file limit (see proxy.connection)
 
     @property
     def tls_enabled(self) -> bool:
@@ -147,6 +152,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hf_inference_url=speech.url,
         hf_inference_timeout=speech.timeout,
         max_audio_bytes=speech.max_audio_bytes,
+        header_timeout=reader.number("LLMSERVER_HEADER_TIMEOUT", 20.0, 1.0, 3600.0),
+        body_timeout=reader.number("LLMSERVER_BODY_TIMEOUT", 30.0, 1.0, 3600.0),
+        keepalive_timeout=reader.number("LLMSERVER_KEEPALIVE_TIMEOUT", 30.0, 1.0, 3600.0),
+        write_timeout=reader.number("LLMSERVER_WRITE_TIMEOUT", 60.0, 1.0, 3600.0),
+        max_connections=reader.integer("LLMSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
     )
 
 

@@ -95,6 +95,10 @@ class ModelCatalog:
             self._fetched = now
         return self._models
 
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` was among the ready models at the last fetch (no runtime round trip)."""
+        return name in self._models
+
     async def has(self, name: str) -> bool:
         if name in self._models and time.monotonic() - self._fetched <= self._ttl:
             return True

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from llmserver.logging import setup_logging
-from llmserver.serve import serve
+from llmserver.serve import ServeError, serve
 from proxy.settings import checked_settings
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,11 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     setup_logging(settings)
-    serve(settings)
+    try:
+        serve(settings)
+    except ServeError as exc:
+        sys.stderr.write(f"llmserver proxy: {exc}\n")
+        return 1
     return 0
 
 

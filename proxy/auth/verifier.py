@@ -3,9 +3,16 @@
 A key whose secret verified is remembered under HMAC-SHA256(process-random key, whole key), so a
 request with a known key costs one HMAC and one dict lookup. Argon2 runs in threads, at most
 ``concurrency`` at a time and with at most ``max_waiting`` queued (beyond that
-:class:`VerifierBusyError`), so a flood of bad keys cannot starve good traffic: cached keys never
-wait for argon2. Unknown public ids are remembered too; a wrong secret for a known id always goes
-through argon2.
+:class:`VerifierBusyError`, a 503 with ``retry-after``), so a flood of bad keys cannot starve good
+traffic: cached keys never wait for argon2. Concurrent verifications of one presented key share one
+run. Verifications that fail are throttled per public id and per client address
+(:mod:`proxy.auth.throttle`): beyond a few a minute they are refused at once, without argon2.
+
+An unknown public id looks like a wrong secret: same refusal, and the same cost, since its secret
+is verified against a dummy hash made with the configured argon2 parameters (so the time a refusal
+takes does not tell which ids exist). A revoked or expired key is judged only after its secret
+verified: without the secret nobody learns its state. Nothing negative is cached: the throttle is
+what keeps repeated refusals cheap.
 
 Revocation and changes made by any process reach every verifier within a second: triggers bump
 ``api_key_changes.version`` whenever a key is created, deleted or changed in a way that matters (not
@@ -25,14 +32,18 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from proxy.auth.apikey import parse_api_key, verify_secret
+from argon2 import PasswordHasher
+
+from proxy.auth.apikey import hash_secret, parse_api_key, verify_secret
+from proxy.auth.throttle import Throttle
 from proxy.errors import AuthenticationError, VerifierBusyError
 from proxy.storage.api_keys import ApiKey, select_key, select_keys
 from proxy.storage.database import Database
 
 log = logging.getLogger(__name__)
 
-MAX_NEGATIVE_ENTRIES = 10_000
+FAILURES_PER_ID = 5  # unsuccessful first-time verifications per public id per minute
+FAILURES_PER_ADDRESS = 30  # ... and per client address
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,9 @@ class KeyVerifier:
         db: Database,
         *,
         concurrency: int = 2,
-        max_waiting: int = 256,
+        max_waiting: int = 32,
         refresh_interval: float = 0.5,
+        hasher: PasswordHasher | None = None,
     ) -> None:
         self._db = db
         self._hmac_key = secrets.token_bytes(32)
@@ -71,15 +83,19 @@ class KeyVerifier:
         self._waiting = 0
         self._interval = refresh_interval
         self._cache: dict[bytes, CachedKey] = {}
-        self._negative: dict[str, str] = {}  # public id -> reason
+        self._hasher = hasher
+        self._dummy_hash: asyncio.Task[str] | None = None  # for unknown ids (see above); made on first need
+        self._by_id = Throttle(FAILURES_PER_ID)
+        self._by_address = Throttle(FAILURES_PER_ADDRESS)
         self._version = -1  # the api_key_changes version the cache reflects; no entry is older
         self._checked_at = -math.inf  # monotonic start time of the last completed version check
         self._refreshing: asyncio.Task[None] | None = None
         self._inflight: dict[bytes, asyncio.Task[ApiKey]] = {}
         self.stats = VerifierStats()
 
-    async def verify(self, raw_key: str) -> ApiKey:
-        """The active key row for ``raw_key``; :class:`AuthenticationError` if refused."""
+    async def verify(self, raw_key: str, address: str | None = None) -> ApiKey:
+        """The active key row for ``raw_key``; :class:`AuthenticationError` if refused.
+        ``address``: the client's, for the throttle (None: not throttled by address)."""
         parsed = parse_api_key(raw_key)
         if parsed is None:
             raise AuthenticationError("malformed key")
@@ -91,30 +107,42 @@ class KeyVerifier:
             self.stats.hits += 1
             return _admit(cached.key)
         public_id, secret = parsed
-        reason = self._negative.get(public_id)
-        if reason is not None:
-            raise AuthenticationError(reason)
         task = self._inflight.get(digest)
         if task is None:  # concurrent requests with the same key share one verification
-            task = asyncio.ensure_future(self._verify_slow(digest, public_id, secret))
+            if self._by_id.blocked(public_id) or self._by_address.blocked(address):
+                raise AuthenticationError("throttled")
+            self._by_id.attempt(public_id)  # counted now, so that concurrent attempts see it
+            self._by_address.attempt(address)
+            task = asyncio.ensure_future(self._verify_counted(digest, public_id, secret, address))
             self._inflight[digest] = task
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
         return _admit(await asyncio.shield(task))
 
+    async def _verify_counted(self, digest: bytes, public_id: str, secret: str, address: str | None) -> ApiKey:
+        """:meth:`_verify_slow`, its attempt (counted by the caller) given back if it succeeds."""
+        key = await self._verify_slow(digest, public_id, secret)
+        self._by_id.succeeded(public_id)
+        self._by_address.succeeded(address)
+        return key
+
     async def _verify_slow(self, digest: bytes, public_id: str, secret: str, attempts: int = 2) -> ApiKey:
         key, version = await self._db.execute_read(lambda conn: _read_key(conn, public_id))
-        if key is None or not key.is_active(time.time()):
-            reason = "unknown key" if key is None else f"{key.state(time.time())} key"
-            if version >= self._version and len(self._negative) < MAX_NEGATIVE_ENTRIES:
-                self._negative[public_id] = reason
-            raise AuthenticationError(reason)
-        if not await self._check_secret(key.secret_hash, secret):
-            raise AuthenticationError("wrong secret")
+        secret_hash = key.secret_hash if key is not None else await self._dummy()
+        if not await self._check_secret(secret_hash, secret) or key is None:
+            raise AuthenticationError("unknown key" if key is None else "wrong secret")
+        if not key.is_active(time.time()):
+            raise AuthenticationError(f"{key.state(time.time())} key")
         if version >= self._version:
             self._cache[digest] = CachedKey(key.id, key, version, time.time())
         elif attempts > 1:  # the key changed while argon2 ran: judge the current row instead
             return await self._verify_slow(digest, public_id, secret, attempts - 1)
         return key
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            made = asyncio.to_thread(hash_secret, secrets.token_urlsafe(24), self._hasher)
+            self._dummy_hash = asyncio.ensure_future(made)
+        return await asyncio.shield(self._dummy_hash)
 
     async def _check_secret(self, secret_hash: str, secret: str) -> bool:
         if self._waiting >= self._max_waiting:
@@ -159,7 +187,6 @@ class KeyVerifier:
                 del self._cache[digest]
             else:
                 self._cache[digest] = CachedKey(key.id, key, version, entry.cached_at)
-        self._negative.clear()
         self._version = version
         log.debug("api key change %d: reloaded %d cached keys", version, len(fresh))
 

@@ -38,6 +38,10 @@ class KnownModels(Protocol):
 
     async def has(self, name: str) -> bool: ...
 
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is a known model, without a round trip (for ledger and metric labels)."""
+        ...
+
 
 @dataclass
 class Admission:

@@ -43,6 +43,7 @@ from runtime.api.protocol import Done
 log = logging.getLogger(__name__)
 
 DISCONNECT_POLL = 0.5  # seconds between checks that the client is still there while no text comes
+UNKNOWN_MODEL = "(unknown)"  # the ledger's and the metrics' name for a model the runtime does not serve
 CANCELLED = 499  # nginx's "client closed request"; also what a request cancelled at shutdown records
 
 
@@ -135,6 +136,13 @@ class Generation:
     @property
     def text(self) -> str:
         return "".join(self.pieces_sent)
+
+    @property
+    def model_label(self) -> str:
+        """The model as the ledger and the metrics name it: a name the runtime serves, never a
+        client's invention (issue 14: 900 KB names each became a ledger value and a label)."""
+        known = self.service.admission.catalog.serves(self.req.model)
+        return self.req.model if known else UNKNOWN_MODEL
 
     @property
     def completion_tokens(self) -> int:
@@ -254,7 +262,7 @@ class Generation:
             request_id=self.ids.server,
             client_request_id=self.ids.client,
             api_key_id=self.key.id,
-            model=self.req.model,
+            model=self.model_label,
             endpoint=self.endpoint,
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -267,16 +275,15 @@ class Generation:
             client_disconnected=disconnected,
         )
         metrics = self.service.metrics
-        metrics.observe(
-            self.endpoint, self.req.model if status != 404 else "(unknown)", status, latency_ms, self.ttft_ms
-        )
-        metrics.tokens(self.req.model if status != 404 else "(unknown)", prompt, completion)
+        metrics.observe(self.endpoint, self.model_label, status, latency_ms, self.ttft_ms)
+        metrics.tokens(self.model_label, prompt, completion)
         reservation = self.ticket.reservation if self.ticket else None
         try:
             await record_usage(self.service.db, event, reservation)
         except Exception as exc:
             metrics.ledger_failures.inc()
-            log.error("usage row for request %s could not be written: %s", self.ids.server, exc)
+            if not getattr(exc, "temporary", False):  # a temporary one is logged once per incident, by the writer
+                log.error("usage row for request %s could not be written: %s", self.ids.server, exc)
             if reservation is not None:
                 await _release_quietly(self.service.db, reservation)
             return _ledger_error(exc)
@@ -293,6 +300,8 @@ def _outcome(exc: BaseException | None) -> tuple[int, bool]:
         return CANCELLED, True
     if isinstance(exc, asyncio.CancelledError):
         return CANCELLED, False
+    if getattr(exc, "temporary", False):  # a storage error the middleware answers with a 503
+        return 503, False
     return 500, False
 
 

@@ -1,13 +1,29 @@
-"""Reading a request's JSON body."""
+"""Reading a request's JSON body: within a deadline, its nesting checked before it is parsed.
+
+The size bound is aiohttp's ``client_max_size`` (``LLMSERVER_MAX_BODY_BYTES``, a 413). The body must
+arrive within ``LLMSERVER_BODY_TIMEOUT`` seconds (a 408), so a client dripping bytes, or declaring a
+``Content-Length`` it never sends, cannot hold a connection and a request slot for ever. Nesting is
+measured on the raw bytes (strings removed by one regular expression, then the brackets counted)
+before ``json.loads`` sees them: a body nested 100,000 deep is a 400, not a ``RecursionError``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
+from proxy.appkeys import settings_key
 from proxy.errors import ApiError, bad_request
+
+MAX_DEPTH = 64  # OpenAI bodies nest a handful of levels (tool schemas perhaps a dozen or two)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 async def read_json(request: web.Request) -> Any:
@@ -18,7 +34,8 @@ async def read_json(request: web.Request) -> Any:
     not declared), a body that does not parse is a 400 that says why; declared as something else,
     it is most likely a real form: 415, asking for JSON.
     """
-    raw = await request.read()
+    raw = await _read_within(request, request.app[settings_key].body_timeout)
+    _check_depth(raw)
     declared_json = not request.headers.get("Content-Type") or request.content_type == "application/json"
     try:
         body = json.loads(raw)
@@ -31,6 +48,27 @@ async def read_json(request: web.Request) -> Any:
     if not declared_json and not isinstance(body, dict):
         raise _not_json()
     return body
+
+
+async def _read_within(request: web.Request, seconds: float) -> bytes:
+    try:
+        return await asyncio.wait_for(request.read(), seconds)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body was not received within {seconds:g} s", code="request_timeout") from None
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``raw`` nests arrays and objects deeper than ``limit`` (brackets inside
+    strings do not count). Fewer opening brackets than ``limit`` settle it without walking them."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    return max(itertools.accumulate(_STEP[b] for b in brackets)) > limit
+
+
+def _check_depth(raw: bytes) -> None:
+    if too_deep(raw):
+        raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels", code="body_too_deep")
 
 
 def _not_json() -> ApiError:

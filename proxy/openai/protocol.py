@@ -17,6 +17,7 @@ from proxy.metering.request import GenerationRequest
 from runtime.api.protocol import MAX_STOP_STRINGS, SAMPLING_BOUNDS, SamplingParams
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+MAX_MODEL_NAME = 400  # characters; model names are short, and a name reaches the ledger and the logs
 _RUNTIME = SamplingParams()
 
 
@@ -45,6 +46,8 @@ def parse_completion(body: Any, default_max: int, limit: int) -> GenerationReque
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise bad_request("'prompt' must be a string (batched prompts are not supported)", "prompt")
+    if not prompt:  # found by fuzzing: an empty prompt crashed the backend (502)
+        raise bad_request("'prompt' must not be empty", "prompt")
     echo = obj.get("echo", False)
     if not isinstance(echo, bool):
         raise bad_request("'echo' must be a boolean", "echo")
@@ -68,6 +71,8 @@ def _model(obj: dict[str, Any]) -> str:
     model = obj.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required and must be a string", "model")
+    if len(model) > MAX_MODEL_NAME:
+        raise bad_request(f"'model' is longer than {MAX_MODEL_NAME} characters", "model", "model_name_too_long")
     return model
 
 
@@ -83,7 +88,7 @@ def _message(m: Any, i: int) -> dict[str, str]:
     if not isinstance(m, dict):
         raise bad_request(f"{param} must be an object", param)
     role = m.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:  # a list is unhashable (found by fuzzing: a 500)
         raise bad_request(f"{param}.role must be one of {', '.join(sorted(_ROLES))}", f"{param}.role")
     return {"role": "system" if role == "developer" else role, "content": _content(m.get("content"), param)}
 

@@ -101,6 +101,9 @@ class _Expected:
     model: SpeechModel | None
     kind: str
 
+    def serves(self, name: str) -> bool:
+        return self.model is not None and self.model.name == name
+
     async def has(self, name: str) -> bool:
         model = self.model
         if model is None:

@@ -13,6 +13,13 @@ acknowledged; a power cut may lose the last commits before the next checkpoint. 
 fsync per transaction (not per row, thanks to grouping) and also survives power loss; choose it
 with ``LLMSERVER_DB_SYNCHRONOUS=FULL`` on hardware where an fsync is cheap.
 
+Faults: a full disk and a database locked by another process are temporary. ``BEGIN IMMEDIATE``
+that finds the file locked past the busy timeout is tried again until :data:`WRITE_RETRY_SECONDS`
+have passed (so a lock held 8 s by another program delays writes, it does not lose them); after
+that, and for a full disk, the jobs fail with :class:`DatabaseBusyError` (``temporary``: the proxy
+answers 503 with ``retry-after``). Such an incident is logged when it starts and when writes work
+again, not once per failed job (:class:`Incident`).
+
 Checkpoints: the writer never checkpoints the WAL itself (``wal_autocheckpoint = 0``), so no commit
 pays for copying the WAL into the database file; a :class:`~proxy.storage.walcheckpoint.Checkpointer` thread
 does it on its own connection, and keeps the WAL bounded (see there).
@@ -23,16 +30,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.storage.errors import DatabaseClosedError, DatabaseError, StorageError
+from proxy.storage.errors import DatabaseBusyError, DatabaseClosedError, DatabaseError, StorageError
 from proxy.storage.migrate import BUSY_TIMEOUT_MS, apply_migrations
 from proxy.storage.walcheckpoint import Checkpointer
 
@@ -43,6 +52,9 @@ WriteFn = Callable[[sqlite3.Connection], Any]
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+WRITE_RETRY_SECONDS = 30.0  # how long the writer keeps trying to get a lock another process holds
+_TEMPORARY_CODES = {5, 6, 13}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL
+DISK_FULL_BYTES = 256 * 1024
 # An oversized WAL (after a burst, or readers that held it) is cut back to this when it starts over.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
@@ -79,6 +91,65 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "NORMAL") 
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def is_temporary(exc: sqlite3.Error, path: Path | None = None) -> bool:
+    """A full disk or a lock held elsewhere (``sqlite_errorcode`` on 3.11+, the message on 3.10).
+
+    SQLite reports some writes that fail for lack of space (the WAL, its index) as a plain I/O
+    error; with ``path`` such an error counts as "full" when its filesystem has no space left.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc).lower()
+    if code is not None and (code & 0xFF) in _TEMPORARY_CODES:
+        return True
+    if code is None and ("is full" in text or "locked" in text):
+        return True
+    return path is not None and "i/o error" in text and disk_full(path)
+
+
+def disk_full(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` has (almost) no space left for unprivileged writes."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < DISK_FULL_BYTES
+
+
+def translate(exc: sqlite3.Error, what: str, path: Path | None = None) -> DatabaseError:
+    """The storage error for a sqlite error: :class:`DatabaseBusyError` when it is temporary."""
+    temporary = is_temporary(exc, path)
+    if temporary and path is not None and disk_full(path):
+        what = f"{what} (the disk holding {path} is full)"
+    error = (DatabaseBusyError if temporary else DatabaseError)(f"{what}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class Incident:
+    """Logs a run of temporary failures (disk full, locked) once when it starts and once when it ends.
+
+    On a nearly full disk some transactions still fit and others do not; the incident ends only at
+    the first success :data:`QUIET` seconds after the last failure, so a flapping disk is one incident.
+    """
+
+    QUIET = 10.0
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self._last_failure = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        if self.failures == 0:
+            log.error("the database cannot be written (%s); requests answer 503 until it can", exc)
+        self.failures += 1
+        self._last_failure = time.monotonic()
+
+    def recovered(self) -> None:
+        if self.failures and time.monotonic() - self._last_failure >= self.QUIET:
+            log.warning("the database is writable again (%d write(s) failed meanwhile)", self.failures)
+            self.failures = 0
 
 
 @dataclass
@@ -125,6 +196,7 @@ class Database:
         self._read_conns: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_read_conns: list[sqlite3.Connection] = []
         self._closed = False
+        self.incident = Incident()
 
     @classmethod
     @asynccontextmanager
@@ -210,7 +282,7 @@ class Database:
         try:
             return fn(conn)
         except sqlite3.Error as exc:
-            raise DatabaseError(f"read failed: {exc}") from exc
+            raise translate(exc, "read failed", self.path) from exc
         finally:
             if conn.in_transaction:
                 conn.rollback()
@@ -257,10 +329,23 @@ class Database:
         finally:
             self.checkpointer.end_write()
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, tried again while another process holds the lock (up to a bound)."""
+        deadline = time.monotonic() + WRITE_RETRY_SECONDS
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:  # each try already waited the busy timeout
+                if not is_temporary(exc, self.path) or time.monotonic() >= deadline:
+                    raise
+                log.debug("database locked by another process; trying again")
+                time.sleep(0.05)
+
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         done: list[tuple[_Job, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for job in batch:
                 ok, value = self._run_job(conn, job)
                 if ok:
@@ -271,19 +356,28 @@ class Database:
             return
         self.stats.transactions += 1
         self.stats.jobs += len(done)
+        if len(done) == len(batch):
+            self.incident.recovered()
         _deliver_results(done)
 
     def _fail_batch(self, conn: sqlite3.Connection, batch: list[_Job], exc: Exception) -> None:
         """The transaction itself failed: roll back and fail every job not already answered."""
-        log.error("write transaction of %d jobs failed: %s", len(batch), exc, exc_info=True)
+        temporary = isinstance(exc, sqlite3.Error) and is_temporary(exc, self.path)
+        if temporary:
+            self.incident.failed(exc)
+        else:
+            log.error("write transaction of %d jobs failed: %s", len(batch), exc, exc_info=True)
         self.stats.failed_transactions += 1
         try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             log.exception("rollback after a failed write transaction failed too")
-        error = DatabaseError(f"write transaction failed: {exc}")
-        error.__cause__ = exc
+        if isinstance(exc, sqlite3.Error):
+            error = translate(exc, "write transaction failed", self.path)
+        else:
+            error = DatabaseError(f"write transaction failed: {exc}")
+            error.__cause__ = exc
         for job in batch:
             if not job.delivered:
                 self.stats.failed_jobs += 1
@@ -298,11 +392,13 @@ class Database:
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
             self.stats.failed_jobs += 1
-            log.warning("write job failed: %s", exc, exc_info=not isinstance(exc, StorageError))
             error: BaseException = exc
             if isinstance(exc, sqlite3.Error):
-                error = DatabaseError(f"write failed: {exc}")
-                error.__cause__ = exc
+                error = translate(exc, "write failed", self.path)
+            if isinstance(error, StorageError) and error.temporary:
+                self.incident.failed(exc)
+            else:
+                log.warning("write job failed: %s", exc, exc_info=not isinstance(exc, StorageError))
             _deliver(job, None, error)
             return False, None
         conn.execute("RELEASE job")

@@ -3,7 +3,8 @@
 StorageError                   base of everything proxy.storage raises
 ├── ValidationError            a value given to a repository is not acceptable (bad name, negative limit)
 ├── DatabaseError              the database could not be opened, migrated or written
-│   └── DatabaseClosedError    work submitted to a database that is closed
+│   ├── DatabaseClosedError    work submitted to a database that is closed
+│   └── DatabaseBusyError      disk full, or locked by another process for too long (``temporary``)
 ├── VaultError                 the vault cannot encrypt or decrypt (no key, wrong key, tampered data)
 ├── KeyNotFoundError           an API key id or public id that matches no row
 ├── TokenNotFoundError         a Hugging Face token id that matches no row
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 
 class StorageError(Exception):
-    """Base of every storage exception."""
+    """Base of every storage exception. ``temporary``: the same call may succeed later (the
+    proxy answers 503 with ``retry-after`` instead of 500)."""
+
+    temporary = False
 
 
 class ValidationError(StorageError, ValueError):
@@ -28,6 +32,12 @@ class DatabaseError(StorageError):
 
 class DatabaseClosedError(DatabaseError):
     """Work was submitted to a database that is closed or closing."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """The disk is full or another process held the database locked past the retries: try later."""
+
+    temporary = True
 
 
 class VaultError(StorageError):

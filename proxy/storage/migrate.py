@@ -1,14 +1,25 @@
-"""Schema migrations with yoyo: create the file, switch it to WAL, apply what is pending."""
+"""Schema migrations with yoyo: create the file privately, switch it to WAL, apply what is pending.
+
+The database holds key hashes, usage and the encrypted vault: its directory is created 0700 and
+the file 0600 before SQLite opens it (SQLite gives the WAL and shared-memory files the database
+file's mode). Existing ones are tightened, with a warning, since they were most likely created by
+an older version: the files to 0600, the directory by removing access for "other" (a group given to
+it on purpose, as systemd's ``StateDirectoryMode=0750``, is kept).
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 import sqlite3
+import stat
 from pathlib import Path
 
 import yoyo
 
-from proxy.storage.errors import DatabaseError
+from proxy.storage.errors import DatabaseBusyError, DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +30,7 @@ BUSY_TIMEOUT_MS = 5000
 def apply_migrations(path: Path, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     """Create the file if needed, switch it to WAL and apply pending migrations; their ids."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -32,8 +43,56 @@ def apply_migrations(path: Path, migrations_dir: Path = MIGRATIONS_DIR) -> list[
                 pending = backend.to_apply(migrations)
                 backend.apply_migrations(pending)
     except (OSError, sqlite3.Error, yoyo.exceptions.LockTimeout) as exc:
-        raise DatabaseError(f"cannot migrate the database at {path}: {exc}") from exc
+        raise _migration_error(path, exc) from exc
     applied = [m.id for m in pending]
     if applied:
         log.info("applied migrations %s to %s", ", ".join(applied), path)
     return applied
+
+
+def make_private(path: Path) -> None:
+    """Create the database's directory (0700) and file (0600); tighten existing ones that are not."""
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    # A shared directory (/tmp, a home) is not ours to close, and a group the administrator gave
+    # the data directory (systemd's StateDirectoryMode=0750) is deliberate: only "other" is removed.
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX and directory != Path.home():
+        _tighten(directory, 0o770, others_only=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists():
+            _tighten(file, 0o600)
+
+
+def _tighten(path: Path, mode: int, others_only: bool = False) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & (0o007 if others_only else 0o077) == 0:
+        return
+    try:
+        path.chmod(current & mode)
+    except OSError as exc:
+        log.warning("%s is readable by other users (mode %o) and cannot be tightened: %s", path, current, exc)
+        return
+    log.warning("%s was readable by other users (mode %o); now %o", path, current, current & mode)
+
+
+def _migration_error(path: Path, exc: BaseException) -> DatabaseError:
+    """One sentence naming the path: a full disk, a lock, a read-only place, or what else it was."""
+    text = str(exc).lower()
+    nospace = "i/o error" in text and _no_space(path)  # how SQLite says ENOSPC for the WAL index
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "is full" in text or nospace:
+        return DatabaseBusyError(f"the disk holding the database {path} is full")
+    if isinstance(exc, yoyo.exceptions.LockTimeout) or "locked" in text:
+        return DatabaseBusyError(f"the database {path} is locked by another process")
+    if isinstance(exc, PermissionError) or "readonly" in text or "read-only" in text or "unable to open" in text:
+        return DatabaseError(f"the database {path} cannot be created or written here (read-only or no permission)")
+    return DatabaseError(f"cannot migrate the database at {path}: {exc}")
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free == 0
+    except OSError:
+        return False

@@ -1,0 +1,294 @@
+"""Connection limits of the proxy's HTTP server, which aiohttp does not enforce on its own.
+
+aiohttp's server has no header-read timeout, keeps a connection that sends nothing for its
+keep-alive time, accepts connections until ``accept()`` fails with EMFILE (logging a traceback
+each time, and leaving no descriptor for the database or the runtime), answers protocol-level
+rejections (oversized headers, a bad method, ``Transfer-Encoding`` with ``Content-Length``) in plain
+text that may quote the offending header, and lets a connection whose client does not read hold its
+unsent answer for ever. :class:`GuardedHandler` (a :class:`~aiohttp.web_protocol.RequestHandler`)
+adds, per connection:
+
+- a header deadline: a complete request line and headers within ``header_timeout`` of the
+  connection (or of the first byte of a later request on a kept-alive connection), else a 408 and
+  the connection is closed;
+- a write deadline: when the send buffer is over its high-water mark (64 KiB) the writer waits
+  (aiohttp's ``drain``), so at most that much unsent data sits in the process per connection; if the
+  client reads nothing of it for ``write_timeout`` seconds the connection is aborted. A client that
+  reads slowly but reads is served;
+- a bound on open connections per process (:class:`ConnectionGuard`), below the open-file limit:
+  when full, the oldest connection still waiting for its headers is closed to make room (or the new
+  one, if every connection is busy), with one warning a minute;
+- rejections in the OpenAI error envelope, never echoing the request.
+
+The body deadline is in :func:`proxy.openai.body.read_json`, where the body is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import resource
+import socket
+import sys
+import termios
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from proxy.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 128  # descriptors kept for the database, the runtime socket, logs and threads
+WRITE_HIGH_WATER = 64 * 1024
+WARN_EVERY = 60.0
+
+
+def connection_limit(configured: int) -> int:
+    """``configured``, or (0) the open-file limit minus :data:`FD_RESERVE`, never above that limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = max(16, soft - FD_RESERVE) if soft != resource.RLIM_INFINITY else 65_536
+    return min(configured, ceiling) if configured else ceiling
+
+
+@dataclass
+class RateLimitedWarning:
+    """Logs ``message`` at most once per ``every`` seconds, with how often it happened meanwhile."""
+
+    message: str
+    every: float = WARN_EVERY
+    _last: float = -WARN_EVERY * 2
+    _suppressed: int = 0
+
+    def __call__(self, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        log.warning(self.message + more, *args)
+        self._last, self._suppressed = now, 0
+
+
+@dataclass
+class ConnectionGuard:
+    """Open connections of one server, and which of them are still waiting for their headers."""
+
+    limit: int
+    header_timeout: float
+    write_timeout: float
+    open: int = 0
+    waiting: OrderedDict[GuardedHandler, None] = field(default_factory=OrderedDict)
+    warn_full: RateLimitedWarning = field(
+        default_factory=lambda: RateLimitedWarning("connection limit (%d) reached: closing excess connections")
+    )
+
+    def admit(self, handler: GuardedHandler) -> bool:
+        """Count ``handler`` in; False when it must be closed at once (every slot busy)."""
+        if self.open >= self.limit:
+            self.warn_full(self.limit)
+            if not self.waiting:
+                return False
+            oldest, _ = self.waiting.popitem(last=False)
+            oldest.drop()
+        self.open += 1
+        return True
+
+
+class GuardedHandler(RequestHandler):
+    """aiohttp's request handler with the limits described in the module docstring."""
+
+    guard: ConnectionGuard
+
+    def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.guard = guard
+        self._counted = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._unsent_at_pause = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.guard.admit(self):
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._counted = True
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+        self._await_headers()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_header_timer()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+        if self._counted:
+            self._counted = False
+            self.guard.open -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and self._current_request is None and not self._messages and data:
+            self._await_headers()  # a new request on a kept-alive connection
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count > before:
+            self._stop_header_timer()
+
+    def drop(self) -> None:
+        """Close this connection now (it is idle: no request of it is running)."""
+        self._stop_header_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- header deadline -------------------------------------------------------------------
+
+    def _await_headers(self) -> None:
+        self._header_timer = self._loop.call_later(self.guard.header_timeout, self._headers_late)
+        self.guard.waiting[self] = None
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self.guard.waiting.pop(self, None)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        self.guard.waiting.pop(self, None)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        error = ApiError(408, "the request headers were not received in time", code="request_timeout")
+        transport.write(_raw_response(error))
+        transport.close()
+
+    # -- write deadline --------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._unsent_at_pause = self._unsent()
+        self._write_timer = self._loop.call_later(self.guard.write_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+    def _unsent(self) -> int:
+        """Bytes not yet taken by the client: the transport's buffer plus the socket's send queue
+        (the kernel's buffer holds megabytes, so the first alone shows no progress for a while)."""
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport):
+            return 0
+        return transport.get_write_buffer_size() + _send_queue(transport.get_extra_info("socket"))
+
+    def _write_stalled(self) -> None:
+        unsent = self._unsent()
+        if 0 < unsent < self._unsent_at_pause:  # the client read some: give it another period
+            self._unsent_at_pause = unsent
+            self._write_timer = self._loop.call_later(self.guard.write_timeout, self._write_stalled)
+            return
+        self._write_timer = None
+        log.info("closed a connection whose client read nothing for %.0f s", self.guard.write_timeout)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- protocol-level rejections -----------------------------------------------------------
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The envelope for what aiohttp rejects before any handler runs; never the request's text."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started; no error response can follow")
+        log.debug("rejected a malformed HTTP request (%d, %s)", status, type(exc).__name__ if exc else "-")
+        error = _protocol_error(status, exc)
+        response = web.Response(status=error.status, body=error.body(), content_type="application/json")
+        response.force_close()
+        return response
+
+
+def _send_queue(sock: socket.socket | None) -> int:
+    """Bytes in the kernel's send queue of ``sock`` (Linux ``SIOCOUTQ``); 0 where unknown."""
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except OSError:
+        return 0
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> ApiError:
+    if isinstance(exc, LineTooLong) or (exc is not None and "too long" in str(exc).lower()):
+        return ApiError(431, "the request line or a header is too large", code="request_header_too_large")
+    if isinstance(exc, BadHttpMethod):
+        return ApiError(400, "the request method is not valid HTTP", code="invalid_http_request")
+    if status == 400:
+        return ApiError(400, "the request is not valid HTTP/1.1", code="invalid_http_request")
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return ApiError(status, phrase.lower(), type=kind, code=None)
+
+
+def _raw_response(error: ApiError) -> bytes:
+    """A whole HTTP/1.1 response for a connection that never got as far as a request object."""
+    body = error.body()
+    phrase = HTTPStatus(error.status).phrase
+    head = (
+        f"HTTP/1.1 {error.status} {phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class GuardedServer(web.Server):
+    """aiohttp's low-level server making :class:`GuardedHandler` connections."""
+
+    guard: ConnectionGuard
+
+    def __call__(self) -> RequestHandler:
+        return GuardedHandler(self, self.guard, loop=self._loop, **self._kwargs)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An AppRunner whose server is a :class:`GuardedServer` (same app, same handler options)."""
+
+    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._guard = guard
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds the Server inside Application._make_handler; re-class that instance
+        # rather than copy its private construction (GuardedServer adds no state of its own).
+        server.__class__ = GuardedServer
+        server.guard = self._guard  # type: ignore[attr-defined]
+        return server
+
+
+class AcceptErrorFilter:
+    """A loop exception handler: a failed ``accept()`` (EMFILE) becomes one warning a minute,
+    without a traceback; everything else goes to the default handler."""
+
+    def __init__(self) -> None:
+        self._warn = RateLimitedWarning("accept() failed (%s): too many open files; excess connections wait")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+            self._warn(exc.strerror or exc)
+            return
+        loop.default_exception_handler(context)
