@@ -66,14 +66,21 @@ async def _serve(settings: Settings, print_ready: str | None) -> None:
         keepalive_timeout=settings.keepalive_timeout,
         lingering_time=LINGERING_TIME,
     )
+    # SIGINT/SIGTERM handled from the start: one that arrives while starting (or just after the banner)
+    # stops the server cleanly instead of killing the process half-way.
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await _start(runner, settings)
         log.info("serving on %s:%d (at most %d connections)", settings.bind_host, settings.bind_port, guard.limit)
         if print_ready:
             sys.stdout.write(print_ready + "\n")
             sys.stdout.flush()
-        await _until_stopped(loop)
+        await stop.wait()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 
@@ -104,17 +111,6 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
-
-
-async def _until_stopped(loop: asyncio.AbstractEventLoop) -> None:
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def serve_admin(settings: Settings) -> None:
