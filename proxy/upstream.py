@@ -1,9 +1,9 @@
 """The runtime as the proxy sees it: a small interface, the model catalog, and error translation.
 
-The proxy needs three things of a runtime: the models it serves, a generation as an async stream of
-text (leaving the stream early aborts the generation), and a ping. :class:`Runtime` is that
-interface; ``runtime.api.client.RuntimeClient`` is the real implementation, the tests' scripted fake
-another, and several daemons behind one proxy will be a third.
+The proxy needs of a runtime: the models it serves, a generation as an async stream of text (leaving
+the stream early aborts the generation), a ping, and (issue 12) embeddings and the model's tokenizer.
+:class:`Runtime` is that interface; ``runtime.api.client.RuntimeClient`` is the real implementation,
+the tests' scripted fake another, and several daemons behind one proxy will be a third.
 
 Runtime errors are translated here, once: :func:`runtime_error` maps each protocol error code
 to the OpenAI error a client gets (before any response byte, or after the stream started).
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ApiError
 from runtime.api.errors import RuntimeClientError, RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.api.output import OutputSpec
 from runtime.api.protocol import (
     ERR_ABORTED,
     ERR_BAD_REQUEST,
@@ -57,11 +58,18 @@ class Runtime(Protocol):
         self,
         model: str,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
         params: SamplingParams | None = None,
+        output: OutputSpec | None = None,
         timeout: float = 300.0,
     ) -> RuntimeStream: ...
+
+    async def embed(self, model: str, inputs: list[str], timeout: float = 300.0) -> dict[str, Any]: ...
+
+    async def tokenize(self, model: str, content: str, add_special: bool = True) -> list[int]: ...
+
+    async def detokenize(self, model: str, tokens: list[int]) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,8 @@ def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError
         if exc.code == ERR_DEADLINE:
             message = "the request took longer than the server allows"
             return ApiError(status, message, type=kind, code=code, headers={"x-should-retry": "false"})
-        error = ApiError(status, exc.message, type=kind, code=code)
+        param = exc.extra.get("param")
+        error = ApiError(status, exc.message, type=kind, code=code, param=param if isinstance(param, str) else None)
         return _retry(error, retry) if retry is not None else error
     return ApiError(502, f"the model runtime failed: {exc}", type="server_error", code="runtime_error")
 

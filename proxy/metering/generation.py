@@ -120,8 +120,14 @@ class Generation:
         return "".join(self.pieces_sent)
 
     @property
+    def tool_calls(self) -> tuple[dict[str, str], ...]:
+        """The model's tool calls (``{"name", "arguments"}``), known at the end."""
+        return self.done.tool_calls if self.done else ()
+
+    @property
     def completion_tokens(self) -> int:
-        n = count_text(self.text)
+        """The text and the tool calls the model wrote, in the billing unit."""
+        n = count_text(self.text) + sum(count_text(c["name"]) + count_text(c["arguments"]) for c in self.tool_calls)
         return min(n, self.ticket.max_tokens) if self.ticket and self.ticket.reservation else n
 
     async def admit(self) -> None:
@@ -174,6 +180,7 @@ class Generation:
             messages=list(req.messages) if req.messages is not None else None,
             prompt=req.prompt,
             params=req.sampling(self.ticket.max_tokens),
+            output=req.output,
             timeout=self.service.request_timeout,
         )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from runtime.api.output import OutputSpec
 from runtime.api.protocol import SamplingParams
 
 
@@ -12,7 +14,7 @@ class GenerationRequest:
     """What both text endpoints ask for, normalised."""
 
     model: str
-    messages: tuple[dict[str, str], ...] | None  # chat
+    messages: tuple[dict[str, Any], ...] | None  # chat
     prompt: str | None  # completions
     max_tokens: int
     temperature: float
@@ -27,6 +29,7 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     echo: bool = False
+    output: OutputSpec = field(default_factory=OutputSpec)  # tools, response_format, logprobs
 
     @property
     def chat(self) -> bool:

@@ -82,4 +82,6 @@ async def count_request(req: GenerationRequest) -> int:
 
 
 def _count_request(req: GenerationRequest) -> int:
-    return count_chat(req.messages) if req.messages is not None else count_text(req.prompt or "")
+    """The input as the model sees it: messages or prompt, and the tools' definitions (JSON)."""
+    tools = sum(count_text(_text_of(t["function"])) for t in req.output.tools)
+    return tools + (count_chat(req.messages) if req.messages is not None else count_text(req.prompt or ""))
