@@ -279,7 +279,9 @@ def _with_call(outcome: Outcome, text: str) -> Outcome:
     """The outcome of a pass that wrote a tool call: the call parsed, finish reason ``tool_calls``."""
     if outcome.finish_reason == "aborted":
         return outcome
-    return replace(outcome, tool_calls=(parse_call(text),), finish_reason="tool_calls")
+    if outcome.finish_reason == "length":
+        return replace(outcome, tool_calls=(parse_call(text, complete=False),))
+    return replace(outcome, tool_calls=(parse_call(text, complete=True),), finish_reason="tool_calls")
 
 
 def _last_logits(llm: Any) -> Callable[[], Any]:

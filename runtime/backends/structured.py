@@ -8,9 +8,10 @@ Output that must parse is constrained while it is sampled, with llama.cpp's GBNF
   ``json_schema``: the schema compiled to a grammar (``json_schema_to_gbnf``).
 - tools, ``tool_choice`` ``required`` or a named function: the whole answer is one call,
   ``{"name": ..., "arguments": {...}}``, the arguments constrained by the function's schema.
-- tools, ``auto``: the answer is either ``<tool_call>`` followed by such a call, or text that does not
-  begin with ``<``; the model chooses with its first token. :class:`CallSniffer` holds text back only
-  while it could still be the start of a call, so a text answer streams as usual.
+- tools, ``auto``: the model writes freely (no grammar: free text under one would slow every token);
+  :class:`CallSniffer` holds text back only while it could still be the start of ``<tool_call>``, so
+  a text answer streams as usual. If the model does begin a call, that pass stops and the call is
+  sampled again after the tag, under the call grammar.
 
 Tools reach the model through its own chat template when the template uses ``tools`` (the
 template then formats them as the model was trained to see them); otherwise a system message
@@ -30,20 +31,16 @@ from runtime.api.protocol import ERR_BAD_REQUEST
 from runtime.backends.base import BackendError, Emit
 
 CALL_TAG = "<tool_call>"
-_ROOT = re.compile(r"^root\s*::=", re.MULTILINE)
-_TEXT_RULES = "text ::= [^<] [^\\x00]*\n"
+_NAME = re.compile(r'"name"\s*:\s*"([^"]*)"')
+_ARGS = re.compile(r'"arguments"\s*:\s*')
 
 
 def output_grammar(output: OutputSpec) -> str | None:
     """The GBNF text that constrains this request's answer, or None for free text."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-    if output.calls_tools:
-        call = json_schema_to_gbnf(json.dumps(tool_call_schema(output)))
-        if output.tool_choice != "auto":
-            return call
-        call = _ROOT.sub("call ::=", call, count=1)
-        return f'root ::= "{CALL_TAG}" " "? call | text\n{_TEXT_RULES}{call}'
+    if output.calls_tools:  # auto: the caller asks again with "required" once the model chose to call
+        return str(json_schema_to_gbnf(json.dumps(tool_call_schema(output))))
     fmt = output.response_format
     if fmt is None:
         return None
@@ -108,15 +105,22 @@ def tools_prompt(output: OutputSpec) -> str:
     )
 
 
-def parse_call(text: str) -> dict[str, str]:
-    """A call the grammar produced -> ``{"name", "arguments"}`` (arguments as compact JSON text)."""
+def parse_call(text: str, complete: bool) -> dict[str, str]:
+    """A call the grammar produced -> ``{"name", "arguments"}`` (arguments as JSON text).
+
+    A call cut short by ``max_tokens`` (not ``complete``) keeps the arguments written so far, as
+    OpenAI returns them with ``finish_reason: length``.
+    """
     body = text.strip()
     if body.startswith(CALL_TAG):
         body = body[len(CALL_TAG) :].strip()
+    if not complete:
+        name, args = _NAME.search(body), _ARGS.search(body)
+        return {"name": name.group(1) if name else "", "arguments": body[args.end() :] if args else ""}
     try:
         call = json.loads(body)
     except ValueError as exc:
-        raise BackendError(f"the model's tool call is not complete JSON ({exc}); raise max_tokens") from None
+        raise BackendError(f"the model's tool call is not valid JSON ({exc})") from None
     return {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)}
 
 
