@@ -15,10 +15,10 @@ from aiohttp import web
 
 from proxy.appkeys import catalog_key, db_key, generations_key, metrics_key, runtime_key, settings_key, verifier_key
 from proxy.auth.verifier import KeyVerifier
+from proxy.cors import cors_middleware
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
-from proxy.metrics import Metrics
 from proxy.middleware import auth_middleware, error_middleware, request_id_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
@@ -34,7 +34,7 @@ RECLAIM_EVERY = 60.0  # seconds between sweeps for reservations left by a proces
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Database | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, cors_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings

@@ -90,9 +90,12 @@ def _envelope(request: web.Request, exc: ApiError) -> web.Response:
     return web.Response(status=exc.status, body=exc.body(), content_type="application/json", headers=headers)
 
 
+AUTHENTICATED_PREFIXES = ("/v1/", "/extras/")  # the OpenAI API and llama.cpp's token utilities
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith(AUTHENTICATED_PREFIXES):
         request[api_key_key] = await _authenticate(request)
     return await handler(request)
 

@@ -54,6 +54,7 @@ class Settings:
     argon2_profile: str = "default"
     request_timeout: float = 300.0
     db_synchronous: str = "NORMAL"
+    cors_origins: frozenset[str] = frozenset()  # browser origins allowed to call the API; empty = no CORS
 
     @property
     def tls_enabled(self) -> bool:
@@ -119,6 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         argon2_profile=reader.choice("LLMSERVER_ARGON2_PROFILE", tuple(ARGON2_PROFILES), "default"),
         request_timeout=reader.number("LLMSERVER_REQUEST_TIMEOUT", 300.0, 1.0, 86_400.0),
         db_synchronous=reader.choice("LLMSERVER_DB_SYNCHRONOUS", SYNCHRONOUS_MODES, "NORMAL"),
+        cors_origins=reader.parse("LLMSERVER_CORS_ORIGINS", parse_origins, ""),
     )
 
 
@@ -180,6 +182,18 @@ def _tls_files(reader: _Reader) -> tuple[Path | None, Path | None]:
         if path is not None and not path.is_file():
             raise SettingsError(f"{name}={str(path)!r}: no such file")
     return cert, key
+
+
+def parse_origins(value: str | None) -> frozenset[str]:
+    """``https://a.example, http://localhost:3000`` -> the set; each must be scheme://host[:port]."""
+    if not value:
+        return frozenset()
+    origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or "/" in host:
+            raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+    return frozenset(origins)
 
 
 class _Reader:

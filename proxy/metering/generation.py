@@ -8,6 +8,8 @@
             ...
         await gen.finish()                                        # (streamed: before the usage chunk)
 
+An embeddings request (``req.inputs``) calls ``await gen.embed()`` instead of ``open`` and ``pieces``.
+
 Its exit is the only place a usage row is written. Whatever ends the request passes there: a
 normal end, a refusal, a runtime error, a client gone, an unexpected exception in the caller (a
 bug in a chunk writer) and cancellation at shutdown. The write is shielded from cancellation, and
@@ -38,7 +40,7 @@ from proxy.storage.errors import StorageError
 from proxy.storage.usage import UsageEvent, record_usage, release
 from proxy.upstream import Runtime, RuntimeStream, runtime_error
 from runtime.api.errors import RuntimeClientError
-from runtime.api.protocol import Done
+from runtime.api.protocol import Done, Perf
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,18 @@ class Generation:
             await self._stream.aclose()
             raise runtime_error(exc) from None
         self.service.metrics.queue_position.observe(self._stream.position or 0)
+
+    async def embed(self) -> list[list[float]]:
+        """An embeddings request: the vectors; the runtime's own token count goes in ``done``."""
+        assert self.ticket is not None and self.req.inputs is not None
+        try:
+            result = await self.service.runtime.embed(
+                self.req.model, list(self.req.inputs), timeout=self.service.request_timeout
+            )
+        except RuntimeClientError as exc:
+            raise runtime_error(exc) from None
+        self.done = Done("stop", int(result.get("prompt_tokens", 0)), 0, Perf(0.0, 0.0, 0.0))
+        return [list(v) for v in result["embeddings"]]
 
     async def pieces(self, client_gone: Callable[[], bool] | None = None) -> AsyncGenerator[str, None]:
         """The runtime's text, metered; stops early at the request's token budget.

@@ -1,4 +1,8 @@
-"""A generation request as the metering layer sees it: model, input, limits, sampling, delivery."""
+"""A generation request as the metering layer sees it: model, input, limits, sampling, delivery.
+
+An embeddings request is metered by the same owner (``Generations.run``): it is a request with
+``inputs`` and nothing to generate (:func:`embedding_request`).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class GenerationRequest:
     include_usage: bool
     echo: bool = False
     output: OutputSpec = field(default_factory=OutputSpec)  # tools, response_format, logprobs
+    inputs: tuple[str, ...] | None = None  # embeddings
 
     @property
     def chat(self) -> bool:
@@ -49,3 +54,26 @@ class GenerationRequest:
             stop=self.stop,
             seed=self.seed,
         )
+
+
+def embedding_request(model: str, inputs: tuple[str, ...]) -> GenerationRequest:
+    """An embeddings request: its inputs are the prompt; nothing is generated (max_tokens 0)."""
+    d = SamplingParams()
+    return GenerationRequest(
+        model=model,
+        messages=None,
+        prompt=None,
+        max_tokens=0,
+        temperature=d.temperature,
+        top_p=d.top_p,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        top_k=d.top_k,
+        min_p=d.min_p,
+        repeat_penalty=d.repeat_penalty,
+        stop=(),
+        seed=None,
+        stream=False,
+        include_usage=False,
+        inputs=inputs,
+    )
