@@ -19,6 +19,7 @@ from proxy.cors import cors_middleware
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
+from proxy.metrics import Metrics
 from proxy.middleware import auth_middleware, error_middleware, request_id_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
