@@ -69,8 +69,10 @@ class Admission:
         return decision.headers()
 
     async def _reserve(self, key: ApiKey, prompt_tokens: int, max_tokens: int) -> Reservation:
-        """Reserve prompt + max_tokens, or as much as is left if the prompt and one token fit."""
-        result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=prompt_tokens + 1)
+        """Reserve prompt + max_tokens, or as much as is left if the prompt and one token fit (an
+        embeddings request, with nothing to generate, needs its prompt only)."""
+        minimum = prompt_tokens + min(1, max_tokens)
+        result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=minimum)
         if isinstance(result, QuotaExceeded):
             raise ApiError(
                 429,
