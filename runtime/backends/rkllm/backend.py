@@ -17,8 +17,12 @@ kept unless it changed). Chat messages become one role + text (see ``chat``).
   per-run sampling: the values given at load (or the library's defaults),
   penalties included, apply to every request, and ``max_tokens`` is enforced
   here by counting tokens and aborting.
-* ``seed``, ``min_p`` and ``ignore_eos`` of a request are not supported by RKLLM
-  and are ignored (``ignore_eos_token`` is a load parameter on L1.3).
+* ``min_p`` and ``ignore_eos`` of a request are not supported by RKLLM and are
+  ignored (``ignore_eos_token`` is a load parameter on L1.3; the proxy never sends
+  ``ignore_eos``, and ``min_p`` only refines top_p). What would change the answer's
+  form is refused with ``bad_request`` naming the field (issue 12): ``seed``
+  (the runtime has no per-run seed), ``response_format`` (no grammar),
+  ``logprobs`` and ``tools`` (not supported by this binding).
 * ``cancelled()`` is checked once per token in the callback and every 20 ms by
   the abort helper (prefill sends no callbacks); stop strings and ``max_tokens``
   abort the same way. The run ends at the next token boundary.
@@ -40,7 +44,7 @@ from time import perf_counter
 from typing import Any
 
 from runtime.api.models import ModelConfig
-from runtime.api.protocol import GenerateSpec
+from runtime.api.protocol import ERR_BAD_REQUEST, GenerateSpec
 from runtime.backends.base import Backend, BackendError, Cancelled, Emit, Outcome
 from runtime.backends.rkllm import abi
 from runtime.backends.rkllm.chat import Turn, build_turn
@@ -140,6 +144,7 @@ class RKLLMBackend(Backend):
         return param
 
     def generate(self, spec: GenerateSpec, emit: Emit, cancelled: Cancelled) -> Outcome:
+        _refuse_unsupported(spec)
         with self._run_lock:
             lib, handle = self._require()
             turn = build_turn(spec, self._settings.template, self._settings.system_prompt)
@@ -266,3 +271,17 @@ def _unload_all() -> None:
     """Destroy the handles the daemon did not unload, so the NPU memory is given back."""
     for backend in list(_LOADED):
         backend.unload(wait=5.0)
+
+
+def _refuse_unsupported(spec: GenerateSpec) -> None:
+    """What RKLLM cannot honour is a 400 naming the field, never a silent drop."""
+    out = spec.output
+    refused = [
+        (spec.params.seed is not None, "seed", "the RKLLM runtime has no per-request seed"),
+        (out.response_format is not None, "response_format", "RKLLM cannot constrain output to JSON"),
+        (out.logprobs is not None, "logprobs", "this server's RKLLM binding does not return log-probabilities"),
+        (out.calls_tools, "tools", "this server's RKLLM binding does not support tool calls yet"),
+    ]
+    for hit, param, why in refused:
+        if hit:
+            raise BackendError(f"'{param}' is not supported on this model: {why}", ERR_BAD_REQUEST, param)
