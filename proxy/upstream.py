@@ -121,8 +121,10 @@ _CODES: dict[str, tuple[int, str, str | None, int | None]] = {
 }
 
 
-def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError:
-    """The OpenAI error for a runtime failure; ``started``: after the model produced text."""
+def runtime_error(exc: RuntimeClientError, *, started: bool = False, deadline: bool = False) -> ApiError:
+    """The OpenAI error for a runtime failure; ``started``: after the model produced text;
+    ``deadline``: the call was bounded by the request's own deadline (a generation, an embedding), so
+    a timeout means the request ran out of time: 504, not to be retried (retrying would time out again)."""
     if isinstance(exc, RuntimeUnavailableError):
         if started:
             return ApiError(
@@ -136,6 +138,8 @@ def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError
                 code="service_unavailable",
             )
         )
+    if isinstance(exc, RuntimeTimeoutError) and deadline:
+        return _deadline_error()
     if isinstance(exc, RuntimeTimeoutError):
         return _retry(
             ApiError(503, "the model runtime did not answer in time", type="server_error", code="service_unavailable")
@@ -143,12 +147,17 @@ def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError
     if isinstance(exc, RuntimeRequestError) and exc.code in _CODES:
         status, kind, code, retry = _CODES[exc.code]
         if exc.code == ERR_DEADLINE:
-            message = "the request took longer than the server allows"
-            return ApiError(status, message, type=kind, code=code, headers={"x-should-retry": "false"})
+            return _deadline_error()
         param = exc.extra.get("param")
         error = ApiError(status, exc.message, type=kind, code=code, param=param if isinstance(param, str) else None)
         return _retry(error, retry) if retry is not None else error
     return ApiError(502, f"the model runtime failed: {exc}", type="server_error", code="runtime_error")
+
+
+def _deadline_error() -> ApiError:
+    status, kind, code, _ = _CODES[ERR_DEADLINE]
+    message = "the request took longer than the server allows"
+    return ApiError(status, message, type=kind, code=code, headers={"x-should-retry": "false"})
 
 
 def _retry(error: ApiError, seconds: int = 1) -> ApiError:

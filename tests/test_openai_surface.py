@@ -19,7 +19,7 @@ import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
-from tests.harness import Proxy
+from tests.harness import Daemon, Proxy
 
 WEATHER = {
     "type": "function",
@@ -270,3 +270,14 @@ def test_unknown_fields_are_ignored_and_logged(proxy: Proxy, client: OpenAI) -> 
         model="smollm2", messages=ASK, max_tokens=2, user="u1", extra_body={"mirostat_mode": 0}
     )
     assert r.choices[0].message.content is not None
+
+
+def test_a_request_past_its_deadline_is_a_504_that_sdks_do_not_retry(
+    shared_daemon: Daemon, make_proxy: Callable[..., Proxy], openai_client: Callable[..., OpenAI]
+) -> None:
+    slow = make_proxy(shared_daemon.endpoint, LLMSERVER_REQUEST_TIMEOUT="1").start()
+    client = openai_client(slow.base_url, slow.make_key())
+    with pytest.raises(openai.APIStatusError) as late:  # counting on for 4000 tokens takes far more than 1 s
+        client.completions.create(model="smollm2", prompt="1, 2, 3, 4, 5, 6, 7, 8,", max_tokens=4000, temperature=0)
+    assert late.value.status_code == 504
+    assert late.value.response.headers["x-should-retry"] == "false"

@@ -154,7 +154,7 @@ class Generation:
             await self._stream.admitted()
         except RuntimeClientError as exc:
             await self._stream.aclose()
-            raise runtime_error(exc) from None
+            raise runtime_error(exc, deadline=True) from None
         self.service.metrics.queue_position.observe(self._stream.position or 0)
 
     async def embed(self) -> list[list[float]]:
@@ -165,7 +165,7 @@ class Generation:
                 self.req.model, list(self.req.inputs), timeout=self.service.request_timeout
             )
         except RuntimeClientError as exc:
-            raise runtime_error(exc) from None
+            raise runtime_error(exc, deadline=True) from None
         self.done = Done("stop", int(result.get("prompt_tokens", 0)), 0, Perf(0.0, 0.0, 0.0))
         return [list(v) for v in result["embeddings"]]
 
@@ -182,7 +182,7 @@ class Generation:
             async for piece in self._metered(self._stream, client_gone):
                 yield piece
         except RuntimeClientError as exc:
-            raise runtime_error(exc, started=bool(self.pieces_sent)) from None
+            raise runtime_error(exc, started=bool(self.pieces_sent), deadline=True) from None
         finally:
             await self._stream.aclose()
 
