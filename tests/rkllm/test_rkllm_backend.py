@@ -429,3 +429,28 @@ def test_missing_npu_is_reported_unless_the_check_is_off(
         load(script(["a"]))
     monkeypatch.setenv("LLMSERVER_RKLLM_DEVICE_CHECK", "off")
     assert run(load(script(["a"])))[0] == ["a"]
+
+
+def test_embeddings_run_in_last_hidden_layer_mode(load: Load, script: Script, fake: FakeLibrary, layout: str) -> None:
+    """Issue 12: ``embed`` asks RKLLM for the last hidden layer; the struct fields land at their offsets."""
+    backend = load(script(["unused"]), embedding=True)
+    vectors, tokens = backend.embed(["the cat sat", "the cat sat down", "quick brown fox"], lambda: False)
+    assert tokens == len("the cat sat") + len("the cat sat down") + len("quick brown fox")  # perf.prefill_tokens
+    assert all(len(v) == 16 and abs(sum(x * x for x in v) - 1) < 1e-6 for v in vectors)  # last row, normalised
+    close, far = (sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:])
+    assert close > far
+    infer = fake.record("infer")
+    assert infer is not None and len(infer) == {"1.2": 32, "1.3": 40}[layout]
+    assert struct.unpack_from("<i", infer, 0) == (1,)  # mode: RKLLM_INFER_GET_LAST_HIDDEN_LAYER
+    assert struct.unpack_from("<QQ", infer, 8) == (0, 0)  # no LoRA, no prompt cache
+    assert struct.unpack_from("<i", infer, {"1.2": 24, "1.3": 32}[layout]) == (0,)  # keep_history
+    inp = fake.record("input")
+    assert inp is not None and struct.unpack_from("<i", inp, 12) == (0,)  # input_type: prompt
+    assert fake.text("input.prompt") == "quick brown fox" and fake.record_int("hidden.rows") == 15
+    assert fake.calls("run") == 3
+
+
+def test_embeddings_need_a_model_loaded_for_them(load: Load, script: Script) -> None:
+    backend = load(script(["x"]))
+    with pytest.raises(BackendError, match="embedding=true"):
+        backend.embed(["hi"], lambda: False)

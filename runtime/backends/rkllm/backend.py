@@ -50,6 +50,7 @@ from runtime.backends.rkllm import abi
 from runtime.backends.rkllm.chat import Turn, build_turn
 from runtime.backends.rkllm.device import check_npu
 from runtime.backends.rkllm.domain import DOMAINS
+from runtime.backends.rkllm.hidden import HiddenCollector, normalised
 from runtime.backends.rkllm.library import RKLLMLibrary, open_library
 from runtime.backends.rkllm.settings import RKLLMSettings, parse_settings
 from runtime.backends.rkllm.stream import ABORTED, LENGTH, Aborter, TokenStream, outcome_counts
@@ -85,7 +86,7 @@ class RKLLMBackend(Backend):
         self._domain: int | None = None
         self._init: Any = None  # the RKLLMParam rkllm_init received
         self._template: tuple[str, str, str] | None = None
-        self._stream: TokenStream | None = None
+        self._stream: TokenStream | HiddenCollector | None = None
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._callback = abi.ResultCallback(self._on_result)
@@ -166,6 +167,44 @@ class RKLLMBackend(Backend):
                 self._stream = None
                 ended = perf_counter()
             return self._outcome(stream, aborter, failure, limit, ended)
+
+    def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
+        """One last-hidden-layer run per input (``runtime.backends.rkllm.hidden``)."""
+        if not self._settings.embedding:
+            raise BackendError(
+                "this model is not loaded for embeddings (load it with the parameter embedding=true)", ERR_BAD_REQUEST
+            )
+        vectors, tokens = [], 0
+        for text in inputs:
+            if cancelled():
+                raise BackendError("aborted", code="aborted")
+            vector, n = self._hidden(text)
+            vectors.append(vector)
+            tokens += n
+        return vectors, tokens
+
+    def _hidden(self, text: str) -> tuple[list[float], int]:
+        with self._run_lock:
+            lib, handle = self._require()
+            lib.clear_kv_cache(handle, keep_system_prompt=False)
+            inp = lib.layout.input()
+            inp.role = b"user"
+            inp.input_type = abi.INPUT_PROMPT
+            inp.prompt_input = text.encode()
+            infer = lib.layout.infer_param()
+            infer.mode = abi.INFER_GET_LAST_HIDDEN_LAYER
+            infer.keep_history = 0
+            collector = HiddenCollector()
+            self._stream = collector
+            try:
+                lib.run(handle, inp, infer)
+            finally:
+                self._stream = None
+        if collector.exc is not None:
+            raise collector.exc
+        if collector.error or collector.vector is None:
+            raise BackendError("the RKLLM runtime returned no hidden layer for an input")
+        return normalised(collector.vector), collector.prompt_tokens
 
     def _require(self) -> tuple[RKLLMLibrary, int]:
         lib, handle = self._lib, self._handle
