@@ -138,7 +138,7 @@ class CallSniffer:
             if self.calling:
                 self._held.append(text)
             else:
-                self._emit(text, final)
+                self._pass(text, final)
             return
         self._held.append(text)
         so_far = "".join(self._held)
@@ -148,7 +148,13 @@ class CallSniffer:
             return
         self.decided = True
         self._held.clear()
-        self._emit(so_far, final)
+        self._pass(so_far, final)
+
+    def _pass(self, text: str, final: bool) -> None:
+        if final:
+            self._emit(text, final=True)
+        else:
+            self._emit(text)
 
     def held(self) -> str:
         return "".join(self._held)

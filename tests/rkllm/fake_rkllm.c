@@ -713,6 +713,8 @@ EXPORT int rkllm_set_function_tools(LLMHandle handle, const char *system, const 
     atomic_fetch_add(&calls[C_OTHER], 1);
     if (!handle || !system || !tools || !tool_response) return -1;
     record_str("tools", tools);
+    record_str("tools.system", system);
+    record_str("tools.response", tool_response);
     return 0;
 }
 

@@ -59,7 +59,7 @@ def test_openai_client_through_proxy_and_rkllm_daemon(
         "seed": {"seed": 1},
         "response_format": {"response_format": {"type": "json_object"}},
         "logprobs": {"logprobs": True},
-        "tools": {"tools": [weather], "tool_choice": "required"},
+        "tool_choice": {"tools": [weather], "tool_choice": "required"},
     }
     for param, extra in refused.items():
         with pytest.raises(openai.BadRequestError) as bad:

@@ -22,7 +22,10 @@ kept unless it changed). Chat messages become one role + text (see ``chat``).
   ``ignore_eos``, and ``min_p`` only refines top_p). What would change the answer's
   form is refused with ``bad_request`` naming the field (issue 12): ``seed``
   (the runtime has no per-run seed), ``response_format`` (no grammar),
-  ``logprobs`` and ``tools`` (not supported by this binding).
+  ``logprobs`` (not returned by this binding) and ``tool_choice`` other than
+  ``auto`` (nothing can force a call without a grammar).
+* Tools (``tool_choice`` auto): ``rkllm_set_function_tools`` (``tools``), its
+  answer parsed from ``<tool_call>...</tool_call>``.
 * ``cancelled()`` is checked once per token in the callback and every 20 ms by
   the abort helper (prefill sends no callbacks); stop strings and ``max_tokens``
   abort the same way. The run ends at the next token boundary.
@@ -54,6 +57,8 @@ from runtime.backends.rkllm.hidden import HiddenCollector, normalised
 from runtime.backends.rkllm.library import RKLLMLibrary, open_library
 from runtime.backends.rkllm.settings import RKLLMSettings, parse_settings
 from runtime.backends.rkllm.stream import ABORTED, LENGTH, Aborter, TokenStream, outcome_counts
+from runtime.backends.rkllm.tools import TOOL_RESPONSE, function_tools, tool_outcome, without_system
+from runtime.backends.structured import CallSniffer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,7 @@ class RKLLMBackend(Backend):
         self._init: Any = None  # the RKLLMParam rkllm_init received
         self._template: tuple[str, str, str] | None = None
         self._stream: TokenStream | HiddenCollector | None = None
+        self._tools: tuple[str, str, str] | None = None  # what rkllm_set_function_tools last got
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._callback = abi.ResultCallback(self._on_result)
@@ -148,8 +154,10 @@ class RKLLMBackend(Backend):
         _refuse_unsupported(spec)
         with self._run_lock:
             lib, handle = self._require()
+            tools_before = self._tools
+            spec, emit, sniffer = self._apply_tools(lib, handle, spec, emit)
             turn = build_turn(spec, self._settings.template, self._settings.system_prompt)
-            changed = self._apply_template(lib, handle, turn.template)
+            changed = self._apply_template(lib, handle, turn.template) or self._tools != tools_before
             lib.clear_kv_cache(handle, keep_system_prompt=not changed)
             limit, runtime_limit = self._limits(spec.params.max_tokens)
             inp, infer = self._run_structs(lib, turn, spec, limit)
@@ -166,7 +174,8 @@ class RKLLMBackend(Backend):
                 aborter.close()
                 self._stream = None
                 ended = perf_counter()
-            return self._outcome(stream, aborter, failure, limit, ended)
+            outcome = self._outcome(stream, aborter, failure, limit, ended)
+        return tool_outcome(outcome, sniffer)
 
     def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
         """One last-hidden-layer run per input (``runtime.backends.rkllm.hidden``)."""
@@ -205,6 +214,19 @@ class RKLLMBackend(Backend):
         if collector.error or collector.vector is None:
             raise BackendError("the RKLLM runtime returned no hidden layer for an input")
         return normalised(collector.vector), collector.prompt_tokens
+
+    def _apply_tools(
+        self, lib: RKLLMLibrary, handle: int, spec: GenerateSpec, emit: Emit
+    ) -> tuple[GenerateSpec, Emit, CallSniffer | None]:
+        """Set (or clear) the run's function tools; with tools, watch the answer for a call."""
+        tools = function_tools(spec, self._settings.system_prompt)
+        if tools != self._tools:
+            lib.set_function_tools(handle, *(tools or ("", "[]", TOOL_RESPONSE)))
+            self._tools = tools
+        if tools is None:
+            return spec, emit, None
+        sniffer = CallSniffer(emit)
+        return without_system(spec), sniffer, sniffer
 
     def _require(self) -> tuple[RKLLMLibrary, int]:
         lib, handle = self._lib, self._handle
@@ -319,7 +341,7 @@ def _refuse_unsupported(spec: GenerateSpec) -> None:
         (spec.params.seed is not None, "seed", "the RKLLM runtime has no per-request seed"),
         (out.response_format is not None, "response_format", "RKLLM cannot constrain output to JSON"),
         (out.logprobs is not None, "logprobs", "this server's RKLLM binding does not return log-probabilities"),
-        (out.calls_tools, "tools", "this server's RKLLM binding does not support tool calls yet"),
+        (out.calls_tools and out.tool_choice != "auto", "tool_choice", "RKLLM cannot force a call (only auto)"),
     ]
     for hit, param, why in refused:
         if hit:
