@@ -269,11 +269,18 @@ def test_image_parts_on_a_text_model_are_refused(proxy: Proxy, client: OpenAI) -
     assert refused.value.param == "messages[0].content" and "image_url" in str(refused.value)
 
 
-def test_unknown_fields_are_ignored_and_logged(proxy: Proxy, client: OpenAI) -> None:
-    r = client.chat.completions.create(
-        model="smollm2", messages=ASK, max_tokens=2, user="u1", extra_body={"mirostat_mode": 0}
-    )
+def test_unknown_fields_are_ignored_and_logged(
+    shared_daemon: Daemon, make_proxy: Callable[..., Proxy], openai_client: Callable[..., OpenAI]
+) -> None:
+    """Unknown extensions do not fail the request; a debug line names them (``user`` is known: not listed)."""
+    logged = make_proxy(shared_daemon.endpoint, LLMSERVER_LOG_LEVEL="DEBUG").start()
+    client = openai_client(logged.base_url, logged.make_key())
+    extra = {"mirostat_mode": 0, "cache_prompt": True}
+    r = client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=2, user="u1", extra_body=extra)
     assert r.choices[0].message.content is not None
+    log = logged.log_path.read_text()
+    assert "ignored unknown request fields: cache_prompt, mirostat_mode" in log
+    assert "u1" not in log
 
 
 def test_a_request_past_its_deadline_is_a_504_that_sdks_do_not_retry(
