@@ -233,7 +233,7 @@ def test_completion_logprobs(proxy: Proxy, client: OpenAI) -> None:
 def test_streamed_completion_chunks_have_no_null_finish_reason(proxy: Proxy) -> None:
     key = proxy.make_key()
     body = {"model": "smollm2", "prompt": "Once", "max_tokens": 4, "stream": True, "logprobs": 1}
-    r = httpx.post(f"{proxy.base_url}/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    r = httpx.post(f"{proxy.base_url}/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
     assert all("finish_reason" not in e["choices"][0] for e in events[:-1])
     assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
