@@ -187,9 +187,12 @@ class _AsyncChecked(httpx2.AsyncByteStream):
 
 
 def install() -> None:
-    """Wrap httpx2's transports once per test process."""
+    """Wrap httpx2's transports once per test process; the schema is loaded here, before any test
+    times a response (loading it takes a moment; checking a body after that does not)."""
     if getattr(httpx2.HTTPTransport, "_openapi_checked", False):
         return
+    for name in {*_BODY.values(), *_CHUNK.values(), "Model", "ErrorResponse"}:
+        validator(name).is_valid({})
     sync_handle = httpx2.HTTPTransport.handle_request
     async_handle = httpx2.AsyncHTTPTransport.handle_async_request
 
