@@ -8,6 +8,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 .PHONY: setup run test lint bench clean soak
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
 	$(PIP) install --quiet -e '.[test]'

@@ -25,6 +25,7 @@ from proxy.appkeys import (
 )
 from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
+from proxy.cors import cors_middleware
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
@@ -47,7 +48,7 @@ RECLAIM_EVERY = 60.0  # seconds between sweeps for reservations left by a proces
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Database | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, cors_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings

@@ -108,9 +108,12 @@ def _envelope(request: web.Request, exc: ApiError) -> web.Response:
     return web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
 
 
+AUTHENTICATED_PREFIXES = ("/v1/", "/extras/")  # the OpenAI API and llama.cpp's token utilities
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith(AUTHENTICATED_PREFIXES):
         trusted = request.app[settings_key].trusted_proxies
         address = client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
         key = await _authenticate(request, address)

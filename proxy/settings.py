@@ -80,6 +80,7 @@ class Settings:
     keepalive_timeout: float = 30.0
     write_timeout: float = 60.0
     max_connections: int = 0  # 0: derived from the open-file limit (see proxy.connection)
+    cors_origins: frozenset[str] = frozenset()  # browser origins allowed to call the API; empty = no CORS
 
     @property
     def tls_enabled(self) -> bool:
@@ -157,6 +158,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         keepalive_timeout=reader.number("LLMSERVER_KEEPALIVE_TIMEOUT", 30.0, 1.0, 3600.0),
         write_timeout=reader.number("LLMSERVER_WRITE_TIMEOUT", 60.0, 1.0, 3600.0),
         max_connections=reader.integer("LLMSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
+        cors_origins=reader.parse("LLMSERVER_CORS_ORIGINS", parse_origins, ""),
     )
 
 
@@ -264,6 +266,18 @@ def _tls_files(reader: _Reader) -> tuple[Path | None, Path | None]:
         if path is not None and not path.is_file():
             raise SettingsError(f"{name}={str(path)!r}: no such file")
     return cert, key
+
+
+def parse_origins(value: str | None) -> frozenset[str]:
+    """``https://a.example, http://localhost:3000`` -> the set; each must be scheme://host[:port]."""
+    if not value:
+        return frozenset()
+    origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or "/" in host:
+            raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+    return frozenset(origins)
 
 
 class _Reader:

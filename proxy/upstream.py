@@ -1,9 +1,9 @@
 """The runtime as the proxy sees it: a small interface, the model catalog, and error translation.
 
-The proxy needs three things of a runtime: the models it serves, a generation as an async stream of
-text (leaving the stream early aborts the generation), and a ping. :class:`Runtime` is that
-interface; ``runtime.api.client.RuntimeClient`` is the real implementation, the tests' scripted fake
-another, and several daemons behind one proxy will be a third.
+The proxy needs of a runtime: the models it serves, a generation as an async stream of text (leaving
+the stream early aborts the generation), a ping, and (issue 12) embeddings and the model's tokenizer.
+:class:`Runtime` is that interface; ``runtime.api.client.RuntimeClient`` is the real implementation,
+the tests' scripted fake another, and several daemons behind one proxy will be a third.
 
 Runtime errors are translated here, once: :func:`runtime_error` maps each protocol error code
 to the OpenAI error a client gets (before any response byte, or after the stream started).
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ApiError
 from runtime.api.errors import RuntimeClientError, RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.api.output import OutputSpec
 from runtime.api.protocol import (
     ERR_ABORTED,
     ERR_BAD_REQUEST,
@@ -57,11 +58,18 @@ class Runtime(Protocol):
         self,
         model: str,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
         params: SamplingParams | None = None,
+        output: OutputSpec | None = None,
         timeout: float = 300.0,
     ) -> RuntimeStream: ...
+
+    async def embed(self, model: str, inputs: list[str], timeout: float = 300.0) -> dict[str, Any]: ...
+
+    async def tokenize(self, model: str, content: str, add_special: bool = True) -> list[int]: ...
+
+    async def detokenize(self, model: str, tokens: list[int]) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -117,8 +125,10 @@ _CODES: dict[str, tuple[int, str, str | None, int | None]] = {
 }
 
 
-def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError:
-    """The OpenAI error for a runtime failure; ``started``: after the model produced text."""
+def runtime_error(exc: RuntimeClientError, *, started: bool = False, deadline: bool = False) -> ApiError:
+    """The OpenAI error for a runtime failure; ``started``: after the model produced text;
+    ``deadline``: the call was bounded by the request's own deadline (a generation, an embedding), so
+    a timeout means the request ran out of time: 504, not to be retried (retrying would time out again)."""
     if isinstance(exc, RuntimeUnavailableError):
         if started:
             return ApiError(
@@ -132,6 +142,8 @@ def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError
                 code="service_unavailable",
             )
         )
+    if isinstance(exc, RuntimeTimeoutError) and deadline:
+        return _deadline_error()
     if isinstance(exc, RuntimeTimeoutError):
         return _retry(
             ApiError(503, "the model runtime did not answer in time", type="server_error", code="service_unavailable")
@@ -139,11 +151,17 @@ def runtime_error(exc: RuntimeClientError, *, started: bool = False) -> ApiError
     if isinstance(exc, RuntimeRequestError) and exc.code in _CODES:
         status, kind, code, retry = _CODES[exc.code]
         if exc.code == ERR_DEADLINE:
-            message = "the request took longer than the server allows"
-            return ApiError(status, message, type=kind, code=code, headers={"x-should-retry": "false"})
-        error = ApiError(status, exc.message, type=kind, code=code)
+            return _deadline_error()
+        param = exc.extra.get("param")
+        error = ApiError(status, exc.message, type=kind, code=code, param=param if isinstance(param, str) else None)
         return _retry(error, retry) if retry is not None else error
     return ApiError(502, f"the model runtime failed: {exc}", type="server_error", code="runtime_error")
+
+
+def _deadline_error() -> ApiError:
+    status, kind, code, _ = _CODES[ERR_DEADLINE]
+    message = "the request took longer than the server allows"
+    return ApiError(status, message, type=kind, code=code, headers={"x-should-retry": "false"})
 
 
 def _retry(error: ApiError, seconds: int = 1) -> ApiError:

@@ -15,11 +15,22 @@ import pytest_asyncio
 from proxy.auth.apikey import create_password_hasher, key_minter
 from proxy.storage.api_keys import KeyRepository
 from proxy.storage.database import Database
+from tests import openapi
 from tests.harness import Daemon, Proxy, clean_env, demo_spec, free_port, proxy_env
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-npu", action="store_true", help="run tests that need a Rockchip board")
+
+
+@pytest.fixture(autouse=True)
+def openapi_conformance() -> Iterator[None]:
+    """Every OpenAI response body and stream chunk a test receives must match OpenAI's schema (issue 12)."""
+    openapi.install()
+    openapi.FAILURES.clear()
+    yield
+    failures, openapi.FAILURES[:] = list(openapi.FAILURES), []
+    assert not failures, "responses that do not match OpenAI's OpenAPI document:\n" + "\n".join(failures[:20])
 
 
 @pytest.fixture

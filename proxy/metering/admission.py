@@ -92,7 +92,7 @@ class Admission:
 
     async def _reserve(self, key: ApiKey, prompt_tokens: int, max_tokens: int) -> Reservation:
         """Reserve prompt + max_tokens, or as much as is left if the prompt and one token fit (a request
-        that generates no text, speech, needs only its prompt)."""
+        with nothing to generate, speech or embeddings, needs its prompt only)."""
         least = prompt_tokens + min(1, max_tokens)
         result = await reserve(self.db, key.id, prompt_tokens + max_tokens, minimum=least, zone=self.zone)
         if isinstance(result, QuotaExceeded):

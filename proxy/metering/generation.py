@@ -8,6 +8,8 @@
             ...
         await gen.finish()                                        # (streamed: before the usage chunk)
 
+An embeddings request (``req.inputs``) calls ``await gen.embed()`` instead of ``open`` and ``pieces``.
+
 Its exit is the only place a usage row is written. Whatever ends the request passes there: a
 normal end, a refusal, a runtime error, a client gone, an unexpected exception in the caller (a
 bug in a chunk writer) and cancellation at shutdown. The write is shielded from cancellation, and
@@ -38,7 +40,7 @@ from proxy.storage.errors import StorageError
 from proxy.storage.usage import UsageEvent, record_usage, release
 from proxy.upstream import Runtime, RuntimeStream, runtime_error
 from runtime.api.errors import RuntimeClientError
-from runtime.api.protocol import Done
+from runtime.api.protocol import Done, Perf
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +147,14 @@ class Generation:
         return self.req.model if known else UNKNOWN_MODEL
 
     @property
+    def tool_calls(self) -> tuple[dict[str, str], ...]:
+        """The model's tool calls (``{"name", "arguments"}``), known at the end."""
+        return self.done.tool_calls if self.done else ()
+
+    @property
     def completion_tokens(self) -> int:
-        n = count_text(self.text)
+        """The text and the tool calls the model wrote, in the billing unit."""
+        n = count_text(self.text) + sum(count_text(c["name"]) + count_text(c["arguments"]) for c in self.tool_calls)
         return min(n, self.ticket.max_tokens) if self.ticket and self.ticket.reservation else n
 
     async def admit(self) -> None:
@@ -171,8 +179,20 @@ class Generation:
             await self._stream.admitted()
         except RuntimeClientError as exc:
             await self._stream.aclose()
-            raise runtime_error(exc) from None
+            raise runtime_error(exc, deadline=True) from None
         self.service.metrics.queue_position.observe(self._stream.position or 0)
+
+    async def embed(self) -> list[list[float]]:
+        """An embeddings request: the vectors; the runtime's own token count goes in ``done``."""
+        assert self.ticket is not None and self.req.inputs is not None
+        try:
+            result = await self.service.runtime.embed(
+                self.req.model, list(self.req.inputs), timeout=self.service.request_timeout
+            )
+        except RuntimeClientError as exc:
+            raise runtime_error(exc, deadline=True) from None
+        self.done = Done("stop", int(result.get("prompt_tokens", 0)), 0, Perf(0.0, 0.0, 0.0))
+        return [list(v) for v in result["embeddings"]]
 
     async def pieces(self, client_gone: Callable[[], bool] | None = None) -> AsyncGenerator[str, None]:
         """The runtime's text, metered; stops early at the request's token budget.
@@ -187,7 +207,7 @@ class Generation:
             async for piece in self._metered(self._stream, client_gone):
                 yield piece
         except RuntimeClientError as exc:
-            raise runtime_error(exc, started=bool(self.pieces_sent)) from None
+            raise runtime_error(exc, started=bool(self.pieces_sent), deadline=True) from None
         finally:
             await self._stream.aclose()
 
@@ -199,6 +219,7 @@ class Generation:
             messages=list(req.messages) if req.messages is not None else None,
             prompt=req.prompt,
             params=req.sampling(self.ticket.max_tokens),
+            output=req.output,
             timeout=self.service.request_timeout,
         )
 

@@ -1,9 +1,15 @@
-"""A generation request as the metering layer sees it: model, input, limits, sampling, delivery."""
+"""A generation request as the metering layer sees it: model, input, limits, sampling, delivery.
+
+An embeddings request is metered by the same owner (``Generations.run``): it is a request with
+``inputs`` and nothing to generate (:func:`embedding_request`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from runtime.api.output import OutputSpec
 from runtime.api.protocol import SamplingParams
 
 
@@ -12,7 +18,7 @@ class GenerationRequest:
     """What both text endpoints ask for, normalised."""
 
     model: str
-    messages: tuple[dict[str, str], ...] | None  # chat
+    messages: tuple[dict[str, Any], ...] | None  # chat
     prompt: str | None  # completions
     max_tokens: int
     temperature: float
@@ -27,6 +33,8 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     echo: bool = False
+    output: OutputSpec = field(default_factory=OutputSpec)  # tools, response_format, logprobs
+    inputs: tuple[str, ...] | None = None  # embeddings
 
     @property
     def chat(self) -> bool:
@@ -46,3 +54,26 @@ class GenerationRequest:
             stop=self.stop,
             seed=self.seed,
         )
+
+
+def embedding_request(model: str, inputs: tuple[str, ...]) -> GenerationRequest:
+    """An embeddings request: its inputs are the prompt; nothing is generated (max_tokens 0)."""
+    d = SamplingParams()
+    return GenerationRequest(
+        model=model,
+        messages=None,
+        prompt=None,
+        max_tokens=0,
+        temperature=d.temperature,
+        top_p=d.top_p,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        top_k=d.top_k,
+        min_p=d.min_p,
+        repeat_penalty=d.repeat_penalty,
+        stop=(),
+        seed=None,
+        stream=False,
+        include_usage=False,
+        inputs=inputs,
+    )

@@ -75,11 +75,19 @@ def _text_of(value: Any) -> str:
 
 async def count_request(req: GenerationRequest) -> int:
     """Prompt tokens of a chat or completion request; large inputs off the event loop."""
-    size = len(req.prompt or "") + sum(len(str(m.get("content", ""))) for m in req.messages or ())
+    size = (
+        len(req.prompt or "")
+        + sum(map(len, req.inputs or ()))
+        + sum(len(str(m.get("content", ""))) for m in req.messages or ())
+    )
     if size <= OFF_LOOP_CHARS:
         return _count_request(req)
     return await asyncio.get_running_loop().run_in_executor(_OFF_LOOP, _count_request, req)
 
 
 def _count_request(req: GenerationRequest) -> int:
-    return count_chat(req.messages) if req.messages is not None else count_text(req.prompt or "")
+    """The input as the model sees it: messages or prompt, and the tools' definitions (JSON)."""
+    if req.inputs is not None:
+        return sum(count_text(text) for text in req.inputs)
+    tools = sum(count_text(_text_of(t["function"])) for t in req.output.tools)
+    return tools + (count_chat(req.messages) if req.messages is not None else count_text(req.prompt or ""))

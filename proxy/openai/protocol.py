@@ -1,7 +1,8 @@
 """Parse and validate the bodies of ``/v1/chat/completions`` and ``/v1/completions``.
 
-Unknown fields are ignored (like most OpenAI-compatible servers); known fields
-are type-checked and bounded, and every problem is a 400 naming its ``param``.
+Known fields are type-checked and bounded, and every problem is a 400 naming its ``param``;
+what cannot be honoured is refused, never dropped, and unknown extensions are ignored with a debug
+log line (``fields``). Tools, response_format and logprobs are parsed in ``fields``.
 Sampling: OpenAI's ``temperature``, ``top_p``, ``presence_penalty``,
 ``frequency_penalty``, ``stop``, ``seed``, and llama.cpp server's extensions
 ``top_k``, ``min_p`` and ``repeat_penalty``.
@@ -14,6 +15,7 @@ from typing import Any
 
 from proxy.errors import bad_request
 from proxy.metering.request import GenerationRequest
+from proxy.openai.fields import check_extra_fields, parse_chat_output, parse_completion_output
 from runtime.api.protocol import MAX_STOP_STRINGS, SAMPLING_BOUNDS, SamplingParams
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -24,6 +26,7 @@ _RUNTIME = SamplingParams()
 def parse_chat(body: Any, default_max: int, limit: int) -> GenerationRequest:
     obj = _object(body)
     model = _model(obj)
+    check_extra_fields(obj, chat=True)
     messages = tuple(_message(m, i) for i, m in enumerate(_list(obj, "messages")))
     if not messages:
         raise bad_request("'messages' must contain at least one message", "messages")
@@ -35,12 +38,14 @@ def parse_chat(body: Any, default_max: int, limit: int) -> GenerationRequest:
         messages=messages,
         prompt=None,
         max_tokens=max_tokens,
+        output=parse_chat_output(obj),
         **_sampling(obj),
     )
 
 
 def parse_completion(body: Any, default_max: int, limit: int) -> GenerationRequest:
     obj = _object(body)
+    check_extra_fields(obj, chat=False)
     prompt = obj.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -57,6 +62,7 @@ def parse_completion(body: Any, default_max: int, limit: int) -> GenerationReque
         prompt=prompt,
         max_tokens=_max_tokens(obj, "max_tokens", default_max, limit),
         echo=echo,
+        output=parse_completion_output(obj),
         **_sampling(obj),
     )
 
@@ -83,14 +89,43 @@ def _list(obj: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _message(m: Any, i: int) -> dict[str, str]:
+def _message(m: Any, i: int) -> dict[str, Any]:
     param = f"messages[{i}]"
     if not isinstance(m, dict):
         raise bad_request(f"{param} must be an object", param)
     role = m.get("role")
     if not isinstance(role, str) or role not in _ROLES:  # a list is unhashable (found by fuzzing: a 500)
         raise bad_request(f"{param}.role must be one of {', '.join(sorted(_ROLES))}", f"{param}.role")
-    return {"role": "system" if role == "developer" else role, "content": _content(m.get("content"), param)}
+    out: dict[str, Any] = {"role": "system" if role == "developer" else role}
+    out["content"] = _content(m.get("content"), param)
+    if role == "assistant" and m.get("tool_calls") is not None:
+        out["tool_calls"] = _tool_calls(m["tool_calls"], f"{param}.tool_calls")
+    if role == "tool":
+        if not isinstance(m.get("tool_call_id"), str):
+            raise bad_request(f"{param}.tool_call_id is required for a tool message", f"{param}.tool_call_id")
+        out["tool_call_id"] = m["tool_call_id"]
+    if isinstance(m.get("name"), str):
+        out["name"] = m["name"]
+    return out
+
+
+def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
+    """An assistant's earlier calls, sent back with their results: kept as OpenAI wrote them."""
+    if not isinstance(calls, list):
+        raise bad_request(f"{param} must be an array", param)
+    out = []
+    for n, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str):
+            raise bad_request(f"{param}[{n}] needs function.name and function.arguments (a string)", f"{param}[{n}]")
+        out.append(
+            {
+                "id": str(call.get("id", "")),
+                "type": "function",
+                "function": {"name": fn["name"], "arguments": fn["arguments"]},
+            }
+        )
+    return out
 
 
 def _content(content: Any, param: str) -> str:
@@ -101,7 +136,14 @@ def _content(content: Any, param: str) -> str:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("image_url", "input_audio", "file"):
+                raise bad_request(
+                    f"{param}.content: {kind} parts are not supported; this server's models take text only",
+                    f"{param}.content",
+                    "unsupported_content",
+                )
+            if kind != "text" or not isinstance(part.get("text"), str):
                 raise bad_request(f"{param}.content: only text parts are supported", f"{param}.content")
             parts.append(part["text"])
         return "".join(parts)
@@ -180,35 +222,37 @@ def usage(prompt: int, completion: int) -> dict[str, int]:
 
 
 def chat_completion(
-    request_id: str, model: str, text: str, reason: str, prompt: int, completion: int
+    request_id: str,
+    model: str,
+    text: str,
+    reason: str,
+    prompt: int,
+    completion: int,
+    tool_calls: list[dict[str, Any]] | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["content"] = text or None
+        message["tool_calls"] = tool_calls
     return {
         "id": "chatcmpl-" + request_id.removeprefix("req_"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason}],
         "usage": usage(prompt, completion),
     }
 
 
 def text_completion(
-    request_id: str, model: str, text: str, reason: str, prompt: int, completion: int
+    request_id: str, model: str, text: str, reason: str, prompt: int, completion: int, logprobs: Any = None
 ) -> dict[str, Any]:
     return {
         "id": "cmpl-" + request_id.removeprefix("req_"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}],
+        "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}],
         "usage": usage(prompt, completion),
     }

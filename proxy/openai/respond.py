@@ -20,6 +20,7 @@ from proxy.appkeys import api_key_key, generations_key, request_ids_key
 from proxy.errors import ApiError
 from proxy.metering.generation import Generation
 from proxy.metering.request import GenerationRequest
+from proxy.openai.answer import chat_logprobs, completion_logprobs, tool_call_deltas, tool_call_objects
 from proxy.openai.protocol import chat_completion, text_completion
 from proxy.openai.sse import DONE_EVENT, ChunkWriter, event
 
@@ -46,10 +47,26 @@ async def _collect(request: web.Request, gen: Generation) -> None:
 
 def _buffered_body(gen: Generation) -> web.Response:
     req = gen.req
-    build = chat_completion if req.chat else text_completion
-    text = (req.prompt or "") + gen.text if req.echo else gen.text
-    body = build(gen.request_id, req.model, text, gen.finish_reason, gen.prompt_tokens, gen.completion_tokens)
+    counts = (gen.finish_reason, gen.prompt_tokens, gen.completion_tokens)
+    entries = gen.done.logprobs if gen.done else None
+    if req.chat:
+        calls = tool_call_objects(gen.tool_calls)
+        body = chat_completion(gen.request_id, req.model, gen.text, *counts, calls, chat_logprobs(entries))
+    else:
+        prefix = (req.prompt or "") if req.echo else ""
+        logprobs = completion_logprobs(entries, len(prefix))
+        body = text_completion(gen.request_id, req.model, prefix + gen.text, *counts, logprobs)
     return web.json_response(body, headers=gen.rate_headers, dumps=_dumps)
+
+
+def _closing_chunks(gen: Generation, writer: ChunkWriter) -> bytes:
+    """After the text: the tool calls (streamed as OpenAI streams them) and the finish chunk."""
+    entries = gen.done.logprobs if gen.done else None
+    calls = writer.deltas(tool_call_deltas(tool_call_objects(gen.tool_calls))) if gen.tool_calls else b""
+    if gen.req.chat:
+        return calls + writer.finish(gen.finish_reason, chat_logprobs(entries))
+    offset = len(gen.req.prompt or "") if gen.req.echo else 0
+    return writer.finish(gen.finish_reason, completion_logprobs(entries, offset))
 
 
 async def _streamed(request: web.Request, gen: Generation) -> web.StreamResponse:
@@ -60,7 +77,7 @@ async def _streamed(request: web.Request, gen: Generation) -> web.StreamResponse
         async with aclosing(gen.pieces(lambda: client_gone(request))) as pieces:
             async for piece in pieces:
                 await response.write(writer.text(piece))
-        await response.write(writer.finish(gen.finish_reason))
+        await response.write(_closing_chunks(gen, writer))
         await gen.finish()
     except ConnectionError:
         raise  # the client left: nobody to tell (the generation records it)

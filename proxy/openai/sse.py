@@ -31,10 +31,9 @@ class ChunkWriter:
             "object": "chat.completion.chunk" if self.chat else "text_completion",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
             "choices": [choice],
         }
-        if self.include_usage:
+        if self.include_usage and self.chat:  # the completion chunk's schema has no null usage
             obj["usage"] = None
         return obj
 
@@ -47,15 +46,21 @@ class ChunkWriter:
     def text(self, piece: str) -> bytes:
         if self.chat:
             choice = {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
-        else:
-            choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}
+        else:  # a completion chunk's finish_reason may not be null: absent until the last chunk
+            choice = {"index": 0, "text": piece, "logprobs": None}
         return event(self._chunk(choice))
 
-    def finish(self, reason: str) -> bytes:
+    def deltas(self, deltas: list[dict[str, Any]]) -> bytes:
+        """Chat chunks with these deltas (tool calls), one event each."""
+        choices = ({"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas)
+        return b"".join(event(self._chunk(c)) for c in choices)
+
+    def finish(self, reason: str, logprobs: dict[str, Any] | None = None) -> bytes:
+        """The last chunk: the finish reason, and the log-probabilities of the whole answer if asked for."""
         if self.chat:
-            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
+            choice = {"index": 0, "delta": {}, "logprobs": logprobs, "finish_reason": reason}
         else:
-            choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": 0, "text": "", "logprobs": logprobs, "finish_reason": reason}
         return event(self._chunk(choice))
 
     def usage(self, prompt: int, completion: int) -> bytes:

@@ -32,6 +32,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from runtime.api.errors import RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
 from runtime.api.models import ModelConfig
+from runtime.api.output import OutputSpec, output_to_wire
 from runtime.api.protocol import (
     Done,
     ProtocolError,
@@ -226,18 +227,32 @@ class RuntimeClient:
         self,
         model: str,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
         params: SamplingParams | None = None,
+        output: OutputSpec | None = None,
         timeout: float = 300.0,
     ) -> GenerateStream:
         body: dict[str, Any] = {"model": model, "params": params_to_wire(params or SamplingParams())}
+        if output is not None and not output.plain:
+            body["output"] = output_to_wire(output)
         if messages is not None:
             body["messages"] = messages
         if prompt is not None:
             body["prompt"] = prompt
         req = Request(self._new_id(), "generate", time.time() + timeout, body)
         return GenerateStream(self, req)
+
+    async def embed(self, model: str, inputs: list[str], timeout: float = 300.0) -> dict[str, Any]:
+        """Embeddings of ``inputs`` (one vector each) and the model's prompt token count."""
+        return await self.call("embed", {"model": model, "input": inputs}, timeout=timeout)
+
+    async def tokenize(self, model: str, content: str, add_special: bool = True) -> list[int]:
+        body = {"model": model, "content": content, "add_special": add_special}
+        return list((await self.call("tokenize", body))["tokens"])
+
+    async def detokenize(self, model: str, tokens: list[int]) -> str:
+        return str((await self.call("detokenize", {"model": model, "tokens": tokens}))["content"])
 
     async def abort(self, rid: str) -> None:
         req = Request(self._new_id(), "abort", time.time() + 5, {"target": rid})

@@ -9,7 +9,19 @@ Request (client -> daemon)::
 
     {"v": 1, "id": "<request id>", "op": "<op>", "deadline": <unix seconds>, ...op fields}
 
-Ops: ``hello``, ``ping``, ``models``, ``load``, ``unload``, ``generate``, ``abort``.
+Ops: ``hello``, ``ping``, ``models``, ``load``, ``unload``, ``generate``, ``abort``, and (issue 12)
+``embed``, ``tokenize``, ``detokenize``.
+
+Added backwards-compatibly in version 1 (issue 12):
+
+- ``generate`` may carry ``output`` (tools, tool_choice, response_format, logprobs; see
+  ``runtime.api.output``); its ``done`` then may carry ``tool_calls`` and ``logprobs``. Messages may
+  carry ``tool_calls`` (assistant) and ``tool_call_id``/``name`` (role ``tool``) beside ``content``.
+- ``embed`` ``{"model", "input": [str...]}`` -> ``result`` ``{"embeddings": [[float...]...],
+  "prompt_tokens": n}``; runs on the model's worker, in its queue, for a model loaded for embeddings.
+- ``tokenize`` ``{"model", "content": str, "add_special": bool}`` -> ``result`` ``{"tokens": [int...]}``;
+  ``detokenize`` ``{"model", "tokens": [int...]}`` -> ``result`` ``{"content": str}``, with the
+  model's own tokenizer.
 
 Reply (daemon -> client)::
 
@@ -26,9 +38,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.api.output import OutputSpec, OutputSpecError, parse_output
+
 PROTOCOL_VERSION = 1
 
-OPS = frozenset({"hello", "ping", "models", "load", "unload", "generate", "abort"})
+OPS = frozenset({"hello", "ping", "models", "load", "unload", "generate", "abort", "embed", "tokenize", "detokenize"})
 
 # Error codes carried by ``error`` frames.
 ERR_BAD_REQUEST = "bad_request"
@@ -126,9 +140,27 @@ class GenerateSpec:
     """What a ``generate`` asks for: chat ``messages`` or a raw ``prompt``."""
 
     model: str
-    messages: tuple[dict[str, str], ...] | None
+    messages: tuple[dict[str, Any], ...] | None
     prompt: str | None
     params: SamplingParams
+    output: OutputSpec = field(default_factory=OutputSpec)
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """What an ``embed`` asks for: one vector per input text."""
+
+    model: str
+    inputs: tuple[str, ...]
+
+
+def parse_embed(body: dict[str, Any]) -> EmbedSpec:
+    model, inputs = body.get("model"), body.get("input")
+    if not isinstance(model, str) or not model:
+        raise ProtocolError("'model' must be a non-empty string")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        raise ProtocolError("'input' must be a non-empty list of strings")
+    return EmbedSpec(model, tuple(inputs))
 
 
 @dataclass(frozen=True)
@@ -144,6 +176,8 @@ class Done:
     prompt_tokens: int
     completion_tokens: int
     perf: Perf
+    tool_calls: tuple[dict[str, str], ...] = ()
+    logprobs: tuple[dict[str, Any], ...] | None = None
 
 
 def encode_request(req: Request) -> bytes:
@@ -204,10 +238,14 @@ def parse_generate(body: dict[str, Any]) -> GenerateSpec:
         messages = _check_messages(messages)
     elif not isinstance(prompt, str):
         raise ProtocolError("'prompt' must be a string")
-    return GenerateSpec(model, messages, prompt, parse_params(body.get("params") or {}))
+    try:
+        output = parse_output(body.get("output"))
+    except OutputSpecError as exc:
+        raise ProtocolError(str(exc)) from None
+    return GenerateSpec(model, messages, prompt, parse_params(body.get("params") or {}), output)
 
 
-def _check_messages(messages: Any) -> tuple[dict[str, str], ...]:
+def _check_messages(messages: Any) -> tuple[dict[str, Any], ...]:
     if not isinstance(messages, list) or not messages:
         raise ProtocolError("'messages' must be a non-empty list")
     out = []
@@ -216,7 +254,13 @@ def _check_messages(messages: Any) -> tuple[dict[str, str], ...]:
             raise ProtocolError("each message needs a string 'role'")
         if not isinstance(m.get("content"), str):
             raise ProtocolError("each message needs a string 'content'")
-        out.append({"role": m["role"], "content": m["content"]})
+        message: dict[str, Any] = {"role": m["role"], "content": m["content"]}
+        if isinstance(m.get("tool_calls"), list):
+            message["tool_calls"] = m["tool_calls"]
+        for key in ("tool_call_id", "name"):
+            if isinstance(m.get(key), str):
+                message[key] = m[key]
+        out.append(message)
     return tuple(out)
 
 
@@ -297,6 +341,7 @@ def params_to_wire(p: SamplingParams) -> dict[str, Any]:
 
 def done_from_body(body: dict[str, Any]) -> Done:
     perf = body.get("perf") or {}
+    logprobs = body.get("logprobs")
     return Done(
         finish_reason=str(body.get("finish_reason", "stop")),
         prompt_tokens=int(body.get("prompt_tokens", 0)),
@@ -306,11 +351,13 @@ def done_from_body(body: dict[str, Any]) -> Done:
             prefill_ms=float(perf.get("prefill_ms", 0.0)),
             decode_tps=float(perf.get("decode_tps", 0.0)),
         ),
+        tool_calls=tuple(body.get("tool_calls") or ()),
+        logprobs=tuple(logprobs) if isinstance(logprobs, list) else None,
     )
 
 
 def done_to_body(done: Done) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "finish_reason": done.finish_reason,
         "prompt_tokens": done.prompt_tokens,
         "completion_tokens": done.completion_tokens,
@@ -320,3 +367,8 @@ def done_to_body(done: Done) -> dict[str, Any]:
             "decode_tps": round(done.perf.decode_tps, 3),
         },
     }
+    if done.tool_calls:
+        body["tool_calls"] = list(done.tool_calls)
+    if done.logprobs is not None:
+        body["logprobs"] = list(done.logprobs)
+    return body

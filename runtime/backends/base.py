@@ -10,11 +10,11 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from runtime.api.errors import RuntimeServiceError
 from runtime.api.models import ModelConfig
-from runtime.api.protocol import GenerateSpec
+from runtime.api.protocol import ERR_BAD_REQUEST, GenerateSpec
 
 
 class Emit(Protocol):
@@ -44,6 +44,8 @@ class Outcome:
     completion_tokens: int
     prefill_ms: float
     decode_ms: float
+    tool_calls: tuple[dict[str, str], ...] = ()  # {"name", "arguments" (JSON text)}
+    logprobs: tuple[dict[str, Any], ...] | None = None  # one entry per token (runtime.api.output)
 
 
 class Backend(ABC):
@@ -60,6 +62,17 @@ class Backend(ABC):
     @abstractmethod
     def unload(self) -> None:
         """Free the model. Safe to call twice."""
+
+    def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
+        """One embedding per input and the prompt tokens they took; for models loaded for embeddings."""
+        raise BackendError("this model's backend does not compute embeddings", code=ERR_BAD_REQUEST)
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """``text`` as the model's own token ids (thread-safe: called beside a running generation)."""
+        raise BackendError("this model's backend cannot tokenize", code=ERR_BAD_REQUEST)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        raise BackendError("this model's backend cannot detokenize", code=ERR_BAD_REQUEST)
 
 
 def create_backend(name: str) -> Backend:
@@ -79,9 +92,17 @@ def create_backend(name: str) -> Backend:
 class BackendError(RuntimeServiceError):
     """A backend failed to load a model or to run a request.
 
-    ``code`` is the protocol error code the daemon answers with.
+    ``code`` is the protocol error code the daemon answers with; ``param`` the request field at
+    fault, if one is (it travels in the error frame, and the proxy names it in its 400).
     """
 
-    def __init__(self, message: str, code: str = "backend_error") -> None:
+    def __init__(self, message: str, code: str = "backend_error", param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.param = param
+
+    def frame(self) -> dict[str, str]:
+        body = {"code": self.code, "message": str(self)}
+        if self.param is not None:
+            body["param"] = self.param
+        return body

@@ -7,6 +7,9 @@ Every sampling parameter of a request applies (``temperature``, ``top_p``,
 ``top_k``, ``min_p``, ``repeat_penalty``, ``frequency_penalty``,
 ``presence_penalty``, ``seed``); the penalties look at the tokens generated so
 far (llama.cpp's last 64), not at the prompt.
+
+Tools, ``response_format`` and log-probabilities are in ``runtime.backends.structured``. A model
+loaded with ``embedding=true`` computes embeddings (mean-pooled, normalised) and does not generate.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from runtime.api.models import ModelConfig
-from runtime.api.protocol import ERR_CONTEXT_LENGTH, GenerateSpec
+from runtime.api.protocol import ERR_BAD_REQUEST, ERR_CONTEXT_LENGTH, GenerateSpec
 from runtime.backends.base import Backend, BackendError, Cancelled, Emit, Outcome
 from runtime.backends.stop_strings import StopBuffer
+from runtime.backends.structured import (
+    CALL_TAG,
+    CallSniffer,
+    compile_grammar,
+    output_grammar,
+    parse_call,
+    template_messages,
+    token_logprobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,7 @@ _PARAMS: dict[str, type] = {
     "n_gpu_layers": int,
     "use_mmap": bool,
     "seed": int,
+    "embedding": bool,
 }
 _GGUF_MAGIC = b"GGUF"
 
@@ -41,7 +55,9 @@ class LlamaCppBackend(Backend):
     def __init__(self) -> None:
         self._llm: Any = None
         self._formatter: Any = None
+        self._native_tools = False
         self._n_ctx = 0
+        self._embedding = False
 
     def load(self, config: ModelConfig) -> None:
         kwargs = _check_params(config.params)
@@ -52,6 +68,11 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"llama-cpp-python is not installed: {exc}") from None
         kwargs.setdefault("n_ctx", 2048)
         kwargs.setdefault("n_threads", min(4, os.cpu_count() or 1))
+        self._embedding = bool(kwargs.get("embedding"))
+        if self._embedding:
+            import llama_cpp
+
+            kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
         try:
             self._llm = Llama(model_path=config.path, verbose=False, **kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -65,6 +86,7 @@ class LlamaCppBackend(Backend):
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             return None
+        self._native_tools = "tools" in template
         llm = self._llm
         return Jinja2ChatFormatter(
             template=template,
@@ -77,6 +99,8 @@ class LlamaCppBackend(Backend):
         llm = self._llm
         if llm is None:
             raise BackendError("model is not loaded")
+        if self._embedding:
+            raise BackendError("this model is loaded for embeddings; it does not generate text", ERR_BAD_REQUEST)
         tokens, extra_stops = self._prompt_tokens(spec)
         budget = self._n_ctx - len(tokens)
         if budget <= 0:
@@ -89,8 +113,43 @@ class LlamaCppBackend(Backend):
             # Re-evaluate the whole prompt: a reused KV prefix changes logits slightly.
             llm.set_seed(p.seed)
             llm.reset()
+        run = _Run(spec, min(p.max_tokens, budget), p.stop + extra_stops, cancelled)
+        out = spec.output
+        if not out.calls_tools or out.tool_choice != "auto":
+            return self._constrained(run, tokens, emit)
+        return self._auto_tools(run, tokens, emit)
+
+    def _constrained(self, run: _Run, tokens: list[int], emit: Emit) -> Outcome:
+        """Text, JSON or (tool_choice required/named) one call, under the request's grammar."""
+        out = run.spec.output
+        gbnf = output_grammar(out)
+        if not out.calls_tools:
+            return self._sample(run, tokens, compile_grammar(gbnf) if gbnf else None, emit, run.cancelled)
+        held = CallSniffer(emit)
+        held.calling = held.decided = True  # the grammar allows nothing but the call
+        outcome = self._sample(run, tokens, compile_grammar(gbnf or ""), held, run.cancelled)
+        return _with_call(outcome, held.held())
+
+    def _auto_tools(self, run: _Run, tokens: list[int], emit: Emit) -> Outcome:
+        """tool_choice auto: the model writes freely; if it begins a ``<tool_call>``, the call is then
+        sampled again under the call's grammar, after the tag (free text needs no grammar, which would
+        slow every token down)."""
+        sniffer = CallSniffer(emit)
+        outcome = self._sample(run, tokens, None, sniffer, lambda: run.cancelled() or sniffer.calling)
+        if not sniffer.calling or run.cancelled():
+            return outcome
+        forced = replace(run.spec.output, tool_choice="required")
+        grammar = compile_grammar(output_grammar(forced) or "")
+        tag = self._llm.tokenize(CALL_TAG.encode(), add_bos=False, special=True)
+        held = CallSniffer(emit)
+        held.calling = held.decided = True
+        return _with_call(self._sample(run, tokens + tag, grammar, held, run.cancelled), held.held())
+
+    def _sample(self, run: _Run, tokens: list[int], grammar: Any, emit: Emit, cancelled: Cancelled) -> Outcome:
+        llm, p = self._llm, run.spec.params
         sampler = llm.generate(
             tokens,
+            grammar=grammar,
             temp=p.temperature,
             top_p=p.top_p,
             top_k=p.top_k,
@@ -99,9 +158,11 @@ class LlamaCppBackend(Backend):
             frequency_penalty=p.frequency_penalty,
             presence_penalty=p.presence_penalty,
         )
-        limit = min(p.max_tokens, budget)
         is_eog = (lambda token: False) if p.ignore_eos else _eog_check(llm)
-        return self._decode(sampler, is_eog, len(tokens), limit, p.stop + extra_stops, emit, cancelled)
+        top = run.spec.output.logprobs
+        logprobs: list[dict[str, Any]] | None = [] if top is not None else None
+        outcome = self._decode(sampler, is_eog, len(tokens), run.limit, run.stops, emit, cancelled, logprobs, top or 0)
+        return replace(outcome, logprobs=tuple(logprobs) if logprobs is not None else None)
 
     def _prompt_tokens(self, spec: GenerateSpec) -> tuple[list[int], tuple[str, ...]]:
         llm = self._llm
@@ -110,7 +171,9 @@ class LlamaCppBackend(Backend):
         if self._formatter is None:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in spec.messages) + "assistant: "
             return llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), ()
-        result = self._formatter(messages=list(spec.messages))
+        messages = template_messages(spec.messages, spec.output, self._native_tools)
+        tools = list(spec.output.tools) if self._native_tools and spec.output.calls_tools else None
+        result = self._formatter(messages=messages, tools=tools)
         tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop = result.stop
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
@@ -125,8 +188,12 @@ class LlamaCppBackend(Backend):
         stops: tuple[str, ...],
         emit: Emit,
         cancelled: Cancelled,
+        logprobs: list[dict[str, Any]] | None = None,
+        top: int = 0,
     ) -> Outcome:
         llm, p_start = self._llm, time.perf_counter()
+        logits = _last_logits(llm) if logprobs is not None else None
+        piece = lambda t: llm.detokenize([t])  # noqa: E731
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         stop_buf = StopBuffer(stops)
         count, finish, first_at = 0, "length", 0.0
@@ -137,6 +204,8 @@ class LlamaCppBackend(Backend):
                 if is_eog(token):
                     finish = "stop"
                     break
+                if logits is not None and logprobs is not None:
+                    logprobs.append(token_logprobs(logits(), token, top, piece))
                 count += 1
                 text, stopped = stop_buf.push(decoder.decode(llm.detokenize([token])))
                 if text:
@@ -158,6 +227,30 @@ class LlamaCppBackend(Backend):
         first_at = first_at or end
         return Outcome(finish, n_prompt, count, (first_at - p_start) * 1000, (end - first_at) * 1000)
 
+    def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
+        if not self._embedding:
+            raise BackendError(
+                "this model is not loaded for embeddings (load it with the parameter embedding=true)", ERR_BAD_REQUEST
+            )
+        for text in inputs:
+            n = len(self.tokenize(text, True))
+            if n > self._n_ctx:
+                raise BackendError(f"an input is {n} tokens; this model's context is {self._n_ctx}", ERR_CONTEXT_LENGTH)
+        vectors, count = self._llm.embed(inputs, normalize=True, return_count=True)
+        return [list(map(float, v)) for v in vectors], int(count)
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special))
+
+    def detokenize(self, tokens: list[int]) -> str:
+        n_vocab = self._llm.n_vocab()
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:
+            raise BackendError(
+                f"token ids out of this model's vocabulary (0..{n_vocab - 1}): {bad[:5]}", ERR_BAD_REQUEST
+            )
+        return str(self._llm.detokenize(tokens).decode("utf-8", "replace"))
+
     def unload(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
@@ -170,6 +263,35 @@ def _eog_check(llm: Any) -> Callable[[int], bool]:
 
     vocab = llm._model.vocab
     return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One request's fixed parts, for the one or two sampling passes it takes."""
+
+    spec: GenerateSpec
+    limit: int
+    stops: tuple[str, ...]
+    cancelled: Cancelled
+
+
+def _with_call(outcome: Outcome, text: str) -> Outcome:
+    """The outcome of a pass that wrote a tool call: the call parsed, finish reason ``tool_calls``."""
+    if outcome.finish_reason == "aborted":
+        return outcome
+    if outcome.finish_reason == "length":
+        return replace(outcome, tool_calls=(parse_call(text, complete=False),))
+    return replace(outcome, tool_calls=(parse_call(text, complete=True),), finish_reason="tool_calls")
+
+
+def _last_logits(llm: Any) -> Callable[[], Any]:
+    """The logits the sampler just chose from (the last decoded position), as a numpy view."""
+    import llama_cpp
+    import numpy as np
+
+    n_vocab = llm.n_vocab()
+    ctx = llm._ctx.ctx
+    return lambda: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
 
 
 def _check_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -102,6 +102,9 @@ class ModelManager:
         for _, job in list(self._jobs.values()):
             job.aborted.set()
 
+    def worker(self, name: str) -> ModelWorker | None:
+        return self._workers.get(name)
+
     def workers(self) -> list[ModelWorker]:
         return list(self._workers.values())
 

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ from runtime.api.protocol import (
     ProtocolError,
     Request,
     decode_request,
+    parse_embed,
     parse_generate,
 )
+from runtime.backends.base import BackendError
 from runtime.daemon.errors import BusyError
 from runtime.daemon.manager import ModelManager
 from runtime.daemon.settings import RuntimeSettings
@@ -246,6 +249,42 @@ class RuntimeServer:
         dropped = self.manager.abort(target)
         if dropped is not None:
             self._error(dropped.identity, dropped.rid, ERR_ABORTED, "aborted before it ran")
+
+    def _op_embed(self, identity: bytes, req: Request) -> None:
+        """Queued on the model's worker like a generation; answered with one ``result``."""
+        spec = parse_embed(req.body)
+        job = Job(rid=req.id, identity=identity, spec=spec, deadline=req.deadline)
+        try:
+            self.manager.submit(job)
+        except KeyError:
+            self._reply(identity, req.id, "error", self.manager.unknown(spec.model))
+        except BusyError as exc:
+            self._reply(identity, req.id, "error", self.manager.busy(exc))
+
+    def _op_tokenize(self, identity: bytes, req: Request) -> None:
+        content, add_special = req.body.get("content"), req.body.get("add_special", True)
+        if not isinstance(content, str) or not isinstance(add_special, bool):
+            raise ProtocolError("'content' must be a string and 'add_special' a boolean")
+        self._with_tokenizer(identity, req, lambda w: {"tokens": w.tokenize(content, add_special)})
+
+    def _op_detokenize(self, identity: bytes, req: Request) -> None:
+        tokens = req.body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise ProtocolError("'tokens' must be a list of integers")
+        self._with_tokenizer(identity, req, lambda w: {"content": w.detokenize(tokens)})
+
+    def _with_tokenizer(self, identity: bytes, req: Request, work: Callable[[ModelWorker], dict[str, Any]]) -> None:
+        name = req.body.get("model")
+        worker = self.manager.worker(name) if isinstance(name, str) else None
+        if worker is None:
+            self._reply(identity, req.id, "error", self.manager.unknown(str(name)))
+            return
+        try:
+            self._reply(identity, req.id, "result", work(worker))
+        except BusyError as exc:
+            self._reply(identity, req.id, "error", self.manager.busy(exc))
+        except BackendError as exc:
+            self._reply(identity, req.id, "error", exc.frame())
 
     def _op_generate(self, identity: bytes, req: Request) -> None:
         rid, body = req.id, req.body

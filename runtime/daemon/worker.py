@@ -27,6 +27,7 @@ from runtime.api.protocol import (
     ERR_BACKEND,
     ERR_DEADLINE,
     Done,
+    EmbedSpec,
     GenerateSpec,
     Perf,
     done_to_body,
@@ -58,7 +59,7 @@ class WorkerOptions:
 class Job:
     rid: str
     identity: bytes
-    spec: GenerateSpec
+    spec: GenerateSpec | EmbedSpec
     deadline: float
     enqueued: float = field(default_factory=time.perf_counter)
     aborted: threading.Event = field(default_factory=threading.Event)
@@ -181,6 +182,9 @@ class ModelWorker:
         if time.time() > job.deadline:
             out.end(job.identity, job.rid, "error", _err(ERR_DEADLINE, "deadline passed in the queue"))
             return
+        if isinstance(job.spec, EmbedSpec):
+            self._embed(job, job.spec)
+            return
         started = time.perf_counter()
         self.running = job
         assert self._backend is not None
@@ -188,7 +192,7 @@ class ModelWorker:
         try:
             outcome = self._backend.generate(job.spec, text, job.cancelled)
         except BackendError as exc:
-            out.end(job.identity, job.rid, "error", _err(exc.code, str(exc)), text.rest())
+            out.end(job.identity, job.rid, "error", exc.frame(), text.rest())
             return
         except Exception as exc:
             log.exception("generate on %s failed", self.config.name)
@@ -199,6 +203,35 @@ class ModelWorker:
             self.running = None
             self.served += 1
         self._finish(job, outcome, (started - job.enqueued) * 1000, text.rest())
+
+    def _embed(self, job: Job, spec: EmbedSpec) -> None:
+        """An ``embed`` job: one ``result`` (or ``error``) frame."""
+        assert self._backend is not None
+        self.running = job
+        try:
+            vectors, tokens = self._backend.embed(list(spec.inputs), job.cancelled)
+        except BackendError as exc:
+            self._outbox.end(job.identity, job.rid, "error", exc.frame())
+            return
+        except Exception as exc:
+            log.exception("embed on %s failed", self.config.name)
+            self._outbox.end(job.identity, job.rid, "error", _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}"))
+            return
+        finally:
+            self.running = None
+            self.served += 1
+        self._outbox.end(job.identity, job.rid, "result", {"embeddings": vectors, "prompt_tokens": tokens})
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """With the model's tokenizer, on the caller's thread (read-only, beside a generation)."""
+        if self._backend is None or self.state != "ready":
+            raise BusyError(f"model {self.config.name!r} is {self.state}")
+        return self._backend.tokenize(text, add_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        if self._backend is None or self.state != "ready":
+            raise BusyError(f"model {self.config.name!r} is {self.state}")
+        return self._backend.detokenize(tokens)
 
     def _finish(self, job: Job, outcome: Outcome, queue_ms: float, rest: str) -> None:
         counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
@@ -212,6 +245,8 @@ class ModelWorker:
             outcome.prompt_tokens,
             outcome.completion_tokens,
             Perf(queue_ms, outcome.prefill_ms, tps),
+            outcome.tool_calls,
+            outcome.logprobs,
         )
         self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
 

@@ -24,6 +24,9 @@
  *   init_fail N     rkllm_init returns N             run_fail N     rkllm_run returns N at once
  *   # comment
  * perf.prefill_tokens is the prompt's length in bytes; perf.generate_tokens the tokens sent.
+ * A run with infer->mode 1 (last hidden layer) sends no tokens: one NORMAL callback whose
+ * last_hidden_layer holds one row of FAKE_EMBD floats per prompt byte (row i: the histogram of
+ * prompt[0..i]'s letters folded into FAKE_EMBD buckets, so texts sharing words are close), then FINISH.
  *
  * For the tests it records the raw bytes of every struct it receives (and the strings they
  * point to) under a name, read back with fake_get_record(); counts calls (fake_calls());
@@ -556,6 +559,8 @@ static int emit_finish(Handle *h, void *ud, int prompt_len, double prefill_ms, d
     return h->callback(&r, ud, RKLLM_RUN_FINISH);
 }
 
+static int hidden_layer_run(Handle *h, void *ud, const char *prompt);
+
 EXPORT int rkllm_run(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer, void *userdata) {
     atomic_fetch_add(&calls[C_RUN], 1);
     Handle *h = handle;
@@ -588,6 +593,10 @@ EXPORT int rkllm_run(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer
     int rc = 0;
     if (h->run_fail) {
         rc = h->run_fail;
+        goto out;
+    }
+    if (infer->mode == 1) {
+        rc = hidden_layer_run(h, ud, input->input_type == 0 ? input->prompt_input : NULL);
         goto out;
     }
     double start = now_ms();
@@ -623,6 +632,32 @@ out:
     atomic_fetch_sub(&concurrent, 1);
     atomic_store(&h->running, 0);
     return rc;
+}
+
+static int hidden_layer_run(Handle *h, void *ud, const char *prompt) {
+    enum { FAKE_EMBD = 16 };
+    if (!prompt || !*prompt) return -1;
+    int n = (int)strlen(prompt);
+    float *rows = calloc((size_t)n * FAKE_EMBD, sizeof(float));
+    if (!rows) return -1;
+    float acc[FAKE_EMBD] = {0};
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)prompt[i];
+        if ((c | 32) >= 'a' && (c | 32) <= 'z') acc[((c | 32) - 'a') % FAKE_EMBD] += 1.0f;
+        memcpy(rows + (size_t)i * FAKE_EMBD, acc, sizeof acc);
+    }
+    RKLLMResult r;
+    memset(&r, 0, sizeof r);
+    r.last_hidden_layer.hidden_states = rows;
+    r.last_hidden_layer.embd_size = FAKE_EMBD;
+    r.last_hidden_layer.num_tokens = n;
+    record_int("hidden.rows", n);
+    h->callback(&r, ud, RKLLM_RUN_NORMAL);
+    free(rows); /* valid only during the callback, as in the real runtime */
+    memset(&r, 0, sizeof r);
+    r.perf.prefill_tokens = n;
+    h->callback(&r, ud, RKLLM_RUN_FINISH);
+    return 0;
 }
 
 EXPORT int rkllm_run_async(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer, void *userdata) {
@@ -678,6 +713,8 @@ EXPORT int rkllm_set_function_tools(LLMHandle handle, const char *system, const 
     atomic_fetch_add(&calls[C_OTHER], 1);
     if (!handle || !system || !tools || !tool_response) return -1;
     record_str("tools", tools);
+    record_str("tools.system", system);
+    record_str("tools.response", tool_response);
     return 0;
 }
 

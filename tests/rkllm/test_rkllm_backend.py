@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import struct
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runtime.api.output import OutputSpec
 from runtime.api.protocol import GenerateSpec, SamplingParams
 from runtime.backends.base import BackendError, Outcome, create_backend
 from runtime.backends.rkllm.backend import RKLLMBackend
@@ -429,3 +431,61 @@ def test_missing_npu_is_reported_unless_the_check_is_off(
         load(script(["a"]))
     monkeypatch.setenv("LLMSERVER_RKLLM_DEVICE_CHECK", "off")
     assert run(load(script(["a"])))[0] == ["a"]
+
+
+def test_embeddings_run_in_last_hidden_layer_mode(load: Load, script: Script, fake: FakeLibrary, layout: str) -> None:
+    """Issue 12: ``embed`` asks RKLLM for the last hidden layer; the struct fields land at their offsets."""
+    backend = load(script(["unused"]), embedding=True)
+    vectors, tokens = backend.embed(["the cat sat", "the cat sat down", "quick brown fox"], lambda: False)
+    assert tokens == len("the cat sat") + len("the cat sat down") + len("quick brown fox")  # perf.prefill_tokens
+    assert all(len(v) == 16 and abs(sum(x * x for x in v) - 1) < 1e-6 for v in vectors)  # last row, normalised
+    close, far = (sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:])
+    assert close > far
+    infer = fake.record("infer")
+    assert infer is not None and len(infer) == {"1.2": 32, "1.3": 40}[layout]
+    assert struct.unpack_from("<i", infer, 0) == (1,)  # mode: RKLLM_INFER_GET_LAST_HIDDEN_LAYER
+    assert struct.unpack_from("<QQ", infer, 8) == (0, 0)  # no LoRA, no prompt cache
+    assert struct.unpack_from("<i", infer, {"1.2": 24, "1.3": 32}[layout]) == (0,)  # keep_history
+    inp = fake.record("input")
+    assert inp is not None and struct.unpack_from("<i", inp, 12) == (0,)  # input_type: prompt
+    assert fake.text("input.prompt") == "quick brown fox" and fake.record_int("hidden.rows") == 15
+    assert fake.calls("run") == 3
+
+
+def test_embeddings_need_a_model_loaded_for_them(load: Load, script: Script) -> None:
+    backend = load(script(["x"]))
+    with pytest.raises(BackendError, match="embedding=true"):
+        backend.embed(["hi"], lambda: False)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def test_tools_go_to_set_function_tools_and_the_call_comes_back(load: Load, script: Script, fake: FakeLibrary) -> None:
+    """Issue 12: the tools JSON reaches ``rkllm_set_function_tools`` byte for byte; the answer's call is parsed."""
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    backend = load(script(["<tool", "_call>", "\n", call, "\n</tool_call>"]))
+    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"})
+    spec = GenerateSpec("m", messages, None, SamplingParams(), OutputSpec(tools=(WEATHER,)))
+    pieces, out = run(backend, spec)
+    assert pieces == [] and out.finish_reason == "tool_calls"
+    assert out.tool_calls == ({"name": "get_weather", "arguments": '{"city": "Paris"}'},)
+    assert fake.record("tools") == json.dumps([WEATHER], separators=(",", ":")).encode()
+    assert fake.text("tools.system") == "Be brief." and fake.text("tools.response") == "tool_response"
+    assert fake.text("input.prompt") == "Weather in Paris?"  # the system prompt went with the tools
+    assert fake.record_int("kv_clear.keep_system_prompt") == 0  # a new system prompt: nothing kept
+
+    backend_text = load(script(["It is ", "sunny."]), name="m2")
+    spec = GenerateSpec("m2", messages, None, SamplingParams(), OutputSpec(tools=(WEATHER,)))
+    pieces, out = run(backend_text, spec)
+    assert "".join(pieces) == "It is sunny." and out.tool_calls == () and out.finish_reason == "stop"
+
+
+def test_a_call_that_does_not_parse_is_an_error(load: Load, script: Script) -> None:
+    backend = load(script(["<tool_call>", '{"name": "get_weather", "arguments": {"city"}', "</tool_call>"]))
+    spec = GenerateSpec("m", ({"role": "user", "content": "hi"},), None, SamplingParams(), OutputSpec(tools=(WEATHER,)))
+    with pytest.raises(BackendError, match="not valid JSON"):
+        run(backend, spec)

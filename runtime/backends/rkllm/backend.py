@@ -17,8 +17,15 @@ kept unless it changed). Chat messages become one role + text (see ``chat``).
   per-run sampling: the values given at load (or the library's defaults),
   penalties included, apply to every request, and ``max_tokens`` is enforced
   here by counting tokens and aborting.
-* ``seed``, ``min_p`` and ``ignore_eos`` of a request are not supported by RKLLM
-  and are ignored (``ignore_eos_token`` is a load parameter on L1.3).
+* ``min_p`` and ``ignore_eos`` of a request are not supported by RKLLM and are
+  ignored (``ignore_eos_token`` is a load parameter on L1.3; the proxy never sends
+  ``ignore_eos``, and ``min_p`` only refines top_p). What would change the answer's
+  form is refused with ``bad_request`` naming the field (issue 12): ``seed``
+  (the runtime has no per-run seed), ``response_format`` (no grammar),
+  ``logprobs`` (not returned by this binding) and ``tool_choice`` other than
+  ``auto`` (nothing can force a call without a grammar).
+* Tools (``tool_choice`` auto): ``rkllm_set_function_tools`` (``tools``), its
+  answer parsed from ``<tool_call>...</tool_call>``.
 * ``cancelled()`` is checked once per token in the callback and every 20 ms by
   the abort helper (prefill sends no callbacks); stop strings and ``max_tokens``
   abort the same way. The run ends at the next token boundary.
@@ -40,15 +47,18 @@ from time import perf_counter
 from typing import Any
 
 from runtime.api.models import ModelConfig
-from runtime.api.protocol import GenerateSpec
+from runtime.api.protocol import ERR_BAD_REQUEST, GenerateSpec
 from runtime.backends.base import Backend, BackendError, Cancelled, Emit, Outcome
 from runtime.backends.rkllm import abi
 from runtime.backends.rkllm.chat import Turn, build_turn
 from runtime.backends.rkllm.device import check_npu
 from runtime.backends.rkllm.domain import DOMAINS
+from runtime.backends.rkllm.hidden import HiddenCollector, normalised
 from runtime.backends.rkllm.library import RKLLMLibrary, open_library
 from runtime.backends.rkllm.settings import RKLLMSettings, parse_settings
 from runtime.backends.rkllm.stream import ABORTED, LENGTH, Aborter, TokenStream, outcome_counts
+from runtime.backends.rkllm.tools import TOOL_RESPONSE, function_tools, tool_outcome, without_system
+from runtime.backends.structured import CallSniffer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +91,8 @@ class RKLLMBackend(Backend):
         self._domain: int | None = None
         self._init: Any = None  # the RKLLMParam rkllm_init received
         self._template: tuple[str, str, str] | None = None
-        self._stream: TokenStream | None = None
+        self._stream: TokenStream | HiddenCollector | None = None
+        self._tools: tuple[str, str, str] | None = None  # what rkllm_set_function_tools last got
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._callback = abi.ResultCallback(self._on_result)
@@ -140,10 +151,13 @@ class RKLLMBackend(Backend):
         return param
 
     def generate(self, spec: GenerateSpec, emit: Emit, cancelled: Cancelled) -> Outcome:
+        _refuse_unsupported(spec)
         with self._run_lock:
             lib, handle = self._require()
+            tools_before = self._tools
+            spec, emit, sniffer = self._apply_tools(lib, handle, spec, emit)
             turn = build_turn(spec, self._settings.template, self._settings.system_prompt)
-            changed = self._apply_template(lib, handle, turn.template)
+            changed = self._apply_template(lib, handle, turn.template) or self._tools != tools_before
             lib.clear_kv_cache(handle, keep_system_prompt=not changed)
             limit, runtime_limit = self._limits(spec.params.max_tokens)
             inp, infer = self._run_structs(lib, turn, spec, limit)
@@ -160,7 +174,59 @@ class RKLLMBackend(Backend):
                 aborter.close()
                 self._stream = None
                 ended = perf_counter()
-            return self._outcome(stream, aborter, failure, limit, ended)
+            outcome = self._outcome(stream, aborter, failure, limit, ended)
+        return tool_outcome(outcome, sniffer)
+
+    def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
+        """One last-hidden-layer run per input (``runtime.backends.rkllm.hidden``)."""
+        if not self._settings.embedding:
+            raise BackendError(
+                "this model is not loaded for embeddings (load it with the parameter embedding=true)", ERR_BAD_REQUEST
+            )
+        vectors, tokens = [], 0
+        for text in inputs:
+            if cancelled():
+                raise BackendError("aborted", code="aborted")
+            vector, n = self._hidden(text)
+            vectors.append(vector)
+            tokens += n
+        return vectors, tokens
+
+    def _hidden(self, text: str) -> tuple[list[float], int]:
+        with self._run_lock:
+            lib, handle = self._require()
+            lib.clear_kv_cache(handle, keep_system_prompt=False)
+            inp = lib.layout.input()
+            inp.role = b"user"
+            inp.input_type = abi.INPUT_PROMPT
+            inp.prompt_input = text.encode()
+            infer = lib.layout.infer_param()
+            infer.mode = abi.INFER_GET_LAST_HIDDEN_LAYER
+            infer.keep_history = 0
+            collector = HiddenCollector()
+            self._stream = collector
+            try:
+                lib.run(handle, inp, infer)
+            finally:
+                self._stream = None
+        if collector.exc is not None:
+            raise collector.exc
+        if collector.error or collector.vector is None:
+            raise BackendError("the RKLLM runtime returned no hidden layer for an input")
+        return normalised(collector.vector), collector.prompt_tokens
+
+    def _apply_tools(
+        self, lib: RKLLMLibrary, handle: int, spec: GenerateSpec, emit: Emit
+    ) -> tuple[GenerateSpec, Emit, CallSniffer | None]:
+        """Set (or clear) the run's function tools; with tools, watch the answer for a call."""
+        tools = function_tools(spec, self._settings.system_prompt)
+        if tools != self._tools:
+            lib.set_function_tools(handle, *(tools or ("", "[]", TOOL_RESPONSE)))
+            self._tools = tools
+        if tools is None:
+            return spec, emit, None
+        sniffer = CallSniffer(emit)
+        return without_system(spec), sniffer, sniffer
 
     def _require(self) -> tuple[RKLLMLibrary, int]:
         lib, handle = self._lib, self._handle
@@ -266,3 +332,17 @@ def _unload_all() -> None:
     """Destroy the handles the daemon did not unload, so the NPU memory is given back."""
     for backend in list(_LOADED):
         backend.unload(wait=5.0)
+
+
+def _refuse_unsupported(spec: GenerateSpec) -> None:
+    """What RKLLM cannot honour is a 400 naming the field, never a silent drop."""
+    out = spec.output
+    refused = [
+        (spec.params.seed is not None, "seed", "the RKLLM runtime has no per-request seed"),
+        (out.response_format is not None, "response_format", "RKLLM cannot constrain output to JSON"),
+        (out.logprobs is not None, "logprobs", "this server's RKLLM binding does not return log-probabilities"),
+        (out.calls_tools and out.tool_choice != "auto", "tool_choice", "RKLLM cannot force a call (only auto)"),
+    ]
+    for hit, param, why in refused:
+        if hit:
+            raise BackendError(f"'{param}' is not supported on this model: {why}", ERR_BAD_REQUEST, param)

@@ -60,6 +60,7 @@ class RKLLMSettings:
     # Each run
     enable_thinking: bool = False
     system_prompt: str = ""
+    embedding: bool = False  # serve /v1/embeddings (last-hidden-layer runs)
     template: ChatTemplate | None = field(default=None)
 
     @property
@@ -147,6 +148,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "layout": _layout,
     "library": _str,
     "enable_thinking": _bool,
+    "embedding": _bool,
     "system_prompt": _str,
     "system_template": _str,
     "prompt_prefix": _str,
