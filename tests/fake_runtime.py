@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.api.errors import RuntimeClientError, RuntimeUnavailableError
+from runtime.api.output import OutputSpec
 from runtime.api.protocol import Done, Perf, SamplingParams
 
 
@@ -84,9 +85,10 @@ class FakeRuntime:
         self,
         model: str,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
         params: SamplingParams | None = None,
+        output: OutputSpec | None = None,
         timeout: float = 300.0,
     ) -> FakeStream:
         script = (
@@ -95,6 +97,19 @@ class FakeRuntime:
         stream = FakeStream(script, params or SamplingParams())
         self.streams.append(stream)
         return stream
+
+    async def embed(self, model: str, inputs: list[str], timeout: float = 300.0) -> dict[str, Any]:
+        self._check()
+        vectors = [[float(len(text)), 1.0] for text in inputs]
+        return {"embeddings": vectors, "prompt_tokens": sum(len(text.split()) for text in inputs)}
+
+    async def tokenize(self, model: str, content: str, add_special: bool = True) -> list[int]:
+        self._check()
+        return [ord(c) for c in content]
+
+    async def detokenize(self, model: str, tokens: list[int]) -> str:
+        self._check()
+        return "".join(chr(t) for t in tokens)
 
     def _check(self) -> None:
         if self.down:
