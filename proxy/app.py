@@ -13,13 +13,23 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from proxy.appkeys import catalog_key, db_key, generations_key, metrics_key, runtime_key, settings_key, verifier_key
+from proxy.appkeys import (
+    catalog_key,
+    db_key,
+    generations_key,
+    metrics_key,
+    runtime_key,
+    settings_key,
+    verifier_key,
+    warmup_key,
+)
 from proxy.auth.verifier import KeyVerifier
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
+from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
-from proxy.middleware import auth_middleware, error_middleware, request_id_middleware
+from proxy.middleware import access_log_middleware, auth_middleware, error_middleware, request_id_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.storage.database import Database
@@ -34,7 +44,7 @@ RECLAIM_EVERY = 60.0  # seconds between sweeps for reservations left by a proces
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Database | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, access_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
@@ -42,6 +52,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
     app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
     app.cleanup_ctx.extend([_services, _reclaimer])
+    app.cleanup_ctx.append(_warmup)
     setup_routes(app)
     return app
 
@@ -90,6 +101,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         request_timeout=settings.request_timeout,
     )
     yield
+
+
+async def _warmup(app: web.Application) -> AsyncIterator[None]:
+    """Pay the first request's one-time costs in the background; ``/readyz`` waits for it."""
+    warmup = app[warmup_key] = Warmup(app[runtime_key])
+    task = asyncio.create_task(warmup.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _reclaimer(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from proxy.auth.verifier import KeyVerifier
 from proxy.metering.generation import Generations, RequestIds
+from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.storage.api_keys import ApiKey
@@ -20,6 +21,7 @@ verifier_key = web.AppKey("verifier", KeyVerifier)
 catalog_key = web.AppKey("catalog", ModelCatalog)
 metrics_key = web.AppKey("metrics", Metrics)
 generations_key = web.AppKey("generations", Generations)
+warmup_key = web.AppKey("warmup", Warmup)
 
 request_ids_key = web.RequestKey("request_ids", RequestIds)
 api_key_key = web.RequestKey("api_key", ApiKey)

@@ -142,6 +142,25 @@ class Proxy:
                 time.sleep(0.05)
         raise RuntimeError("proxy did not start")
 
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
+        """Wait until ``/readyz`` answers 200 (warm-up done); its checks."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        end = time.monotonic() + timeout
+        body: dict[str, dict[str, str]] = {}
+        while time.monotonic() < end:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
+                    return dict(json.loads(r.read())["checks"])
+            except urllib.error.HTTPError as exc:
+                body = json.loads(exc.read())
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"proxy not ready in {timeout}s: {body}")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

@@ -85,6 +85,11 @@ class RuntimeServer:
     def request_stop(self, *_: Any) -> None:
         self._stopping = True
 
+    @property
+    def stopping(self) -> bool:
+        """True once SIGTERM/SIGINT (or :meth:`request_stop`) asked the daemon to stop."""
+        return self._stopping
+
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT, then drain within the grace period and close."""
         signal.signal(signal.SIGTERM, self.request_stop)
