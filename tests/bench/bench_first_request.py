@@ -10,10 +10,14 @@ or systemd's ``READY=1`` waits for), creates a key, then sends the same short ch
 (``max_tokens=8``, greedy) through one keep-alive connection:
 
 - first: the first request after readiness, with the new key (so it pays one argon2 verification);
-- warm: the median of the next ``--warm`` requests with the same (now cached) key.
+- warm: the median of the next ``--warm`` requests with the same (now cached) key;
+- new key: then the first request of a second new key, i.e. a warm request plus one argon2
+  verification as the proxy really pays it (its thread pool, its database read).
 
 It also times one argon2id verification of the default profile in-process. The target is
-``first <= 1.5 * warm + argon2``; the table prints the ratio ``first / (warm + argon2)`` too.
+``first <= 1.5 * warm + argon2``, with argon2 the in-process time (column ``target``), and the
+table prints ``first / new key`` too: 1.0 means the first request after start costs nothing more
+than any request with a key never seen before.
 Every request asks for the same prompt, so the runtime's prompt cache is in the same state for
 the first and the warm ones except for what start-up left cold.
 """
@@ -87,7 +91,7 @@ def chat(conn: http.client.HTTPConnection, key: str) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def one_run(warm_n: int) -> tuple[float, float, float]:
+def one_run(warm_n: int) -> tuple[float, float, float, float]:
     tmp = Path(tempfile.mkdtemp(prefix="llms-first-"))
     try:
         env = clean_env(tmp)
@@ -104,8 +108,9 @@ def one_run(warm_n: int) -> tuple[float, float, float]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             first = chat(conn, key)
             warm = statistics.median(chat(conn, key) for _ in range(warm_n))
+            new_key = chat(conn, proxy.make_key("bench-2"))
             conn.close()
-            return first, warm, ready_s
+            return first, warm, new_key, ready_s
         finally:
             proxy.stop()
             daemon.terminate()
@@ -114,21 +119,29 @@ def one_run(warm_n: int) -> tuple[float, float, float]:
 
 
 def main() -> int:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # no "not reachable yet" chatter from the harness
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warm", type=int, default=9)
     args = parser.parse_args()
     a2 = argon2_ms()
     print(f"argon2id verification (default profile): {a2:.1f} ms")
-    print(f"{'run':>3} {'ready s':>8} {'first ms':>9} {'warm ms':>8} {'first/(warm+argon2)':>20} {'target ok':>9}")
+    print(
+        f"{'run':>3} {'ready s':>8} {'first ms':>9} {'warm ms':>8} {'new key ms':>10} {'target ms':>9} "
+        f"{'first/new key':>13} {'ok':>3}"
+    )
     worst = 0.0
     for run in range(args.runs):
-        first, warm, ready_s = one_run(args.warm)
-        ratio = first / (warm + a2)
-        ok = first <= 1.5 * warm + a2
-        worst = max(worst, ratio)
-        print(f"{run:>3} {ready_s:>8.2f} {first:>9.1f} {warm:>8.1f} {ratio:>20.2f} {'yes' if ok else 'NO':>9}")
-    print(f"worst first/(warm+argon2): {worst:.2f}")
+        first, warm, new_key, ready_s = one_run(args.warm)
+        target = 1.5 * warm + a2
+        worst = max(worst, first / new_key)
+        print(
+            f"{run:>3} {ready_s:>8.2f} {first:>9.1f} {warm:>8.1f} {new_key:>10.1f} {target:>9.1f} "
+            f"{first / new_key:>13.2f} {'yes' if first <= target else 'NO':>3}"
+        )
+    print(f"worst first/new key: {worst:.2f}")
     return 0
 
 
