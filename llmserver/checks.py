@@ -93,7 +93,7 @@ def check_configuration(env: Mapping[str, str]) -> tuple[Settings, list[Finding]
 
 
 def _pair_or_credentials(name: str) -> bool:
-    return name == "CREDENTIALS_DIRECTORY" or name.startswith("LLMSERVER_TLS")
+    return name in ("CREDENTIALS_DIRECTORY", "LLMSERVER_TLS_CERT", "LLMSERVER_TLS_KEY")
 
 
 def _runtime_models(env: Mapping[str, str]) -> list[Finding]:
