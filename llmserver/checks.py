@@ -38,6 +38,8 @@ CREDENTIALS_DIR = Path("/etc/llmserver/credentials")  # what the units' LoadCred
 MIN_FREE_DATA = 1 << 30  # 1 GiB for the database, its WAL and backups
 MIN_FREE_HF_CACHE = 4 << 30  # 4 GiB: one small quantised model
 _VAR = re.compile(r"LLMSERVER_[A-Z0-9_]+")
+# Left out together when an error names no single variable (a credential file, the TLS pair).
+_LEFT_OUT_WHOLE = ("CREDENTIALS_DIRECTORY", "LLMSERVER_TLS_CERT", "LLMSERVER_TLS_KEY")
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,7 @@ def check_configuration(env: Mapping[str, str]) -> tuple[Settings, list[Finding]
             names = [n for n in _VAR.findall(str(exc)) if n in env]
             findings.append(problem("configuration", str(exc), _fix_for(names)))
             if not names:  # a bad credential file, or a pair (TLS): read the rest without them
-                env = {
-                    k: v for k, v in env.items() if k != "CREDENTIALS_DIRECTORY" and not k.startswith("LLMSERVER_TLS")
-                }
+                env = {k: v for k, v in env.items() if k not in _LEFT_OUT_WHOLE}
             for name in names:
                 env.pop(name, None)
     else:  # pragma: no cover - every round removes a variable
