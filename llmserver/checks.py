@@ -92,10 +92,6 @@ def check_configuration(env: Mapping[str, str]) -> tuple[Settings, list[Finding]
     return settings, findings
 
 
-def _pair_or_credentials(name: str) -> bool:
-    return name in ("CREDENTIALS_DIRECTORY", "LLMSERVER_TLS_CERT", "LLMSERVER_TLS_KEY")
-
-
 def _runtime_models(env: Mapping[str, str]) -> list[Finding]:
     specs = [s.strip() for s in env.get("LLMSERVER_RUNTIME_MODELS", "").split(";") if s.strip()]
     found = []
