@@ -4,7 +4,8 @@ A thread beside the daemon's loop (:class:`RuntimeSupervisor`) talks to its own
 daemon as a client would, over the endpoint it binds. Ready once every model has finished loading
 and each ready one has answered a one-token generation (so the model's first decode is paid
 here); then ``WATCHDOG=1`` after each ping its main loop answers within a second. A loop that is
-stuck answers no ping, the watchdog starves, and systemd restarts the service.
+stuck answers no ping, the watchdog starves, and systemd restarts the service. ``STOPPING=1`` is
+sent by the daemon's own signal handling (``RuntimeServer.on_stop``), at once.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class RuntimeSupervisor(threading.Thread):
         async with RuntimeClient(self._endpoint, connect_wait=0.5) as client:
             models = await self._wait_loaded(client)
             if models is None:
-                return self._say_stopping()
+                return
             for name in models:
                 await self._warm(client, name)
             self._notifier.ready(f"serving {', '.join(models) or 'no models'}")
@@ -54,7 +55,6 @@ class RuntimeSupervisor(threading.Thread):
                     log.warning("the daemon's loop did not answer a ping (%s): not feeding the watchdog", exc)
                     continue
                 self._notifier.watchdog()
-        self._say_stopping()
 
     async def _wait_loaded(self, client: RuntimeClient) -> list[str] | None:
         """Names of the ready models once none is loading; None when the daemon stops first."""
@@ -87,9 +87,6 @@ class RuntimeSupervisor(threading.Thread):
                 return True
             await asyncio.sleep(min(0.1, seconds))
         return self._stopping()
-
-    def _say_stopping(self) -> None:
-        self._notifier.stopping()
 
 
 _ONE_TOKEN = SamplingParams(max_tokens=1)

@@ -52,9 +52,17 @@ def proxy_supervision(
 
 
 async def _supervise_proxy(app: web.Application, notifier: Notifier, banner: str | None) -> None:
-    await app[warmup_key].done.wait()
-    while not _healthy(checks := await check_health(app)):
-        notifier.status(f"starting: {_describe(checks)}")
+    warmup, said = app[warmup_key], ""
+    while True:
+        if warmup.done.is_set():
+            checks = await check_health(app)
+            if _healthy(checks):
+                break
+            state = f"starting: {_describe(checks)}"
+        else:
+            state = f"starting: warm-up {warmup.state}"
+        if state != said:  # say each state once, not every 0.2 s
+            notifier.status(said := state)
         await asyncio.sleep(RETRY_EVERY)
     notifier.ready("serving")
     log.info("ready: the warm-up is done, the database and the runtime answer")

@@ -75,6 +75,7 @@ def run_runtime(args: argparse.Namespace) -> int:
     server.preload(configs)
     notifier = Notifier.from_env()
     if notifier.enabled:  # under systemd (Type=notify): READY=1, the watchdog, STOPPING=1
+        server.on_stop.append(notifier.stopping)
         RuntimeSupervisor(settings.endpoint, notifier, lambda: server.stopping).start()
     server.serve()
     return 0

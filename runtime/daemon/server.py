@@ -14,6 +14,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class RuntimeServer:
         self.boot_id = uuid.uuid4().hex
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._stopping = False
+        self.on_stop: list[Callable[[], object]] = []  # called once, when a stop is first requested
         self._pending_loads: dict[str, tuple[bytes, str]] = {}
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -83,6 +85,9 @@ class RuntimeServer:
             self.manager.load(config, self._loaded)
 
     def request_stop(self, *_: Any) -> None:
+        if not self._stopping:
+            for callback in self.on_stop:
+                callback()
         self._stopping = True
 
     @property
