@@ -206,7 +206,9 @@ def _database_file(path: Path) -> list[Finding]:
         found.append(
             note("database", f"{path} is readable by every user (mode {mode:04o}); chmod 640 keeps it private")
         )
-    return found or [ok("database", f"{path} answers, passes its check and is migrated")]
+    if not any(f.level == PROBLEM for f in found):
+        found.insert(0, ok("database", f"{path} answers, passes its check and is migrated"))
+    return found
 
 
 def _existing_parent(path: Path) -> Path:
