@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from llmserver.envfile import add_env_file_option, load_env_file
 from proxy.settings import load_settings
 from proxy.storage.backup import backup_database
 
@@ -24,10 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Safe while the proxy serves requests; FILE must not exist yet and is created with mode 0600.",
     )
     p.add_argument("file", metavar="FILE", type=Path, help="the new backup file")
+    add_env_file_option(p)
     p.set_defaults(func=run_backup)
 
 
 def run_backup(args: argparse.Namespace) -> int:
+    load_env_file(args.env_file)
     source = load_settings().database_path
     target = args.file.expanduser().absolute()
     started = time.perf_counter()

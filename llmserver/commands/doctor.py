@@ -16,6 +16,7 @@ import sys
 
 from llmserver import checks
 from llmserver.checks import PROBLEM, Finding
+from llmserver.envfile import add_env_file_option, load_env_file
 from llmserver.logging import configure_logging
 
 
@@ -26,10 +27,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Check configuration, secrets and their file modes, the database, the runtime and its "
         "models, the NPU and free disk. Exit status 1 when something is wrong.",
     )
+    add_env_file_option(p)
     p.set_defaults(func=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
+    load_env_file(args.env_file)
     configure_logging("ERROR")  # the findings say it all; no retry chatter from the runtime client
     findings = diagnose()
     for finding in findings:

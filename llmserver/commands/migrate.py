@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmserver.envfile import add_env_file_option, load_env_file
 from proxy.settings import load_settings
 from proxy.storage.migrate import apply_migrations, pending_migrations
 
@@ -21,10 +22,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Apply the pending migrations to the database of LLMSERVER_DATABASE_URL.",
     )
     p.add_argument("--show", action="store_true", help="list the pending migrations; change nothing")
+    add_env_file_option(p)
     p.set_defaults(func=run_migrate)
 
 
 def run_migrate(args: argparse.Namespace) -> int:
+    load_env_file(args.env_file)
     path = load_settings().database_path
     if args.show:
         pending = pending_migrations(path)

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmserver.envfile import add_env_file_option, load_env_file
 from proxy.settings import load_settings
 from proxy.storage.backup import restore_database
 from proxy.storage.servinglock import exclusive
@@ -26,10 +27,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "LLMSERVER_DATABASE_URL; the current database is kept aside. Refuses while a proxy serves it.",
     )
     p.add_argument("file", metavar="FILE", type=Path, help="a file made by llmserver backup")
+    add_env_file_option(p)
     p.set_defaults(func=run_restore)
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    load_env_file(args.env_file)
     live = load_settings().database_path
     copy = args.file.expanduser().absolute()
     with exclusive(live):
