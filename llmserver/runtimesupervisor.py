@@ -22,7 +22,6 @@ from runtime.api.protocol import SamplingParams
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 5.0  # seconds between pings when systemd asks for no watchdog
 RETRY_EVERY = 0.2  # seconds between looks at the models while they load
 
 
@@ -47,8 +46,8 @@ class RuntimeSupervisor(threading.Thread):
                 await self._warm(client, name)
             self._notifier.ready(f"serving {', '.join(models) or 'no models'}")
             log.info("ready: serving %s", ", ".join(models) or "no models")
-            interval = self._notifier.watchdog_interval or CHECK_EVERY
-            while not await self._sleep(interval):
+            interval = self._notifier.watchdog_interval
+            while interval is not None and not await self._sleep(interval):
                 try:
                     await client.ping(timeout=1.0)
                 except RuntimeClientError as exc:

@@ -28,7 +28,6 @@ from proxy.openai.ops import check_health
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 5.0  # seconds between health checks when systemd asks for no watchdog
 RETRY_EVERY = 0.2  # seconds between readiness checks while starting
 
 
@@ -69,8 +68,8 @@ async def _supervise_proxy(app: web.Application, notifier: Notifier, banner: str
     if banner is not None:
         sys.stdout.write(banner + "\n")
         sys.stdout.flush()
-    interval = notifier.watchdog_interval or CHECK_EVERY
-    while True:
+    interval = notifier.watchdog_interval
+    while interval is not None:  # systemd asked for a watchdog
         await asyncio.sleep(interval)
         checks = await check_health(app)
         if _healthy(checks):
