@@ -66,7 +66,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_migrate_shows_then_applies(tmp_path: Path) -> None:
     env = clean_env(tmp_path) | {"LLMSERVER_DATABASE_URL": f"sqlite:///{tmp_path}/db/app.db"}
     env_file = tmp_path / "llmserver.env"  # as the units read it: comments, quotes
-    env_file.write_text(f"# settings\nLLMSERVER_DATABASE_URL=\"sqlite:///{tmp_path}/elsewhere/app.db\"\n")
+    env_file.write_text(f'# settings\nLLMSERVER_DATABASE_URL="sqlite:///{tmp_path}/elsewhere/app.db"\n')
     elsewhere = llmserver("migrate", "--env-file", str(env_file), env=clean_env(tmp_path))
     assert elsewhere.returncode == 0 and (tmp_path / "elsewhere" / "app.db").is_file(), elsewhere.stderr
     shown = llmserver("migrate", "--show", env=env)
