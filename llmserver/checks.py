@@ -25,6 +25,7 @@ from typing import Any
 from proxy.errors import ProxyError, SettingsError
 from proxy.settings import Settings, load_settings
 from proxy.storage.migrate import BUSY_TIMEOUT_MS, applied_migrations, known_migrations
+from proxy.storage.servinglock import is_served
 from proxy.storage.vault import parse_hex_key
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import ModelSpecError, RuntimeClientError
@@ -206,6 +207,8 @@ def _database_file(path: Path) -> list[Finding]:
         found.append(
             note("database", f"{path} is readable by every user (mode {mode:04o}); chmod 640 keeps it private")
         )
+    if is_served(path):
+        found.append(note("database", "a running proxy serves it (llmserver restore would refuse now)"))
     if not any(f.level == PROBLEM for f in found):
         found.insert(0, ok("database", f"{path} answers, passes its check and is migrated"))
     return found
