@@ -86,6 +86,7 @@ def test_notifier_speaks_to_abstract_sockets_and_respects_watchdog_pid() -> None
     assert not Notifier.from_env({}).enabled and not Notifier.from_env({}).ready("x")
 
 
+@pytest.mark.timeout(300)  # a model loads and warms up: slow on a busy machine
 def test_the_runtime_is_ready_after_it_answers_and_feeds_its_watchdog(
     make_daemon: type[Daemon], listener: Listener
 ) -> None:
@@ -104,6 +105,7 @@ def test_the_runtime_is_ready_after_it_answers_and_feeds_its_watchdog(
     assert daemon.proc.wait(30) == 0
 
 
+@pytest.mark.timeout(300)
 def test_the_proxy_is_ready_only_when_it_serves_and_starves_its_watchdog_without_a_database(
     make_daemon: type[Daemon], make_proxy: object, listener: Listener
 ) -> None:
@@ -118,7 +120,7 @@ def test_the_proxy_is_ready_only_when_it_serves_and_starves_its_watchdog_without
     with urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/readyz", timeout=5) as r:
         assert r.status == 200
     key = proxy.make_key("notify")
-    client = OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0, timeout=30)
+    client = OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0, timeout=120)
     answer = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
     assert answer.usage is not None and answer.usage.completion_tokens > 0
     client.close()
