@@ -6,19 +6,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llmserver import up
-from llmserver.commands import admin, chat, keys, proxy, runtime
+from llmserver import __version__, up
+from llmserver.commands import admin, backup, chat, doctor, keys, migrate, proxy, restore, runtime
 from llmserver.commands import models as models_command
 from llmserver.commands import vault as vault_command
 from proxy.errors import ProxyError
 from proxy.storage.errors import StorageError
 from runtime.api.errors import RuntimeServiceError
 
-COMMANDS = (up, proxy, runtime, chat, keys, admin, models_command, vault_command)
+COMMANDS = (up, proxy, runtime, chat, keys, admin, models_command, vault_command, migrate, backup, restore, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmserver", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--version", action="version", version=f"llmserver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)

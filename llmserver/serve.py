@@ -5,6 +5,11 @@
 the OpenAI envelope), one TCP site, a loop exception handler that turns failed ``accept()`` calls
 into one warning a minute, and a clean stop on SIGINT or SIGTERM. Start-up problems (the port taken,
 the database not writable) surface as :class:`ServeError`, one sentence naming the setting or path.
+
+While it serves, the process holds the database's serving lock (``llmserver restore`` refuses to
+run under it) and tells systemd and the terminal the truth about its state
+(:mod:`llmserver.supervision`): ``READY=1`` and ``llmserver up``'s banner come only once the warm-up
+is done and the database and the runtime answer.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import sys
 from aiohttp import web
 
 from admin_ui.app import create_admin_app
+from llmserver.sdnotify import Notifier
+from llmserver.supervision import proxy_supervision
 from proxy.app import create_app
 from proxy.appkeys import db_key, runtime_key
 from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
+from proxy.storage.servinglock import serving
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +59,27 @@ def build_app(settings: Settings) -> web.Application:
 
 def serve(settings: Settings, print_ready: str | None = None) -> None:
     """Serve until SIGINT or SIGTERM; :class:`ServeError` when it cannot start."""
-    asyncio.run(_serve(settings, print_ready))
+    try:
+        lock = serving(settings.database_path)
+        lock.__enter__()
+    except OSError as exc:
+        raise ServeError(
+            f"the database directory {settings.database_path.parent} cannot be used: {exc.strerror or exc}"
+        ) from None
+    try:
+        asyncio.run(_serve(settings, print_ready))
+    finally:
+        lock.__exit__(None, None, None)
 
 
 async def _serve(settings: Settings, print_ready: str | None) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptErrorFilter())
     guard = ConnectionGuard(connection_limit(settings.max_connections), settings.header_timeout, settings.write_timeout)
+    app = build_app(settings)
+    app.cleanup_ctx.append(proxy_supervision(Notifier.from_env(), print_ready))  # READY=1 and the banner
     runner = GuardedAppRunner(
-        build_app(settings),
+        app,
         guard,
         access_log=logging.getLogger("llmserver.access") if settings.log_level == "DEBUG" else None,
         handler_cancellation=False,
@@ -74,9 +94,6 @@ async def _serve(settings: Settings, print_ready: str | None) -> None:
     try:
         await _start(runner, settings)
         log.info("serving on %s:%d (at most %d connections)", settings.bind_host, settings.bind_port, guard.limit)
-        if print_ready:
-            sys.stdout.write(print_ready + "\n")
-            sys.stdout.flush()
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

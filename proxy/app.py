@@ -22,6 +22,7 @@ from proxy.appkeys import (
     runtime_key,
     settings_key,
     verifier_key,
+    warmup_key,
 )
 from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
@@ -30,8 +31,9 @@ from proxy.lifecycle.service import Lifecycle
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
+from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
-from proxy.middleware import auth_middleware, error_middleware, request_id_middleware
+from proxy.middleware import access_log_middleware, auth_middleware, error_middleware, request_id_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.speech.routes import setup_speech
@@ -48,7 +50,7 @@ RECLAIM_EVERY = 60.0  # seconds between sweeps for reservations left by a proces
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Database | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, cors_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, access_log_middleware, cors_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
@@ -60,6 +62,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     )
     app.cleanup_ctx.append(_lifecycle(reconcile=runtime is None))
     app.cleanup_ctx.extend([_services, _reclaimer, _retention])
+    app.cleanup_ctx.append(_warmup)
     setup_routes(app)
     setup_speech(app)
     return app
@@ -128,6 +131,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # The server cancelled what was still running; let those requests write their rows before the
     # database closes (its cleanup runs after this one).
     await app[generations_key].drain(timeout=10.0)
+
+
+async def _warmup(app: web.Application) -> AsyncIterator[None]:
+    """Pay the first request's one-time costs in the background; ``/readyz`` waits for it."""
+    warmup = app[warmup_key] = Warmup(app[runtime_key])
+    task = asyncio.create_task(warmup.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _reclaimer(app: web.Application) -> AsyncIterator[None]:

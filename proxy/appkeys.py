@@ -8,6 +8,7 @@ from aiohttp import web
 from proxy.auth.verifier import KeyVerifier
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.generation import Generations, RequestIds
+from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.storage.api_keys import ApiKey
@@ -22,6 +23,7 @@ catalog_key = web.AppKey("catalog", ModelCatalog)
 metrics_key = web.AppKey("metrics", Metrics)
 generations_key = web.AppKey("generations", Generations)
 lifecycle_key = web.AppKey("lifecycle", Lifecycle)
+warmup_key = web.AppKey("warmup", Warmup)
 
 request_ids_key = web.RequestKey("request_ids", RequestIds)
 api_key_key = web.RequestKey("api_key", ApiKey)

@@ -1,4 +1,4 @@
-"""The proxy's middlewares, in order: request id -> errors -> auth.
+"""The proxy's middlewares, in order: request id -> access log -> errors -> auth.
 
 The error middleware is the only place an exception becomes a response: an
 ``ApiError`` its envelope, an aiohttp HTTP error the same envelope with its
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy import accesslog
 from proxy.appkeys import api_key_key, metrics_key, request_ids_key, settings_key, verifier_key
 from proxy.auth.clientaddr import client_address
 from proxy.errors import ApiError, AuthenticationError, VerifierBusyError, unavailable
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 KEY_HEADERS = ("X-API-Key", "api-key")
+_PROBES = ("/healthz", "/readyz", "/metrics")  # polled every few seconds: their lines go at DEBUG
 _NO_KEY = (
     "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
     "(or in an 'X-API-Key' or 'api-key' header)."
@@ -47,6 +50,34 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         if ids.client:
             response.headers["x-client-request-id"] = ids.client
     return response
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request that no generation logged itself (:mod:`proxy.accesslog`)."""
+    started = time.perf_counter()
+    token = accesslog.begin()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # a redirect or the like, passed through by the error middleware
+        status = exc.status
+        raise
+    finally:
+        if not accesslog.end(token):
+            key = request.get(api_key_key)
+            accesslog.log_request(
+                request_id=request[request_ids_key].server,
+                method=request.method,
+                path=request.path,
+                status=status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                key_id=key.id if key is not None else None,
+                client_request_id=request[request_ids_key].client,
+                quiet=request.path in _PROBES,
+            )
 
 
 @web.middleware

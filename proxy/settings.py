@@ -31,6 +31,7 @@ T = TypeVar("T")
 DEFAULT_DATABASE_URL = "sqlite://data/app.db"
 DEFAULT_BIND_ADDRESS = "0.0.0.0:8443"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -52,6 +53,7 @@ class Settings:
     tls_key: Path | None = None
     allow_insecure_http: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
     max_body_bytes: int = 1024 * 1024
     max_tokens_limit: int = 8192
     default_max_tokens: int = 512
@@ -141,6 +143,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls_key=tls_key,
         allow_insecure_http=reader.flag("LLMSERVER_ALLOW_INSECURE_HTTP"),
         log_level=reader.choice("LLMSERVER_LOG_LEVEL", LOG_LEVELS, "INFO"),
+        log_format=reader.choice("LLMSERVER_LOG_FORMAT", LOG_FORMATS, "text"),
         max_body_bytes=reader.integer("LLMSERVER_MAX_BODY_BYTES", 1024 * 1024, 1024, 1 << 31),
         max_tokens_limit=reader.integer("LLMSERVER_MAX_TOKENS_LIMIT", 8192, 1, 10_000_000),
         default_max_tokens=reader.integer("LLMSERVER_DEFAULT_MAX_TOKENS", 512, 1, 10_000_000),

@@ -118,7 +118,11 @@ class Proxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout: float = 30.0) -> Proxy:
+    def start(self, timeout: float = 60.0) -> Proxy:
+        """Start the proxy and wait until it is ready (``/readyz``: warm-up done), or until it says its
+        runtime is unreachable (the tests of a runtime that is down: nothing to wait for)."""
+        import json
+        import urllib.error
         import urllib.request
 
         log = self.log_path.open("ab")
@@ -135,12 +139,35 @@ class Proxy:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"proxy exited early:\n{self.log_path.read_text()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError as exc:
+                if json.loads(exc.read())["checks"].get("runtime") == "unreachable":
+                    return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError("proxy did not start")
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
+        """Wait until ``/readyz`` answers 200 (warm-up done); its checks."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        end = time.monotonic() + timeout
+        body: dict[str, dict[str, str]] = {}
+        while time.monotonic() < end:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
+                    return dict(json.loads(r.read())["checks"])
+            except urllib.error.HTTPError as exc:
+                body = json.loads(exc.read())
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"proxy not ready in {timeout}s: {body}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

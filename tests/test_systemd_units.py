@@ -1,8 +1,10 @@
 """The systemd units, sysusers/tmpfiles snippets and example settings a sysadmin installs.
 
-The units are read with configparser; when the machine has systemd's tools, they check the files
-too: ``systemd-analyze verify`` (any warning fails), ``systemd-analyze security`` and applying the
-sysusers/tmpfiles snippets to a scratch root.
+The units are read with configparser, and checked with systemd's own tools: ``systemd-analyze
+verify`` (any warning fails), ``systemd-analyze security --offline=yes`` (each unit 2.5 or better)
+and applying the sysusers/tmpfiles snippets to a scratch root. ``make setup`` installs systemd's
+tools where they are missing (Debian: ``apt-get install systemd``); a machine without them fails
+these tests rather than skipping them (issue 13).
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def test_units_start_the_runtime_and_the_proxy(runtime: Unit, proxy: Unit) -> No
     assert proxy["Service"]["ExecStart"] == f"{BINARY} proxy"
     for u in (runtime, proxy):
         service = u["Service"]
-        assert service["Type"] == "simple" and service["User"] == "llmserver"
+        assert service["Type"] == "notify" and service["User"] == "llmserver"
+        assert service["NotifyAccess"] == "main" and int(service["WatchdogSec"]) > 0
+        assert int(service["LimitNOFILE"]) >= 65536
         assert service["Restart"] == "on-failure"
         assert service["KillSignal"] == "SIGTERM" and service["TimeoutStopSec"] == "30"
         assert "-/etc/llmserver/llmserver.env" in values(u, "Service", "EnvironmentFile")
@@ -87,7 +91,7 @@ def test_units_start_the_runtime_and_the_proxy(runtime: Unit, proxy: Unit) -> No
 
 def test_the_proxy_starts_after_the_runtime_and_finds_its_socket(runtime: Unit, proxy: Unit) -> None:
     assert RUNTIME_UNIT in proxy["Unit"]["After"].split()
-    assert RUNTIME_UNIT in proxy["Unit"]["Wants"].split()
+    assert RUNTIME_UNIT in proxy["Unit"]["Requires"].split()
     assert runtime["Service"]["RuntimeDirectory"] == "llmserver"
     # The proxy cannot write /run/llmserver, so the endpoint must be given, and be the same.
     for u in (runtime, proxy):
@@ -166,8 +170,7 @@ def test_example_model_configs_load_as_model_configs() -> None:
 
 def _tool(name: str) -> str:
     path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed here (Debian: apt-get install systemd); the checks above ran")
+    assert path is not None, f"{name} is not installed here: run make setup (Debian: apt-get install systemd)"
     return path
 
 
@@ -195,16 +198,16 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
 def test_systemd_analyze_security_rates_the_units_ok(tmp_path: Path, name: str) -> None:
     analyze = _tool("systemd-analyze")
     path = next(p for p in _units_in(tmp_path) if p.name == name)
-    # Exposure 0-10 (here x10): 3.0 or below is "OK" (green); both units score about 2.
+    # Exposure 0-10 (the threshold is x10): issue 13 asks for 2.5 or better; today 2.1 and 1.8.
     out = subprocess.run(
-        [analyze, "security", "--offline=yes", "--threshold=30", "--no-pager", str(path)],
+        [analyze, "security", "--offline=yes", "--threshold=25", "--no-pager", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    if "--offline" in out.stderr and "unrecognized option" in out.stderr:
-        pytest.skip("this systemd-analyze has no offline security mode (needs systemd 250+)")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+    assert score is not None and float(score.group(1)) <= 2.5, out.stdout[-500:]
 
 
 def test_sysusers_and_tmpfiles_apply_to_a_scratch_root(tmp_path: Path) -> None:
@@ -245,3 +248,34 @@ def _read_by(var: str, package: str) -> bool:
 
 def _names_in(folder: Path) -> set[str]:
     return {v for path in folder.rglob("*.py") for v in re.findall(r"LLMSERVER_[A-Z0-9_]+", path.read_text())}
+
+
+def test_the_install_script_puts_everything_in_place(tmp_path: Path) -> None:
+    """``make install-systemd`` into a scratch root (DESTDIR: files only, no apt, pip or systemctl)."""
+    if os.geteuid() != 0:
+        pytest.skip("the install script runs as root (it chowns to the llmserver user)")
+    _tool("systemd-sysusers")
+    env = {**os.environ, "DESTDIR": str(tmp_path), "PREFIX": "/srv/llm"}
+    for _ in range(2):  # a second run keeps the secrets and the settings
+        out = subprocess.run(["sh", str(SYSTEMD / "install.sh")], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        if _ == 0:
+            first_key = (tmp_path / "etc/llmserver/credentials/encryption-key").read_text()
+    credentials = tmp_path / "etc/llmserver/credentials"
+    assert (credentials / "encryption-key").read_text() == first_key
+    for name, hex_chars in (("encryption-key", 64), ("session-key", 128)):
+        assert len((credentials / name).read_text().strip()) == hex_chars
+        assert (credentials / name).stat().st_mode & 0o777 == 0o600
+    assert credentials.stat().st_mode & 0o777 == 0o700
+    settings = tmp_path / "etc/llmserver/llmserver.env"
+    assert settings.stat().st_mode & 0o777 == 0o640
+    gid = next(
+        int(line.split(":")[2])
+        for line in (tmp_path / "etc/group").read_text().splitlines()
+        if line.startswith("llmserver:")
+    )
+    assert settings.stat().st_gid == gid
+    for name in UNITS:
+        installed = (tmp_path / "etc/systemd/system" / name).read_text()
+        assert installed == (SYSTEMD / name).read_text().replace(BINARY, "/srv/llm/.venv/bin/llmserver")
+    assert (tmp_path / "var/lib/llmserver").stat().st_mode & 0o777 == 0o750

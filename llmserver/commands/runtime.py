@@ -8,6 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from llmserver.logging import configure_logging
+from llmserver.runtimesupervisor import RuntimeSupervisor
+from llmserver.sdnotify import Notifier
 from runtime.api.errors import RuntimeServiceError
 from runtime.api.models import ModelConfig, parse_model_spec
 from runtime.backends.base import BackendError
@@ -65,21 +68,17 @@ def run_runtime(args: argparse.Namespace) -> int:
         overrides["queue_depth"] = args.queue_depth
     if overrides:
         settings = type(settings)(**{**settings.__dict__, **overrides})
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     configs = model_configs(args.model, args.no_demo)
     server = RuntimeServer(settings)
     server.bind()
     server.preload(configs)
+    notifier = Notifier.from_env()
+    if notifier.enabled:  # under systemd (Type=notify): READY=1, the watchdog, STOPPING=1
+        server.on_stop.append(notifier.stopping)
+        RuntimeSupervisor(settings.endpoint, notifier, lambda: server.stopping).start()
     server.serve()
     return 0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

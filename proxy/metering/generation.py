@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from proxy import accesslog
 from proxy.errors import ApiError
 from proxy.metering.admission import Admission, Ticket
 from proxy.metering.request import GenerationRequest
@@ -294,6 +295,19 @@ class Generation:
             ttft_ms=round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
             streamed=self.req.stream,
             client_disconnected=disconnected,
+        )
+        accesslog.log_request(
+            request_id=self.ids.server,
+            method="POST",
+            path=self.endpoint,
+            status=status,
+            latency_ms=latency_ms,
+            key_id=self.key.id,
+            model=self.req.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            ttft_ms=self.ttft_ms,
+            client_request_id=self.ids.client,
         )
         metrics = self.service.metrics
         metrics.observe(self.endpoint, self.model_label, status, latency_ms, self.ttft_ms)

@@ -1,4 +1,10 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``."""
+"""``/healthz``, ``/readyz`` and ``/metrics``, and the health check behind them.
+
+``/healthz`` says the process answers. ``/readyz`` says it can serve: :func:`check_health` (the
+database answers and its file is still where it was opened; the runtime answers a ping) and the
+warm-up is done (:mod:`proxy.metering.warmup`), so that the first request after ``ready`` costs
+what a warm one does. The systemd watchdog is fed from :func:`check_health` too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from proxy.appkeys import db_key, metrics_key, runtime_key
+from proxy.appkeys import db_key, metrics_key, runtime_key, warmup_key
 from runtime.api.errors import RuntimeClientError
 
 log = logging.getLogger(__name__)
@@ -17,22 +23,35 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def check_health(app: web.Application) -> dict[str, str]:
+    """``{"database": ..., "runtime": ...}``, each ``"ok"`` or why not (details go to the log)."""
     checks: dict[str, str] = {}
+    db = app[db_key]
     try:
-        await request.app[db_key].execute_read(lambda conn: conn.execute("SELECT 1").fetchone())
-        checks["database"] = "ok"
+        await db.execute_read(lambda conn: conn.execute("SELECT count(*) FROM api_keys").fetchone())
+        # A file deleted or moved under a running proxy still answers on the open connection,
+        # but nothing written there would survive: that is not healthy.
+        checks["database"] = "ok" if db.path.exists() else "missing"
+        if checks["database"] != "ok":
+            log.warning("health: the database file %s is gone", db.path)
     except Exception as exc:
-        log.warning("readiness: the database did not answer: %s", exc)
+        log.warning("health: the database did not answer: %s", exc)
         checks["database"] = "unavailable"
     try:
-        await asyncio.wait_for(request.app[runtime_key].ping(timeout=1.0), 1.5)
+        await asyncio.wait_for(app[runtime_key].ping(timeout=1.0), 1.5)
         checks["runtime"] = "ok"
     except (RuntimeClientError, asyncio.TimeoutError) as exc:  # details in the log, not to anyone who asks
-        log.warning("readiness: the runtime did not answer: %s", exc or type(exc).__name__)
+        log.warning("health: the runtime did not answer: %s", exc or type(exc).__name__)
         checks["runtime"] = "unreachable"
+    app[metrics_key].runtime_up.set(1 if checks["runtime"] == "ok" else 0)
+    return checks
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await check_health(request.app)
+    warmup = request.app[warmup_key]
+    checks["warmup"] = "ok" if warmup.done.is_set() else warmup.state
     ok = all(v == "ok" for v in checks.values())
-    request.app[metrics_key].runtime_up.set(1 if checks["runtime"] == "ok" else 0)
     return web.json_response({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
 
 

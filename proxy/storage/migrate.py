@@ -96,3 +96,32 @@ def _no_space(path: Path) -> bool:
         return shutil.disk_usage(path.parent).free == 0
     except OSError:
         return False
+
+
+def known_migrations(migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """The ids of the migrations this code ships, in order."""
+    return sorted(path.stem for path in migrations_dir.glob("*.sql"))
+
+
+def applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    """The ids yoyo recorded as applied in ``conn``'s database (none for a database it never saw)."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "_yoyo_migration" not in tables:
+        return []
+    return sorted(row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration"))
+
+
+def pending_migrations(path: Path, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Migrations not yet applied to the database at ``path``, read-only (a missing file: all of them)."""
+    known = known_migrations(migrations_dir)
+    if not path.exists():
+        return known
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            applied = set(applied_migrations(conn))
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot read the database at {path}: {exc}") from exc
+    return [m for m in known if m not in applied]

@@ -55,6 +55,7 @@ class RuntimeServer:
         self.boot_id = uuid.uuid4().hex
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._stopping = False
+        self.on_stop: list[Callable[[], object]] = []  # called once, when a stop is first requested
         self._pending_loads: dict[str, tuple[bytes, str]] = {}
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -86,7 +87,15 @@ class RuntimeServer:
             self.manager.load(config, self._loaded)
 
     def request_stop(self, *_: Any) -> None:
+        if not self._stopping:
+            for callback in self.on_stop:
+                callback()
         self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """True once SIGTERM/SIGINT (or :meth:`request_stop`) asked the daemon to stop."""
+        return self._stopping
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT, then drain within the grace period and close."""

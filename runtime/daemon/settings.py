@@ -26,6 +26,7 @@ class RuntimeSettings:
     log_level: str
     stream_interval_ms: int = DEFAULT_STREAM_INTERVAL_MS
     compute_nice: int = DEFAULT_COMPUTE_NICE
+    log_format: str = "text"
 
 
 def load_runtime_settings(env: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -39,6 +40,7 @@ def load_runtime_settings(env: Mapping[str, str] | None = None) -> RuntimeSettin
         log_level=env.get("LLMSERVER_LOG_LEVEL", "INFO").upper(),
         stream_interval_ms=_int_var(env, "LLMSERVER_RUNTIME_STREAM_INTERVAL_MS", DEFAULT_STREAM_INTERVAL_MS, 0, 1000),
         compute_nice=_int_var(env, "LLMSERVER_RUNTIME_COMPUTE_NICE", DEFAULT_COMPUTE_NICE, 0, 19),
+        log_format=_log_format(env),
     )
 
 
@@ -57,4 +59,11 @@ def _int_var(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) 
         raise ModelSpecError(f"{name} must be an integer, got {raw!r}") from None
     if not lo <= value <= hi:
         raise ModelSpecError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("LLMSERVER_LOG_FORMAT") or "text").strip().lower()
+    if value not in ("text", "json"):
+        raise ModelSpecError(f"LLMSERVER_LOG_FORMAT must be text or json, got {value!r}")
     return value
