@@ -82,7 +82,11 @@ def test_units_start_the_runtime_and_the_proxy(runtime: Unit, proxy: Unit) -> No
         service = u["Service"]
         assert service["Type"] == "notify" and service["User"] == "llmserver"
         assert service["NotifyAccess"] == "main" and int(service["WatchdogSec"]) > 0
-        assert int(service["LimitNOFILE"]) >= 65536
+    # The proxy's connection bound derives from its open-file limit; the daemon holds a few sockets and files.
+    assert int(proxy["Service"]["LimitNOFILE"]) >= 65536
+    assert int(runtime["Service"]["LimitNOFILE"]) >= 1024
+    for u in (runtime, proxy):
+        service = u["Service"]
         assert service["Restart"] == "on-failure"
         assert service["KillSignal"] == "SIGTERM" and service["TimeoutStopSec"] == "30"
         assert "-/etc/llmserver/llmserver.env" in values(u, "Service", "EnvironmentFile")

@@ -16,7 +16,7 @@ from proxy.appkeys import metrics_key
 from proxy.settings import Settings
 from proxy.storage.api_keys import KeyRepository
 from proxy.storage.database import Database
-from tests.fake_runtime import FakeRuntime
+from tests.fake_runtime import FakeRuntime, FakeStream
 
 
 @dataclass
@@ -41,6 +41,10 @@ class InProcess:
             return list(conn.execute(sql, args))
         finally:
             conn.close()
+
+    def requests(self) -> list[FakeStream]:
+        """The runtime streams of client requests (not the proxy's one-token warm-up at start)."""
+        return [s for s in self.runtime.streams if s.params.max_tokens > 1]
 
     def ledger_failures(self) -> float:
         return float(self.server.app[metrics_key].ledger_failures._value.get())  # type: ignore[index]

@@ -55,7 +55,7 @@ async def test_a_key_with_little_quota_left_is_usable_to_its_end(app: InProcess)
     body = await r.json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["total_tokens"] <= 400
-    assert app.runtime.streams[-1].params.max_tokens == 400 - body["usage"]["prompt_tokens"]
+    assert app.requests()[-1].params.max_tokens == 400 - body["usage"]["prompt_tokens"]
     used = app.rows("SELECT tokens_used FROM api_keys WHERE id = ?", key_id)[0][0]
     assert used == body["usage"]["total_tokens"]
     no_reservation(app, key_id)

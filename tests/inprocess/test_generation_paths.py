@@ -165,7 +165,7 @@ async def test_readyz_says_so_when_the_database_is_gone(app: InProcess) -> None:
     r = await app.http.get("/readyz")
     assert r.status == 503
     body = await r.json()
-    assert body["checks"] == {"database": "unavailable", "runtime": "ok"}
+    assert body["checks"]["database"] == "unavailable" and body["checks"]["runtime"] == "ok"
 
 
 @pytest.mark.asyncio
@@ -181,7 +181,7 @@ async def test_a_stream_cancelled_at_shutdown_still_leaves_its_row(app: InProces
     status, prompt, completion, disconnected = one_row(app, key_id)
     assert (status, completion, disconnected) == (499, 3, 0) and prompt > 0
     no_reservation(app, key_id)
-    assert app.runtime.streams[-1].aborted
+    assert app.requests()[-1].aborted
 
 
 @pytest.mark.asyncio
@@ -204,7 +204,7 @@ async def test_a_chunk_writer_that_raises_still_leaves_the_row(app: InProcess, m
     status, _, completion, _ = one_row(app, key_id)
     assert status == 500 and completion == 2  # two pieces had been taken from the model
     no_reservation(app, key_id)
-    assert app.runtime.streams[-1].aborted
+    assert app.requests()[-1].aborted
 
 
 @pytest.mark.asyncio
@@ -212,7 +212,7 @@ async def test_a_client_gone_before_the_first_text_is_unbilled_and_aborted(app: 
     app.runtime.scripts["fake"] = Script(pieces=["late"], delay=30)
     key, key_id = await app.key(token_limit=10_000)
     task = asyncio.ensure_future(app.http.post(CHAT, json=chat(), headers=auth(key)))
-    while not app.runtime.streams:
+    while not app.requests():
         await asyncio.sleep(0.01)
     task.cancel()  # the client closes its connection
     for _ in range(200):
@@ -220,5 +220,5 @@ async def test_a_client_gone_before_the_first_text_is_unbilled_and_aborted(app: 
             break
         await asyncio.sleep(0.02)
     assert one_row(app, key_id) == (499, 0, 0, 1)
-    assert app.runtime.streams[-1].aborted
+    assert app.requests()[-1].aborted
     no_reservation(app, key_id)
