@@ -10,7 +10,7 @@ from aiohttp import web
 
 from admin_ui.app import create_admin_app
 from proxy.app import create_app
-from proxy.appkeys import db_key, runtime_key
+from proxy.appkeys import db_key, lifecycle_key, runtime_key
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,10 @@ def build_app(settings: Settings) -> web.Application:
     if settings.session_key is None:
         log.warning("the admin console at /admin is off: LLMSERVER_SESSION_KEY is not set")
         return app
-    app.add_subapp("/admin", create_admin_app(settings, db=lambda: app[db_key], runtime=lambda: app[runtime_key]))
+    admin = create_admin_app(
+        settings, db=lambda: app[db_key], runtime=lambda: app[runtime_key], lifecycle=lambda: app[lifecycle_key]
+    )
+    app.add_subapp("/admin", admin)
     return app
 
 
