@@ -6,8 +6,10 @@ database writer. The same goes for the model lifecycle: ``lifecycle=`` gives the
 action in the console pokes the proxy's reconciler at once); alone, the console makes its own,
 registry only (the proxy's reconciler, polling the database, acts on what it changes). The model
 and Hugging Face token JSON API (``admin_ui.api``) answers at ``/admin/api/models`` and
-``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`). Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer
-to inner: security headers and errors, the encrypted session, authentication and CSRF.
+``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`).
+
+Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer to inner:
+security headers and errors, the encrypted session, authentication and CSRF.
 
 Reads go through ``Database.execute_read`` (a small pool of read-only connections on threads, set up
 like every other connection here: WAL, busy timeout, ``query_only``), not through aiosqlite: it is

@@ -37,6 +37,8 @@ def bearer_auth(token: str) -> Auth:
             raise error(401, "authentication required", "unauthorized")
 
     return check
+
+
 BAD_NAMES = ["../x", "..", "a/b", "a\\b", "x..y", ".hidden", "", "n" * 65, "sp ace", "é"]
 
 
