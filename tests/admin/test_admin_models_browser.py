@@ -47,10 +47,10 @@ def _progress(page: Page) -> float:
 def test_an_admin_stores_a_token_runs_a_hub_model_watches_it_download_and_chats_with_it(
     make_daemon: Any,
     make_proxy: Any,
-    pages: Any,
+    pages: Any,  # noqa: F811 (the fixture imported above)
     openai_client: Any,
     slow_hub: Hub,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     daemon: Daemon = make_daemon("--no-demo").start(ready_models=())
     proxy: Proxy = make_proxy(
