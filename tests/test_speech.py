@@ -342,13 +342,21 @@ async def test_the_catalog_reads_the_registry_and_falls_back_to_the_default_toke
     tokens, models = TokenStore(db, Vault(ENCRYPTION_KEY)), ModelStore(db, tmp_path / "config")
     await tokens.add("default", HF_TOKEN, default=True)
     own = await tokens.add("own", "hf_owntokenowntoken")
-    await models.create("voice", kind="tts", source_repo="acme/tts", hf_token_id=own.id, desired_state="running")
+    await models.create(
+        "voice",
+        kind="tts",
+        source_repo="acme/tts",
+        hf_token_id=own.id,
+        desired_state="running",
+        params={"voices": "af_heart, am_adam"},  # as `llmserver models add --param voices=af_heart,am_adam` stores it
+    )
     await models.create("ears", kind="stt", source_repo="acme/stt", params={"voices": ["x"]})
     await models.create("text", local_path="/m.gguf")
     catalog = RegistryCatalog(models, tokens, keyed=True)
 
     voice, ears = await catalog.resolve("voice"), await catalog.resolve("ears")
     assert voice is not None and voice.token == "hf_owntokenowntoken" and voice.running and voice.repo == "acme/tts"
+    assert voice.voices == ("af_heart", "am_adam")
     assert ears is not None and ears.token == HF_TOKEN and not ears.running and ears.voices == ("x",)
     assert HF_TOKEN not in repr(ears)
     assert await catalog.resolve("text") is None and await catalog.resolve("../x") is None

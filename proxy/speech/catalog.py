@@ -8,7 +8,7 @@ over the registry's own API, the same one the lifecycle, the CLI and the console
   speech models) gives ``source_repo`` (the Hugging Face repository the inference service runs),
   ``desired_state`` (``running`` = served; the model is remote, so starting it only marks it so),
   ``hf_token_id`` (the model's own stored token) and ``params`` (``voices`` lists the voices a TTS
-  model accepts).
+  model accepts: a list, or a comma-separated string).
 - :class:`~proxy.storage.hf_tokens.TokenStore`: ``reveal(hf_token_id)`` decrypts the model's token,
   or the default token when the model names none (AES-GCM with the row id as associated data, so a
   ciphertext moved to another row does not decrypt). With no token stored (or no encryption key)
@@ -66,14 +66,13 @@ class RegistryCatalog:
         record = await self._models.find(name)  # None too for a name the registry would refuse
         if record is None or record.kind not in SPEECH_KINDS:
             return None
-        voices = record.params.get("voices")
         return SpeechModel(
             name=record.name,
             kind=record.kind,
             repo=record.source_repo or record.name,
             running=record.desired_state == "running",
             token=await self._token(record.name, record.hf_token_id),
-            voices=tuple(str(v) for v in voices) if isinstance(voices, list) else None,
+            voices=_voices(record.params.get("voices")),
         )
 
     async def _token(self, name: str, token_id: int | None) -> str | None:
@@ -87,3 +86,10 @@ class RegistryCatalog:
         except VaultError as exc:
             log.error("the Hugging Face token of model %s does not decrypt: %s", name, exc)
         return None
+
+
+def _voices(value: object) -> tuple[str, ...] | None:
+    """``params.voices``: a JSON list (admin API), or ``a,b,c`` (``llmserver models add --param voices=a,b``)."""
+    if isinstance(value, str):
+        value = [v for v in (part.strip() for part in value.split(",")) if v]
+    return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) and value else None
