@@ -110,7 +110,7 @@ def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[Non
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
     app[verifier_key] = KeyVerifier(db, concurrency=settings.argon2_concurrency)
-    app[catalog_key] = ModelCatalog(runtime)
+    app[catalog_key] = ModelCatalog(runtime, idle=app[lifecycle_key].idle_models)
     app[generations_key] = Generations(
         db=db,
         runtime=runtime,
