@@ -106,5 +106,11 @@ def test_an_admin_stores_a_token_runs_a_hub_model_watches_it_download_and_chats_
     for action in ("hf_token.add", "model.run"):
         expect(page.locator("main")).to_contain_text(action)
     assert HUB_TOKEN not in page.content()
+    phone: Page = pages(phone=True)  # the Models page on a phone: no sideways scrolling, the forms usable
+    login(phone, proxy, "alice")
+    phone.goto(admin_url(proxy, "/models"))
+    expect(phone.locator(f'tr[data-model="{MODEL}"] [data-field="actual_state"]')).to_have_text("running")
+    expect(phone.get_by_role("button", name="Run")).to_be_visible()
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     for log in (proxy.log_path, daemon.log_path):
         assert HUB_TOKEN not in log.read_text()
