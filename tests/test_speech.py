@@ -19,6 +19,7 @@ import pytest
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.tokens import count_text
 from proxy.speech.catalog import RegistryCatalog
+from proxy.storage.budget import format_reset, period_bounds, zone
 from proxy.storage.database import Database
 from proxy.storage.hf_tokens import TokenStore
 from proxy.storage.models import ModelStore
@@ -31,6 +32,7 @@ ENCRYPTION_KEY = secrets.token_hex(32)
 MAX_AUDIO = 200_000
 SAY = "The quick brown fox jumps over the lazy dog."
 WAV_1S = make_wav(1.0)
+BUDGET_ZONE = "Pacific/Kiritimati"  # UTC+14
 
 
 def register_speech_model(
@@ -73,6 +75,7 @@ def speech_proxy(shared_daemon: Daemon, standin: StandIn, tmp_path_factory: pyte
             "LLMSERVER_HF_INFERENCE_URL": standin.url,
             "LLMSERVER_HF_INFERENCE_TIMEOUT": "5",
             "LLMSERVER_MAX_AUDIO_BYTES": str(MAX_AUDIO),
+            "LLMSERVER_BUDGET_TIMEZONE": BUDGET_ZONE,  # far from UTC: a day there ends at 10:00 UTC
         }
     )
     p = Proxy(env, tmp / "app.db", port, tmp / "proxy.log").start()
@@ -363,3 +366,15 @@ async def test_the_catalog_reads_the_registry_and_falls_back_to_the_default_toke
     assert await catalog.resolve("nobody") is None
     unkeyed = await RegistryCatalog(models, tokens, keyed=False).resolve("voice")
     assert unkeyed is not None and unkeyed.token is None
+
+
+def test_speech_budgets_turn_in_the_configured_time_zone(speech_proxy: Proxy, fresh: StandIn) -> None:
+    key = speech_proxy.make_key("tiny-daily-speech", token_limit=3, budget_period="daily")
+    before = time.time()
+    with client(speech_proxy, key) as c, pytest.raises(openai.RateLimitError) as err:
+        c.audio.speech.create(model="tts-demo", voice="alloy", input=SAY)
+    after = time.time()
+    ends = {format_reset(period_bounds("daily", t, zone(BUDGET_ZONE))[1]) for t in (before, after)}
+    assert err.value.response.headers["x-budget-resets-at"] in ends
+    assert err.value.response.headers["x-budget-resets-at"] != format_reset(period_bounds("daily", after)[1])
+    assert fresh.calls == []
