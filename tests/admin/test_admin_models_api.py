@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx2 as httpx
 
-from tests.admin.conftest import AdminClient, add_user, admin_url
-from tests.harness import Proxy
+from tests.admin.conftest import SESSION_KEY, AdminClient, add_user, admin_url
+from tests.harness import Daemon, Proxy
 
 
 def _api_token(c: AdminClient, scope: str) -> dict[str, str]:
@@ -81,3 +81,34 @@ def test_the_models_page_acts_with_csrf_and_a_viewer_only_reads(console: Proxy, 
     assert v.get("/hf-tokens").status_code == 403
     assert c.post("/models/m1/remove").status_code == 303
     assert c.http.get("/api/models/m1").status_code == 404
+
+
+def test_the_hf_tokens_page_adds_lists_defaults_and_deletes_and_never_shows_a_token(
+    make_proxy: Any, shared_daemon: Daemon
+) -> None:
+    proxy: Proxy = make_proxy(
+        shared_daemon.endpoint, LLMSERVER_SESSION_KEY=SESSION_KEY, LLMSERVER_ENCRYPTION_KEY="3c" * 32
+    ).start()
+    add_user(proxy, "alice")
+    first, second = "hf_" + "FirstSecret" * 3 + "aaaa", "hf_" + "OtherSecret" * 3 + "bbbb"
+    c = AdminClient(proxy)
+    try:
+        c.login("alice")
+        c.get("/hf-tokens")
+        assert c.post("/hf-tokens", {"label": "first", "token": first, "default": "1"}).status_code == 303
+        assert c.post("/hf-tokens", {"label": "second", "token": second}).status_code == 303
+        refused = c.post("/hf-tokens", {"label": "empty", "token": ""})
+        assert refused.status_code == 400 and 'class="error"' in refused.text
+        page = c.get("/hf-tokens").text
+        assert "…aaaa" in page and "…bbbb" in page and first not in page and second not in page
+        ids = {t["label"]: t["id"] for t in c.http.get("/api/hf-tokens").json()["tokens"]}
+        assert c.post(f"/hf-tokens/{ids['second']}/default").status_code == 303
+        assert c.post(f"/hf-tokens/{ids['first']}/delete").status_code == 303
+        tokens = c.http.get("/api/hf-tokens").json()["tokens"]
+        assert [(t["label"], t["is_default"]) for t in tokens] == [("second", True)]
+        entries = c.http.get("/api/audit").json()["entries"]
+        assert {"hf_token.add", "hf_token.default", "hf_token.delete"} <= {e["action"] for e in entries}
+        for text in (str(entries), proxy.log_path.read_text(), c.get("/models").text):
+            assert first not in text and second not in text
+    finally:
+        c.close()
