@@ -4,7 +4,7 @@ actions of the lifecycle (register, "Run" a Hugging Face id, download, cancel, s
 Forms post here (CSRF checked by the console's middleware), act through the same
 :class:`~proxy.lifecycle.registry.Registry` as the JSON API and the CLI, write an audit entry and
 redirect back (post/redirect/get). A download runs on in the background; its progress is on the
-model's row, which ``/admin/static/models.js`` reads from ``/admin/api/models`` once a second to
+model's row, which ``/admin/static/admin.js`` reads from ``/admin/api/models`` once a second to
 move the progress bars. Without JavaScript the page still works: reload it to see the progress.
 """
 
