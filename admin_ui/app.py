@@ -2,8 +2,14 @@
 
 ``create_admin_app(settings)`` opens its own database and runtime client (``llmserver admin
 serve``); the proxy passes providers for its own (``db=lambda: ...``) so one process keeps one
-database writer. Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer
-to inner: security headers and errors, the encrypted session, authentication and CSRF.
+database writer. The same goes for the model lifecycle: ``lifecycle=`` gives the proxy's (so an
+action in the console pokes the proxy's reconciler at once); alone, the console makes its own,
+registry only (the proxy's reconciler, polling the database, acts on what it changes). The model
+and Hugging Face token JSON API (``admin_ui.api``) answers at ``/admin/api/models`` and
+``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`).
+
+Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer to inner:
+security headers and errors, the encrypted session, authentication and CSRF.
 
 Reads go through ``Database.execute_read`` (a small pool of read-only connections on threads, set up
 like every other connection here: WAL, busy timeout, ``query_only``), not through aiosqlite: it is
@@ -27,6 +33,9 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
+from admin_ui.api.common import error as api_error
+from admin_ui.api.hf_tokens import setup_hf_token_routes
+from admin_ui.api.models import setup_model_routes
 from admin_ui.appkeys import (
     ModelLister,
     db_key,
@@ -37,18 +46,20 @@ from admin_ui.appkeys import (
     runtime_key,
     settings_key,
 )
+from admin_ui.audited import audit
 from admin_ui.monitor import SystemMonitor
-from admin_ui.security import auth_middleware, headers_middleware
+from admin_ui.security import UNSAFE, auth_middleware, headers_middleware
 from admin_ui.session import csrf_token, setup_sessions
-from admin_ui.views import account, api, audit_log, dashboard, keys, login, tokens, usage, users
+from admin_ui.views import account, api, audit_log, dashboard, hf_tokens, keys, login, models, tokens, usage, users
 from proxy.auth.apikey import create_password_hasher
+from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
 from runtime.api.client import RuntimeClient
 
 HERE = Path(__file__).resolve().parent
-VIEWS = (login, dashboard, keys, usage, users, audit_log, account, tokens, api)
+VIEWS = (login, dashboard, keys, usage, users, audit_log, account, tokens, api, models, hf_tokens)
 
 
 def create_admin_app(
@@ -56,8 +67,13 @@ def create_admin_app(
     *,
     db: Callable[[], Database] | None = None,
     runtime: Callable[[], ModelLister] | None = None,
+    lifecycle: Callable[[], Lifecycle] | None = None,
 ) -> web.Application:
-    """The console. Raises ``SessionKeyMissingError`` without ``LLMSERVER_SESSION_KEY``."""
+    """The console. Raises ``SessionKeyMissingError`` without ``LLMSERVER_SESSION_KEY``.
+
+    ``lifecycle`` is called once, here (the proxy builds its Lifecycle without I/O and starts it in
+    its own ``cleanup_ctx``, which runs before this sub-application's).
+    """
     # aiohttp-session and aiohttp-jinja2 keep per-request state under string keys; that is theirs to change.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_(session|jinja2)")
     app = web.Application(middlewares=[headers_middleware])
@@ -74,6 +90,9 @@ def create_admin_app(
     app.cleanup_ctx.append(_database(settings, db))
     app.cleanup_ctx.append(_runtime(settings, runtime))
     app.cleanup_ctx.append(_services)
+    shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
+    setup_model_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
+    setup_hf_token_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
         app.add_routes(view.routes)
@@ -110,6 +129,35 @@ def _runtime(settings: Settings, given: Callable[[], ModelLister] | None) -> Any
                 await client.close()
 
     return ctx
+
+
+def _own_lifecycle(app: web.Application, settings: Settings) -> Lifecycle:
+    """``llmserver admin serve``: a registry on the console's database, without a reconciler."""
+    own = Lifecycle(settings.model_config_dir, settings.hf_cache, settings.vault() if settings.encryption_key else None)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await own.start(app[db_key], None)
+        yield
+        await own.close()
+
+    app.cleanup_ctx.append(ctx)
+    return own
+
+
+async def api_auth(request: web.Request) -> None:
+    """The model and token API's check. The console's middleware has already authenticated the
+    request (session plus CSRF on a change, or an admin API token); here: only ``admin`` writes."""
+    principal = request.get(principal_key)
+    if principal is None:
+        raise api_error(401, "log in, or send an admin API token", "unauthorized")
+    if request.method in UNSAFE and not principal.can_write:
+        raise api_error(403, "this account (or token) may only read", "forbidden")
+
+
+async def api_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
+    """An audit entry for a model or token action: its target and details (never a secret)."""
+    target = f"model {details['name']}" if "name" in details else f"hf token {details.get('id')}"
+    await audit(request, action, target, after=details)
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

@@ -60,7 +60,10 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
             exc.headers.update(SECURITY_HEADERS)
             exc.headers["Cache-Control"] = "no-store"
             raise
-        response = await _error(request, exc.status, exc.reason, exc.text)
+        if is_api(request) and exc.content_type == "application/json" and exc.text:
+            response = web.Response(status=exc.status, text=exc.text, content_type="application/json")
+        else:  # the model and token API (admin_ui.api) raise their JSON envelope already
+            response = await _error(request, exc.status, exc.reason, exc.text)
         for cookie in exc.headers.getall("Set-Cookie", []):
             response.headers.add("Set-Cookie", cookie)
     except (ValidationError, UserExistsError) as exc:

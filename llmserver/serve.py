@@ -27,7 +27,7 @@ from admin_ui.app import create_admin_app
 from llmserver.sdnotify import Notifier
 from llmserver.supervision import proxy_supervision
 from proxy.app import create_app
-from proxy.appkeys import db_key, runtime_key
+from proxy.appkeys import db_key, lifecycle_key, runtime_key
 from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
@@ -53,7 +53,10 @@ def build_app(settings: Settings) -> web.Application:
     if settings.session_key is None:
         log.warning("the admin console at /admin is off: LLMSERVER_SESSION_KEY is not set")
         return app
-    app.add_subapp("/admin", create_admin_app(settings, db=lambda: app[db_key], runtime=lambda: app[runtime_key]))
+    admin = create_admin_app(
+        settings, db=lambda: app[db_key], runtime=lambda: app[runtime_key], lifecycle=lambda: app[lifecycle_key]
+    )
+    app.add_subapp("/admin", admin)
     return app
 
 

@@ -117,7 +117,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[verifier_key] = KeyVerifier(
         db, concurrency=settings.argon2_concurrency, hasher=create_password_hasher(settings.argon2_profile)
     )
-    app[catalog_key] = ModelCatalog(runtime)
+    app[catalog_key] = ModelCatalog(runtime, idle=app[lifecycle_key].idle_models)
     app[generations_key] = Generations(
         db=db,
         runtime=runtime,

@@ -12,7 +12,7 @@ to the OpenAI error a client gets (before any response byte, or after the stream
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,17 +81,20 @@ class ModelInfo:
 
 
 class ModelCatalog:
-    """The models the runtime serves, as the proxy sees them (cached for a second)."""
+    """The models the proxy serves (cached for a second): those the runtime has ready, and those the
+    model lifecycle unloaded for idleness (``idle``, a provider of their names): they are served on
+    demand, the request waiting for the load, so clients still see them listed."""
 
-    def __init__(self, runtime: Runtime, ttl: float = 1.0) -> None:
+    def __init__(self, runtime: Runtime, ttl: float = 1.0, idle: Callable[[], Collection[str]] | None = None) -> None:
         self._runtime = runtime
         self._ttl = ttl
+        self._idle = idle
         self._models: dict[str, ModelInfo] = {}
         self._fetched = 0.0
         self._created = int(time.time())
 
     async def models(self) -> dict[str, ModelInfo]:
-        """Ready models by name. Raises the runtime client's errors when it is unreachable."""
+        """Ready and idle models by name. Raises the runtime client's errors when it is unreachable."""
         now = time.monotonic()
         if now - self._fetched > self._ttl:
             listed = await self._runtime.models()
@@ -100,6 +103,8 @@ class ModelCatalog:
                 for m in listed
                 if m.get("state") == "ready"
             }
+            for name in self._idle() if self._idle is not None else ():
+                self._models.setdefault(name, ModelInfo(name, "", "idle", self._created))
             self._fetched = now
         return self._models
 

@@ -4,18 +4,25 @@ service (tests/speech_standin.py) that needs the vault's token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx  # what the openai SDK itself uses
 import openai
 import pytest
 
+from proxy.lifecycle.service import Lifecycle
 from proxy.metering.tokens import count_text
+from proxy.speech.catalog import RegistryCatalog
+from proxy.storage.budget import format_reset, period_bounds, zone
+from proxy.storage.database import Database
+from proxy.storage.hf_tokens import TokenStore
+from proxy.storage.models import ModelStore
 from proxy.storage.vault import Vault
 from tests.harness import Daemon, Proxy, free_port, proxy_env
 from tests.speech_standin import TRANSCRIPT, StandIn, make_wav
@@ -25,33 +32,29 @@ ENCRYPTION_KEY = secrets.token_hex(32)
 MAX_AUDIO = 200_000
 SAY = "The quick brown fox jumps over the lazy dog."
 WAV_1S = make_wav(1.0)
+BUDGET_ZONE = "Pacific/Kiritimati"  # UTC+14
 
 
 def register_speech_model(
-    db_path: Path, name: str, kind: str, repo: str, *, token: str | None = None, running: bool = True
+    proxy: Proxy, name: str, kind: str, repo: str, *, token: str | None = None, running: bool = True
 ) -> None:
-    """Register a speech model (and its token, encrypted in the vault) as the seed schema allows;
-    the model lifecycle's ``llmserver models add`` and ``/admin/api/hf-tokens`` do this for real."""
-    now = time.time()
-    conn = sqlite3.connect(db_path, timeout=10)
-    try:
-        with conn:
-            params: dict[str, object] = {}
+    """Register a speech model (and its token, in the vault) through the model registry, as
+    ``llmserver vault add`` and ``llmserver models add`` do, in another process's connection."""
+
+    async def register() -> None:
+        async with Database.open(proxy.db_path) as db:
+            lifecycle = Lifecycle(Path(proxy.env["LLMSERVER_MODEL_CONFIG_DIR"]), None, Vault(ENCRYPTION_KEY))
+            await lifecycle.start(db, None)
+            registry = lifecycle.registry
+            fields: dict[str, object] = {"kind": kind, "source_repo": repo, "backend": "hf-inference"}
             if token is not None:
-                nonce, ciphertext = Vault(ENCRYPTION_KEY).encrypt(token)
-                cur = conn.execute(
-                    "INSERT INTO huggingface_tokens (name, ciphertext, nonce, last_four, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (f"token for {name}", ciphertext, nonce, token[-4:], now),
-                )
-                params["hf_token_id"] = cur.lastrowid
-            conn.execute(
-                "INSERT INTO models (name, kind, backend, source_repo, params, desired_state, created_at, updated_at)"
-                " VALUES (?, ?, 'hf-inference', ?, ?, ?, ?, ?)",
-                (name, kind, repo, json.dumps(params), "running" if running else "stopped", now, now),
-            )
-    finally:
-        conn.close()
+                fields["hf_token_id"] = (await registry.tokens.add(f"token for {name}", token)).id
+            await registry.add(name, **fields)
+            await (registry.start(name) if running else registry.stop(name))
+            await lifecycle.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, register()).result()
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +75,14 @@ def speech_proxy(shared_daemon: Daemon, standin: StandIn, tmp_path_factory: pyte
             "LLMSERVER_HF_INFERENCE_URL": standin.url,
             "LLMSERVER_HF_INFERENCE_TIMEOUT": "5",
             "LLMSERVER_MAX_AUDIO_BYTES": str(MAX_AUDIO),
+            "LLMSERVER_BUDGET_TIMEZONE": BUDGET_ZONE,  # far from UTC: a day there ends at 10:00 UTC
         }
     )
     p = Proxy(env, tmp / "app.db", port, tmp / "proxy.log").start()
-    register_speech_model(p.db_path, "tts-demo", "tts", "acme/tts-model", token=HF_TOKEN)
-    register_speech_model(p.db_path, "stt-demo", "stt", "acme/whisper-tiny", token=HF_TOKEN)
-    register_speech_model(p.db_path, "stt-wrong-token", "stt", "acme/whisper-tiny", token="hf_wrongwrongwrong")
-    register_speech_model(p.db_path, "stt-stopped", "stt", "acme/whisper-tiny", token=HF_TOKEN, running=False)
+    register_speech_model(p, "tts-demo", "tts", "acme/tts-model", token=HF_TOKEN)
+    register_speech_model(p, "stt-demo", "stt", "acme/whisper-tiny", token=HF_TOKEN)
+    register_speech_model(p, "stt-wrong-token", "stt", "acme/whisper-tiny", token="hf_wrongwrongwrong")
+    register_speech_model(p, "stt-stopped", "stt", "acme/whisper-tiny", token=HF_TOKEN, running=False)
     yield p
     p.stop()
 
@@ -334,3 +338,43 @@ def test_a_client_that_goes_away_cancels_the_upstream_call(speech_proxy: Proxy, 
     while not rows(speech_proxy, "gone") and time.monotonic() < end:
         time.sleep(0.05)
     assert rows(speech_proxy, "gone") == [("/v1/audio/transcriptions", "stt-demo", 499, 0, 0, None, 0, 1)]
+
+
+@pytest.mark.asyncio
+async def test_the_catalog_reads_the_registry_and_falls_back_to_the_default_token(db: Database, tmp_path: Path) -> None:
+    tokens, models = TokenStore(db, Vault(ENCRYPTION_KEY)), ModelStore(db, tmp_path / "config")
+    await tokens.add("default", HF_TOKEN, default=True)
+    own = await tokens.add("own", "hf_owntokenowntoken")
+    await models.create(
+        "voice",
+        kind="tts",
+        source_repo="acme/tts",
+        hf_token_id=own.id,
+        desired_state="running",
+        params={"voices": "af_heart, am_adam"},  # as `llmserver models add --param voices=af_heart,am_adam` stores it
+    )
+    await models.create("ears", kind="stt", source_repo="acme/stt", params={"voices": ["x"]})
+    await models.create("text", local_path="/m.gguf")
+    catalog = RegistryCatalog(models, tokens, keyed=True)
+
+    voice, ears = await catalog.resolve("voice"), await catalog.resolve("ears")
+    assert voice is not None and voice.token == "hf_owntokenowntoken" and voice.running and voice.repo == "acme/tts"
+    assert voice.voices == ("af_heart", "am_adam")
+    assert ears is not None and ears.token == HF_TOKEN and not ears.running and ears.voices == ("x",)
+    assert HF_TOKEN not in repr(ears)
+    assert await catalog.resolve("text") is None and await catalog.resolve("../x") is None
+    assert await catalog.resolve("nobody") is None
+    unkeyed = await RegistryCatalog(models, tokens, keyed=False).resolve("voice")
+    assert unkeyed is not None and unkeyed.token is None
+
+
+def test_speech_budgets_turn_in_the_configured_time_zone(speech_proxy: Proxy, fresh: StandIn) -> None:
+    key = speech_proxy.make_key("tiny-daily-speech", token_limit=3, budget_period="daily")
+    before = time.time()
+    with client(speech_proxy, key) as c, pytest.raises(openai.RateLimitError) as err:
+        c.audio.speech.create(model="tts-demo", voice="alloy", input=SAY)
+    after = time.time()
+    ends = {format_reset(period_bounds("daily", t, zone(BUDGET_ZONE))[1]) for t in (before, after)}
+    assert err.value.response.headers["x-budget-resets-at"] in ends
+    assert err.value.response.headers["x-budget-resets-at"] != format_reset(period_bounds("daily", after)[1])
+    assert fresh.calls == []

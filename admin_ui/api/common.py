@@ -2,13 +2,13 @@
 
 Authentication is a dependency: ``setup_*_routes(app, ..., auth=...)`` takes an async callable that
 raises ``web.HTTPException`` for a request that may not act (the console passes its session + CSRF
-or admin-API-token check; :func:`static_token_auth` is the stand-in used until then). ``audit`` is
-called after every successful change with the action and its target (the console's audit log).
+or admin-API-token check, ``admin_ui.app.api_auth``). ``audit`` is called after every successful
+change with the action and its target (the console's audit log). Errors are
+``{"error": {"status", "message", "type"}}``, the console's envelope plus a machine-readable type.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,24 +25,12 @@ auth_key: web.AppKey[Auth] = web.AppKey("admin_api_auth")
 audit_key: web.AppKey[Audit] = web.AppKey("admin_api_audit")
 
 
-def static_token_auth(token: str) -> Auth:
-    """Accept ``Authorization: Bearer <token>`` only (constant-time compare)."""
-    expected = f"Bearer {token}".encode()
-
-    async def check(request: web.Request) -> None:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise error(401, "authentication required", "unauthorized")
-
-    return check
-
-
 async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
     return None
 
 
 def error(status: int, message: str, kind: str) -> web.HTTPException:
-    body = json.dumps({"error": {"message": message, "type": kind}})
+    body = json.dumps({"error": {"status": status, "message": message, "type": kind}})
     cls = web.HTTPException
     exc = cls(text=body, content_type="application/json")
     exc.set_status(status)

@@ -102,7 +102,7 @@ async def _call(work: Awaitable[Any]) -> Any:
         raise translate(exc) from None
 
 
-def _background(request: web.Request, work: Callable[[], Awaitable[Any]], what: str) -> None:
+def background(request: web.Request, work: Callable[[], Awaitable[Any]], what: str) -> None:
     async def run() -> None:
         try:
             await work()
@@ -165,7 +165,7 @@ async def model_action(request: web.Request) -> web.Response:
     registry = _registry(request)
     if action == "pull":
         record = await _call(registry.store.get(name))
-        _background(request, lambda: registry.pull(name), f"downloading {name}")
+        background(request, lambda: registry.pull(name), f"downloading {name}")
         await audited(request, "model.pull", name=name)
         return web.json_response(record.to_json(), status=202)
     if action == "cancel":
@@ -190,7 +190,7 @@ async def run_model(request: web.Request) -> web.Response:
     fields = {k: body[k] for k in ("params", "keep_alive", "hf_token_id") if body.get(k) is not None}
     if await registry.store.find(plan.name) is None:
         await _call(registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields))
-    _background(request, lambda: registry.run(plan), f"running {plan.name}")
+    background(request, lambda: registry.run(plan), f"running {plan.name}")
     await audited(request, "model.run", name=plan.name, repo=plan.repo, file=plan.file)
     answer = {"name": plan.name, "repo": plan.repo, "file": plan.file, "reason": plan.reason}
     return web.json_response(answer, status=202)

@@ -71,7 +71,42 @@ function setupLiveRefresh() {
   }, 5000);
 }
 
+// The Models page: states, errors and download progress from /admin/api/models once a second.
+function renderModel(row, m) {
+  var set = function (field, text) {
+    var el = row.querySelector('[data-field="' + field + '"]');
+    if (el) { el.textContent = text; }
+  };
+  set("desired_state", m.desired_state);
+  set("actual_state", m.actual_state);
+  set("download_state", m.download_state);
+  set("error", m.error || "");
+  var progress = row.querySelector('[data-field="progress"]');
+  var percent = m.download_progress === null ? 0 : Math.round(m.download_progress * 1000) / 10;
+  if (progress) { progress.value = percent; }
+  set("progress_text", m.download_progress === null ? "" :
+    percent + " %" + (m.total_bytes ? " of " + formatBytes(m.total_bytes) : ""));
+}
+
+function setupModelRefresh() {
+  var table = document.getElementById("model-table");
+  if (!table) { return; }
+  window.setInterval(function () {
+    if (document.hidden) { return; }
+    fetch(table.dataset.live, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data) { return; }
+        var known = {};
+        table.querySelectorAll("tr[data-model]").forEach(function (row) { known[row.dataset.model] = row; });
+        data.models.forEach(function (m) { if (known[m.name]) { renderModel(known[m.name], m); } });
+      })
+      .catch(function () { /* the next tick tries again */ });
+  }, 1000);
+}
+
 document.addEventListener("DOMContentLoaded", function () {
   setupCopyButtons();
   setupLiveRefresh();
+  setupModelRefresh();
 });

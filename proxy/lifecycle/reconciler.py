@@ -244,6 +244,10 @@ class Reconciler:
 
     # -- requests -------------------------------------------------------------------------------
 
+    def idle(self) -> frozenset[str]:
+        """The models unloaded for idleness that the next request loads again (still served)."""
+        return frozenset(self._idle)
+
     async def ensure(self, name: str) -> bool:
         """Note a request for ``name``; load it first if it was unloaded for idleness. True if it was."""
         if name not in self._known:

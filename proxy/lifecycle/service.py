@@ -62,6 +62,10 @@ class Lifecycle:
             raise LifecycleError("the model lifecycle is not started")
         return self._registry
 
+    def idle_models(self) -> frozenset[str]:
+        """For the model list: models unloaded for idleness, served on demand (none without a reconciler)."""
+        return frozenset() if self.reconciler is None else self.reconciler.idle()
+
     async def ensure(self, name: str) -> bool:
         """For admission: note a request, load an idle model first (True when it had to)."""
         return False if self.reconciler is None else await self.reconciler.ensure(name)

@@ -1,18 +1,18 @@
 """Which speech models exist, and with what token to reach them: the one thing speech asks of the
 model registry.
 
-:class:`SpeechCatalog` is the interface the endpoints use. :class:`SeedTableCatalog` is its first
-implementation, reading the seed tables directly; it is the only place in ``proxy.speech`` that
-knows them, so the model registry (issue 10) can replace it with one adapter over its own API:
+:class:`SpeechCatalog` is the interface the endpoints use. :class:`RegistryCatalog` implements it
+over the registry's own API, the same one the lifecycle, the CLI and the console use:
 
-- ``models``: ``name``, ``kind`` (``tts``/``stt``; ``llm`` rows are not speech models),
-  ``source_repo`` (the Hugging Face repository the inference service runs), ``desired_state``
-  (``running`` = served; the model is remote, so starting it only marks it so), and ``params`` (JSON;
-  ``hf_token_id`` picks a stored token by id, ``voices`` lists the voices a TTS model accepts).
-- ``huggingface_tokens``: ``id``, ``nonce``, ``ciphertext``, decrypted with the proxy's
-  :class:`~proxy.storage.vault.Vault` (``LLMSERVER_ENCRYPTION_KEY``). A model without
-  ``hf_token_id`` uses the newest stored token; with no token stored (or no encryption key) the call
-  goes out without one, and the inference service's refusal says the rest.
+- :class:`~proxy.storage.models.ModelStore`: a row of kind ``tts``/``stt`` (``llm`` rows are not
+  speech models) gives ``source_repo`` (the Hugging Face repository the inference service runs),
+  ``desired_state`` (``running`` = served; the model is remote, so starting it only marks it so),
+  ``hf_token_id`` (the model's own stored token) and ``params`` (``voices`` lists the voices a TTS
+  model accepts: a list, or a comma-separated string).
+- :class:`~proxy.storage.hf_tokens.TokenStore`: ``reveal(hf_token_id)`` decrypts the model's token,
+  or the default token when the model names none (AES-GCM with the row id as associated data, so a
+  ciphertext moved to another row does not decrypt). With no token stored (or no encryption key)
+  the call goes out without one, and the inference service's refusal says the rest.
 
 The plaintext token lives in the returned :class:`SpeechModel` only, in memory, for one request; its
 ``repr`` hides it.
@@ -20,15 +20,13 @@ The plaintext token lives in the returned :class:`SpeechModel` only, in memory, 
 
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.storage.database import Database
-from proxy.storage.errors import VaultError
-from proxy.storage.vault import Vault
+from proxy.storage.errors import TokenNotFoundError, VaultError
+from proxy.storage.hf_tokens import TokenStore
+from proxy.storage.models import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -56,64 +54,42 @@ class SpeechCatalog(Protocol):
         ...
 
 
-class SeedTableCatalog:
-    """:class:`SpeechCatalog` over the seed ``models`` and ``huggingface_tokens`` tables."""
+class RegistryCatalog:
+    """:class:`SpeechCatalog` over the model registry and the token vault."""
 
-    def __init__(self, db: Database, vault: Vault | None) -> None:
-        self._db = db
-        self._vault = vault
+    def __init__(self, models: ModelStore, tokens: TokenStore, *, keyed: bool) -> None:
+        self._models = models
+        self._tokens = tokens
+        self._keyed = keyed  # LLMSERVER_ENCRYPTION_KEY is set: stored tokens can be read
 
     async def resolve(self, name: str) -> SpeechModel | None:
-        row = await self._db.execute_read(lambda conn: _model_row(conn, name))
-        if row is None:
+        record = await self._models.find(name)  # None too for a name the registry would refuse
+        if record is None or record.kind not in SPEECH_KINDS:
             return None
-        kind, repo, desired, params_text = row
-        params = _params(params_text)
-        token = await self._token(params.get("hf_token_id"))
-        voices = params.get("voices")
         return SpeechModel(
-            name=name,
-            kind=kind,
-            repo=repo or name,
-            running=desired == "running",
-            token=token,
-            voices=tuple(str(v) for v in voices) if isinstance(voices, list) else None,
+            name=record.name,
+            kind=record.kind,
+            repo=record.source_repo or record.name,
+            running=record.desired_state == "running",
+            token=await self._token(record.name, record.hf_token_id),
+            voices=_voices(record.params.get("voices")),
         )
 
-    async def _token(self, token_id: object) -> str | None:
-        if self._vault is None:
+    async def _token(self, name: str, token_id: int | None) -> str | None:
+        """The model's token, or the default one; None without a vault or a usable token (logged)."""
+        if not self._keyed:
             return None
-        wanted = token_id if isinstance(token_id, int) else None
-        row = await self._db.execute_read(lambda conn: _token_row(conn, wanted))
-        if row is None:
-            return None
-        nonce, ciphertext = row
         try:
-            return self._vault.decrypt(bytes(nonce), bytes(ciphertext))
+            return await self._tokens.reveal(token_id)
+        except TokenNotFoundError:
+            log.warning("model %s names Hugging Face token %s, which is not stored", name, token_id)
         except VaultError as exc:
-            log.error("the stored Hugging Face token does not decrypt: %s", exc)
-            return None
+            log.error("the Hugging Face token of model %s does not decrypt: %s", name, exc)
+        return None
 
 
-def _model_row(conn: sqlite3.Connection, name: str) -> tuple[str, str | None, str, str] | None:
-    row = conn.execute(
-        "SELECT kind, source_repo, desired_state, params FROM models WHERE name = ? AND kind IN ('tts', 'stt')",
-        (name,),
-    ).fetchone()
-    return None if row is None else (row[0], row[1], row[2], row[3])
-
-
-def _token_row(conn: sqlite3.Connection, token_id: int | None) -> tuple[bytes, bytes] | None:
-    if token_id is not None:
-        row = conn.execute("SELECT nonce, ciphertext FROM huggingface_tokens WHERE id = ?", (token_id,)).fetchone()
-    else:
-        row = conn.execute("SELECT nonce, ciphertext FROM huggingface_tokens ORDER BY id DESC LIMIT 1").fetchone()
-    return None if row is None else (row[0], row[1])
-
-
-def _params(text: str | None) -> dict[str, object]:
-    try:
-        params = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return params if isinstance(params, dict) else {}
+def _voices(value: object) -> tuple[str, ...] | None:
+    """``params.voices``: a JSON list (admin API), or ``a,b,c`` (``llmserver models add --param voices=a,b``)."""
+    if isinstance(value, str):
+        value = [v for v in (part.strip() for part in value.split(",")) if v]
+    return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) and value else None

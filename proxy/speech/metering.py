@@ -25,7 +25,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from proxy.errors import ApiError
 from proxy.metering.admission import Admission, Ticket
@@ -50,6 +52,7 @@ class SpeechCalls:
     db: Database
     limiter: RateLimiter  # shared with the text endpoints: one key, one set of windows
     metrics: Metrics
+    zone: ZoneInfo | timezone = timezone.utc  # budget periods align here, as on the text path
     _live: set[SpeechCall] = field(default_factory=set)
 
     async def drain(self, timeout: float) -> None:
@@ -76,7 +79,7 @@ class SpeechCalls:
         self.metrics.inflight.inc()
         self._live.add(call)
         try:
-            admission = Admission(self.db, _Expected(model, kind), self.limiter)
+            admission = Admission(self.db, _Expected(model, kind), self.limiter, zone=self.zone)
             try:
                 call.ticket = await admission.admit(key, name, prompt_tokens, max_tokens)
             except ApiError:

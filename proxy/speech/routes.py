@@ -10,10 +10,12 @@ from aiohttp import web
 
 from proxy.appkeys import db_key, generations_key, metrics_key, settings_key
 from proxy.speech import transcription, tts
-from proxy.speech.catalog import SeedTableCatalog
+from proxy.speech.catalog import RegistryCatalog
 from proxy.speech.inference import InferenceClient
 from proxy.speech.metering import SpeechCalls
 from proxy.speech.service import Speech, speech_key
+from proxy.storage.hf_tokens import TokenStore
+from proxy.storage.models import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,11 @@ async def _speech(app: web.Application) -> AsyncIterator[None]:
     vault = settings.vault() if settings.encryption_key is not None else None
     if vault is None:
         log.info("LLMSERVER_ENCRYPTION_KEY is not set: speech models are called without a Hugging Face token")
-    calls = SpeechCalls(db, app[generations_key].admission.limiter, app[metrics_key])
+    calls = SpeechCalls(db, app[generations_key].admission.limiter, app[metrics_key], zone=settings.budget_zone)
     async with aiohttp.ClientSession() as session:
         client = InferenceClient(session, settings.hf_inference_url, settings.hf_inference_timeout)
-        app[speech_key] = Speech(settings, SeedTableCatalog(db, vault), client, calls)
+        models = ModelStore(db, settings.model_config_dir)
+        catalog = RegistryCatalog(models, TokenStore(db, vault), keyed=vault is not None)
+        app[speech_key] = Speech(settings, catalog, client, calls)
         yield
         await calls.drain(timeout=10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -103,6 +104,7 @@ def test_admin_serve_runs_the_console_alone_and_needs_the_session_key(tmp_path: 
             "LLMSERVER_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
             "LLMSERVER_SESSION_KEY": "cd" * 64,
             "LLMSERVER_ADMIN_BIND_ADDRESS": f"127.0.0.1:{port}",
+            "LLMSERVER_MODEL_CONFIG_DIR": str(tmp_path / "config"),
         }
     )
     server = subprocess.Popen(
@@ -126,6 +128,14 @@ def test_admin_serve_runs_the_console_alone_and_needs_the_session_key(tmp_path: 
             assert http.post("/admin/login", data=form).status_code == 303
             dashboard = http.get("/admin/")
             assert dashboard.status_code == 200 and "the runtime is not reachable" in dashboard.text
+            # The model registry works alone too (the console's own Lifecycle, no reconciler).
+            page = http.get("/admin/models")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+            body = {"name": "alone", "local_path": "/models/alone.gguf"}
+            made = http.post("/admin/api/models", json=body, headers={"X-CSRF-Token": csrf})
+            assert made.status_code == 201, made.text
+            assert json.loads((tmp_path / "config" / "alone.json").read_text()) == made.json()
+            assert 'data-model="alone"' in http.get("/admin/models").text
     finally:
         server.terminate()
         server.wait(10)

@@ -17,7 +17,18 @@ from proxy.storage.users import User
 from tests.admin.conftest import PASSWORD, AdminClient, add_user, admin_url
 from tests.harness import Proxy
 
-PAGES = ["/", "/api-keys", "/reports", "/users", "/audit", "/account", "/tokens", "/account/totp"]
+PAGES = [
+    "/",
+    "/api-keys",
+    "/reports",
+    "/users",
+    "/audit",
+    "/account",
+    "/tokens",
+    "/account/totp",
+    "/models",
+    "/hf-tokens",
+]
 
 
 def test_login_then_every_page_renders_with_the_security_headers(console: Proxy, admin_client: Any) -> None:

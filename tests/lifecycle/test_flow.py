@@ -153,6 +153,8 @@ def test_an_idle_model_is_unloaded_after_its_keep_alive_and_loaded_again_for_the
 
     until(lambda: show(proxy, "sleepy")["actual_state"] == "idle", timeout=30, what="the idle unload")
     assert "sleepy" not in _runtime_models(daemon)
+    listed = [m.id for m in openai_client(proxy.base_url, key).models.list()]  # served on demand: still listed
+    assert "sleepy" in listed, listed
     assert chat(openai_client, proxy, key, "sleepy") == first  # temperature 0: the same answer, after a load
     assert daemon.log_text().count("model sleepy ready") == 2  # loaded at start, and again for the request
     assert show(proxy, "sleepy")["error"] is None

@@ -14,7 +14,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin_ui.api.common import static_token_auth
+from admin_ui.api.common import Auth, error
 from admin_ui.api.hf_tokens import setup_hf_token_routes
 from admin_ui.api.models import setup_model_routes
 from proxy.lifecycle.service import Lifecycle
@@ -27,6 +27,18 @@ from tests.lifecycle.conftest import DEMO_REPO, GATED_REPO, HUB_TOKEN
 from tests.lifecycle.hub import Hub
 
 ADMIN = "admin-test-token"
+
+
+def bearer_auth(token: str) -> Auth:
+    """A bearer check standing in for the console's authentication (tested in tests/admin)."""
+
+    async def check(request: web.Request) -> None:
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            raise error(401, "authentication required", "unauthorized")
+
+    return check
+
+
 BAD_NAMES = ["../x", "..", "a/b", "a\\b", "x..y", ".hidden", "", "n" * 65, "sp ace", "é"]
 
 
@@ -88,12 +100,12 @@ def test_bad_names_are_refused_by_the_command_line(tmp_path: Path) -> None:
 
 @pytest_asyncio.fixture
 async def api(db: Database, tmp_path: Path, hub: Hub) -> AsyncIterator[tuple[TestClient, Lifecycle]]:
-    """The admin API as the console will mount it, with the stand-in auth, on a real database."""
+    """The admin API's handlers on a real database, behind a bearer check (the console mounts them behind its own)."""
     lifecycle = Lifecycle(tmp_path / "config", tmp_path / "cache", Vault("44" * 32), endpoint=hub.endpoint)
     await lifecycle.start(db, None)
     app = web.Application()
-    setup_model_routes(app, lifecycle, auth=static_token_auth(ADMIN))
-    setup_hf_token_routes(app, lifecycle, auth=static_token_auth(ADMIN))
+    setup_model_routes(app, lifecycle, auth=bearer_auth(ADMIN))
+    setup_hf_token_routes(app, lifecycle, auth=bearer_auth(ADMIN))
     client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
     await client.start_server()
     yield client, lifecycle
