@@ -124,7 +124,7 @@ CONTENDER = textwrap.dedent(
 @pytest.mark.asyncio
 async def test_two_processes_sharing_the_file_cannot_overshoot(repo: KeyRepository, db: Database) -> None:
     _, key = await repo.create_key("app", token_limit=20_005)
-    start = time.time() + 1.0
+    start = time.time() + 3.0  # both processes must be up by then, even on a loaded machine
     args = [sys.executable, "-c", CONTENDER, str(db.path), str(key.id), str(start)]
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [await asyncio.to_thread(p.communicate, timeout=20) for p in procs]

@@ -211,10 +211,18 @@ async def test_a_chunk_writer_that_raises_still_leaves_the_row(app: InProcess, m
 async def test_a_client_gone_before_the_first_text_is_unbilled_and_aborted(app: InProcess) -> None:
     app.runtime.scripts["fake"] = Script(pieces=["late"], delay=30)
     key, key_id = await app.key(token_limit=10_000)
-    task = asyncio.ensure_future(app.http.post(CHAT, json=chat(), headers=auth(key)))
+    body = json.dumps(chat()).encode()
+    _reader, writer = await asyncio.open_connection(app.server.host, app.server.port)
+    writer.write(
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
     while not app.requests():
         await asyncio.sleep(0.01)
-    task.cancel()  # the client closes its connection
+    writer.close()  # the client closes its connection while its request waits for the first text
+    await writer.wait_closed()
     for _ in range(200):
         if app.rows("SELECT count(*) FROM token_usage_events") == [(1,)]:
             break
