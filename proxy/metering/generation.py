@@ -33,25 +33,19 @@ from proxy import accesslog
 from proxy.errors import ApiError
 from proxy.metering.admission import Admission, Ticket
 from proxy.metering.request import GenerationRequest
+from proxy.metering.settle import outcome, unless_gone, write_once, write_usage
 from proxy.metering.tokens import count_request, count_text
 from proxy.metrics import Metrics
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.database import Database
-from proxy.storage.errors import StorageError
-from proxy.storage.usage import UsageEvent, record_usage, release
+from proxy.storage.usage import UsageEvent
 from proxy.upstream import Runtime, RuntimeStream, runtime_error
 from runtime.api.errors import RuntimeClientError
 from runtime.api.protocol import Done, Perf
 
 log = logging.getLogger(__name__)
 
-DISCONNECT_POLL = 0.5  # seconds between checks that the client is still there while no text comes
 UNKNOWN_MODEL = "(unknown)"  # the ledger's and the metrics' name for a model the runtime does not serve
-CANCELLED = 499  # nginx's "client closed request"; also what a request cancelled at shutdown records
-
-
-class ClientGone(ConnectionResetError):
-    """The client went away while its request waited for the model's first text."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +194,7 @@ class Generation:
 
         Before its first text a request may wait long with nothing to write (queued, then prefill),
         so a client that left would go unnoticed and keep the model's queue slot: until then
-        ``client_gone`` is asked every ``DISCONNECT_POLL`` seconds, and when it says so the stream is
+        ``client_gone`` is asked every ``settle.DISCONNECT_POLL`` seconds, and when it says so the stream is
         aborted and :class:`ClientGone` raised. Runtime errors become ApiErrors here.
         """
         assert self._stream is not None, "open() first"
@@ -229,7 +223,7 @@ class Generation:
         watch = client_gone
         while True:
             try:
-                piece = await (_next_unless_gone(stream, watch) if watch is not None else stream.__anext__())
+                piece = await (unless_gone(stream.__anext__(), watch) if watch is not None else stream.__anext__())
             except StopAsyncIteration:
                 break
             watch = None
@@ -257,19 +251,8 @@ class Generation:
         self._recorded = True
         if self._stream is not None:
             await self._stream.aclose()  # abort on the runtime whatever ended the request (idempotent)
-        status, disconnected = _outcome(exc)
-        task = asyncio.ensure_future(self._record(status, disconnected))
-        cancelled = False
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                cancelled = True  # finish the write first; the cancellation goes on after it
-        if cancelled:
-            raise asyncio.CancelledError
-        error = task.result()
-        if error is not None and exc is None:
-            raise error
+        status, disconnected = outcome(exc)
+        await write_once(self._record(status, disconnected), exc)
 
     def _bill(self) -> tuple[int, int]:
         """(prompt, completion) tokens charged: nothing for a request that was refused or never ran."""
@@ -313,62 +296,4 @@ class Generation:
         metrics.observe(self.endpoint, self.model_label, status, latency_ms, self.ttft_ms)
         metrics.tokens(self.model_label, prompt, completion)
         reservation = self.ticket.reservation if self.ticket else None
-        try:
-            await record_usage(self.service.db, event, reservation)
-        except Exception as exc:
-            metrics.ledger_failures.inc()
-            if not getattr(exc, "temporary", False):  # a temporary one is logged once per incident, by the writer
-                log.error("usage row for request %s could not be written: %s", self.ids.server, exc)
-            if reservation is not None:
-                await _release_quietly(self.service.db, reservation)
-            return _ledger_error(exc)
-        return None
-
-
-def _outcome(exc: BaseException | None) -> tuple[int, bool]:
-    """(HTTP status to record, client disconnected) for how a request ended."""
-    if exc is None:
-        return 200, False
-    if isinstance(exc, ApiError):
-        return exc.status, False
-    if isinstance(exc, ConnectionError):  # a failed write, or ClientGone while waiting for the first text
-        return CANCELLED, True
-    if isinstance(exc, asyncio.CancelledError):
-        return CANCELLED, False
-    if getattr(exc, "temporary", False):  # a storage error the middleware answers with a 503
-        return 503, False
-    return 500, False
-
-
-def _ledger_error(exc: Exception) -> ApiError:
-    if isinstance(exc, StorageError) and getattr(exc, "temporary", False):
-        return ApiError(
-            503,
-            "the usage ledger is unavailable right now; retry shortly",
-            type="server_error",
-            code="service_unavailable",
-            headers={"retry-after": "5"},
-        )
-    return ApiError(500, "the usage ledger could not be written", type="server_error", code="ledger_error")
-
-
-async def _next_unless_gone(stream: RuntimeStream, client_gone: Callable[[], bool]) -> str:
-    """The stream's next piece; :class:`ClientGone` if ``client_gone()`` turns true first."""
-    step = asyncio.ensure_future(stream.__anext__())
-    try:
-        while not step.done():
-            await asyncio.wait((step,), timeout=DISCONNECT_POLL)
-            if not step.done() and client_gone():
-                raise ClientGone("the client went away while its request waited for the model")
-        return step.result()
-    finally:
-        if not step.done():
-            step.cancel()  # a stream whose reader is cancelled aborts its request on the daemon
-            await asyncio.wait((step,))
-
-
-async def _release_quietly(db: Database, reservation: object) -> None:
-    try:
-        await release(db, reservation)  # type: ignore[arg-type]
-    except Exception as exc:
-        log.error("could not release a quota reservation: %s", exc)
+        return await write_usage(self.service.db, metrics, event, reservation)

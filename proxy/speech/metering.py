@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -31,14 +31,15 @@ from zoneinfo import ZoneInfo
 
 from proxy.errors import ApiError
 from proxy.metering.admission import Admission, Ticket
-from proxy.metering.generation import DISCONNECT_POLL, ClientGone, RequestIds, _ledger_error, _outcome
+from proxy.metering.generation import UNKNOWN_MODEL, RequestIds
 from proxy.metering.ratelimit import RateLimiter
+from proxy.metering.settle import outcome, write_once, write_usage
 from proxy.metering.tokens import count_text
 from proxy.metrics import Metrics
 from proxy.speech.catalog import KIND_NAMES, SpeechModel
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.database import Database
-from proxy.storage.usage import UsageEvent, record_usage, release
+from proxy.storage.usage import UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -173,29 +174,19 @@ class SpeechCall:
         if self._recorded:
             return
         self._recorded = True
-        status, disconnected = _outcome(exc)
-        task = asyncio.ensure_future(self._record(status, disconnected))
-        cancelled = False
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        error = task.result()
-        if error is not None and exc is None:
-            raise error
+        status, disconnected = outcome(exc)
+        await write_once(self._record(status, disconnected), exc)
 
     async def _record(self, status: int, disconnected: bool) -> ApiError | None:
         billed = self._ran and not self.refused
         prompt, completion = (self.prompt_tokens, self.completion_tokens) if billed else (0, 0)
         latency_ms = (time.perf_counter() - self.started) * 1000
+        shown = self.model if status != 404 else UNKNOWN_MODEL  # never a name made up by a client
         event = UsageEvent(
             request_id=self.ids.server,
             client_request_id=self.ids.client,
             api_key_id=self.key.id,
-            model=self.model,
+            model=shown,
             endpoint=self.endpoint,
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -207,22 +198,10 @@ class SpeechCall:
             audio_seconds=self.audio_seconds if billed else None,
         )
         metrics = self.service.metrics
-        shown = self.model if status != 404 else "(unknown)"
         metrics.observe(self.endpoint, shown, status, latency_ms, self.first_byte_ms)
         metrics.tokens(shown, prompt, completion)
         reservation = self.ticket.reservation if self.ticket else None
-        try:
-            await record_usage(self.service.db, event, reservation)
-        except Exception as exc:
-            metrics.ledger_failures.inc()
-            log.error("usage row for request %s could not be written: %s", self.ids.server, exc)
-            if reservation is not None:
-                try:
-                    await release(self.service.db, reservation)
-                except Exception as again:
-                    log.error("could not release a quota reservation: %s", again)
-            return _ledger_error(exc)
-        return None
+        return await write_usage(self.service.db, metrics, event, reservation)
 
 
 def admitted(model: SpeechModel | None) -> SpeechModel:
@@ -230,18 +209,3 @@ def admitted(model: SpeechModel | None) -> SpeechModel:
     if model is None:
         raise ApiError(404, "The model does not exist", code="model_not_found", param="model")
     return model
-
-
-async def unless_gone(step: Awaitable[T], client_gone: Callable[[], bool]) -> T:
-    """``step``'s result; :class:`ClientGone` (and ``step`` cancelled) if the client leaves first."""
-    task = asyncio.ensure_future(step)
-    try:
-        while not task.done():
-            await asyncio.wait((task,), timeout=DISCONNECT_POLL)
-            if not task.done() and client_gone():
-                raise ClientGone("the client went away while the inference service worked")
-        return task.result()
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))

@@ -17,10 +17,11 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, request_ids_key
 from proxy.errors import bad_request
+from proxy.metering.settle import unless_gone
 from proxy.openai.respond import client_gone
 from proxy.speech.audio import UPLOAD_FORMATS, audio_duration, upload_format
 from proxy.speech.inference import Transcript
-from proxy.speech.metering import admitted, unless_gone
+from proxy.speech.metering import admitted
 from proxy.speech.service import speech_key
 from proxy.speech.upload import Upload, read_upload
 

@@ -17,13 +17,14 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, request_ids_key
 from proxy.errors import ApiError, bad_request
+from proxy.metering.settle import unless_gone
 from proxy.metering.tokens import count_text
 from proxy.openai.body import read_json
 from proxy.openai.respond import client_gone
 from proxy.speech.audio import SPEECH_FORMATS, Converter, converter, speech_format
 from proxy.speech.catalog import SpeechModel
 from proxy.speech.inference import AudioStream
-from proxy.speech.metering import SpeechCall, admitted, unless_gone
+from proxy.speech.metering import SpeechCall, admitted
 from proxy.speech.service import Speech, speech_key
 
 log = logging.getLogger(__name__)
