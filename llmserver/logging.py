@@ -15,6 +15,8 @@ import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from proxy import accesslog
+
 if TYPE_CHECKING:  # the runtime daemon logs through here too and need not import the proxy
     from proxy.settings import Settings
 
@@ -40,8 +42,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(settings: Settings) -> None:
-    """Configure the root logger from the proxy's settings (for the command-line entry points)."""
+    """Configure the root logger from the proxy's settings (for the commands that serve), with the
+    access log's buffered sink (:mod:`proxy.accesslog`) on the same stream and in the same format."""
     configure_logging(settings.log_level, settings.log_format)
+    accesslog.use_sink(accesslog.LineSink(sys.stderr, settings.log_format))
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

@@ -26,6 +26,7 @@ from aiohttp import web
 from admin_ui.app import create_admin_app
 from llmserver.sdnotify import Notifier
 from llmserver.supervision import proxy_supervision
+from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, runtime_key
 from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
@@ -102,6 +103,7 @@ async def _serve(settings: Settings, print_ready: str | None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        accesslog.flush()  # the last requests' lines, before the process's own last words
 
 
 async def _start(runner: web.AppRunner, settings: Settings) -> None:

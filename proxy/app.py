@@ -33,7 +33,7 @@ from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
 from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
-from proxy.middleware import access_log_middleware, auth_middleware, error_middleware, request_id_middleware
+from proxy.middleware import auth_middleware, error_middleware, request_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.speech.routes import setup_speech
@@ -49,8 +49,9 @@ RECLAIM_EVERY = 60.0  # seconds between sweeps for reservations left by a proces
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Database | None = None) -> web.Application:
+    cors = [cors_middleware] if settings.cors_origins else []  # every middleware costs every request
     app = web.Application(
-        middlewares=[request_id_middleware, access_log_middleware, cors_middleware, error_middleware, auth_middleware],
+        middlewares=[request_middleware, *cors, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings

@@ -1,4 +1,4 @@
-"""The proxy's middlewares, in order: request id -> access log -> errors -> auth.
+"""The proxy's middlewares, in order: request ids and access log -> (CORS) -> errors -> auth.
 
 The error middleware is the only place an exception becomes a response: an
 ``ApiError`` its envelope, an aiohttp HTTP error the same envelope with its
@@ -37,31 +37,21 @@ _NO_KEY = (
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request gets the server's own id (the ledger's identity, never taken from a client).
-    A client's ``X-Client-Request-Id`` (OpenAI's name) or ``X-Request-ID`` is kept beside it and
-    echoed as ``x-client-request-id``."""
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's ids, and its access-log line unless a generation logged it (:mod:`proxy.accesslog`).
+
+    Every request gets the server's own id (the ledger's identity, never taken from a client). A
+    client's ``X-Client-Request-Id`` (OpenAI's name) or ``X-Request-ID`` is kept beside it and echoed
+    as ``x-client-request-id``. (One middleware for both: each layer costs every request.)"""
+    started = time.perf_counter()
     given = request.headers.get("X-Client-Request-Id") or request.headers.get("X-Request-ID") or ""
     ids = RequestIds(f"req_{uuid.uuid4().hex}", given if _REQUEST_ID.match(given) else None)
     request[request_ids_key] = ids
-    response = await handler(request)
-    if not response.prepared:
-        response.headers["x-request-id"] = ids.server
-        if ids.client:
-            response.headers["x-client-request-id"] = ids.client
-    return response
-
-
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request that no generation logged itself (:mod:`proxy.accesslog`)."""
-    started = time.perf_counter()
     token = accesslog.begin()
     status = 500
     try:
         response = await handler(request)
         status = response.status
-        return response
     except web.HTTPException as exc:  # a redirect or the like, passed through by the error middleware
         status = exc.status
         raise
@@ -69,15 +59,20 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         if not accesslog.end(token):
             key = request.get(api_key_key)
             accesslog.log_request(
-                request_id=request[request_ids_key].server,
+                request_id=ids.server,
                 method=request.method,
                 path=request.path,
                 status=status,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 key_id=key.id if key is not None else None,
-                client_request_id=request[request_ids_key].client,
+                client_request_id=ids.client,
                 quiet=request.path in _PROBES,
             )
+    if not response.prepared:
+        response.headers["x-request-id"] = ids.server
+        if ids.client:
+            response.headers["x-client-request-id"] = ids.client
+    return response
 
 
 @web.middleware

@@ -6,6 +6,8 @@ it can write is written) in front of the shared daemon; its captured stderr is p
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 from pathlib import Path
@@ -15,7 +17,8 @@ import httpx2 as httpx  # what the openai SDK itself uses
 import openai
 import pytest
 
-from llmserver.logging import JsonFormatter
+from llmserver.logging import TEXT_FORMAT, JsonFormatter
+from proxy import accesslog
 from tests.harness import Daemon, Proxy
 
 
@@ -77,3 +80,41 @@ def test_json_lines_carry_exceptions(caplog: pytest.LogCaptureFixture) -> None:
         record.exc_info = sys.exc_info()
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "failed here" and "ValueError: boom" in line["exception"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_buffered_sink_writes_what_the_logging_formatter_would(log_format: str) -> None:
+    """The serving commands' access lines skip the logging machinery (its cost per request); they must
+    still be the very lines the configured formatter writes for the same record."""
+    fields = {"request_id": "req_1", "method": "GET", "path": "/v1/models", "status": 200, "latency_ms": 0.42}
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    sink = accesslog.LineSink(io.StringIO(), log_format)
+    for created in (1_764_450_000.0, 1_764_450_000.999, 1_764_453_601.5004):
+        record = logging.LogRecord("proxy.accesslog", logging.INFO, __file__, 1, "GET /v1/models 200", None, None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        record.fields = fields
+        assert sink.format(created, logging.INFO, "GET /v1/models 200", fields) == formatter.format(record) + "\n"
+
+
+@pytest.mark.asyncio
+async def test_buffered_lines_go_out_within_the_flush_interval(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.accesslog")
+    stream = io.StringIO()
+    sink = accesslog.LineSink(stream, "text")
+    previous = accesslog._sink
+    accesslog.use_sink(sink)
+    try:
+        accesslog.log_request(request_id="req_a", method="GET", path="/v1/models", status=200, latency_ms=0.3)
+        assert stream.getvalue() == ""  # buffered
+        await asyncio.sleep(accesslog.FLUSH_SECONDS * 3)
+        assert "GET /v1/models 200 request=req_a" in stream.getvalue()
+        for i in range(accesslog.FLUSH_LINES):  # a full buffer goes out at once
+            accesslog.log_request(request_id=f"req_{i}", method="GET", path="/v1/models", status=200, latency_ms=0.3)
+        assert stream.getvalue().count("\n") == 1 + accesslog.FLUSH_LINES
+        assert not caplog.records  # none went through logging as well
+        caplog.set_level(logging.WARNING, logger="proxy.accesslog")
+        accesslog.log_request(request_id="req_quiet", method="GET", path="/v1/models", status=200, latency_ms=0.3)
+        accesslog.flush()
+        assert "req_quiet" not in stream.getvalue()  # the level still rules
+    finally:
+        accesslog.use_sink(previous)

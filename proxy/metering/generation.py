@@ -121,6 +121,7 @@ class Generation:
     _budget_used: int = 0
     _refused: bool = False
     _recorded: bool = False
+    _completion: int | None = None
 
     @property
     def request_id(self) -> str:
@@ -149,8 +150,13 @@ class Generation:
     @property
     def completion_tokens(self) -> int:
         """The text and the tool calls the model wrote, in the billing unit."""
+        if self._completion is not None:
+            return self._completion
         n = count_text(self.text) + sum(count_text(c["name"]) + count_text(c["arguments"]) for c in self.tool_calls)
-        return min(n, self.ticket.max_tokens) if self.ticket and self.ticket.reservation else n
+        n = min(n, self.ticket.max_tokens) if self.ticket and self.ticket.reservation else n
+        if self._recorded:  # the text is final once the row is being written: count it once
+            self._completion = n
+        return n
 
     async def admit(self) -> None:
         try:
@@ -249,10 +255,16 @@ class Generation:
         if self._recorded:
             return
         self._recorded = True
+        cancelled = False
         if self._stream is not None:
-            await self._stream.aclose()  # abort on the runtime whatever ended the request (idempotent)
+            try:
+                await self._stream.aclose()  # abort on the runtime whatever ended the request (idempotent)
+            except asyncio.CancelledError:
+                cancelled = True  # the row first; the cancellation goes on after it
         status, disconnected = outcome(exc)
         await write_once(self._record(status, disconnected), exc)
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _bill(self) -> tuple[int, int]:
         """(prompt, completion) tokens charged: nothing for a request that was refused or never ran."""

@@ -1,9 +1,9 @@
 """How a metered request ends, shared by every kind of request (text generations, speech).
 
 - :func:`outcome`: the status and "client disconnected" a way of ending means;
-- :func:`write_once`: run a request's row write to its end even if the request is cancelled meanwhile
-  (the cancellation goes on afterwards), raising the write's error only when nothing else ended it;
-- :func:`write_usage`: the row and its reservation in one transaction; a failure is counted, logged,
+- :func:`write_once`: run a request's row write, raising the write's error only when nothing else ended it;
+- :func:`write_usage`: the row and its reservation in one transaction, written to its end even if the
+  request is cancelled meanwhile (the cancellation goes on afterwards); a failure is counted, logged,
   the reservation released, and answered as an :class:`ApiError` (503 when it is temporary);
 - :func:`unless_gone`: await a step, or give up when the client leaves first.
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from proxy.errors import ApiError
 from proxy.metrics import Metrics
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError
-from proxy.storage.usage import Reservation, UsageEvent, record_usage, release
+from proxy.storage.usage import Reservation, UsageEvent, record_usage_on, release_on
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,9 @@ def outcome(exc: BaseException | None) -> tuple[int, bool]:
 
 
 async def write_once(write: Awaitable[ApiError | None], exc: BaseException | None) -> None:
-    """Await ``write`` shielded from cancellation; raise its error only for a request that ended well."""
-    task = asyncio.ensure_future(write)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True  # finish the write first; the cancellation goes on after it
-    if cancelled:
-        raise asyncio.CancelledError
-    error = task.result()
+    """Await ``write`` (a ``_record`` that ends in :func:`write_usage`, which finishes its write even
+    if the request is cancelled meanwhile); raise its error only for a request that ended well."""
+    error = await write
     if error is not None and exc is None:
         raise error
 
@@ -66,23 +58,56 @@ async def write_once(write: Awaitable[ApiError | None], exc: BaseException | Non
 async def write_usage(
     db: Database, metrics: Metrics, event: UsageEvent, reservation: Reservation | None
 ) -> ApiError | None:
-    """Write the row (settling ``reservation``); on failure the error to answer with."""
+    """Write the row (settling ``reservation``); on failure the error to answer with.
+
+    Shielded from cancellation: a cancellation that arrives meanwhile (the server shutting down) is
+    held until the row is written, or its failure handled, then raised. The wait is on the writer's
+    own future, so the common path creates no task."""
     try:
-        await record_usage(db, event, reservation)
-    except Exception as exc:
-        metrics.ledger_failures.inc()
-        if not getattr(exc, "temporary", False):  # a temporary one is logged once per incident, by the writer
-            log.error("usage row for request %s could not be written: %s", event.request_id, exc)
-        if reservation is not None:
-            try:
-                await release(db, reservation)
-            except Exception as again:
-                log.error("could not release a quota reservation: %s", again)
-        return _ledger_error(exc)
-    return None
+        future = db.submit_write(lambda conn: record_usage_on(conn, event, reservation))
+    except Exception as exc:  # the database is closed
+        return await _failed(db, metrics, event, reservation, exc)
+    cancelled = await _wait_out(future)
+    error = None
+    failure = StorageError("the write was cancelled") if future.cancelled() else future.exception()
+    if failure is not None:
+        error = await _failed(db, metrics, event, reservation, failure)
+    if cancelled:
+        raise asyncio.CancelledError
+    return error
 
 
-def _ledger_error(exc: Exception) -> ApiError:
+async def _wait_out(future: asyncio.Future[Any]) -> bool:
+    """Wait until ``future`` is done, whatever cancels the caller meanwhile; whether something did."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not future.cancelled()  # else the future itself was cancelled
+        except Exception:
+            pass  # the future's own error: the caller reads it
+    return cancelled
+
+
+async def _failed(
+    db: Database, metrics: Metrics, event: UsageEvent, reservation: Reservation | None, exc: BaseException
+) -> ApiError:
+    """A row that could not be written: counted, logged, its reservation released; the answer."""
+    metrics.ledger_failures.inc()
+    if not getattr(exc, "temporary", False):  # a temporary one is logged once per incident, by the writer
+        log.error("usage row for request %s could not be written: %s", event.request_id, exc)
+    if reservation is not None:
+        try:
+            released = db.submit_write(lambda conn: release_on(conn, reservation))
+            await _wait_out(released)
+            released.result()
+        except Exception as again:
+            log.error("could not release a quota reservation: %s", again)
+    return _ledger_error(exc)
+
+
+def _ledger_error(exc: BaseException) -> ApiError:
     if isinstance(exc, StorageError) and getattr(exc, "temporary", False):
         return ApiError(
             503,
@@ -95,15 +120,33 @@ def _ledger_error(exc: Exception) -> ApiError:
 
 
 async def unless_gone(step: Awaitable[T], client_gone: Callable[[], bool]) -> T:
-    """``step``'s result; :class:`ClientGone` (and ``step`` cancelled) if the client leaves first."""
-    task = asyncio.ensure_future(step)
+    """``step``'s result; :class:`ClientGone` (and ``step`` cancelled) if the client leaves first.
+
+    A timer asks ``client_gone`` every ``DISCONNECT_POLL`` seconds and, when the client has left,
+    cancels the waiting task, as ``asyncio.timeout`` does: no task or futures of its own, since this
+    runs for every request. (A runtime stream whose reader is cancelled aborts its request on the
+    daemon.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    gone = False
+    timer: asyncio.TimerHandle
+
+    def check() -> None:
+        nonlocal gone, timer
+        if client_gone():
+            gone = True
+            task.cancel()
+        else:
+            timer = loop.call_later(DISCONNECT_POLL, check)
+
+    timer = loop.call_later(DISCONNECT_POLL, check)
     try:
-        while not task.done():
-            await asyncio.wait((task,), timeout=DISCONNECT_POLL)
-            if not task.done() and client_gone():
-                raise ClientGone("the client went away while its request waited")
-        return task.result()
+        return await step
+    except asyncio.CancelledError:
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the count of requested cancellations
+        if gone and (uncancel is None or uncancel() == 0):  # ours alone, not also the server's
+            raise ClientGone("the client went away while its request waited") from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()  # a runtime stream whose reader is cancelled aborts its request on the daemon
-            await asyncio.wait((task,))
+        timer.cancel()

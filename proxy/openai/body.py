@@ -51,6 +51,8 @@ async def read_json(request: web.Request) -> Any:
 
 
 async def _read_within(request: web.Request, seconds: float) -> bytes:
+    if request.content.is_eof():  # the whole body came with the headers (the usual case): no wait to bound
+        return await request.read()
     try:
         return await asyncio.wait_for(request.read(), seconds)
     except asyncio.TimeoutError:

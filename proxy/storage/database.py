@@ -263,12 +263,17 @@ class Database:
         caller (``sqlite3.Error`` wrapped in :class:`DatabaseError`). Cancelling the caller does
         not cancel the write.
         """
+        return await self.submit_write(fn)
+
+    def submit_write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """:meth:`execute_write` without the wait: the job is queued now, the future settles once it
+        committed (or failed). Cancelling the future does not cancel the write."""
         if self._closed or self._writer is None:
             raise DatabaseClosedError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(fn, future, loop))
-        return await future
+        return future
 
     async def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a read-only connection in a reader thread."""
