@@ -86,10 +86,35 @@ class ConnectionGuard:
     header_timeout: float
     write_timeout: float
     open: int = 0
-    waiting: OrderedDict[GuardedHandler, None] = field(default_factory=OrderedDict)
+    # connections waiting for their request's headers, oldest first, with their deadlines
+    waiting: OrderedDict[GuardedHandler, float] = field(default_factory=OrderedDict)
+    _sweep_at: asyncio.TimerHandle | None = None
     warn_full: RateLimitedWarning = field(
         default_factory=lambda: RateLimitedWarning("connection limit (%d) reached: closing excess connections")
     )
+
+    def await_headers(self, handler: GuardedHandler) -> None:
+        """Start ``handler``'s header deadline. One timer for all connections, set for the oldest
+        deadline (a timer per request cost every request a heap push and a cancel)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.header_timeout
+        self.waiting.pop(handler, None)
+        self.waiting[handler] = deadline
+        if self._sweep_at is None:
+            self._sweep_at = loop.call_at(deadline, self._sweep)
+
+    def _sweep(self) -> None:
+        """Answer 408 on the connections past their deadline; wake again at the next one."""
+        self._sweep_at = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self.waiting:
+            handler, deadline = next(iter(self.waiting.items()))
+            if deadline > now:
+                self._sweep_at = loop.call_at(deadline, self._sweep)
+                return
+            del self.waiting[handler]
+            handler.headers_late()
 
     def admit(self, handler: GuardedHandler) -> bool:
         """Count ``handler`` in; False when it must be closed at once (every slot busy)."""
@@ -112,7 +137,6 @@ class GuardedHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.guard = guard
         self._counted = False
-        self._header_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._unsent_at_pause = 0
 
@@ -123,10 +147,10 @@ class GuardedHandler(RequestHandler):
             return
         self._counted = True
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-        self._await_headers()
+        self.guard.await_headers(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_header_timer()
+        self.guard.waiting.pop(self, None)
         if self._write_timer is not None:
             self._write_timer.cancel()
         if self._counted:
@@ -135,34 +159,24 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self._current_request is None and not self._messages and data:
-            self._await_headers()  # a new request on a kept-alive connection
+        waiting = self.guard.waiting
+        if self._current_request is None and not self._messages and data and self not in waiting:
+            self.guard.await_headers(self)  # a new request on a kept-alive connection
         before = self._request_count
         super().data_received(data)
         if self._request_count > before:
-            self._stop_header_timer()
+            waiting.pop(self, None)
 
     def drop(self) -> None:
         """Close this connection now (it is idle: no request of it is running)."""
-        self._stop_header_timer()
+        self.guard.waiting.pop(self, None)
         if self.transport is not None:
             self.transport.abort()
 
     # -- header deadline -------------------------------------------------------------------
 
-    def _await_headers(self) -> None:
-        self._header_timer = self._loop.call_later(self.guard.header_timeout, self._headers_late)
-        self.guard.waiting[self] = None
-
-    def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-        self.guard.waiting.pop(self, None)
-
-    def _headers_late(self) -> None:
-        self._header_timer = None
-        self.guard.waiting.pop(self, None)
+    def headers_late(self) -> None:
+        """The header deadline passed (:meth:`ConnectionGuard._sweep`): a 408, and the connection closed."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return

@@ -8,6 +8,8 @@ under ``(other)``, so the scrape stays small whatever reaches it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -63,6 +65,7 @@ class Metrics:
         )
         self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
         self._models: set[str] = set()
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def model_label(self, model: str) -> str:
         if model in self._models:
@@ -73,15 +76,24 @@ class Metrics:
         return model
 
     def observe(self, endpoint: str, model: str, status: int, latency_ms: float, ttft_ms: float | None) -> None:
-        self.requests.labels(endpoint, self.model_label(model), str(status)).inc()
-        self.latency.labels(endpoint).observe(latency_ms / 1000)
+        self._child(self.requests, endpoint, self.model_label(model), str(status)).inc()
+        self._child(self.latency, endpoint).observe(latency_ms / 1000)
         if ttft_ms is not None:
-            self.ttft.labels(endpoint).observe(ttft_ms / 1000)
+            self._child(self.ttft, endpoint).observe(ttft_ms / 1000)
 
     def tokens(self, model: str, prompt: int, completion: int) -> None:
         label = self.model_label(model)
-        self.tokens_counter.labels(label, "prompt").inc(prompt)
-        self.tokens_counter.labels(label, "completion").inc(completion)
+        self._child(self.tokens_counter, label, "prompt").inc(prompt)
+        self._child(self.tokens_counter, label, "completion").inc(completion)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus_client validates and locks on every
+        call, five times a request. The label sets are bounded (models by ``MAX_MODEL_LABELS``)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def error(self, status: int, code: str | None) -> None:
         self.errors.labels(str(status), code or "").inc()

@@ -47,19 +47,24 @@ _SAMPLING = frozenset(
 )
 
 
+_KNOWN = {
+    True: _CHAT | _SAMPLING | IGNORED | REFUSED.keys(),
+    False: _COMPLETION | _SAMPLING | IGNORED | REFUSED.keys(),
+}
+
+
 def check_extra_fields(obj: dict[str, Any], chat: bool) -> None:
     """Refuse what cannot be honoured; log (debug) the unknown fields that are ignored."""
-    for key, why in REFUSED.items():
-        if obj.get(key) not in (None, {}, [], ""):
-            raise bad_request(why, key, "unsupported_parameter")
+    for key in REFUSED.keys() & obj.keys():
+        if obj[key] not in (None, {}, [], ""):
+            raise bad_request(REFUSED[key], key, "unsupported_parameter")
     if chat and obj.get("modalities") not in (None, ["text"]):
         raise bad_request("only the text modality is supported", "modalities", "unsupported_parameter")
     if not chat and obj.get("best_of") not in (None, 1):
         raise bad_request("only best_of=1 is supported", "best_of", "unsupported_parameter")
-    known = (_CHAT if chat else _COMPLETION) | _SAMPLING | IGNORED | REFUSED.keys()
-    unknown = sorted(k for k in obj if k not in known)
+    unknown = obj.keys() - _KNOWN[chat]
     if unknown:
-        log.debug("ignored unknown request fields: %s", ", ".join(unknown))
+        log.debug("ignored unknown request fields: %s", ", ".join(sorted(unknown)))
 
 
 def parse_chat_output(obj: dict[str, Any]) -> OutputSpec:
