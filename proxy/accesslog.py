@@ -110,6 +110,7 @@ def _text(fields: dict[str, Any]) -> str:
 
 
 FLUSH_SECONDS = 0.1
+_LEVEL_NAMES = {logging.INFO: "INFO", logging.DEBUG: "DEBUG"}
 FLUSH_LINES = 64
 
 
@@ -142,7 +143,7 @@ class LineSink:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S" if self.json else "%Y-%m-%d %H:%M:%S", self._clock(second))
         millis = int((created - second) * 1000)
-        name = logging.getLevelName(level)
+        name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
         if not self.json:
             return f"{self._stamp},{millis:03d} {name} {log.name}: {message}\n"
         line = {"time": f"{self._stamp}.{millis:03d}+00:00", "level": name, "logger": log.name, "message": message}

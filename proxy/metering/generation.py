@@ -275,11 +275,12 @@ class Generation:
     async def _record(self, status: int, disconnected: bool) -> ApiError | None:
         prompt, completion = self._bill()
         latency_ms = (time.perf_counter() - self.started) * 1000
+        model = self.model_label
         event = UsageEvent(
             request_id=self.ids.server,
             client_request_id=self.ids.client,
             api_key_id=self.key.id,
-            model=self.model_label,
+            model=model,
             endpoint=self.endpoint,
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -305,7 +306,7 @@ class Generation:
             client_request_id=self.ids.client,
         )
         metrics = self.service.metrics
-        metrics.observe(self.endpoint, self.model_label, status, latency_ms, self.ttft_ms)
-        metrics.tokens(self.model_label, prompt, completion)
+        metrics.observe(self.endpoint, model, status, latency_ms, self.ttft_ms)
+        metrics.tokens(model, prompt, completion)
         reservation = self.ticket.reservation if self.ticket else None
         return await write_usage(self.service.db, metrics, event, reservation)
