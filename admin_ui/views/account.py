@@ -21,6 +21,7 @@ from admin_ui.appkeys import db_key, hasher_key, principal_key
 from admin_ui.audited import audit
 from admin_ui.passwords import check_password, hash_password, password_matches
 from admin_ui.session import start_session
+from admin_ui.totp import matching_step
 from proxy.auth.apikey import hash_secret
 from proxy.storage.errors import ValidationError
 from proxy.storage.users import User, UserRepository
@@ -87,12 +88,13 @@ async def totp_enrol(request: web.Request) -> web.Response:
     session = await get_session(request)
     secret = session.get("totp_pending")
     code = "".join(str((await request.post()).get("code", "")).split())
-    if not isinstance(secret, str) or not pyotp.TOTP(secret).verify(code, valid_window=1):
+    step = matching_step(secret, code) if isinstance(secret, str) else None
+    if step is None:
         return await _page(request, 400, error="That code does not match; try the next one.")
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
     hasher = request.app[hasher_key]
     hashes = await asyncio.gather(*(asyncio.to_thread(hash_secret, c, hasher) for c in codes))
-    await UserRepository(request.app[db_key]).set_totp(user.id, secret, list(hashes))
+    await UserRepository(request.app[db_key]).set_totp(user.id, secret, list(hashes), used_step=step)
     del session["totp_pending"]
     await audit(request, "user.totp.enable", f"user {user.username}")
     return await _page(request, codes=codes, message="Two-factor login is on. Store these recovery codes now.")

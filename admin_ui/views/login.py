@@ -13,13 +13,13 @@ import secrets
 import time
 
 import aiohttp_jinja2
-import pyotp
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from admin_ui.appkeys import client_addr_key, db_key, hasher_key, principal_key
 from admin_ui.audited import audit
 from admin_ui.session import start_session
+from admin_ui.totp import matching_step
 from proxy.auth.apikey import hash_secret, verify_secret
 from proxy.storage.users import LoginThrottle, User, UserRepository
 
@@ -139,9 +139,10 @@ async def totp_submit(request: web.Request) -> web.Response:
 async def _check_code(request: web.Request, user: User, code: str) -> str | None:
     """``"totp"`` or ``"recovery code"`` when ``code`` is good, else None."""
     assert user.totp_secret is not None
-    if code.isdigit() and len(code) == 6 and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1):
-        return "totp"
     repo = UserRepository(request.app[db_key])
+    step = matching_step(user.totp_secret, code)
+    if step is not None:
+        return "totp" if await repo.use_totp_step(user.id, step) else None  # a code is good once
     for code_id, code_hash in await repo.recovery_hashes(user.id):
         if await asyncio.to_thread(verify_secret, code_hash, code.lower()):
             return "recovery code" if await repo.use_recovery_code(code_id) else None

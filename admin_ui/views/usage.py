@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import date, timedelta
 from typing import Any
 
 import aiohttp_jinja2
@@ -51,15 +52,30 @@ def bars(rows: list[dict[str, Any]], label: str, value: str, width: int = 600, h
     return {"width": width, "height": height, "bars": items, "max": top}
 
 
+MAX_CHART_DAYS = 400  # a longer range is drawn with its days that had traffic only
+
+
+def every_day(rows: list[dict[str, Any]], since: str, until: str) -> list[dict[str, Any]]:
+    """One row per day from ``since`` to ``until``, zeros for days without traffic: a quiet day
+    shows as a gap in the chart, not as the next busy day moved up beside the last one."""
+    first, last = date.fromisoformat(since), date.fromisoformat(until)
+    if (last - first).days >= MAX_CHART_DAYS:
+        return rows
+    have = {row["day"]: row for row in rows}
+    days = (first + timedelta(days=i) for i in range((last - first).days + 1))
+    return [have.get(d.isoformat()) or {"day": d.isoformat(), "total_tokens": 0, "requests": 0} for d in days]
+
+
 @routes.get("/reports")
 async def usage_page(request: web.Request) -> web.Response:
     flt = usage_filter(request.query)
     report = await request.app[reports_key].report(flt)
+    days = every_day(report.by_day, flt.since, flt.until)
     context = {
         "flt": flt,
         "report": report,
-        "tokens_chart": bars(report.by_day, "day", "total_tokens"),
-        "requests_chart": bars(report.by_day, "day", "requests"),
+        "tokens_chart": bars(days, "day", "total_tokens"),
+        "requests_chart": bars(days, "day", "requests"),
         "query": request.query_string,
     }
     return aiohttp_jinja2.render_template("usage.html", request, context)

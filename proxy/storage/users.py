@@ -143,8 +143,11 @@ class UserRepository:
         """Log out everywhere (the epoch moves on)."""
         return await self._update(user_id, "session_epoch = session_epoch + 1", ())
 
-    async def set_totp(self, user_id: int, secret: str | None, recovery_hashes: list[str]) -> User:
-        """Turn TOTP on (``secret``) with fresh recovery codes, or off (``None``); sessions stay."""
+    async def set_totp(
+        self, user_id: int, secret: str | None, recovery_hashes: list[str], used_step: int | None = None
+    ) -> User:
+        """Turn TOTP on (``secret``) with fresh recovery codes, or off (``None``); sessions stay.
+        ``used_step``: the time step of the code that confirmed the enrolment (it is spent)."""
 
         def write(conn: sqlite3.Connection) -> User:
             conn.execute("DELETE FROM user_recovery_codes WHERE user_id = ?", (user_id,))
@@ -152,9 +155,18 @@ class UserRepository:
                 "INSERT INTO user_recovery_codes (user_id, code_hash) VALUES (?, ?)",
                 [(user_id, h) for h in recovery_hashes],
             )
-            return _update_on(conn, user_id, "totp_secret = ?", (secret,))
+            return _update_on(conn, user_id, "totp_secret = ?, totp_last_step = ?", (secret, used_step))
 
         return await self._db.execute_write(write)
+
+    async def use_totp_step(self, user_id: int, step: int) -> bool:
+        """Spend the TOTP time step ``step``; False if the account already used it or a later one
+        (a replayed code), atomically, so two logins with one code cannot both pass."""
+        sql = (
+            "UPDATE users SET totp_last_step = ? WHERE id = ? "
+            "AND (totp_last_step IS NULL OR totp_last_step < ?) RETURNING id"
+        )
+        return await self._db.execute_write(lambda c: c.execute(sql, (step, user_id, step)).fetchone() is not None)
 
     async def recovery_hashes(self, user_id: int) -> list[tuple[int, str]]:
         """``(id, hash)`` of the account's unused recovery codes."""

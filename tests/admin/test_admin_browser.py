@@ -94,6 +94,10 @@ def test_an_admin_creates_a_key_uses_it_sees_it_and_revokes_it(console: Proxy, p
     row = page.locator("#usage-keys tr", has_text="browser key")
     expect(row).to_contain_text(str(used))
     expect(page.locator("#usage-requests")).to_have_text("1")
+    # Every day of the default 30 is a bar, the quiet ones of height 0: only today's has a height.
+    bars = page.get_by_role("img", name="Requests per day").locator("rect")
+    expect(bars).to_have_count(30)
+    assert [b.get_attribute("height") for b in bars.all()].count("0.0") == 29
     page.get_by_role("link", name="Dashboard").click()
     expect(page.locator("#today-requests")).to_have_text("1")
     expect(page.locator("#models")).to_contain_text("smollm2")
@@ -146,7 +150,8 @@ def test_totp_enrolment_and_login_with_a_code(console: Proxy, pages: Any) -> Non
     page.locator("#enrol-totp").click()
     expect(page.get_by_alt_text("QR code of the TOTP secret")).to_be_visible()
     secret = page.locator("#totp-secret").inner_text().strip()
-    page.get_by_label("Code shown by the app").fill(pyotp.TOTP(secret).now())
+    enrol_code = pyotp.TOTP(secret).now()
+    page.get_by_label("Code shown by the app").fill(enrol_code)
     page.get_by_role("button", name="Turn on two-factor login").click()
     expect(page.locator("#totp-state")).to_have_text("on")
     codes = page.locator("#recovery-codes li").all_inner_texts()
@@ -160,12 +165,21 @@ def test_totp_enrolment_and_login_with_a_code(console: Proxy, pages: Any) -> Non
     )
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("alert")).to_contain_text("Wrong")
-    page.get_by_label(re.compile("Code from your authenticator")).fill(pyotp.TOTP(secret).now())
+    # A code is good once (RFC 6238 5.2): the enrolment's code, still inside its window, is refused.
+    page.get_by_label(re.compile("Code from your authenticator")).fill(enrol_code)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong")
+    next_code = pyotp.TOTP(secret).at(time.time() + 30)  # the next step's, accepted for clock drift
+    page.get_by_label(re.compile("Code from your authenticator")).fill(next_code)
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-    # A recovery code works once.
+    # ...and once only: after logging out, the same code does not open a session again.
     page.get_by_role("button", name="Log out").click()
     login(page, console, "alice")
+    page.get_by_label(re.compile("Code from your authenticator")).fill(next_code)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong")
+    # A recovery code works once.
     page.get_by_label(re.compile("Code from your authenticator")).fill(codes[0])
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
