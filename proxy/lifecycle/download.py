@@ -10,7 +10,8 @@ One model is a list of files of one repository at one revision: named files (a `
 3. Each file goes through ``hf_hub_download`` (pinned to the commit), which writes to
    ``<cache>/models--org--name/blobs`` and links ``snapshots/<commit>/<file>``, so other tools share
    the cache. A connection cut mid-file is resumed by the client with a ``Range`` request; a file
-   already complete is not fetched again, so a cancelled or crashed snapshot resumes file by file.
+   already complete is not fetched again, and the part of a file that a cancelled or killed pull
+   had written is continued with a ``Range`` request too (:meth:`Downloader._resume_leftover`).
 4. Each file's sha256 is checked against the Hub's; a mismatch deletes the blob and fails.
 
 Progress and cancellation ride on the ``tqdm_class`` hook the client offers: every chunk written
@@ -20,7 +21,9 @@ The endpoint is the client's own (``HF_ENDPOINT``, read by ``huggingface_hub``) 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
 import hashlib
 import logging
 import os
@@ -104,7 +107,8 @@ class Downloader:
         cancel = cancel or threading.Event()
         paths: list[Path] = []
         for remote in chosen:
-            bar = progress_bar_class(_offset(progress, done, total), cancel, self.show_progress)
+            keep = functools.partial(self._keep_partial, repo, remote)
+            bar = progress_bar_class(_offset(progress, done, total), cancel, self.show_progress, keep)
             paths.append(self._fetch_one(repo, listing.commit, remote, token, bar))
             done += remote.size
             if progress:
@@ -177,6 +181,30 @@ class Downloader:
         except Timeout:
             return  # another process is downloading this blob right now
 
+    def _keep_partial(self, repo: str, remote: RemoteFile) -> None:
+        """On cancel, mid-file: keep what arrived for :meth:`_resume_leftover` to continue later.
+
+        ``huggingface_hub`` deletes its partial file when the call fails; a hard link made now, while
+        the file is still open, keeps its bytes (those still buffered included, flushed when the
+        client closes it) under a name the resume step finds: a cancelled pull resumes where it
+        stopped, as one killed does."""
+        if remote.sha256 is None:
+            return
+        from huggingface_hub.file_download import repo_folder_name
+
+        root = self.cache_dir or _default_cache()
+        blobs = root / repo_folder_name(repo_id=repo, repo_type="model") / "blobs"
+        kept = blobs / f"{remote.sha256}.kept.incomplete"
+        writing = [p for p in blobs.glob(f"{remote.sha256}.*.incomplete") if p != kept]
+        if not writing:
+            return  # the resume step itself was writing ``kept``: it stays as it is
+        current = max(writing, key=lambda p: p.stat().st_mtime)
+        with contextlib.suppress(OSError):
+            spare = kept.with_name(kept.name + ".new")
+            spare.unlink(missing_ok=True)
+            os.link(current, spare)
+            os.replace(spare, kept)
+
     def _check_space(self, chosen: Sequence[RemoteFile], commit: str, repo: str) -> None:
         root = self.cache_dir or _default_cache()
         root.mkdir(parents=True, exist_ok=True)
@@ -243,8 +271,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def progress_bar_class(report: Callable[[int], Any], cancel: threading.Event, show: bool) -> type:
-    """A tqdm-like class for ``huggingface_hub``'s ``tqdm_class``: reports bytes, honours ``cancel``."""
+def progress_bar_class(
+    report: Callable[[int], Any], cancel: threading.Event, show: bool, on_cancel: Callable[[], None] | None = None
+) -> type:
+    """A tqdm-like class for ``huggingface_hub``'s ``tqdm_class``: reports bytes, honours ``cancel``
+    (``on_cancel`` first, to keep the partial file)."""
 
     class _Bar:
         def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
@@ -268,6 +299,8 @@ def progress_bar_class(report: Callable[[int], Any], cancel: threading.Event, sh
                 self._shown.update(n)
             report(self.n)
             if cancel.is_set():
+                if on_cancel is not None:
+                    on_cancel()
                 raise DownloadCancelledError("the download was cancelled")
 
         def close(self) -> None:

@@ -73,7 +73,7 @@ def test_no_network_names_the_offline_mode_and_local_paths(tmp_path: Path) -> No
     assert "HF_HUB_OFFLINE=1" in str(caught.value) and "local path" in str(caught.value)
 
 
-def test_a_cancelled_download_stops_and_leaves_no_partial_file_then_pulls_again(hub: Hub, tmp_path: Path) -> None:
+def test_a_cancelled_download_stops_and_the_next_pull_resumes_where_it_stopped(hub: Hub, tmp_path: Path) -> None:
     cancel = threading.Event()
 
     def progress(done: int, total: int) -> None:
@@ -84,9 +84,16 @@ def test_a_cancelled_download_stops_and_leaves_no_partial_file_then_pulls_again(
     with pytest.raises(DownloadCancelledError):
         downloader.fetch(DEMO_REPO, files=[FILE], progress=progress, cancel=cancel)
     blobs = tmp_path / "cache" / "models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF" / "blobs"
-    assert not [p for p in blobs.iterdir() if not p.name.endswith(".lock")] if blobs.exists() else True
+    partial = [p for p in blobs.iterdir() if not p.name.endswith(".lock")]
+    assert [p.name.endswith(".kept.incomplete") for p in partial] == [True]  # one partial file, kept
+    kept = partial[0].stat().st_size
+    size = hub.repos[DEMO_REPO].files[FILE].size
+    assert 0 < kept < size
     fetched = downloader.fetch(DEMO_REPO, files=[FILE])
     assert sha256_file(fetched.path) == hub.repos[DEMO_REPO].files[FILE].sha256
+    last = [r for method, path, r, _ in hub.requests if path.startswith("/cdn/") and method == "GET"][-1]
+    assert last == f"bytes={kept}-"  # only the rest was fetched
+    assert not list(blobs.glob("*.incomplete"))
 
 
 def test_a_snapshot_with_patterns_downloads_the_matching_files_into_one_directory(hub: Hub, tmp_path: Path) -> None:
