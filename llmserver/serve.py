@@ -8,7 +8,7 @@ the database not writable) surface as :class:`ServeError`, one sentence naming t
 
 While it serves, the process holds the database's serving lock (``llmserver restore`` refuses to
 run under it) and tells systemd and the terminal the truth about its state
-(:mod:`llmserver.supervision`): ``READY=1`` and ``llmserver up``'s banner come only once the warm-up
+(:mod:`llmserver.supervision.proxy`): ``READY=1`` and ``llmserver up``'s banner come only once the warm-up
 is done and the database and the runtime answer.
 """
 
@@ -24,8 +24,8 @@ import sys
 from aiohttp import web
 
 from admin_ui.app import create_admin_app
-from llmserver.sdnotify import Notifier
-from llmserver.supervision import proxy_supervision
+from llmserver.supervision.proxy import proxy_supervision
+from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, runtime_key

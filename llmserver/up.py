@@ -4,7 +4,7 @@ Starts the daemon as a child process (with the demo model unless ``--model`` is
 given), waits until its models are ready, generates missing secrets into a 0600
 file, creates a first API key when the database has none, prints how to make a
 first request, then serves the proxy until Ctrl-C (which stops the daemon too). While it serves,
-the daemon is supervised (:mod:`llmserver.supervisor`): restarted with back-off if it dies. Start-up
+the daemon is supervised (:mod:`llmserver.supervision.restart`): restarted with back-off if it dies. Start-up
 problems (a read-only data directory, the port already taken) are one sentence naming the path or
 the setting, checked before the daemon starts where possible and never leaving it behind.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from llmserver.commands.admin import first_admin
 from llmserver.logging import setup_logging
 from llmserver.serve import ServeError
-from llmserver.supervisor import Supervisor
+from llmserver.supervision.restart import Supervisor
 from proxy.auth.apikey import key_minter
 from proxy.settings import Settings, checked_settings
 from proxy.storage.api_keys import KeyRepository

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from llmserver.sdnotify import Notifier
+from llmserver.supervision.sdnotify import Notifier
 from tests.harness import Daemon, Proxy, demo_spec
 
 WATCHDOG_USEC = "600000"  # 0.6 s: the services send WATCHDOG=1 every 0.3 s

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from llmserver.logging import configure_logging
-from llmserver.runtimesupervisor import RuntimeSupervisor
-from llmserver.sdnotify import Notifier
+from llmserver.supervision.runtime import RuntimeSupervisor
+from llmserver.supervision.sdnotify import Notifier
 from runtime.api.errors import RuntimeServiceError
 from runtime.api.models import ModelConfig, parse_model_spec
 from runtime.backends.base import BackendError

@@ -2,8 +2,8 @@
 
 Both services are ``Type=notify``. Each one sends ``READY=1`` only once it really serves, feeds the
 watchdog only while its own health check passes, and says ``STOPPING=1`` when it begins to stop
-(:mod:`llmserver.sdnotify` speaks the protocol; the runtime's side is
-:mod:`llmserver.runtimesupervisor`).
+(:mod:`llmserver.supervision.sdnotify` speaks the protocol; the runtime's side is
+:mod:`llmserver.supervision.runtime`).
 
 - The proxy (:func:`proxy_supervision`, an aiohttp cleanup context added by ``serve``): ready when
   the warm-up is done (``proxy.metering.warmup``) and :func:`proxy.openai.ops.check_health` passes,
@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from llmserver.sdnotify import Notifier
+from llmserver.supervision.sdnotify import Notifier
 from proxy.appkeys import warmup_key
 from proxy.openai.ops import check_health
 

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from llmserver.sdnotify import Notifier
+from llmserver.supervision.sdnotify import Notifier
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeClientError
 from runtime.api.protocol import SamplingParams
