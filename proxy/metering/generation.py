@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from proxy import accesslog
 from proxy.errors import ApiError
@@ -79,26 +79,46 @@ class Generations:
                 log.error("%d request(s) still running at shutdown after %.0f s", len(self._live), timeout)
         return len(self._live)
 
-    @asynccontextmanager
-    async def run(
-        self, key: ApiKey, req: GenerationRequest, endpoint: str, ids: RequestIds
-    ) -> AsyncIterator[Generation]:
-        gen = Generation(self, key, req, endpoint, ids, prompt_tokens=await count_request(req))
-        self.metrics.inflight.inc()
-        self._live.add(gen)
+    def run(self, key: ApiKey, req: GenerationRequest, endpoint: str, ids: RequestIds) -> GenerationRun:
+        """``async with generations.run(...) as gen``: admitted on entry (refusals raise), its row
+        written on exit, whatever ends it."""
+        return GenerationRun(self, key, req, endpoint, ids)
+
+
+class GenerationRun:
+    """The context manager :meth:`Generations.run` returns (a class, not ``asynccontextmanager``:
+    no async generator to start and finalise for every request)."""
+
+    __slots__ = ("_args", "_gen", "_service")
+
+    def __init__(self, service: Generations, key: ApiKey, req: GenerationRequest, endpoint: str, ids: RequestIds):
+        self._service, self._args = service, (key, req, endpoint, ids)
+        self._gen: Generation | None = None
+
+    async def __aenter__(self) -> Generation:
+        service, (key, req, endpoint, ids) = self._service, self._args
+        gen = self._gen = Generation(service, key, req, endpoint, ids, prompt_tokens=await count_request(req))
+        service.metrics.inflight.inc()
+        service._live.add(gen)
         try:
             await gen.admit()
-            yield gen
         except BaseException as exc:
-            await gen.end(exc)
+            await self.__aexit__(type(exc), exc, None)
             raise
-        else:
-            await gen.end(None)
+        return gen
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        gen, service = self._gen, self._service
+        assert gen is not None
+        try:
+            await gen.end(exc)
         finally:
-            self.metrics.inflight.dec()
-            self._live.discard(gen)
-            if not self._live:
-                self._idle.set()
+            service.metrics.inflight.dec()
+            service._live.discard(gen)
+            if not service._live:
+                service._idle.set()
 
 
 @dataclass(eq=False)
@@ -203,14 +223,32 @@ class Generation:
         ``client_gone`` is asked every ``settle.DISCONNECT_POLL`` seconds, and when it says so the stream is
         aborted and :class:`ClientGone` raised. Runtime errors become ApiErrors here.
         """
-        assert self._stream is not None, "open() first"
+        stream, ticket = self._stream, self.ticket
+        assert stream is not None and ticket is not None, "open() first"
+        watch = client_gone
         try:
-            async for piece in self._metered(self._stream, client_gone):
+            while True:
+                try:
+                    piece = await (unless_gone(stream.__anext__(), watch) if watch is not None else stream.__anext__())
+                except StopAsyncIteration:
+                    break
+                except RuntimeClientError as exc:
+                    raise runtime_error(exc, started=bool(self.pieces_sent), deadline=True) from None
+                watch = None
+                if self.ttft_ms is None:
+                    self.ttft_ms = (time.perf_counter() - self.started) * 1000
+                self.pieces_sent.append(piece)
                 yield piece
-        except RuntimeClientError as exc:
-            raise runtime_error(exc, started=bool(self.pieces_sent), deadline=True) from None
+                if ticket.reservation is not None:
+                    self._budget_used += count_text(piece)
+                    if self._budget_used >= ticket.max_tokens:
+                        self.finish_reason = "length"
+                        return
+            if stream.done is not None:
+                self.done = stream.done
+                self.finish_reason = stream.done.finish_reason
         finally:
-            await self._stream.aclose()
+            await stream.aclose()
 
     def _open(self) -> RuntimeStream:
         assert self.ticket is not None
@@ -223,28 +261,6 @@ class Generation:
             output=req.output,
             timeout=self.service.request_timeout,
         )
-
-    async def _metered(self, stream: RuntimeStream, client_gone: Callable[[], bool] | None) -> AsyncIterator[str]:
-        assert self.ticket is not None
-        watch = client_gone
-        while True:
-            try:
-                piece = await (unless_gone(stream.__anext__(), watch) if watch is not None else stream.__anext__())
-            except StopAsyncIteration:
-                break
-            watch = None
-            if self.ttft_ms is None:
-                self.ttft_ms = (time.perf_counter() - self.started) * 1000
-            self.pieces_sent.append(piece)
-            yield piece
-            if self.ticket.reservation is not None:
-                self._budget_used += count_text(piece)
-                if self._budget_used >= self.ticket.max_tokens:
-                    self.finish_reason = "length"
-                    return
-        if stream.done is not None:
-            self.done = stream.done
-            self.finish_reason = stream.done.finish_reason
 
     async def finish(self) -> None:
         """The normal end: write the row now (a streamed answer sends its usage chunk after this)."""
