@@ -214,7 +214,9 @@ async def test_progress_moves_on_the_row_and_a_download_is_cancelled_from_the_ap
     assert (await client.post("/admin/api/models/slow/cancel")).status == 202
     record = await _until(client, "slow", lambda m: m["download_state"] != "downloading")
     assert record["download_state"] == "cancelled" and record["local_path"] is None
-    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    big = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    assert [p.name.endswith(".kept.incomplete") for p in big] == [True]  # only the part kept for the next pull
+    assert not list((tmp_path / "cache").rglob("snapshots/*/*.gguf"))  # no model file in place
     assert (await client.post("/admin/api/models/slow/cancel")).status == 409
 
 
