@@ -76,6 +76,25 @@ def log_request(
     quiet: bool = False,
 ) -> None:
     """Log one request's line (at DEBUG when ``quiet``: probes) and mark the current entry logged."""
+    entry = _current.get()
+    if entry is not None:
+        entry.logged = True
+    level = logging.DEBUG if quiet else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    latency = round(latency_ms, 3)
+    ttft = None if ttft_ms is None else round(ttft_ms, 3)
+    message = f"{method} {path} {status} request={request_id}"
+    if key_id is not None:
+        message += f" key_id={key_id}"
+    if model is not None:
+        message += f" model={model}"
+    if prompt_tokens is not None:
+        message += f" prompt_tokens={prompt_tokens} completion_tokens={completion_tokens}"
+    message += f" latency_ms={latency}" if ttft is None else f" latency_ms={latency} ttft_ms={ttft}"
+    if _sink is not None and not _sink.json:
+        _sink.write(level, message)  # the text line needs no fields: none are gathered
+        return
     fields: dict[str, Any] = {
         "request_id": request_id,
         "method": method,
@@ -85,28 +104,14 @@ def log_request(
         "model": model,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "latency_ms": round(latency_ms, 3),
-        "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
+        "latency_ms": latency,
+        "ttft_ms": ttft,
         "client_request_id": client_request_id,
     }
-    entry = _current.get()
-    if entry is not None:
-        entry.logged = True
-    level = logging.DEBUG if quiet else logging.INFO
-    if not log.isEnabledFor(level):
-        return
     if _sink is not None:
-        _sink.write(level, _text(fields), fields)
+        _sink.write(level, message, fields)
     else:
-        log.log(level, _text(fields), extra={"fields": fields})
-
-
-def _text(fields: dict[str, Any]) -> str:
-    parts = [f"{fields['method']} {fields['path']} {fields['status']}", f"request={fields['request_id']}"]
-    for name in ("key_id", "model", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms"):
-        if fields[name] is not None:
-            parts.append(f"{name}={fields[name]}")
-    return " ".join(parts)
+        log.log(level, message, extra={"fields": fields})
 
 
 FLUSH_SECONDS = 0.1
@@ -126,7 +131,7 @@ class LineSink:
         self._second = -1
         self._stamp = ""
 
-    def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
+    def write(self, level: int, message: str, fields: dict[str, Any] | None = None) -> None:
         self._lines.append(self.format(time.time(), level, message, fields))
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
@@ -136,7 +141,7 @@ class LineSink:
             except RuntimeError:  # no event loop (a command-line tool): no reason to wait
                 self.flush()
 
-    def format(self, created: float, level: int, message: str, fields: dict[str, Any]) -> str:
+    def format(self, created: float, level: int, message: str, fields: dict[str, Any] | None = None) -> str:
         """One line, newline included."""
         second = int(created)
         if second != self._second:  # the date and time change once a second: format them once
@@ -147,7 +152,7 @@ class LineSink:
         if not self.json:
             return f"{self._stamp},{millis:03d} {name} {log.name}: {message}\n"
         line = {"time": f"{self._stamp}.{millis:03d}+00:00", "level": name, "logger": log.name, "message": message}
-        line.update({k: v for k, v in fields.items() if k not in line})
+        line.update({k: v for k, v in (fields or {}).items() if k not in line})
         return json.dumps(line, ensure_ascii=False, default=str) + "\n"
 
     def _clock(self, second: int) -> time.struct_time:
