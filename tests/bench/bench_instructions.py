@@ -14,8 +14,9 @@ older commit) runs under ``valgrind --tool=callgrind`` with instrumentation off;
 normally. After a warm-up, instrumentation is switched on for ``--requests`` 1-token chat
 completions, or (in a second, fresh proxy) ``--requests`` x 2.5 ``GET /v1/models``, on one
 keep-alive connection (http.client, as ``bench_proxy.py``), and the counts are dumped per thread:
-``main`` is the event loop, ``writer`` the database's writer thread. Each tree uses its own ``tests/bench/bench_proxy.py``
-to start its stack, so a tree from before a rename still starts its own commands.
+``main`` is the event loop, ``writer`` the database's writer thread. Each tree uses its own
+``tests/bench/bench_proxy.py`` to start its stack, so a tree from before a rename still starts its
+own commands.
 """
 
 from __future__ import annotations
