@@ -19,6 +19,7 @@ import pytest
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.tokens import count_text
 from proxy.speech.catalog import RegistryCatalog
+from proxy.speech.resample import PcmResampler
 from proxy.storage.budget import format_reset, period_bounds, zone
 from proxy.storage.database import Database
 from proxy.storage.hf_tokens import TokenStore
@@ -144,7 +145,7 @@ def test_audio_cut_off_upstream_is_not_passed_off_as_whole(speech_proxy: Proxy, 
     assert rows(speech_proxy, "tts-cut") == [("/v1/audio/speech", "tts-demo", 502, count_text(SAY), 0, None, 1, 0)]
 
 
-def test_speech_as_pcm_is_the_wav_without_its_header(speech_proxy: Proxy, fresh: StandIn) -> None:
+def test_speech_as_pcm_is_the_wav_samples_at_openais_24_khz(speech_proxy: Proxy, fresh: StandIn) -> None:
     fresh.first_seen.set()
     key = speech_proxy.make_key("tts-pcm")
     with client(speech_proxy, key) as c:
@@ -152,9 +153,13 @@ def test_speech_as_pcm_is_the_wav_without_its_header(speech_proxy: Proxy, fresh:
             model="tts-demo", voice="nova", input=SAY, response_format="pcm"
         ) as response:
             assert response.headers["content-type"] == "audio/pcm"
-            assert response.headers["x-audio-sample-rate"] == "16000"
+            assert response.headers["x-audio-sample-rate"] == "24000"  # the stand-in speaks at 16 kHz
+            assert response.headers["x-audio-channels"] == "1"
             pcm = response.read()
-    assert pcm == fresh.audio[44:]  # the wave module writes a 44-byte header
+    samples = fresh.audio[44:]  # the wave module writes a 44-byte header
+    resampler = PcmResampler(16000, 1)
+    assert pcm == resampler.feed(samples) + resampler.finish()
+    assert abs(len(pcm) / 2 / 24000 - len(samples) / 2 / 16000) < 0.001  # same duration, played at 24 kHz
     assert rows(speech_proxy, "tts-pcm")[0][2:5] == (200, count_text(SAY), 0)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import struct
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from proxy.errors import ApiError
 from proxy.speech.audio import AudioFormatError, WavToPcm, audio_duration, converter, upload_format
 from proxy.speech.catalog import SpeechModel
 from proxy.speech.inference import upstream_error
+from proxy.speech.resample import PcmResampler
 from tests.speech_standin import make_wav
 
 MODEL = SpeechModel("tts-demo", "tts", "acme/tts", running=True, token="hf_secretsecret")
@@ -18,11 +21,56 @@ MODEL = SpeechModel("tts-demo", "tts", "acme/tts", running=True, token="hf_secre
 
 @pytest.mark.parametrize("step", [1, 7, 44, 4096])
 def test_wav_to_pcm_cuts_the_header_whatever_the_chunking(step: int) -> None:
-    wav = make_wav(0.1, rate=8000)
+    wav = make_wav(0.1, rate=24000)  # already OpenAI's rate: the samples pass as they are
     convert = WavToPcm()
     out = b"".join(convert.feed(wav[i : i + step]) for i in range(0, len(wav), step)) + convert.finish()
     assert out == wav[44:]
-    assert convert.headers == {"x-audio-sample-rate": "8000", "x-audio-channels": "1"}
+    assert convert.headers == {"x-audio-sample-rate": "24000", "x-audio-channels": "1"}
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 44, 4096])
+def test_wav_at_another_rate_becomes_24_khz_the_same_whatever_the_chunking(step: int) -> None:
+    wav = make_wav(0.1, rate=8000)
+    whole = WavToPcm()
+    expected = whole.feed(wav) + whole.finish()
+    convert = WavToPcm()
+    out = b"".join(convert.feed(wav[i : i + step]) for i in range(0, len(wav), step)) + convert.finish()
+    assert out == expected
+    assert len(out) // 2 in range(3 * 800 - 3, 3 * 800 + 1)  # 0.1 s at 24 kHz
+    assert convert.headers == {"x-audio-sample-rate": "24000", "x-audio-channels": "1"}
+
+
+def pcm(*samples: int) -> bytes:
+    return struct.pack(f"<{len(samples)}h", *samples)
+
+
+def unpcm(data: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(data) // 2}h", data))
+
+
+def test_upsampling_interpolates_between_neighbours() -> None:
+    r = PcmResampler(8000, 1)  # three output samples per input sample
+    out = unpcm(r.feed(pcm(0, 300, 600, -300)) + r.finish())
+    assert out == [0, 100, 200, 300, 400, 500, 600, 300, 0, -300, -300, -300]  # the end held for its time
+
+
+def test_stereo_is_averaged_and_downsampled() -> None:
+    r = PcmResampler(48000, 2)  # every other frame, channels averaged
+    frames = pcm(100, 300, -100, -300, 1000, 2000, 7, 9)
+    assert unpcm(r.feed(frames[:5]) + r.feed(frames[5:]) + r.finish()) == [200, 1500]
+
+
+def test_a_tone_keeps_its_pitch_and_duration() -> None:
+    rate, seconds = 16000, 0.5
+    samples = [int(12000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(rate * seconds))]
+    r = PcmResampler(rate, 1)
+    out = unpcm(r.feed(pcm(*samples)) + r.finish())
+    assert abs(len(out) / 24000 - seconds) < 0.001
+    rising = sum(1 for a, b in itertools.pairwise(out) if a < 0 <= b)  # zero crossings upwards: one per period
+    assert abs(rising - 440 * seconds) <= 1
+    expected = [12000 * math.sin(2 * math.pi * 440 * i / 24000) for i in range(len(out))]
+    inside = zip(out[:-2], expected[:-2], strict=True)  # the last two hold the final sample: not the tone
+    assert max(abs(a - b) for a, b in inside) < 12000 * 0.01  # within 1% of the true tone
 
 
 def test_wav_to_pcm_refuses_what_is_not_16_bit_pcm() -> None:

@@ -2,8 +2,8 @@
 conversion the standard library allows (WAV -> raw PCM), so no bytes ever go out mislabelled.
 
 Speech: a requested ``response_format`` the upstream gives is passed through as it streams; ``pcm``
-is cut out of a 16-bit PCM WAV as it streams (its sample rate and channels are sent in
-``x-audio-sample-rate`` / ``x-audio-channels``: the model's own, not resampled to OpenAI's 24 kHz).
+is cut out of a 16-bit PCM WAV as it streams and converted to OpenAI's 24 kHz mono
+(:mod:`proxy.speech.resample`; ``x-audio-sample-rate`` / ``x-audio-channels`` say so).
 Anything else is a 400 naming ``response_format`` and what this model can give. No format asked
 for: the upstream's own, with its own media type.
 
@@ -19,6 +19,7 @@ import wave
 from pathlib import Path
 
 from proxy.errors import ApiError, bad_request
+from proxy.speech.resample import OPENAI_PCM_RATE, PcmResampler
 
 SPEECH_FORMATS = {
     "mp3": "audio/mpeg",
@@ -103,25 +104,27 @@ class Passthrough:
 
 
 class WavToPcm:
-    """The samples of a 16-bit PCM WAV stream, its header dropped, as they arrive."""
+    """The samples of a 16-bit PCM WAV stream, its header dropped, as OpenAI's ``pcm`` (24 kHz mono)."""
 
     content_type = SPEECH_FORMATS["pcm"]
 
     def __init__(self) -> None:
         self._head = b""
         self._in_data = False
+        self._resampler: PcmResampler | None = None
         self.headers: dict[str, str] = {}
 
     def feed(self, chunk: bytes) -> bytes:
         if self._in_data:
-            return chunk
+            assert self._resampler is not None
+            return self._resampler.feed(chunk)
         self._head += chunk
         return self._parse()
 
     def finish(self) -> bytes:
-        if not self._in_data:
+        if not self._in_data or self._resampler is None:
             raise AudioFormatError(502, "the inference service's WAV audio has no data", type="server_error")
-        return b""
+        return self._resampler.finish()
 
     def _parse(self) -> bytes:
         head = self._head
@@ -131,9 +134,11 @@ class WavToPcm:
         while len(head) >= pos + 8:
             chunk_id, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
             if chunk_id == b"data":
+                if self._resampler is None:
+                    raise _not_pcm("its data comes before its format")
                 self._in_data = True
                 self._head = b""
-                return head[pos + 8 :]
+                return self._resampler.feed(head[pos + 8 :])
             if len(head) < pos + 8 + size:
                 return b""
             if chunk_id == b"fmt ":
@@ -145,7 +150,10 @@ class WavToPcm:
         tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
         if tag not in (1, 0xFFFE) or bits != 16:
             raise _not_pcm(f"its samples are not 16-bit PCM (format {tag}, {bits} bits)")
-        self.headers = {"x-audio-sample-rate": str(rate), "x-audio-channels": str(channels)}
+        if not channels or not rate:
+            raise _not_pcm(f"its format says {rate} Hz and {channels} channels")
+        self._resampler = PcmResampler(rate, channels)
+        self.headers = {"x-audio-sample-rate": str(OPENAI_PCM_RATE), "x-audio-channels": "1"}
 
 
 def _not_pcm(why: str) -> AudioFormatError:
