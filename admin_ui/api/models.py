@@ -40,18 +40,6 @@ log = logging.getLogger(__name__)
 
 lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
 tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
-_FIELDS = (
-    "kind",
-    "backend",
-    "source_repo",
-    "files",
-    "patterns",
-    "revision",
-    "local_path",
-    "params",
-    "hf_token_id",
-    "keep_alive",
-)
 
 
 def setup_model_routes(
@@ -132,9 +120,6 @@ async def add_model(request: web.Request) -> web.Response:
     body = await json_body(request)
     name = body.pop("name", None)
     start = bool(body.pop("start", False))
-    unknown = set(body) - set(_FIELDS)
-    if unknown:
-        raise error(400, f"unknown field(s): {', '.join(sorted(unknown))}", "invalid_request")
     registry = _registry(request)
     record = await _call(registry.add(name, **body))
     if start and record.local_path:

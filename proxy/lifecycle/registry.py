@@ -31,6 +31,10 @@ PROGRESS_EVERY = 0.5  # seconds between progress writes to the row
 REMOTE_KINDS = ("tts", "stt")  # served by the inference service: nothing to download or load
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _BACKEND_BY_SUFFIX = {".gguf": "llamacpp", ".rkllm": "rkllm"}
+# What a caller (CLI, console, API) may set: at registration, and later. The rest of a row (states,
+# progress, errors, back-off) belongs to the registry and the reconciler.
+CHANGEABLE = ("backend", "files", "patterns", "revision", "local_path", "params", "hf_token_id", "keep_alive")
+ADDABLE = ("kind", "source_repo", *CHANGEABLE)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Registry:
     async def add(self, name: str, **fields: Any) -> ModelRecord:
         """Register a model from a repository (``source_repo`` + ``files``/``patterns``) or a ``local_path``."""
         check_model_name(name)
+        _only(fields, ADDABLE, "these fields cannot be given to a new model")
         if fields.get("kind", "llm") == "llm":
             if not fields.get("source_repo") and not fields.get("local_path"):
                 raise ValidationError("a model needs a source: a Hugging Face repository or a local path")
@@ -214,13 +219,16 @@ class Registry:
 
     async def set_fields(self, name: str, **fields: Any) -> ModelRecord:
         """Change params, keep-alive, token... of a registered model."""
-        allowed = {"params", "keep_alive", "hf_token_id", "backend", "files", "patterns", "revision", "local_path"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValidationError(f"these fields cannot be changed: {', '.join(sorted(unknown))}")
+        _only(fields, CHANGEABLE, "these fields cannot be changed")
         record = await self.store.update(name, **fields)
         self._on_change()
         return record
+
+
+def _only(fields: dict[str, Any], allowed: Sequence[str], why: str) -> None:
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise ValidationError(f"{why}: {', '.join(sorted(unknown))}")
 
 
 def check_repo_id(repo: object) -> str:

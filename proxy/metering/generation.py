@@ -33,7 +33,7 @@ from proxy import accesslog
 from proxy.errors import ApiError
 from proxy.metering.admission import Admission, Ticket
 from proxy.metering.request import GenerationRequest
-from proxy.metering.settle import outcome, unless_gone, write_once, write_usage
+from proxy.metering.settle import outcome, settle_usage, unless_gone, write_once
 from proxy.metering.tokens import count_request, count_text
 from proxy.metrics import Metrics
 from proxy.storage.api_keys import ApiKey
@@ -321,8 +321,5 @@ class Generation:
             ttft_ms=self.ttft_ms,
             client_request_id=self.ids.client,
         )
-        metrics = self.service.metrics
-        metrics.observe(self.endpoint, model, status, latency_ms, self.ttft_ms)
-        metrics.tokens(model, prompt, completion)
         reservation = self.ticket.reservation if self.ticket else None
-        return await write_usage(self.service.db, metrics, event, reservation)
+        return await settle_usage(self.service.db, self.service.metrics, event, reservation, latency_ms, self.ttft_ms)

@@ -33,7 +33,7 @@ from proxy.errors import ApiError
 from proxy.metering.admission import Admission, Ticket
 from proxy.metering.generation import UNKNOWN_MODEL, RequestIds
 from proxy.metering.ratelimit import RateLimiter
-from proxy.metering.settle import outcome, write_once, write_usage
+from proxy.metering.settle import outcome, settle_usage, write_once
 from proxy.metering.tokens import count_text
 from proxy.metrics import Metrics
 from proxy.speech.catalog import KIND_NAMES, SpeechModel
@@ -197,11 +197,9 @@ class SpeechCall:
             client_disconnected=disconnected,
             audio_seconds=self.audio_seconds if billed else None,
         )
-        metrics = self.service.metrics
-        metrics.observe(self.endpoint, shown, status, latency_ms, self.first_byte_ms)
-        metrics.tokens(shown, prompt, completion)
         reservation = self.ticket.reservation if self.ticket else None
-        return await write_usage(self.service.db, metrics, event, reservation)
+        service = self.service
+        return await settle_usage(service.db, service.metrics, event, reservation, latency_ms, self.first_byte_ms)
 
 
 def admitted(model: SpeechModel | None) -> SpeechModel:

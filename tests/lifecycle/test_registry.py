@@ -132,7 +132,10 @@ async def test_the_admin_api_refuses_bad_names_and_unauthenticated_requests(
         assert r.status == 400 and "repository id" in (await r.json())["error"]["message"], repo
     r = await client.post("/admin/api/models", json={"name": "ok", "source_repo": "a/b", "files": ["../m.gguf"]})
     assert r.status == 400
-    assert not list(tmp_path.rglob("x.json"))
+    # The registry's own columns cannot be set by a caller (one allow-list, the registry's).
+    r = await client.post("/admin/api/models", json={"name": "ok", "local_path": "/m.gguf", "actual_state": "running"})
+    assert r.status == 400 and "actual_state" in (await r.json())["error"]["message"]
+    assert not list(tmp_path.rglob("x.json")) and not list(tmp_path.rglob("ok.json"))
 
 
 @pytest.mark.asyncio
