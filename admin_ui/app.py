@@ -6,7 +6,8 @@ database writer. The same goes for the model lifecycle: ``lifecycle=`` gives the
 action in the console pokes the proxy's reconciler at once); alone, the console makes its own,
 registry only (the proxy's reconciler, polling the database, acts on what it changes). The model
 and Hugging Face token JSON API (``admin_ui.api``) answers at ``/admin/api/models`` and
-``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`).
+``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`; for the
+tokens, :func:`api_admin_auth`).
 
 Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer to inner:
 security headers and errors, the encrypted session, authentication and CSRF.
@@ -92,7 +93,7 @@ def create_admin_app(
     app.cleanup_ctx.append(_services)
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
     setup_model_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
-    setup_hf_token_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
+    setup_hf_token_routes(app, shared, auth=api_admin_auth, audit=api_audit, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
         app.add_routes(view.routes)
@@ -152,6 +153,14 @@ async def api_auth(request: web.Request) -> None:
         raise api_error(401, "log in, or send an admin API token", "unauthorized")
     if request.method in UNSAFE and not principal.can_write:
         raise api_error(403, "this account (or token) may only read", "forbidden")
+
+
+async def api_admin_auth(request: web.Request) -> None:
+    """The Hugging Face token API's check: admins only, for reading too (labels name accounts and
+    providers; the console's page is admin only as well)."""
+    await api_auth(request)
+    if not request[principal_key].can_write:
+        raise api_error(403, "Hugging Face tokens are for admins only", "forbidden")
 
 
 async def api_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:

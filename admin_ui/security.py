@@ -3,12 +3,18 @@
 Headers: every answer (pages, JSON, errors, static files) carries a strict Content-Security-Policy
 (scripts and styles only from this origin, no inline script, no framing), ``X-Frame-Options``,
 ``Referrer-Policy``, ``X-Content-Type-Options`` and ``Cache-Control: no-store`` for anything not
-static. Errors become an HTML page or, under ``/admin/api`` and ``/admin/usage``, a JSON object.
+static, and ``Strict-Transport-Security`` whenever the console is served over TLS (its own, or a
+trusted reverse proxy's: ``admin_ui.session.served_over_tls``). Errors become an HTML page or,
+under ``/admin/api`` and ``/admin/usage``, a JSON object.
 
-Authentication: an admin API token (``Authorization: Bearer llmsadm_...``, JSON API only) or a
-session (``admin_ui.session``). CSRF: a state-changing request made with a session must carry the
-session's token as the form field ``csrf`` or the ``X-CSRF-Token`` header (compared in constant
-time); a bearer token is not ambient, so it needs none.
+Authentication: an admin API token (``Authorization: Bearer llmsadm_...``, JSON API only), acting
+as its owning account with that account's current role narrowed by the token's scope, or a session
+(``admin_ui.session``). A request the page makes in the background (the dashboard's and the models
+page's polling, marked ``X-Console-Poll: 1``) does not count as activity for the idle timeout. An
+account whose password was generated or set by an admin reaches only its account page until it
+has chosen its own. CSRF: a state-changing request made with a session must carry the session's
+token as the form field ``csrf`` or the ``X-CSRF-Token`` header (compared in constant time); a
+bearer token is not ambient, so it needs none.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_session import get_session
 
 from admin_ui.appkeys import Principal, client_addr_key, db_key, principal_key, settings_key
-from admin_ui.session import csrf_token, session_valid, touch
+from admin_ui.session import csrf_token, served_over_tls, session_valid, touch
 from proxy.auth.clientaddr import client_address
 from proxy.storage.admin_tokens import AdminTokenRepository
 from proxy.storage.errors import KeyNotFoundError, StorageError, ValidationError
@@ -43,8 +49,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+HSTS = "max-age=31536000"
 PUBLIC = ("/admin/login", "/admin/login/totp", "/admin/static/")
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+POLL_HEADER = "X-Console-Poll"  # set by admin.js on background refreshes: no idle-timeout touch
+PASSWORD_CHANGE = ("/admin/account", "/admin/account/password", "/admin/logout")
 
 
 def is_api(request: web.Request) -> bool:
@@ -57,7 +66,7 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:  # a redirect: raised on, with the headers (and any session cookie) it has
-            exc.headers.update(SECURITY_HEADERS)
+            exc.headers.update(_headers(request))
             exc.headers["Cache-Control"] = "no-store"
             raise
         if is_api(request) and exc.content_type == "application/json" and exc.text:
@@ -73,10 +82,16 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     except StorageError as exc:
         log.error("admin request %s %s failed: %s", request.method, request.path, exc)
         response = await _error(request, 503, "Service Unavailable", "the database is not available")
-    response.headers.update(SECURITY_HEADERS)
+    response.headers.update(_headers(request))
     if not request.path.startswith("/admin/static/"):
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    if served_over_tls(request, request.app[settings_key]):
+        return {**SECURITY_HEADERS, "Strict-Transport-Security": HSTS}
+    return SECURITY_HEADERS
 
 
 async def _error(request: web.Request, status: int, reason: str, text: str | None) -> web.StreamResponse:
@@ -118,10 +133,11 @@ def _bearer(request: web.Request) -> str | None:
 async def _token_principal(request: web.Request, raw: str) -> Principal:
     if not is_api(request):
         raise web.HTTPUnauthorized(text="admin API tokens are accepted by /admin/api only")
-    token = await AdminTokenRepository(request.app[db_key]).verify(raw)
-    if token is None:
-        raise web.HTTPUnauthorized(text="unknown or revoked admin API token")
-    return Principal(name=f"token:{token.name}", role=token.scope, via="token")
+    found = await AdminTokenRepository(request.app[db_key]).verify(raw)
+    if found is None:
+        raise web.HTTPUnauthorized(text="unknown, expired or revoked admin API token, or its account is disabled")
+    token, role = found
+    return Principal(name=f"token:{token.name}", role=role, via="token", user_id=token.user_id)
 
 
 async def _session_principal(request: web.Request) -> Principal:
@@ -135,8 +151,17 @@ async def _session_principal(request: web.Request) -> Principal:
             raise web.HTTPUnauthorized(text="log in, or send an admin API token")
         target = request.path_qs if request.method == "GET" else "/admin/"
         raise web.HTTPSeeOther(f"/admin/login?next={quote(target, safe='/')}")
-    touch(session, now)
+    if request.headers.get(POLL_HEADER) != "1":
+        touch(session, now)
+    if user.password_change_required and request.path not in PASSWORD_CHANGE:
+        _require_password_change(request)
     return Principal(user.username, user.role, "session", user.id, csrf_token(session))
+
+
+def _require_password_change(request: web.Request) -> None:
+    if request.method == "GET" and not is_api(request):
+        raise web.HTTPSeeOther("/admin/account")
+    raise web.HTTPForbidden(text="this account must choose its own password first (on its Account page)")
 
 
 async def _form_token(request: web.Request) -> str | None:

@@ -66,6 +66,7 @@ class Settings:
     usage_retention_days: float | None = None
     session_idle_timeout: float = 1800.0
     session_max_age: float = 43200.0
+    secure_cookies: bool = False  # the console is reached over https (a TLS-terminating reverse proxy)
     admin_bind_host: str = "127.0.0.1"
     admin_bind_port: int = 8444
 
@@ -206,6 +207,7 @@ def _admin_settings(reader: _Reader) -> dict[str, Any]:
         else reader.number("LLMSERVER_USAGE_RETENTION_DAYS", 0.0, 1.0, 36_500.0),
         "session_idle_timeout": reader.number("LLMSERVER_SESSION_IDLE_TIMEOUT", 1800.0, 60.0, 86_400.0),
         "session_max_age": reader.number("LLMSERVER_SESSION_MAX_AGE", 43200.0, 300.0, 30 * 86_400.0),
+        "secure_cookies": reader.flag("LLMSERVER_SECURE_COOKIES"),
         "admin_bind_host": admin_host,
         "admin_bind_port": admin_port,
     }

@@ -1,19 +1,21 @@
 """``/admin/api/hf-tokens``: add, list, delete and choose the default Hugging Face token.
 
 A token goes in once (``POST {"label", "token", "default"?}``) and never comes out: every answer
-holds the label and the last four characters only.
+holds the label and the last four characters only. These routes have their own ``auth`` check
+(the console's lets admins only, for reading too, as its Hugging Face tokens page does).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, guard, json_body, no_audit, translate
+from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, json_body, no_audit, translate
 from proxy.lifecycle.service import Lifecycle
 from proxy.storage.errors import StorageError
 from proxy.storage.hf_tokens import TokenStore
 
 tokens_lifecycle_key = web.AppKey("admin_tokens_lifecycle", Lifecycle)
+tokens_auth_key: web.AppKey[Auth] = web.AppKey("admin_hf_tokens_auth")
 
 
 def setup_hf_token_routes(
@@ -21,6 +23,7 @@ def setup_hf_token_routes(
 ) -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[tokens_lifecycle_key] = lifecycle
+    app[tokens_auth_key] = auth
     if auth_key not in app:
         app[auth_key] = auth
         app[audit_key] = audit
@@ -29,6 +32,10 @@ def setup_hf_token_routes(
     app.router.add_post(base, add_token)
     app.router.add_delete(base + "/{id}", delete_token)
     app.router.add_post(base + "/{id}/default", make_default)
+
+
+async def guard(request: web.Request) -> None:
+    await request.app[tokens_auth_key](request)
 
 
 def _store(request: web.Request) -> TokenStore:

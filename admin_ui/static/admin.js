@@ -1,6 +1,10 @@
 // llmserver admin console: copy buttons and the dashboard's live refresh. No build step, no inline script.
 "use strict";
 
+// Background refreshes say so: the server does not count them as activity, so an open page does
+// not keep an idle session alive forever (issue 19).
+var POLL_HEADERS = { "Accept": "application/json", "X-Console-Poll": "1" };
+
 function setupCopyButtons() {
   document.querySelectorAll("button.copy").forEach(function (button) {
     button.addEventListener("click", function () {
@@ -64,7 +68,7 @@ function setupLiveRefresh() {
   var url = section.dataset.refresh;
   window.setInterval(function () {
     if (document.hidden) { return; }
-    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    fetch(url, { credentials: "same-origin", headers: POLL_HEADERS })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (data) { if (data) { renderLive(data); } })
       .catch(function () { /* the next tick tries again */ });
@@ -93,7 +97,7 @@ function setupModelRefresh() {
   if (!table) { return; }
   window.setInterval(function () {
     if (document.hidden) { return; }
-    fetch(table.dataset.live, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    fetch(table.dataset.live, { credentials: "same-origin", headers: POLL_HEADERS })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (data) {
         if (!data) { return; }

@@ -1,14 +1,15 @@
 """The signed-in user's own account: change the password, enrol or remove TOTP.
 
 TOTP enrolment: a fresh secret is kept in the (encrypted) session until the user proves with a
-code that the authenticator has it; only then is it stored, with ten recovery codes that are
-shown once and stored as argon2id hashes.
+code that the authenticator has it and with the current password that they own the account
+(``admin_ui.reauth``); only then is it stored, with ten recovery codes that are shown once and
+stored as argon2id hashes. The QR code is an ``<img>`` of an SVG data URI (with its namespace,
+without which a browser draws nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import secrets
 
 import aiohttp_jinja2
@@ -19,7 +20,8 @@ from aiohttp_session import get_session
 
 from admin_ui.appkeys import db_key, hasher_key, principal_key
 from admin_ui.audited import audit
-from admin_ui.passwords import check_password, hash_password, password_matches
+from admin_ui.passwords import checked_password, hash_password
+from admin_ui.reauth import confirm_password
 from admin_ui.session import start_session
 from admin_ui.totp import matching_step
 from proxy.auth.apikey import hash_secret
@@ -54,10 +56,11 @@ async def account_page(request: web.Request) -> web.Response:
 async def change_password(request: web.Request) -> web.Response:
     user = await _me(request)
     form = await request.post()
-    if not await password_matches(user.password_hash, str(form.get("current", ""))):
-        return await _page(request, 400, error="The current password is wrong.")
+    refused = await confirm_password(request, user, form.get("current"), "password")
+    if refused is not None:
+        return await _page(request, 400, error=refused)
     try:
-        new = check_password(str(form.get("new", "")), str(form.get("again", "")))
+        new = await checked_password(str(form.get("new", "")), str(form.get("again", "")))
     except ValidationError as exc:
         return await _page(request, 400, error=str(exc))
     after = await UserRepository(request.app[db_key]).set_password(
@@ -70,6 +73,11 @@ async def change_password(request: web.Request) -> web.Response:
 
 @routes.get("/account/totp")
 async def totp_enrol_page(request: web.Request) -> web.Response:
+    return await _page(request, enrol=await _enrolment(request))
+
+
+async def _enrolment(request: web.Request) -> dict[str, str]:
+    """The pending secret (a new one the first time), its URI and its QR code."""
     user = await _me(request)
     session = await get_session(request)
     secret = session.get("totp_pending")
@@ -77,9 +85,8 @@ async def totp_enrol_page(request: web.Request) -> web.Response:
         secret = pyotp.random_base32()
         session["totp_pending"] = secret
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=ISSUER)
-    svg = segno.make(uri, error="m").svg_inline(scale=4)
-    qr = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
-    return await _page(request, enrol={"secret": secret, "uri": uri, "qr": qr})
+    qr = segno.make(uri, error="m").svg_data_uri(scale=4)  # with xmlns: an <img> needs it
+    return {"secret": secret, "uri": uri, "qr": qr}
 
 
 @routes.post("/account/totp")
@@ -87,10 +94,14 @@ async def totp_enrol(request: web.Request) -> web.Response:
     user = await _me(request)
     session = await get_session(request)
     secret = session.get("totp_pending")
-    code = "".join(str((await request.post()).get("code", "")).split())
+    form = await request.post()
+    refused = await confirm_password(request, user, form.get("current"), "totp")
+    if refused is not None:
+        return await _enrol_again(request, refused)
+    code = "".join(str(form.get("code", "")).split())
     step = matching_step(secret, code) if isinstance(secret, str) else None
     if step is None:
-        return await _page(request, 400, error="That code does not match; try the next one.")
+        return await _enrol_again(request, "That code does not match; try the next one.")
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
     hasher = request.app[hasher_key]
     hashes = await asyncio.gather(*(asyncio.to_thread(hash_secret, c, hasher) for c in codes))
@@ -100,11 +111,17 @@ async def totp_enrol(request: web.Request) -> web.Response:
     return await _page(request, codes=codes, message="Two-factor login is on. Store these recovery codes now.")
 
 
+async def _enrol_again(request: web.Request, error: str) -> web.Response:
+    """The enrolment form again, same secret, with ``error``."""
+    return await _page(request, 400, error=error, enrol=await _enrolment(request))
+
+
 @routes.post("/account/totp/disable")
 async def totp_disable(request: web.Request) -> web.Response:
     user = await _me(request)
-    if not await password_matches(user.password_hash, str((await request.post()).get("current", ""))):
-        return await _page(request, 400, error="The current password is wrong.")
+    refused = await confirm_password(request, user, (await request.post()).get("current"), "totp")
+    if refused is not None:
+        return await _page(request, 400, error=refused)
     await UserRepository(request.app[db_key]).set_totp(user.id, None, [])
     await audit(request, "user.totp.disable", f"user {user.username}")
     return await _page(request, message="Two-factor login is off.")

@@ -15,7 +15,7 @@ from aiohttp import web
 from admin_ui.appkeys import db_key, hasher_key, reports_key
 from admin_ui.audited import audit, key_view
 from admin_ui.forms import key_fields_from_json
-from admin_ui.passwords import check_password, generate_password, hash_password
+from admin_ui.passwords import checked_password, generate_password, hash_password
 from admin_ui.security import require_admin
 from admin_ui.views.audit_log import audit_entries
 from admin_ui.views.keys import repository
@@ -129,11 +129,12 @@ async def create_user(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object")
     given = body.get("password")
-    password = check_password(str(given)) if given is not None else generate_password()
+    password = await checked_password(str(given)) if given is not None else generate_password()
     user = await UserRepository(request.app[db_key]).create_user(
         str(body.get("username", "")),
         await hash_password(password, request.app[hasher_key]),
         check_role(str(body.get("role", "viewer"))),
+        change_required=True,  # generated or chosen by an admin: the account chooses its own at first login
     )
     await audit(request, "user.create", f"user {user.username}", after=user.public())
     answer: dict[str, Any] = {"user": user.public()}

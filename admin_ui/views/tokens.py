@@ -1,23 +1,34 @@
-"""Admin API tokens (admin only): list, create (shown once), revoke."""
+"""Admin API tokens (admin only): list, create (shown once), revoke; on a page and in the JSON API.
+
+A token belongs to the account that makes it and acts with that account's current role, narrowed
+by its scope (``proxy.storage.admin_tokens``). Making one asks for the current password
+(``admin_ui.reauth``), so only a signed-in session can: a token cannot make tokens, which would
+let a leaked one outlive its revocation or expiry. Listing and revoking work with a token too.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key
+from admin_ui.appkeys import Principal, db_key
 from admin_ui.audited import audit
+from admin_ui.reauth import confirm_password
 from admin_ui.security import require_admin
-from proxy.storage.admin_tokens import AdminTokenRepository
+from proxy.storage.admin_tokens import AdminToken, AdminTokenRepository
 from proxy.storage.errors import ValidationError
+from proxy.storage.users import UserRepository
 
 routes = web.RouteTableDef()
+EXPIRY_CHOICES = (1, 7, 30, 90, 365)  # days, on the page; the API takes any from 1 to MAX_DAYS
 
 
 async def _page(request: web.Request, status: int = 200, **extra: object) -> web.Response:
     require_admin(request)
     tokens = await AdminTokenRepository(request.app[db_key]).list()
-    context = {"tokens": tokens, "error": None, "full_token": None, **extra}
+    context = {"tokens": tokens, "error": None, "full_token": None, "expiry_choices": EXPIRY_CHOICES, **extra}
     return aiohttp_jinja2.render_template("tokens.html", request, context, status=status)
 
 
@@ -28,23 +39,75 @@ async def tokens_page(request: web.Request) -> web.Response:
 
 @routes.post("/tokens")
 async def create_token(request: web.Request) -> web.Response:
-    principal = require_admin(request)
     form = await request.post()
+    days = str(form.get("expires_in_days", "")).strip()
+    fields = {"name": form.get("name"), "scope": form.get("scope", "viewer"), "current_password": form.get("current")}
     try:
-        full, token = await AdminTokenRepository(request.app[db_key]).create(
-            str(form.get("name", "")), str(form.get("scope", "viewer")), principal.name
+        full, _ = await make_token(
+            request, {**fields, "expires_in_days": int(days) if days.isdigit() else days or None}
         )
     except ValidationError as exc:
         return await _page(request, 400, error=str(exc))
-    await audit(request, "admin_token.create", f"token {token.id}", after=token.public())
     return await _page(request, full_token=full)
 
 
 @routes.post(r"/tokens/{token_id:\d+}/revoke")
 async def revoke_token(request: web.Request) -> web.Response:
+    await revoke(request)
+    raise web.HTTPSeeOther("/admin/tokens")
+
+
+async def make_token(request: web.Request, body: dict[str, Any]) -> tuple[str, AdminToken]:
+    """Create a token owned by the signed-in account, after its password; audited."""
+    principal: Principal = require_admin(request)
+    if principal.via != "session" or principal.user_id is None:
+        raise web.HTTPForbidden(text="a token cannot make tokens: sign in to the console (it asks for the password)")
+    user = await UserRepository(request.app[db_key]).get_user(principal.user_id)
+    assert user is not None  # the session was validated against this row a moment ago
+    refused = await confirm_password(request, user, body.get("current_password"), "admin_token.create")
+    if refused is not None:
+        raise ValidationError(refused)
+    name, scope = body.get("name"), body.get("scope", "viewer")
+    if not isinstance(name, str) or not isinstance(scope, str):
+        raise ValidationError("name and scope must be strings")
+    full, token = await AdminTokenRepository(request.app[db_key]).create(
+        name, scope, principal.name, user.id, body.get("expires_in_days")
+    )
+    await audit(request, "admin_token.create", f"token {token.id}", after=token.public())
+    return full, token
+
+
+async def revoke(request: web.Request) -> AdminToken:
     require_admin(request)
     token = await AdminTokenRepository(request.app[db_key]).revoke(int(request.match_info["token_id"]))
     if token is None:
-        raise web.HTTPNotFound(text="no such token")
+        raise web.HTTPNotFound(text=f"no admin API token {request.match_info['token_id']}")
     await audit(request, "admin_token.revoke", f"token {token.id}", after=token.public())
-    raise web.HTTPSeeOther("/admin/tokens")
+    return token
+
+
+@routes.get("/api/tokens")
+async def list_tokens_json(request: web.Request) -> web.Response:
+    require_admin(request)
+    tokens = await AdminTokenRepository(request.app[db_key]).list()
+    return web.json_response({"tokens": [t.public() for t in tokens]})
+
+
+@routes.post("/api/tokens")
+async def create_token_json(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ValidationError("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object")
+    unknown = sorted(set(body) - {"name", "scope", "expires_in_days", "current_password"})
+    if unknown:
+        raise ValidationError(f"unknown fields: {', '.join(unknown)}")
+    full, token = await make_token(request, body)
+    return web.json_response({"token": token.public(), "full_token": full}, status=201)
+
+
+@routes.post(r"/api/tokens/{token_id:\d+}/revoke")
+async def revoke_token_json(request: web.Request) -> web.Response:
+    return web.json_response({"token": (await revoke(request)).public()})

@@ -1,4 +1,8 @@
-"""Users (admin only): create, disable or enable, reset a password, change a role."""
+"""Users (admin only): create, disable or enable, reset a password, change a role.
+
+A password made here is generated and shown once; the account must replace it at its first login
+(``password_change_required``). Disabling an account also revokes its admin API tokens.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,10 @@ async def create_user(request: web.Request) -> web.Response:
     try:
         role = check_role(str(form.get("role", "viewer")))
         user = await UserRepository(request.app[db_key]).create_user(
-            str(form.get("username", "")), await hash_password(password, request.app[hasher_key]), role
+            str(form.get("username", "")),
+            await hash_password(password, request.app[hasher_key]),
+            role,
+            change_required=True,
         )
     except ValidationError as exc:
         return await _page(request, error=str(exc), status=400)
@@ -62,7 +69,8 @@ async def apply_user_action(
         after = await repo.set_disabled(user_id, False)
     elif action == "reset-password":
         password = generate_password()
-        after = await repo.set_password(user_id, await hash_password(password, request.app[hasher_key]))
+        hashed = await hash_password(password, request.app[hasher_key])
+        after = await repo.set_password(user_id, hashed, change_required=True)
     elif action == "role":
         after = await repo.set_role(user_id, check_role(role or ""))
     else:

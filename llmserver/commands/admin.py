@@ -25,7 +25,7 @@ from proxy.settings import Settings, load_settings
 from proxy.storage.admin_tokens import SCOPES, AdminTokenRepository
 from proxy.storage.audit import record_audit
 from proxy.storage.database import Database
-from proxy.storage.errors import StorageError
+from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.users import ROLES, User, UserRepository
 
 T = TypeVar("T")
@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.set_defaults(func=create_user_command)
     token = commands.add_parser("create-token", help="create an admin API token (printed once)")
     token.add_argument("name", help="what the token is for")
+    token.add_argument("--user", required=True, help="the account the token acts as (with its current role)")
     token.add_argument("--scope", choices=SCOPES, default="viewer")
+    token.add_argument("--expires-in-days", type=int, default=None, help="unset: the token does not expire")
     token.set_defaults(func=create_token_command)
     serve = commands.add_parser("serve", help="serve the console alone on LLMSERVER_ADMIN_BIND_ADDRESS")
     serve.set_defaults(func=serve_command)
@@ -86,11 +88,20 @@ def create_token_command(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def create(db: Database) -> str:
-        full, token = await AdminTokenRepository(db).create(args.name, args.scope, actor())
+        owner = await UserRepository(db).get_user(args.user)
+        if owner is None:
+            raise ValidationError(f"no account named {args.user!r}")
+        full, token = await AdminTokenRepository(db).create(
+            args.name, args.scope, actor(), owner.id, args.expires_in_days
+        )
         await record_audit(db, actor(), "cli", "admin_token.create", f"token {token.id}", after=token.public())
         return full
 
-    full = _run(settings, create)
+    try:
+        full = _run(settings, create)
+    except StorageError as exc:
+        sys.stderr.write(f"llmserver admin create-token: {exc}\n")
+        return EXIT_ERROR
     sys.stdout.write(f"created {args.scope} admin API token; it is shown only this once:\n{full}\n")
     return 0
 
@@ -115,6 +126,7 @@ async def first_admin(db: Database, hasher_profile: str) -> tuple[str, str] | No
     if await repo.count_users():
         return None
     password = generate_password()
-    user = await repo.create_user("admin", await hash_password(password, create_password_hasher(hasher_profile)))
+    hashed = await hash_password(password, create_password_hasher(hasher_profile))
+    user = await repo.create_user("admin", hashed, change_required=True)  # printed once: the admin replaces it
     await record_audit(db, "llmserver up", "cli", "user.create", f"user {user.username}", after=user.public())
     return user.username, password

@@ -47,3 +47,13 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
         if not _trusted(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def forwarded_https(peer: str | None, forwarded_proto: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether a trusted reverse proxy says the client reached it over TLS (``X-Forwarded-Proto``).
+
+    The header is believed only from a peer on the trusted list, and only the value that peer wrote
+    (the last one: a proxy that appends keeps whatever the client sent before it)."""
+    if peer is None or not forwarded_proto or not _trusted(peer, trusted):
+        return False
+    return forwarded_proto.split(",")[-1].strip().lower() == "https"

@@ -5,6 +5,7 @@ this module stores and compares nothing secret itself. Each account has a ``sess
 every session cookie carries the epoch it was issued under and a request is refused once the
 stored epoch moved on. Logging out, changing a password or a role and disabling the account bump
 it, so every session of that account ends at once, in every process that shares the database.
+Disabling also revokes the account's admin API tokens, in the same transaction.
 
 The login throttle lives in the database too (``login_failures``), keyed by an opaque subject
 (``user:NAME`` or ``addr:IP``), so several processes throttle together.
@@ -16,11 +17,15 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from proxy.storage.admin_tokens import revoke_owned
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, ValidationError
 
 ROLES = ("admin", "viewer")
-USER_COLUMNS = "id, username, password_hash, role, disabled, session_epoch, totp_secret, created_at, updated_at"
+USER_COLUMNS = (
+    "id, username, password_hash, role, disabled, session_epoch, totp_secret, created_at, updated_at, "
+    "password_change_required"
+)
 MAX_USERNAME = 64
 
 
@@ -45,6 +50,7 @@ class User:
     updated_at: float | None
     password_hash: str = field(repr=False, compare=False)
     totp_secret: str | None = field(default=None, repr=False, compare=False)
+    password_change_required: bool = False  # set by someone else (or generated): the owner must change it
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> User:
@@ -58,6 +64,7 @@ class User:
             updated_at=row["updated_at"],
             password_hash=row["password_hash"],
             totp_secret=row["totp_secret"],
+            password_change_required=bool(row["password_change_required"]),
         )
 
     @property
@@ -72,6 +79,7 @@ class User:
             "role": self.role,
             "disabled": self.disabled,
             "totp_enabled": self.totp_enabled,
+            "password_change_required": self.password_change_required,
             "created_at": self.created_at,
         }
 
@@ -95,15 +103,18 @@ class UserRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create_user(self, username: str, password_hash: str, role: str = "admin") -> User:
+    async def create_user(
+        self, username: str, password_hash: str, role: str = "admin", *, change_required: bool = False
+    ) -> User:
+        """A new account; ``change_required`` when its password was generated or chosen by someone else."""
         name, role, now = check_username(username), check_role(role), time.time()
 
         def insert(conn: sqlite3.Connection) -> User:
             try:
                 row = conn.execute(
-                    "INSERT INTO users (username, password_hash, role, created_at, updated_at) "
-                    f"VALUES (?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}",
-                    (name, password_hash, role, now, now),
+                    "INSERT INTO users (username, password_hash, role, created_at, updated_at, "
+                    f"password_change_required) VALUES (?, ?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}",
+                    (name, password_hash, role, now, now, int(change_required)),
                 ).fetchone()
             except sqlite3.IntegrityError:
                 raise UserExistsError(f"a user named {name!r} already exists") from None
@@ -129,12 +140,21 @@ class UserRepository:
     async def count_users(self) -> int:
         return int(await self._db.execute_read(lambda c: c.execute("SELECT COUNT(*) FROM users").fetchone()[0]))
 
-    async def set_password(self, user_id: int, password_hash: str) -> User:
-        """New password; every session of the account ends."""
-        return await self._update(user_id, "password_hash = ?, session_epoch = session_epoch + 1", (password_hash,))
+    async def set_password(self, user_id: int, password_hash: str, *, change_required: bool = False) -> User:
+        """New password; every session of the account ends. ``change_required``: set by an admin or
+        generated, so the account must choose its own at the next login."""
+        assignments = "password_hash = ?, password_change_required = ?, session_epoch = session_epoch + 1"
+        return await self._update(user_id, assignments, (password_hash, int(change_required)))
 
     async def set_disabled(self, user_id: int, disabled: bool) -> User:
-        return await self._update(user_id, "disabled = ?, session_epoch = session_epoch + 1", (int(disabled),))
+        """Disable (every session ends, every admin API token of the account is revoked) or enable."""
+
+        def write(conn: sqlite3.Connection) -> User:
+            if disabled:
+                revoke_owned(conn, user_id, time.time())
+            return _update_on(conn, user_id, "disabled = ?, session_epoch = session_epoch + 1", (int(disabled),))
+
+        return await self._db.execute_write(write)
 
     async def set_role(self, user_id: int, role: str) -> User:
         return await self._update(user_id, "role = ?, session_epoch = session_epoch + 1", (check_role(role),))

@@ -152,6 +152,7 @@ def test_totp_enrolment_and_login_with_a_code(console: Proxy, pages: Any) -> Non
     secret = page.locator("#totp-secret").inner_text().strip()
     enrol_code = pyotp.TOTP(secret).now()
     page.get_by_label("Code shown by the app").fill(enrol_code)
+    page.locator("#totp-enrol").get_by_label("Current password").fill(PASSWORD)
     page.get_by_role("button", name="Turn on two-factor login").click()
     expect(page.locator("#totp-state")).to_have_text("on")
     codes = page.locator("#recovery-codes li").all_inner_texts()

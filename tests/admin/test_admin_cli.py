@@ -50,7 +50,7 @@ def test_create_user_reads_the_password_from_stdin_never_from_an_argument(tmp_pa
 
 def test_cli_actions_are_in_the_audit_log(tmp_path: Path) -> None:
     assert cli(tmp_path, "admin", "create-user", "frank", stdin="a long enough password\n").returncode == 0
-    token = cli(tmp_path, "admin", "create-token", "backup script", "--scope", "viewer")
+    token = cli(tmp_path, "admin", "create-token", "backup script", "--user", "frank", "--scope", "viewer")
     assert token.returncode == 0 and token.stdout.splitlines()[-1].startswith("llmsadm_")
     key = cli(tmp_path, "keys", "create", "--name", "nightly", "--token-limit", "100", "--budget-period", "weekly")
     assert key.returncode == 0, key.stderr

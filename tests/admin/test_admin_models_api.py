@@ -9,13 +9,13 @@ from typing import Any
 
 import httpx2 as httpx
 
-from tests.admin.conftest import SESSION_KEY, AdminClient, add_user, admin_url
+from tests.admin.conftest import PASSWORD, SESSION_KEY, AdminClient, add_user, admin_url
 from tests.harness import Daemon, Proxy
 
 
 def _api_token(c: AdminClient, scope: str) -> dict[str, str]:
     c.get("/tokens")
-    page = c.post("/tokens", {"name": f"{scope} models", "scope": scope}).text
+    page = c.post("/tokens", {"name": f"{scope} models", "scope": scope, "current": PASSWORD}).text
     token = re.search(r'id="full-token">(llmsadm_\w+)<', page).group(1)  # type: ignore[union-attr]
     return {"Authorization": f"Bearer {token}"}
 
@@ -48,7 +48,8 @@ def test_the_model_api_answers_in_the_console_behind_its_session_csrf_and_roles(
         admin_url(console, "/api/hf-tokens"), headers=admin_token, json={"label": "x", "token": "hf_" + "a" * 30}
     )
     assert vaultless.status_code == 503 and "LLMSERVER_ENCRYPTION_KEY" in vaultless.json()["error"]["message"]
-    assert httpx.get(admin_url(console, "/api/hf-tokens"), headers=viewer_token).json() == {"tokens": []}
+    assert httpx.get(admin_url(console, "/api/hf-tokens"), headers=admin_token).json() == {"tokens": []}
+    assert httpx.get(admin_url(console, "/api/hf-tokens"), headers=viewer_token).status_code == 403  # issue 19
 
     entries = c.http.get("/api/audit").json()["entries"]
     actions = {(e["action"], e["target"], e["actor"]) for e in entries}

@@ -159,7 +159,7 @@ def test_the_admin_api_needs_a_session_or_a_token_and_a_viewer_token_cannot_writ
     tokens = {}
     for scope in ("viewer", "admin"):
         c.get("/tokens")
-        page = c.post("/tokens", {"name": f"{scope} script", "scope": scope}).text
+        page = c.post("/tokens", {"name": f"{scope} script", "scope": scope, "current": PASSWORD}).text
         tokens[scope] = re.search(r'id="full-token">(llmsadm_\w+)<', page).group(1)  # type: ignore[union-attr]
     viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
     admin = {"Authorization": f"Bearer {tokens['admin']}"}

@@ -160,7 +160,7 @@ def _time_usage(db: Path, n: int) -> None:
     env = env_for(db, ROOT, LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}", LLMSERVER_ARGON2_PROFILE="test")
     if not sqlite3.connect(db).execute("SELECT 1 FROM users WHERE username = 'bench'").fetchone():
         cli(env, ROOT, "admin", "create-user", "bench", stdin="bench-password-123\n")
-    token = cli(env, ROOT, "admin", "create-token", "bench", "--scope", "viewer")
+    token = cli(env, ROOT, "admin", "create-token", "bench", "--user", "bench", "--scope", "viewer")
     server = subprocess.Popen(
         [sys.executable, "-m", "llmserver.cli", "admin", "serve"],
         env=env,
