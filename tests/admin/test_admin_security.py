@@ -223,3 +223,4 @@ async def test_the_session_cookie_is_secure_when_tls_is_on(db: Database) -> None
         cookie = r.headers["Set-Cookie"]
     assert r.status == 200
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin" in cookie
+    assert r.headers["Strict-Transport-Security"] == "max-age=31536000"  # issue 19: HSTS with the proxy's own TLS
