@@ -9,6 +9,9 @@ password policy, and the Hugging Face token list for admins only. The pages are 
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,11 @@ import pyotp
 import pytest
 
 from admin_ui.passwords import check_password
+from proxy.storage.admin_tokens import AdminTokenRepository
+from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
+from proxy.storage.migrate import MIGRATIONS_DIR, apply_migrations
+from proxy.storage.users import UserRepository
 from tests.admin.conftest import PASSWORD, SESSION_KEY, AdminClient, add_user, admin_url
 from tests.harness import Daemon, Proxy
 
@@ -272,3 +279,35 @@ def test_a_command_line_token_needs_an_account_and_acts_as_it(tmp_path: Path) ->
     assert too_much.returncode == 2 and "viewer account can only have viewer tokens" in too_much.stderr
     ok = cli(tmp_path, "admin", "create-token", "backup", "--user", "vic", "--expires-in-days", "7")
     assert ok.returncode == 0 and ok.stdout.splitlines()[-1].startswith("llmsadm_")
+
+
+@pytest.mark.asyncio
+async def test_existing_tokens_belong_to_the_account_that_made_them_after_the_migration(tmp_path: Path) -> None:
+    """issue 19: the migration gives each token made from a session its account; an ownerless one is refused."""
+    old = tmp_path / "old-migrations"
+    old.mkdir()
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if f.name < "20250109070000":
+            shutil.copy(f, old / f.name)
+    path = tmp_path / "app.db"
+    apply_migrations(path, old)
+    tokens, conn = {}, sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES ('olga', 'argon2-stand-in', 0)")
+        for created_by in ("olga", "cli:root"):
+            public_id, secret = "".join(secrets.choice("abcdefghjk") for _ in range(12)), "s" * 32
+            tokens[created_by] = f"llmsadm_{public_id}_{secret}"
+            conn.execute(
+                "INSERT INTO admin_tokens (public_id, name, secret_hash, scope, created_by, created_at) "
+                "VALUES (?, ?, ?, 'admin', ?, 0)",
+                (public_id, created_by, hashlib.sha256(secret.encode()).hexdigest(), created_by),
+            )
+    conn.close()
+    assert "20250109070000_admin_token_owner" in apply_migrations(path)
+    async with Database.open(path) as db:
+        repo = AdminTokenRepository(db)
+        found = await repo.verify(tokens["olga"])
+        olga = await UserRepository(db).get_user("olga")
+        assert olga is not None and found is not None and found[0].user_id == olga.id and found[1] == "admin"
+        assert await repo.verify(tokens["cli:root"]) is None
+        assert {t.owner for t in await repo.list()} == {"olga", None}
