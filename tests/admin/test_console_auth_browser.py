@@ -210,3 +210,24 @@ def test_the_tokens_page_asks_for_the_password_and_shows_owner_and_expiry(consol
     expect(row).to_contain_text("alice")
     expect(row).to_contain_text("active")
     shoot(page, "tokens")
+
+
+def test_behind_a_tls_proxy_the_browser_keeps_a_secure_session_cookie(
+    make_proxy: Any, shared_daemon: Any, pages: Any
+) -> None:
+    """issue 19: behind a TLS-terminating reverse proxy the session cookie never got ``Secure``."""
+    behind: Proxy = make_proxy(
+        shared_daemon.endpoint, LLMSERVER_SESSION_KEY=SESSION_KEY, LLMSERVER_TRUSTED_PROXIES="127.0.0.1"
+    ).start()
+    add_user(behind, "alice")
+    page: Page = pages()
+    page.context.set_extra_http_headers({"X-Forwarded-Proto": "https"})  # what the proxy in front adds
+    hsts: list[str | None] = []
+    page.on("response", lambda r: hsts.append(r.headers.get("strict-transport-security")))
+    login(page, behind, "alice")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    (session,) = [c for c in page.context.cookies() if c["name"] == COOKIE_NAME]
+    assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Lax"
+    assert hsts and set(hsts) == {"max-age=31536000"}
+    page.get_by_role("link", name="API keys").click()
+    expect(page.get_by_role("heading", name="API keys")).to_be_visible()
