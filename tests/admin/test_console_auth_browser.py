@@ -134,6 +134,7 @@ def test_a_generated_password_must_be_replaced_at_first_login(console: Proxy, pa
     login(page, console, "gina", generated)
     expect(page).to_have_url(re.compile(r"/admin/account$"))
     expect(admin.get_by_role("status")).to_contain_text("first login")
+    expect(admin.get_by_role("row", name=re.compile("gina"))).to_contain_text("must choose a password")
     shoot(admin, "users-created")
     expect(page.locator("#must-change")).to_be_visible()
     page.goto(admin_url(console, "/api-keys"))
@@ -156,6 +157,8 @@ def test_a_generated_password_must_be_replaced_at_first_login(console: Proxy, pa
     expect(page.locator("#must-change")).to_have_count(0)
     page.get_by_role("link", name="API keys").click()
     expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+    admin.goto(admin_url(console, "/users"))
+    expect(admin.get_by_role("row", name=re.compile("gina"))).not_to_contain_text("must choose")
 
 
 def _seen(page: Page) -> float:
