@@ -79,7 +79,8 @@ async def make_token(request: web.Request, body: dict[str, Any]) -> tuple[str, A
 
 async def revoke(request: web.Request) -> AdminToken:
     require_admin(request)
-    token = await AdminTokenRepository(request.app[db_key]).revoke(int(request.match_info["token_id"]))
+    token_id = int(request.match_info["token_id"])
+    token = await AdminTokenRepository(request.app[db_key]).revoke(token_id) if token_id < 2**63 else None
     if token is None:
         raise web.HTTPNotFound(text=f"no admin API token {request.match_info['token_id']}")
     await audit(request, "admin_token.revoke", f"token {token.id}", after=token.public())
