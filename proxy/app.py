@@ -115,9 +115,10 @@ def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[Non
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
-    app[verifier_key] = KeyVerifier(
+    verifier = app[verifier_key] = KeyVerifier(
         db, concurrency=settings.argon2_concurrency, hasher=create_password_hasher(settings.argon2_profile)
     )
+    app[metrics_key].watch_gate("key", verifier.gate.stats)
     app[catalog_key] = ModelCatalog(runtime, idle=app[lifecycle_key].idle_models)
     app[generations_key] = Generations(
         db=db,
@@ -132,6 +133,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # The server cancelled what was still running; let those requests write their rows before the
     # database closes (its cleanup runs after this one).
     await app[generations_key].drain(timeout=10.0)
+    verifier.gate.close()
 
 
 async def _warmup(app: web.Application) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from proxy import accesslog
 from proxy.appkeys import api_key_key, metrics_key, request_ids_key, settings_key, verifier_key
 from proxy.auth.clientaddr import client_address
-from proxy.errors import ApiError, AuthenticationError, VerifierBusyError, unavailable
+from proxy.errors import ApiError, AuthenticationError, ThrottledError, VerifierBusyError, unavailable
 from proxy.metering.generation import RequestIds
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.errors import StorageError
@@ -188,6 +188,16 @@ async def _authenticate(request: web.Request, address: str | None) -> ApiKey:
         code = "expired_api_key" if exc.reason.startswith("expired") else "invalid_api_key"
         message = "This API key has expired." if code == "expired_api_key" else "Incorrect API key provided."
         raise ApiError(401, message, code=code) from None
+    except ThrottledError as exc:
+        log.info("throttled an API key verification (%s) for request %s", exc.reason, request[request_ids_key].server)
+        raise ApiError(
+            429,
+            "Too many API key verifications from your address, or too many failed ones; "
+            f"retry after {exc.retry_after} seconds.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(exc.retry_after)},
+        ) from None
     except VerifierBusyError:
         raise ApiError(
             503,
