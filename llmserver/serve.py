@@ -24,11 +24,12 @@ import sys
 from aiohttp import web
 
 from admin_ui.app import create_admin_app
+from admin_ui.appkeys import login_gate_key
 from llmserver.supervision.proxy import proxy_supervision
 from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
-from proxy.appkeys import db_key, lifecycle_key, runtime_key
+from proxy.appkeys import db_key, lifecycle_key, metrics_key, runtime_key
 from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
@@ -58,6 +59,7 @@ def build_app(settings: Settings) -> web.Application:
         settings, db=lambda: app[db_key], runtime=lambda: app[runtime_key], lifecycle=lambda: app[lifecycle_key]
     )
     app.add_subapp("/admin", admin)
+    app[metrics_key].watch_gate("login", admin[login_gate_key].stats)
     return app
 
 
