@@ -115,7 +115,7 @@ async def _error(request: web.Request, status: int, reason: str, text: str | Non
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[settings_key]
     request[client_addr_key] = (
-        client_address(request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies)
+        client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), settings.trusted_proxies)
         or "unknown"
     )
     bearer = _bearer(request)

@@ -31,6 +31,7 @@ from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, metrics_key, runtime_key
 from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
+from proxy.middleware import hide_server_version
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
 from proxy.storage.servinglock import serving
@@ -140,6 +141,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def serve_admin(settings: Settings) -> None:
     """The console alone on ``LLMSERVER_ADMIN_BIND_ADDRESS`` (``llmserver admin serve``)."""
     root = web.Application()
+    root.on_response_prepare.append(hide_server_version)
     root.add_subapp("/admin", create_admin_app(settings))
 
     async def to_admin(request: web.Request) -> web.StreamResponse:

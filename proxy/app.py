@@ -33,7 +33,7 @@ from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
 from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
-from proxy.middleware import auth_middleware, error_middleware, request_middleware
+from proxy.middleware import auth_middleware, error_middleware, hide_server_version, request_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.speech.routes import setup_speech
@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
         middlewares=[request_middleware, *cors, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
+    app.on_response_prepare.append(hide_server_version)  # also for the admin console mounted under it
     app[settings_key] = settings
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)

@@ -1,0 +1,143 @@
+"""Issues 18 and 19, against the real proxy process: forwarded addresses, /metrics, the Server header,
+the console's login throttle and refused accesses."""
+
+from __future__ import annotations
+
+import re
+import socket
+import sqlite3
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from proxy.auth.clientaddr import client_address, parse_networks
+from tests.admin.conftest import PASSWORD, SESSION_KEY, AdminClient, add_user, admin_url
+from tests.harness import Daemon, Proxy
+
+METRICS_TOKEN = "metrics-" + "x7" * 12
+
+
+@pytest.fixture
+def trusting(make_proxy: Any, shared_daemon: Daemon) -> Proxy:
+    """A proxy behind a trusted reverse proxy (loopback), with the console and a metrics token."""
+    proxy: Proxy = make_proxy(
+        shared_daemon.endpoint,
+        LLMSERVER_TRUSTED_PROXIES="127.0.0.1",
+        LLMSERVER_SESSION_KEY=SESSION_KEY,
+        LLMSERVER_METRICS_TOKEN=METRICS_TOKEN,
+    )
+    return proxy.start()
+
+
+def test_every_x_forwarded_for_line_counts(trusting: Proxy) -> None:
+    """Issue 18: two header lines (the client's ``10.1.2.3``, then the reverse proxy's ``203.0.113.7``)
+    passed a ``10.0.0.0/8`` allow-list that one line with both refuses: only the first line was read."""
+    key = trusting.make_key("office-only", allowed_cidrs=["10.0.0.0/8"])
+    auth = ("Authorization", f"Bearer {key}")
+    url = f"{trusting.base_url}/models"
+    one_line = httpx.get(url, headers=[auth, ("X-Forwarded-For", "10.1.2.3, 203.0.113.7")])
+    two_lines = httpx.get(url, headers=[auth, ("X-Forwarded-For", "10.1.2.3"), ("X-Forwarded-For", "203.0.113.7")])
+    assert one_line.status_code == 403
+    assert two_lines.status_code == 403, "the second X-Forwarded-For line was ignored"
+    from_office = httpx.get(url, headers=[auth, ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-For", "10.1.2.3")])
+    assert from_office.status_code == 200
+
+
+def test_client_address_joins_the_lines_in_order() -> None:
+    trusted = parse_networks("127.0.0.1, 192.168.0.0/16")
+    assert client_address("127.0.0.1", ["10.1.2.3", "203.0.113.7, 192.168.1.1"], trusted) == "203.0.113.7"
+    assert client_address("127.0.0.1", ["203.0.113.7", "10.1.2.3"], trusted) == "10.1.2.3"
+    assert client_address("127.0.0.1", "10.1.2.3, 192.168.1.1", trusted) == "10.1.2.3"  # one line as a str
+    assert client_address("203.0.113.9", ["10.1.2.3"], trusted) == "203.0.113.9"  # not from a trusted proxy
+
+
+def test_metrics_need_the_token_when_one_is_set(trusting: Proxy) -> None:
+    """Issue 18: ``/metrics`` needed no key. With LLMSERVER_METRICS_TOKEN it wants it as a bearer token."""
+    url = f"http://127.0.0.1:{trusting.port}/metrics"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {METRICS_TOKEN}x"}):
+        refused = httpx.get(url, headers=headers)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_metrics_token"
+        assert METRICS_TOKEN not in refused.text
+    scraped = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200 and "llmserver_argon2_runs_total" in scraped.text
+
+
+def test_no_answer_names_versions_in_its_server_header(trusting: Proxy) -> None:
+    """Issue 18/19: every answer said ``Server: Python/3.11 aiohttp/3.x``."""
+    base = f"http://127.0.0.1:{trusting.port}"
+    answers = [
+        httpx.get(f"{base}/healthz"),
+        httpx.get(f"{base}/v1/models"),  # 401
+        httpx.get(f"{base}/nowhere"),  # 404
+        httpx.get(f"{base}/admin/login"),
+        httpx.get(f"{base}/admin/static/admin.css"),
+        httpx.get(f"{base}/admin/", follow_redirects=False),  # a redirect to the login page
+    ]
+    for answer in answers:
+        assert answer.headers.get("server") == "llmserver", (str(answer.url), answer.headers.get("server"))
+    with socket.create_connection(("127.0.0.1", trusting.port), timeout=10) as raw:  # aiohttp's own 400
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        head = raw.recv(4096).decode(errors="replace")
+    assert (
+        head.startswith("HTTP/1.")
+        and " 400 " in head.split("\r\n")[0]
+        and re.search(r"(?im)^server: llmserver\r$", head)
+    ), head
+
+
+def test_a_good_login_does_not_reset_the_address_throttle(trusting: Proxy) -> None:
+    """Issue 19: one good login reset the per-address login throttle, so an attacker with one account
+    could keep guessing others' passwords. A good login now clears its own account's failures only."""
+    add_user(trusting, "mallory")
+    client = AdminClient(trusting)
+    try:
+        guesses = [client.login(f"victim{i}", "guess!").status_code for i in range(9)]
+        assert guesses == [401] * 9
+        assert client.login("mallory").status_code == 303  # her own account: a good login
+        client.http.cookies.clear()
+        assert client.login("victim9", "guess!").status_code == 401  # the address's tenth failure
+        assert client.login("victim10", "guess!").status_code == 429  # old code: 401, the count was reset
+    finally:
+        client.close()
+
+
+def test_a_refused_access_is_logged_and_audited_with_who_tried(trusting: Proxy) -> None:
+    """Issue 19: a 403 (a viewer's write, a read-only token's write) was attributed nowhere."""
+    add_user(trusting, "alice")
+    add_user(trusting, "vera", role="viewer")
+    admin = AdminClient(trusting)
+    viewer = AdminClient(trusting)
+    try:
+        admin.login("alice")
+        admin.get("/tokens")
+        page = admin.post("/tokens", {"name": "reader", "scope": "viewer"}).text
+        token = re.search(r'id="full-token">(llmsadm_\w+)<', page).group(1)  # type: ignore[union-attr]
+        forwarded = {"X-Forwarded-For": "198.51.100.23"}
+        write = httpx.post(
+            admin_url(trusting, "/api/api-keys"),
+            headers={"Authorization": f"Bearer {token}", **forwarded},
+            json={"name": "nope"},
+        )
+        assert write.status_code == 403
+        assert viewer.login("vera", PASSWORD).status_code == 303
+        viewer.get("/api-keys")
+        viewer.http.headers.update(forwarded)
+        assert viewer.post("/api-keys", {"name": "nope"}).status_code == 403
+    finally:
+        admin.close()
+        viewer.close()
+    conn = sqlite3.connect(trusting.db_path)
+    try:
+        rows = conn.execute(
+            "SELECT actor, source, target FROM admin_audit WHERE action = 'access.denied' ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert rows == [
+        ("token:reader", "198.51.100.23", "POST /admin/api/api-keys"),
+        ("vera", "198.51.100.23", "POST /admin/api-keys"),
+    ]
+    assert token not in trusting.log_path.read_text()
+    log = trusting.log_path.read_text()
+    assert "refused POST /admin/api/api-keys" in log and "to vera from 198.51.100.23" in log
