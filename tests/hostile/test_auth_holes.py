@@ -11,6 +11,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from proxy.auth.apikey import generate_api_key
 from proxy.auth.clientaddr import client_address, parse_networks
 from tests.admin.conftest import PASSWORD, SESSION_KEY, AdminClient, add_user, admin_url
 from tests.harness import Daemon, Proxy
@@ -42,6 +43,27 @@ def test_every_x_forwarded_for_line_counts(trusting: Proxy) -> None:
     assert two_lines.status_code == 403, "the second X-Forwarded-For line was ignored"
     from_office = httpx.get(url, headers=[auth, ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-For", "10.1.2.3")])
     assert from_office.status_code == 200
+
+
+def test_guesses_from_elsewhere_or_from_a_shared_address_never_refuse_a_right_key(trusting: Proxy) -> None:
+    """Issue 18: 5 wrong secrets for a victim's public id from another address, or 30 random keys from
+    the victim's own address (an office behind NAT), made the victim's valid, not yet cached key
+    answer 401 for 60 s. Now they cost the victim a delay at most, and a throttled answer is a 429."""
+    victims = [trusting.make_key(f"victim{i}") for i in range(2)]
+    url = f"{trusting.base_url}/models"
+
+    def get(key: str, address: str) -> httpx.Response:
+        return httpx.get(url, headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": address}, timeout=30)
+
+    for i in range(8):
+        assert get(victims[0][:-6] + f"{i:06d}", "198.51.100.66").status_code in (401, 429)
+    assert get(victims[0], "192.0.2.7").status_code == 200  # old code: 401 for a minute
+    statuses = [get(generate_api_key()[0], "192.0.2.8").status_code for _ in range(31)]
+    assert statuses == [401] * 30 + [429]
+    assert get(victims[1], "192.0.2.8").status_code == 200  # old code: 401 for a minute
+    throttled = get(generate_api_key()[0], "192.0.2.8")
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+    assert throttled.json()["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_client_address_joins_the_lines_in_order() -> None:
