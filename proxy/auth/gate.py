@@ -7,8 +7,10 @@ address *before* any argon2:
 - at most ``per_address`` verifications of one address in flight (waiting or running); beyond that
   :class:`~proxy.errors.ThrottledError` at once (a 429 with ``retry-after``);
 - one verification of an address at a time: its others wait behind it, so one address (or forty)
-  holds at most one place each in the queue for the threads, and a new address (a new, valid key)
-  waits for at most one run per address that is already waiting, never for a whole flood;
+  holds at most one place each in the queue for the threads;
+- the threads go to the waiting verification with the lowest ``priority`` first (the caller's
+  count of its address's recent failures), so a new, valid key from a clean address waits for the
+  runs in progress only, never for a flood from addresses that keep failing;
 - at most ``max_in_flight`` verifications in flight over all addresses (memory), beyond that
   :class:`~proxy.errors.VerifierBusyError` (a 503);
 - its own ``concurrency`` threads, so argon2's memory is bounded (threads x 64 MiB) and a flood at one
@@ -26,7 +28,9 @@ IPv6 clients are counted per /64, the block one subscriber usually holds.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import ipaddress
+import itertools
 import logging
 import secrets
 import statistics
@@ -73,7 +77,7 @@ class Argon2Gate:
         self.per_address = per_address
         self.max_in_flight = max_in_flight
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"argon2-{name}")
-        self._threads = asyncio.Semaphore(concurrency)
+        self._threads = PrioritySlots(concurrency)
         self._hasher = hasher
         self._in_flight: dict[str, int] = {}
         self._turns: dict[str, asyncio.Lock] = {}
@@ -82,12 +86,12 @@ class Argon2Gate:
         self._calibrated: asyncio.Task[None] | None = None
         self.stats = GateStats()
 
-    async def verify(self, address: str | None, secret_hash: str | None, secret: str) -> bool:
+    async def verify(self, address: str | None, secret_hash: str | None, secret: str, priority: int = 0) -> bool:
         """Whether ``secret`` matches ``secret_hash`` (None: there is nothing to match; False after
         the time a real check takes). :class:`ThrottledError` or :class:`VerifierBusyError` at once
         when ``address`` or the gate has too much in flight."""
         async with self.admitted(address) as bucket:
-            return await self.check(bucket, secret_hash, secret)
+            return await self.check(bucket, secret_hash, secret, priority)
 
     @asynccontextmanager
     async def admitted(self, address: str | None) -> AsyncIterator[str]:
@@ -112,19 +116,20 @@ class Argon2Gate:
                 del self._in_flight[bucket]
                 self._turns.pop(bucket, None)
 
-    async def check(self, bucket: str, secret_hash: str | None, secret: str) -> bool:
-        """The check itself, for a caller inside :meth:`admitted`: its address's turn, then a thread."""
+    async def check(self, bucket: str, secret_hash: str | None, secret: str, priority: int = 0) -> bool:
+        """The check itself, for a caller inside :meth:`admitted`: its address's turn, then a thread
+        (lowest ``priority`` first)."""
         if secret_hash is None:
             await self._calibrate()
         turn = self._turns.setdefault(bucket, asyncio.Lock())
         async with turn:
             if secret_hash is None:
-                async with self._threads:  # waits its turn like a real run, without holding a thread
+                async with self._threads.held(priority):  # waits its turn like a real run, holds no thread
                     pass
                 self.stats.pretended += 1
                 await asyncio.sleep(self.typical_run())
                 return False
-            async with self._threads:
+            async with self._threads.held(priority):
                 return await self._run(secret_hash, secret)
 
     def typical_run(self) -> float:
@@ -150,11 +155,52 @@ class Argon2Gate:
     async def _calibration(self) -> None:
         loop = asyncio.get_running_loop()
         dummy = await loop.run_in_executor(self._pool, hash_secret, secrets.token_urlsafe(24), self._hasher)
-        async with self._threads:
+        async with self._threads.held(0):
             await self._run(dummy, secrets.token_urlsafe(24))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class PrioritySlots:
+    """``n`` slots, granted to the waiter with the lowest priority first, then first come."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @asynccontextmanager
+    async def held(self, priority: int) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        entry = (priority, next(self._order), asyncio.get_running_loop().create_future())
+        heapq.heappush(self._waiters, entry)
+        try:
+            await entry[2]
+        except asyncio.CancelledError:
+            if entry[2].done() and not entry[2].cancelled():  # granted as it was cancelled: pass it on
+                self._release()
+            elif entry in self._waiters:
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 def address_bucket(address: str | None) -> str:

@@ -35,6 +35,11 @@ class Throttle:
         entry = self._current(name)
         return entry is not None and entry.count >= self.limit
 
+    def count(self, name: str | None) -> int:
+        """Unsuccessful attempts under ``name`` in its current window."""
+        entry = self._current(name)
+        return 0 if entry is None else entry.count
+
     def retry_after(self, name: str | None) -> float:
         """Seconds until ``name``'s window ends (0 when it is not blocked)."""
         entry = self._current(name)

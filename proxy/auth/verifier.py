@@ -5,14 +5,15 @@ request with a known key costs one HMAC and one dict lookup. Cached keys never w
 Concurrent verifications of one presented key share one run.
 
 A first-time verification passes the key gate (:class:`~proxy.auth.gate.Argon2Gate`: its own
-threads, a bound on what one client address may have in flight, one run per address at a time, so
-that a flood from one address or forty cannot starve a new, valid key; a 429 or 503 at once beyond
-those bounds). An unknown public id costs no argon2: the gate makes its refusal take as long as a
-real check, and it is counted like a wrong secret, so neither the time, the answer nor the throttle
-tells which ids exist. A revoked or expired key is judged only after its secret verified: without
-the secret nobody learns its state. A presented key whose secret failed is remembered too (its
-HMAC, at most :data:`MAX_REFUSED`, all forgotten whenever any key changes), so the same wrong key
-sent again is refused at once, known id or not, without argon2 or a slow-down.
+threads, a bound on what one client address may have in flight, one run per address at a time, the
+threads to the addresses with the fewest recent failures first, so that a flood from one address or
+forty cannot starve a new, valid key; a 429 or 503 at once beyond those bounds). An unknown public
+id costs no argon2: the gate makes its refusal take as long as a real check, and it is counted like
+a wrong secret, so neither the time, the answer nor the throttle tells which ids exist. A revoked or
+expired key is judged only after its secret verified: without the secret nobody learns its state. A
+presented key whose secret failed is remembered too (its HMAC, at most :data:`MAX_REFUSED`, all
+forgotten whenever any key changes), so the same wrong key sent again is refused at once, known id
+or not, without argon2 or a slow-down.
 
 Failures are counted per (client address, public id) and per client address (:mod:`proxy.auth.throttle`).
 Beyond a few a minute the verification is *slowed*, never refused: it waits :data:`SLOW_DELAY`
@@ -157,7 +158,11 @@ class KeyVerifier:
 
     async def _verify_slow(self, bucket: str, digest: bytes, public_id: str, secret: str, attempts: int = 2) -> ApiKey:
         key, version = await self._db.execute_read(lambda conn: _read_key(conn, public_id))
-        if not await self.gate.check(bucket, key.secret_hash if key is not None else None, secret) or key is None:
+        priority = self._by_address.count(bucket)  # an address that keeps failing waits behind clean ones
+        if (
+            not await self.gate.check(bucket, key.secret_hash if key is not None else None, secret, priority)
+            or key is None
+        ):
             reason = "unknown key" if key is None else "wrong secret"
             if version >= self._version:  # else a key may have been made since: nothing to remember
                 self._remember_refusal(digest, reason)

@@ -135,6 +135,56 @@ def test_an_unknown_key_flood_from_40_addresses_costs_no_argon2_and_a_new_key_is
     assert rss[1] - rss[0] < 160 << 20, f"the proxy grew by {(rss[1] - rss[0]) >> 20} MB"
 
 
+def test_wrong_secrets_of_real_ids_from_40_addresses_wait_behind_a_new_key(
+    make_proxy: Any, shared_daemon: Daemon
+) -> None:
+    """The costly flood: wrong secrets for public ids that exist (the attacker holds keys of its own),
+    each a real argon2 run. The threads go to clean addresses first: a new key does not queue."""
+    proxy = flood_proxy(make_proxy, shared_daemon)
+    held = [proxy.make_key(f"held{i}") for i in range(4)]
+    new_key = proxy.make_key("new")
+    seconds, per_address = scaled(6, 60), int(scaled(2, 4))
+    statuses: Counter[int] = Counter()
+    counter = iter(range(10**9))
+
+    async def flood() -> tuple[int, float]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def wrong_secret(address: str) -> int:
+                n = next(counter)
+                key = held[n % len(held)][:-8] + f"{n:08d}"
+                headers = {"Authorization": f"Bearer {key}", "X-Forwarded-For": address}
+                async with session.get(f"{proxy.base_url}/models", headers=headers) as r:
+                    await r.read()
+                    return r.status
+
+            until = time.monotonic() + seconds
+            workers = [
+                keep_sending(lambda a=f"10.88.{i}.1": wrong_secret(a), until, statuses)  # type: ignore[misc]
+                for i in range(40)
+                for _ in range(per_address)
+            ]
+            running = asyncio.gather(*workers)
+            await asyncio.sleep(min(3.0, seconds / 2))
+            result = await first_use(session, proxy, new_key, "10.200.0.3")
+            await running
+            return result
+
+    assert proxy.proc is not None
+    with peak_rss(proxy.proc.pid) as rss:
+        status, latency = asyncio.run(flood())
+    runs = argon2_runs(proxy, "key")
+    print(
+        f"FLOOD wrong secrets of real ids: {sum(statuses.values())} requests from 40 addresses in {seconds:.0f} s "
+        f"({dict(statuses)}), argon2 runs {runs}, new key's first request {status} in {latency * 1000:.0f} ms, "
+        f"proxy RSS {rss[0] >> 20} -> peak {rss[1] >> 20} MB"
+    )
+    assert status == 200 and latency < 2.0, f"a new key got {status} after {latency:.1f} s"
+    assert set(statuses) <= {401, 429}, statuses
+    # Two threads at most: the RSS bound is theirs (2 x 64 MiB), whatever the flood.
+    assert rss[1] - rss[0] < 160 << 20, f"the proxy grew by {(rss[1] - rss[0]) >> 20} MB"
+
+
 def add_admin(proxy: Proxy, name: str, password: str) -> None:
     async def create() -> None:
         async with Database.open(proxy.db_path) as db:
@@ -148,7 +198,7 @@ def test_a_login_flood_is_bounded_before_argon2_and_does_not_delay_keys(make_pro
     proxy = flood_proxy(make_proxy, shared_daemon)
     add_admin(proxy, "alice", "a long and right password")
     new_key = proxy.make_key("new")
-    logins, addresses = int(scaled(150, 1200)), int(scaled(1, 8))
+    logins, addresses = int(scaled(150, 600)), int(scaled(1, 8))
     statuses: Counter[int] = Counter()
 
     async def flood() -> tuple[int, float, float]:
