@@ -82,6 +82,24 @@ async def first_use(session: aiohttp.ClientSession, proxy: Proxy, key: str, addr
         return r.status, time.perf_counter() - started
 
 
+def quiet_first_use(proxy: Proxy) -> float:
+    """A new key's first latency with no flood: one argon2 run on this machine, as loaded as it is."""
+
+    async def measure() -> float:
+        async with aiohttp.ClientSession() as session:
+            status, latency = await first_use(session, proxy, proxy.make_key("quiet"), "10.201.0.1")
+            assert status == 200
+            return latency
+
+    return asyncio.run(measure())
+
+
+def bound(quiet: float) -> float:
+    """How long a new key may wait during a flood: the runs in progress, then its own run while the
+    flood's run beside it shares the CPU (a few argon2 runs), and never less than 2 s."""
+    return max(2.0, 5 * quiet)
+
+
 async def keep_sending(send: Any, until: float, statuses: Counter[int]) -> None:
     while time.monotonic() < until:
         try:
@@ -94,7 +112,7 @@ def test_an_unknown_key_flood_from_40_addresses_costs_no_argon2_and_a_new_key_is
     make_proxy: Any, shared_daemon: Daemon
 ) -> None:
     proxy = flood_proxy(make_proxy, shared_daemon)
-    new_key = proxy.make_key("new")
+    new_key, quiet = proxy.make_key("new"), quiet_first_use(proxy)
     seconds, per_address = scaled(6, 60), int(scaled(5, 20))
     statuses: Counter[int] = Counter()
 
@@ -125,13 +143,15 @@ def test_an_unknown_key_flood_from_40_addresses_costs_no_argon2_and_a_new_key_is
     runs = argon2_runs(proxy, "key")
     print(
         f"FLOOD unknown keys: {sum(statuses.values())} requests from 40 addresses in {seconds:.0f} s "
-        f"({dict(statuses)}), argon2 runs {runs}, new key's first request {status} in {latency * 1000:.0f} ms, "
+        f"({dict(statuses)}), argon2 runs {runs}, "
+        f"new key's first request {status} in {latency * 1000:.0f} ms (quiet: {quiet * 1000:.0f} ms), "
         f"proxy RSS {rss[0] >> 20} -> peak {rss[1] >> 20} MB"
     )
     assert status == 200, f"a new valid key got {status} during the flood"  # old code: 503 at once
-    assert latency < 2.0, f"a new valid key waited {latency:.1f} s"
+    assert latency < bound(quiet), f"a new valid key waited {latency:.1f} s (quiet: {quiet:.2f} s)"
     assert set(statuses) <= {401, 429}, statuses  # refusals and slow-downs, never a 503 or a broken connection
-    assert runs is not None and runs <= 2, f"{runs} argon2 runs for unknown keys"  # the new key's and one calibration
+    # The quiet key's, the new key's and one calibration: none for the flood.
+    assert runs is not None and runs <= 3, f"{runs} argon2 runs for unknown keys"
     assert rss[1] - rss[0] < 160 << 20, f"the proxy grew by {(rss[1] - rss[0]) >> 20} MB"
 
 
@@ -142,7 +162,7 @@ def test_wrong_secrets_of_real_ids_from_40_addresses_wait_behind_a_new_key(
     each a real argon2 run. The threads go to clean addresses first: a new key does not queue."""
     proxy = flood_proxy(make_proxy, shared_daemon)
     held = [proxy.make_key(f"held{i}") for i in range(4)]
-    new_key = proxy.make_key("new")
+    new_key, quiet = proxy.make_key("new"), quiet_first_use(proxy)
     seconds, per_address = scaled(6, 60), int(scaled(2, 4))
     statuses: Counter[int] = Counter()
     counter = iter(range(10**9))
@@ -176,10 +196,13 @@ def test_wrong_secrets_of_real_ids_from_40_addresses_wait_behind_a_new_key(
     runs = argon2_runs(proxy, "key")
     print(
         f"FLOOD wrong secrets of real ids: {sum(statuses.values())} requests from 40 addresses in {seconds:.0f} s "
-        f"({dict(statuses)}), argon2 runs {runs}, new key's first request {status} in {latency * 1000:.0f} ms, "
+        f"({dict(statuses)}), argon2 runs {runs}, "
+        f"new key's first request {status} in {latency * 1000:.0f} ms (quiet: {quiet * 1000:.0f} ms), "
         f"proxy RSS {rss[0] >> 20} -> peak {rss[1] >> 20} MB"
     )
-    assert status == 200 and latency < 2.0, f"a new key got {status} after {latency:.1f} s"
+    assert status == 200 and latency < bound(quiet), (
+        f"a new key got {status} after {latency:.1f} s (quiet: {quiet:.2f})"
+    )
     assert set(statuses) <= {401, 429}, statuses
     # Two threads at most: the RSS bound is theirs (2 x 64 MiB), whatever the flood.
     assert rss[1] - rss[0] < 160 << 20, f"the proxy grew by {(rss[1] - rss[0]) >> 20} MB"
@@ -197,7 +220,7 @@ def add_admin(proxy: Proxy, name: str, password: str) -> None:
 def test_a_login_flood_is_bounded_before_argon2_and_does_not_delay_keys(make_proxy: Any, shared_daemon: Daemon) -> None:
     proxy = flood_proxy(make_proxy, shared_daemon)
     add_admin(proxy, "alice", "a long and right password")
-    new_key = proxy.make_key("new")
+    new_key, quiet = proxy.make_key("new"), quiet_first_use(proxy)
     logins, addresses = int(scaled(150, 600)), int(scaled(1, 8))
     statuses: Counter[int] = Counter()
 
@@ -235,10 +258,13 @@ def test_a_login_flood_is_bounded_before_argon2_and_does_not_delay_keys(make_pro
     runs = argon2_runs(proxy, "login")
     print(
         f"FLOOD logins: {logins} concurrent logins from {addresses} address(es) in {took:.1f} s ({dict(statuses)}), "
-        f"login argon2 runs {runs}, new key's first request {status} in {latency * 1000:.0f} ms, "
+        f"login argon2 runs {runs}, "
+        f"new key's first request {status} in {latency * 1000:.0f} ms (quiet: {quiet * 1000:.0f} ms), "
         f"proxy RSS {rss[0] >> 20} -> peak {rss[1] >> 20} MB"
     )
-    assert status == 200 and latency < 2.0, f"a new key got {status} after {latency:.1f} s"  # old code: 15 s
+    assert status == 200 and latency < bound(quiet), (
+        f"a new key got {status} after {latency:.1f} s (quiet: {quiet:.2f})"
+    )  # old code: 15 s
     assert statuses[0] == 0 and set(statuses) <= {401, 429}, statuses
     # Per address: ten failures before the address throttle, plus the one attempt in flight beside
     # each; alice's own throttle engages after three. Old code: 133 runs for 150 logins.
