@@ -5,9 +5,9 @@ Headers: every answer (pages, JSON, errors, static files) carries a strict Conte
 ``Referrer-Policy``, ``X-Content-Type-Options`` and ``Cache-Control: no-store`` for anything not
 static. Errors become an HTML page or, under ``/admin/api`` and ``/admin/usage``, a JSON object.
 
-A refusal (403: a viewer's write, a read-only token's write, a missing CSRF token) is logged and,
-when someone is signed in, written to the audit log as ``access.denied``: who, which method and
-route, from which address; never a form value or a token.
+A refusal (403: a viewer's write, a read-only token's write) is logged and written to the audit
+log as ``access.denied``: who, which method and route, from which address; never a form value or a
+token. A missing or wrong CSRF token is logged only (a forged request speaks for nobody).
 
 Authentication: an admin API token (``Authorization: Bearer llmsadm_...``, JSON API only) or a
 session (``admin_ui.session``). CSRF: a state-changing request made with a session must carry the

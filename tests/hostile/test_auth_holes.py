@@ -13,6 +13,8 @@ import pytest
 
 from proxy.auth.apikey import generate_api_key
 from proxy.auth.clientaddr import client_address, parse_networks
+from proxy.storage.database import Database
+from proxy.storage.users import LoginThrottle
 from tests.admin.conftest import PASSWORD, SESSION_KEY, AdminClient, add_user, admin_url
 from tests.harness import Daemon, Proxy
 
@@ -163,3 +165,14 @@ def test_a_refused_access_is_logged_and_audited_with_who_tried(trusting: Proxy) 
     assert token not in trusting.log_path.read_text()
     log = trusting.log_path.read_text()
     assert "refused POST /admin/api/api-keys" in log and "to vera from 198.51.100.23" in log
+
+
+@pytest.mark.asyncio
+async def test_an_address_quiet_for_an_hour_starts_again_from_one_failure(db: Database) -> None:
+    """Issue 19: a good login no longer clears the address, so its count must fade on its own."""
+    throttle = LoginThrottle(db)
+    for i in range(12):
+        await throttle.failed(["addr:192.0.2.9"], now=1000.0 + i)
+    assert await throttle.wait_time(["addr:192.0.2.9"], now=1012.0) > 0
+    await throttle.failed(["addr:192.0.2.9"], now=1011.0 + throttle.forget + 1)
+    assert await throttle.wait_time(["addr:192.0.2.9"], now=1011.0 + throttle.forget + 1) == 0
