@@ -10,6 +10,7 @@ import time
 import pytest
 
 from proxy.auth.apikey import create_password_hasher, generate_api_key, key_minter
+from proxy.auth.gate import PrioritySlots, address_bucket
 from proxy.auth.verifier import FAILURES_PER_ADDRESS, FAILURES_PER_PAIR, PER_ADDRESS, SLOW_DELAY, KeyVerifier
 from proxy.errors import AuthenticationError, ThrottledError
 from proxy.storage.api_keys import KeyRepository
@@ -154,3 +155,29 @@ async def test_a_refused_key_sent_again_costs_nothing_until_a_key_changes(db: Da
     await asyncio.sleep(0.6)  # another key changed: what was refused is judged again
     assert isinstance(await refusal(verifier, unknown, "192.0.2.52"), AuthenticationError)
     assert verifier.gate.stats.pretended == pretended + 1
+
+
+@pytest.mark.asyncio
+async def test_the_gate_serves_clean_addresses_first_and_a_cancelled_waiter_keeps_no_thread() -> None:
+    slots = PrioritySlots(1)
+    order: list[str] = []
+
+    async def take(name: str, priority: int) -> None:
+        async with slots.held(priority):
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    async with slots.held(0):  # the only thread is busy while these arrive
+        waiters = [asyncio.ensure_future(take(f"failing{i}", 5)) for i in range(3)]
+        waiters.append(asyncio.ensure_future(take("gone", 0)))
+        waiters.append(asyncio.ensure_future(take("clean", 0)))
+        await asyncio.sleep(0)
+        waiters[3].cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert order == ["clean", "failing0", "failing1", "failing2"]
+    await asyncio.wait_for(take("after", 9), 1.0)  # the thread is free again: nothing leaked
+
+
+def test_ipv6_clients_are_counted_per_64() -> None:
+    assert address_bucket("2001:db8:1:2:aaaa::1") == address_bucket("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert address_bucket("::ffff:192.0.2.7") == "192.0.2.7" and address_bucket(None) == ""
