@@ -41,6 +41,7 @@ from admin_ui.appkeys import (
     ModelLister,
     db_key,
     hasher_key,
+    login_gate_key,
     monitor_key,
     principal_key,
     reports_key,
@@ -53,6 +54,7 @@ from admin_ui.security import UNSAFE, auth_middleware, headers_middleware
 from admin_ui.session import csrf_token, setup_sessions
 from admin_ui.views import account, api, audit_log, dashboard, hf_tokens, keys, login, models, tokens, usage, users
 from proxy.auth.apikey import create_password_hasher
+from proxy.auth.gate import Argon2Gate
 from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
 from proxy.storage.database import Database
@@ -60,6 +62,8 @@ from proxy.storage.usage_report import UsageReports
 from runtime.api.client import RuntimeClient
 
 HERE = Path(__file__).resolve().parent
+LOGIN_THREADS = 1  # argon2 threads for console logins (API keys have their own: LLMSERVER_ARGON2_CONCURRENCY)
+LOGINS_PER_ADDRESS = 2  # login attempts one client address (or one account name) may have in flight
 VIEWS = (login, dashboard, keys, usage, users, audit_log, account, tokens, api, models, hf_tokens)
 
 
@@ -79,6 +83,12 @@ def create_admin_app(
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_(session|jinja2)")
     app = web.Application(middlewares=[headers_middleware])
     app[settings_key] = settings
+    app[login_gate_key] = Argon2Gate(
+        "login",
+        concurrency=LOGIN_THREADS,
+        per_address=LOGINS_PER_ADDRESS,
+        hasher=create_password_hasher(settings.argon2_profile),
+    )
     setup_sessions(app, settings)
     app.middlewares.append(auth_middleware)
     aiohttp_jinja2.setup(
@@ -175,6 +185,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[monitor_key] = SystemMonitor(settings.database_path.parent)
     app[reports_key] = UsageReports(app[db_key])
     yield
+    app[login_gate_key].close()
 
 
 async def _context(request: web.Request) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 
 from admin_ui.monitor import SystemMonitor
+from proxy.auth.gate import Argon2Gate
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
@@ -41,6 +42,7 @@ runtime_key = web.AppKey("admin_runtime", ModelLister)
 hasher_key = web.AppKey("admin_hasher", PasswordHasher)
 monitor_key = web.AppKey("admin_monitor", SystemMonitor)
 reports_key = web.AppKey("admin_reports", UsageReports)
+login_gate_key = web.AppKey("admin_login_gate", Argon2Gate)
 
 principal_key = web.RequestKey("admin_principal", Principal)
 client_addr_key = web.RequestKey("admin_client_addr", str)

@@ -7,6 +7,10 @@ static, and ``Strict-Transport-Security`` whenever the console is served over TL
 trusted reverse proxy's: ``admin_ui.session.served_over_tls``). Errors become an HTML page or,
 under ``/admin/api`` and ``/admin/usage``, a JSON object.
 
+A refusal (403: a viewer's write, a read-only token's write) is logged and written to the audit
+log as ``access.denied``: who, which method and route, from which address; never a form value or a
+token. A missing or wrong CSRF token is logged only (a forged request speaks for nobody).
+
 Authentication: an admin API token (``Authorization: Bearer llmsadm_...``, JSON API only), acting
 as its owning account with that account's current role narrowed by the token's scope, or a session
 (``admin_ui.session``). A request the page makes in the background (the dashboard's and the models
@@ -33,6 +37,7 @@ from admin_ui.appkeys import Principal, client_addr_key, db_key, principal_key, 
 from admin_ui.session import csrf_token, served_over_tls, session_valid, touch
 from proxy.auth.clientaddr import client_address
 from proxy.storage.admin_tokens import AdminTokenRepository
+from proxy.storage.audit import record_audit
 from proxy.storage.errors import KeyNotFoundError, StorageError, ValidationError
 from proxy.storage.users import UserExistsError, UserNotFoundError, UserRepository
 
@@ -69,6 +74,8 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
             exc.headers.update(_headers(request))
             exc.headers["Cache-Control"] = "no-store"
             raise
+        if exc.status == 403:
+            await _attribute_refusal(request)
         if is_api(request) and exc.content_type == "application/json" and exc.text:
             response = web.Response(status=exc.status, text=exc.text, content_type="application/json")
         else:  # the model and token API (admin_ui.api) raise their JSON envelope already
@@ -94,6 +101,22 @@ def _headers(request: web.Request) -> dict[str, str]:
     return SECURITY_HEADERS
 
 
+async def _attribute_refusal(request: web.Request) -> None:
+    """Who was refused what (issue 19): a log line always, an audit entry when someone is signed in."""
+    principal = request.get(principal_key)
+    who = principal.name if principal is not None else "anonymous"
+    address = request.get(client_addr_key) or request.remote or "unknown"
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    log.warning("refused %s %s (%s) to %s from %s", request.method, request.path, route, who, address)
+    if principal is None:
+        return  # an anonymous refusal (no CSRF token on the login form) is a log line, not an audit entry
+    try:
+        target = f"{request.method} {route}"
+        await record_audit(request.app[db_key], who, address, "access.denied", target, after={"path": request.path})
+    except StorageError as exc:
+        log.error("could not audit a refused request: %s", exc)
+
+
 async def _error(request: web.Request, status: int, reason: str, text: str | None) -> web.StreamResponse:
     message = text if text and not text.startswith(f"{status}:") else reason
     if is_api(request):
@@ -107,7 +130,8 @@ async def _error(request: web.Request, status: int, reason: str, text: str | Non
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[settings_key]
     request[client_addr_key] = (
-        client_address(request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies) or "unknown"
+        client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), settings.trusted_proxies)
+        or "unknown"
     )
     bearer = _bearer(request)
     if bearer is not None:

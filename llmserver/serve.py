@@ -24,12 +24,14 @@ import sys
 from aiohttp import web
 
 from admin_ui.app import create_admin_app
+from admin_ui.appkeys import login_gate_key
 from llmserver.supervision.proxy import proxy_supervision
 from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
-from proxy.appkeys import db_key, lifecycle_key, runtime_key
+from proxy.appkeys import db_key, lifecycle_key, metrics_key, runtime_key
 from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
+from proxy.middleware import hide_server_version
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
 from proxy.storage.servinglock import serving
@@ -58,6 +60,7 @@ def build_app(settings: Settings) -> web.Application:
         settings, db=lambda: app[db_key], runtime=lambda: app[runtime_key], lifecycle=lambda: app[lifecycle_key]
     )
     app.add_subapp("/admin", admin)
+    app[metrics_key].watch_gate("login", admin[login_gate_key].stats)
     return app
 
 
@@ -138,6 +141,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def serve_admin(settings: Settings) -> None:
     """The console alone on ``LLMSERVER_ADMIN_BIND_ADDRESS`` (``llmserver admin serve``)."""
     root = web.Application()
+    root.on_response_prepare.append(hide_server_version)
     root.add_subapp("/admin", create_admin_app(settings))
 
     async def to_admin(request: web.Request) -> web.StreamResponse:

@@ -33,7 +33,7 @@ from proxy.metering.generation import Generations
 from proxy.metering.ratelimit import RateLimiter
 from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
-from proxy.middleware import auth_middleware, error_middleware, request_middleware
+from proxy.middleware import auth_middleware, error_middleware, hide_server_version, request_middleware
 from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.speech.routes import setup_speech
@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
         middlewares=[request_middleware, *cors, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
+    app.on_response_prepare.append(hide_server_version)  # also for the admin console mounted under it
     app[settings_key] = settings
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
@@ -115,9 +116,10 @@ def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[Non
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, runtime = app[settings_key], app[db_key], app[runtime_key]
-    app[verifier_key] = KeyVerifier(
+    verifier = app[verifier_key] = KeyVerifier(
         db, concurrency=settings.argon2_concurrency, hasher=create_password_hasher(settings.argon2_profile)
     )
+    app[metrics_key].watch_gate("key", verifier.gate.stats)
     app[catalog_key] = ModelCatalog(runtime, idle=app[lifecycle_key].idle_models)
     app[generations_key] = Generations(
         db=db,
@@ -132,6 +134,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # The server cancelled what was still running; let those requests write their rows before the
     # database closes (its cleanup runs after this one).
     await app[generations_key].drain(timeout=10.0)
+    verifier.gate.close()
 
 
 async def _warmup(app: web.Application) -> AsyncIterator[None]:

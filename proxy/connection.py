@@ -44,6 +44,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy.errors import ApiError
+from proxy.middleware import SERVER
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ class GuardedHandler(RequestHandler):
         log.debug("rejected a malformed HTTP request (%d, %s)", status, type(exc).__name__ if exc else "-")
         error = _protocol_error(status, exc)
         response = web.Response(status=error.status, body=error.body(), content_type="application/json")
+        response.headers["Server"] = SERVER
         response.force_close()
         return response
 
@@ -262,7 +264,7 @@ def _raw_response(error: ApiError) -> bytes:
     body = error.body()
     phrase = HTTPStatus(error.status).phrase
     head = (
-        f"HTTP/1.1 {error.status} {phrase}\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {error.status} {phrase}\r\nServer: {SERVER}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body

@@ -4,6 +4,7 @@
     ├── SettingsError              a malformed or missing setting (names the variable, never its secret value)
     ├── AuthenticationError        a malformed, unknown, wrong, revoked or expired API key (``reason``)
     ├── VerifierBusyError          too many first-time key verifications are already waiting (retry later)
+    ├── ThrottledError             too many verifications from one client address, or too many failures (429)
     └── ApiError                   an error as OpenAI's API reports it: status, envelope, headers
 
 The storage layer has its own base (``proxy.storage.errors.StorageError``), since it imports nothing
@@ -36,6 +37,16 @@ class AuthenticationError(ProxyError):
 
 class VerifierBusyError(ProxyError):
     """Too many first-time key verifications are queued; the client should retry later."""
+
+
+class ThrottledError(ProxyError):
+    """A verification refused or failed while its client address (or address and key) was throttled:
+    the client should slow down and retry after ``retry_after`` seconds (a 429, never a 401)."""
+
+    def __init__(self, reason: str, retry_after: int = 1) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = max(1, retry_after)
 
 
 class ApiError(ProxyError):

@@ -8,6 +8,7 @@ under ``(other)``, so the scrape stays small whatever reaches it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -18,6 +19,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from proxy.auth.gate import GateStats
 
 MAX_MODEL_LABELS = 256
 OTHER_MODELS = "(other)"
@@ -66,6 +71,12 @@ class Metrics:
         self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
         self._models: set[str] = set()
         self._children: dict[tuple[object, ...], Any] = {}
+        self._gates = _GateCollector()
+        r.register(self._gates)
+
+    def watch_gate(self, name: str, stats: GateStats) -> None:
+        """Export an argon2 gate's counters (``proxy.auth.gate``) under ``gate="<name>"``."""
+        self._gates.gates[name] = stats
 
     def model_label(self, model: str) -> str:
         if model in self._models:
@@ -100,3 +111,25 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _GateCollector:
+    """The argon2 gates' counters, read at scrape time (the gates count in plain integers)."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, GateStats] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        runs = CounterMetricFamily("llmserver_argon2_runs", "argon2 verifications run, by gate", labels=["gate"])
+        pretended = CounterMetricFamily(
+            "llmserver_argon2_skipped", "Verifications of unknown ids or names (no argon2), by gate", labels=["gate"]
+        )
+        refused = CounterMetricFamily(
+            "llmserver_argon2_refused", "Verifications refused before argon2, by gate and why", labels=["gate", "why"]
+        )
+        for name, stats in self.gates.items():
+            runs.add_metric([name], stats.runs)
+            pretended.add_metric([name], stats.pretended)
+            refused.add_metric([name, "address"], stats.refused_address)
+            refused.add_metric([name, "busy"], stats.refused_busy)
+        yield from (runs, pretended, refused)

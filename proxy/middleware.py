@@ -7,6 +7,7 @@ status, anything else a 500 that names the request id (details go to the log).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from aiohttp.typedefs import Handler
 from proxy import accesslog
 from proxy.appkeys import api_key_key, metrics_key, request_ids_key, settings_key, verifier_key
 from proxy.auth.clientaddr import client_address
-from proxy.errors import ApiError, AuthenticationError, VerifierBusyError, unavailable
+from proxy.errors import ApiError, AuthenticationError, ThrottledError, VerifierBusyError, unavailable
 from proxy.metering.generation import RequestIds
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.errors import StorageError
@@ -135,17 +136,40 @@ def _envelope(request: web.Request, exc: ApiError) -> web.Response:
 
 
 AUTHENTICATED_PREFIXES = ("/v1/", "/extras/")  # the OpenAI API and llama.cpp's token utilities
+SERVER = "llmserver"  # the Server header of every answer: no versions to look up vulnerabilities by
+
+
+async def hide_server_version(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: ``Server: llmserver`` instead of aiohttp's ``Python/3.x aiohttp/3.x``."""
+    response.headers["Server"] = SERVER
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(AUTHENTICATED_PREFIXES):
         trusted = request.app[settings_key].trusted_proxies
-        address = client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+        address = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), trusted)
         key = await _authenticate(request, address)
         _check_address(key, address)
         request[api_key_key] = key
+    elif request.path == "/metrics":
+        _check_metrics_token(request)
     return await handler(request)
+
+
+def _check_metrics_token(request: web.Request) -> None:
+    """With ``LLMSERVER_METRICS_TOKEN``, ``/metrics`` wants ``Authorization: Bearer <token>``."""
+    token = request.app[settings_key].metrics_token
+    if token is None:
+        return
+    given = presented_key(request) or ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(
+            401,
+            "/metrics needs 'Authorization: Bearer <LLMSERVER_METRICS_TOKEN>'",
+            code="invalid_metrics_token",
+            headers={"www-authenticate": "Bearer"},
+        )
 
 
 def _check_address(key: ApiKey, address: str | None) -> None:
@@ -188,6 +212,16 @@ async def _authenticate(request: web.Request, address: str | None) -> ApiKey:
         code = "expired_api_key" if exc.reason.startswith("expired") else "invalid_api_key"
         message = "This API key has expired." if code == "expired_api_key" else "Incorrect API key provided."
         raise ApiError(401, message, code=code) from None
+    except ThrottledError as exc:
+        log.info("throttled an API key verification (%s) for request %s", exc.reason, request[request_ids_key].server)
+        raise ApiError(
+            429,
+            "Too many API key verifications from your address, or too many failed ones; "
+            f"retry after {exc.retry_after} seconds.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(exc.retry_after)},
+        ) from None
     except VerifierBusyError:
         raise ApiError(
             503,

@@ -84,6 +84,7 @@ class Settings:
     write_timeout: float = 60.0
     max_connections: int = 0  # 0: derived from the open-file limit (see proxy.connection)
     cors_origins: frozenset[str] = frozenset()  # browser origins allowed to call the API; empty = no CORS
+    metrics_token: str | None = field(default=None, repr=False)  # set: /metrics wants it as a bearer token
 
     @property
     def tls_enabled(self) -> bool:
@@ -163,7 +164,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         write_timeout=reader.number("LLMSERVER_WRITE_TIMEOUT", 60.0, 1.0, 3600.0),
         max_connections=reader.integer("LLMSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
         cors_origins=reader.parse("LLMSERVER_CORS_ORIGINS", parse_origins, ""),
+        metrics_token=_metrics_token(reader),
     )
+
+
+def _metrics_token(reader: _Reader) -> str | None:
+    """A bearer token for ``/metrics``: at least 16 visible ASCII characters (never quoted back)."""
+    token = (reader.raw("LLMSERVER_METRICS_TOKEN") or "").strip()
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token):
+        raise SettingsError("LLMSERVER_METRICS_TOKEN: must be at least 16 printable ASCII characters without spaces")
+    return token or None
 
 
 HF_INFERENCE_PROVIDERS = ("hf-inference",)

@@ -13,7 +13,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from proxy.auth import verifier as verifier_module
+from proxy.auth import gate as gate_module
 from proxy.auth.apikey import (
     KEY_LENGTH,
     create_password_hasher,
@@ -155,14 +155,16 @@ async def test_refusals_say_why(repo: KeyRepository, db: Database) -> None:
         with pytest.raises(AuthenticationError) as caught:
             await verifier.verify(raw)
         assert caught.value.reason == reason
-    for _ in range(3):  # a wrong secret for a known id always goes through argon2 (below the throttle)
-        with pytest.raises(AuthenticationError):
+    assert verifier.stats.argon2_runs == 1
+    for _ in range(3):  # the same wrong key again is refused from memory (issue 18), for the same reason
+        with pytest.raises(AuthenticationError) as caught:
             await verifier.verify(wrong)
-    assert verifier.stats.argon2_runs == 5
-    for _ in range(3):  # so does an unknown id, against a dummy hash (issue 14: timing told which ids exist)
-        with pytest.raises(AuthenticationError):
-            await verifier.verify(unknown)
-    assert verifier.stats.argon2_runs == 8
+        assert caught.value.reason == "wrong secret"
+    for _ in range(3):  # an unknown id costs no argon2 at all (issue 18), though it takes as long (issue 14)
+        with pytest.raises(AuthenticationError) as caught:
+            await verifier.verify(generate_api_key()[0], f"192.0.2.{_}")
+        assert caught.value.reason == "unknown key"
+    assert verifier.stats.argon2_runs == 1 and verifier.gate.stats.pretended == 4
 
 
 @pytest.mark.asyncio
@@ -254,12 +256,14 @@ async def test_argon2_is_bounded_and_a_flood_does_not_slow_cached_keys(
             running[0] -= 1
         return False
 
-    verifier = KeyVerifier(db, concurrency=2, max_waiting=8)
+    verifier = KeyVerifier(db, concurrency=2, max_in_flight=8)
     await verifier.verify(good)
-    monkeypatch.setattr(verifier_module, "verify_secret", slow_verify)
-    # 12 different unknown ids (wrong secrets for one id would meet that id's throttle first)
-    wrong = [generate_api_key()[0] for _ in range(12)]
-    flood = asyncio.gather(*(verifier.verify(raw) for raw in wrong), return_exceptions=True)
+    monkeypatch.setattr(gate_module, "verify_secret", slow_verify)
+    # 12 wrong secrets of one real id, from 12 addresses (one address has one run at a time)
+    wrong = [good[:-4] + f"{i:04d}" for i in range(12)]
+    flood = asyncio.gather(
+        *(verifier.verify(raw, f"192.0.2.{i}") for i, raw in enumerate(wrong)), return_exceptions=True
+    )
     await asyncio.sleep(0.01)
     started = time.perf_counter()
     for _ in range(100):
@@ -267,7 +271,7 @@ async def test_argon2_is_bounded_and_a_flood_does_not_slow_cached_keys(
     assert time.perf_counter() - started < 0.05
     results = await flood
     assert peak[0] == 2
-    assert sum(isinstance(r, VerifierBusyError) for r in results) == 4  # beyond 8 waiting: busy at once
+    assert sum(isinstance(r, VerifierBusyError) for r in results) == 4  # beyond 8 in flight: busy at once
     assert all(isinstance(r, (AuthenticationError, VerifierBusyError)) for r in results)
 
 
@@ -284,7 +288,7 @@ async def test_a_key_revoked_while_its_argon2_runs_is_not_cached_as_active(
         time.sleep(0.5)
         return True
 
-    monkeypatch.setattr(verifier_module, "verify_secret", slow_verify)
+    monkeypatch.setattr(gate_module, "verify_secret", slow_verify)
     first = asyncio.ensure_future(verifier.verify(new))  # reads the row, then argon2 for 0.5 s
     await asyncio.sleep(0.1)
     await repo.revoke_key(new_key.id)

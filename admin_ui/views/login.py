@@ -1,32 +1,39 @@
 """Login (password, then TOTP when the account has it) and logout.
 
-Both steps are throttled per account name and per client address (``LoginThrottle``): the same
-checks and the same answers whether or not the account exists, and a password is verified
-against a dummy hash when it does not, so neither timing nor wording tells names apart.
+Every password and recovery code is checked through the console's own argon2 gate
+(:class:`~proxy.auth.gate.Argon2Gate`, threads of its own, so a login flood never delays API keys):
+at most two attempts in flight per client address and per account name, one at a time per address,
+beyond that a 429 page at once, before any argon2. Both steps are also throttled per account name and
+per client address (``LoginThrottle``, in the database), checked once the attempt holds its place:
+the same checks and the same answers whether or not the account exists. An unknown name costs no
+argon2 (the gate makes its refusal take as long as a real check), so neither timing nor wording tells
+names apart. A good login clears its own account's failures only (issue 19): the address's count is
+not an attacker's to reset by logging into an account of their own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from admin_ui.appkeys import client_addr_key, db_key, hasher_key, principal_key
+from admin_ui.appkeys import client_addr_key, db_key, login_gate_key, principal_key
 from admin_ui.audited import audit
 from admin_ui.session import start_session
 from admin_ui.totp import matching_step
-from proxy.auth.apikey import hash_secret, verify_secret
+from proxy.errors import ThrottledError, VerifierBusyError
 from proxy.storage.users import LoginThrottle, User, UserRepository
 
 routes = web.RouteTableDef()
 TOTP_STEP_SECONDS = 300  # how long the second step may wait after the password
-_dummy: dict[int, str] = {}
 WRONG = "Wrong user name, password or code."
+BUSY = "Too many login attempts at once from your address or for this account. Try again in a few seconds."
 
 
 def safe_next(value: str | None) -> str:
@@ -38,6 +45,26 @@ def safe_next(value: str | None) -> str:
 
 def _subjects(request: web.Request, name: str) -> list[str]:
     return [f"user:{name.lower()}", f"addr:{request[client_addr_key]}"]
+
+
+class _Refused(Exception):
+    """The gate had no room for this attempt (a 429 or 503 page)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+@asynccontextmanager
+async def _gated(request: web.Request, name: str) -> AsyncIterator[str]:
+    """A place in the login gate for the client's address and for the account ``name`` (its bucket)."""
+    gate = request.app[login_gate_key]
+    try:
+        async with gate.admitted(f"account:{name.lower()}"), gate.admitted(request[client_addr_key]) as bucket:
+            yield bucket
+    except ThrottledError:
+        raise _Refused(429) from None
+    except VerifierBusyError:
+        raise _Refused(503) from None
 
 
 async def _throttled(request: web.Request, subjects: list[str], template: str) -> web.Response | None:
@@ -63,28 +90,28 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_submit(request: web.Request) -> web.Response:
     form = await request.post()
     name, password = str(form.get("username", "")).strip()[:64], str(form.get("password", ""))
+    try:
+        async with _gated(request, name) as bucket:
+            return await _password_step(request, bucket, name, password, safe_next(str(form.get("next", ""))))
+    except _Refused as refused:
+        return _page(request, "login.html", BUSY, refused.status)
+
+
+async def _password_step(request: web.Request, bucket: str, name: str, password: str, nxt: str) -> web.Response:
     subjects = _subjects(request, name)
     refused = await _throttled(request, subjects, "login.html")
     if refused is not None:
         return refused
     user = await UserRepository(request.app[db_key]).get_user(name) if name else None
-    ok = await asyncio.to_thread(verify_secret, user.password_hash if user else _dummy_hash(request), password)
+    ok = await request.app[login_gate_key].check(bucket, user.password_hash if user else None, password)
     if not ok or user is None or user.disabled:
         await LoginThrottle(request.app[db_key]).failed(subjects)
         await audit(request, "login.failed", target=name or None, actor=name or "anonymous")
         return _page(request, "login.html", WRONG, 401)
-    nxt = safe_next(str(form.get("next", "")))
     if user.totp_enabled:
         return await _second_step(request, user, nxt)
-    await LoginThrottle(request.app[db_key]).succeeded(subjects)
+    await LoginThrottle(request.app[db_key]).succeeded(subjects[:1])  # its own account's failures only
     return await _logged_in(request, user, nxt, "login")
-
-
-def _dummy_hash(request: web.Request) -> str:
-    hasher = request.app[hasher_key]
-    if id(hasher) not in _dummy:
-        _dummy[id(hasher)] = hash_secret(secrets.token_urlsafe(16), hasher)
-    return _dummy[id(hasher)]
 
 
 async def _second_step(request: web.Request, user: User, nxt: str) -> web.Response:
@@ -122,21 +149,29 @@ async def totp_submit(request: web.Request) -> web.Response:
     if user is None:
         raise web.HTTPSeeOther("/admin/login")
     code = "".join(str((await request.post()).get("code", "")).split())[:32]
+    try:
+        async with _gated(request, user.username) as bucket:
+            return await _code_step(request, bucket, user, code)
+    except _Refused as refused:
+        return _page(request, "login_totp.html", BUSY, refused.status)
+
+
+async def _code_step(request: web.Request, bucket: str, user: User, code: str) -> web.Response:
     subjects = _subjects(request, user.username)
     refused = await _throttled(request, subjects, "login_totp.html")
     if refused is not None:
         return refused
-    how = await _check_code(request, user, code)
+    how = await _check_code(request, bucket, user, code)
     if how is None:
         await LoginThrottle(request.app[db_key]).failed(subjects)
         await audit(request, "login.failed", target=user.username, actor=user.username, after={"step": "totp"})
         return _page(request, "login_totp.html", WRONG, 401)
-    await LoginThrottle(request.app[db_key]).succeeded(subjects)
+    await LoginThrottle(request.app[db_key]).succeeded(subjects[:1])  # its own account's failures only
     nxt = safe_next(str((await get_session(request)).get("next", "")))
     return await _logged_in(request, user, nxt, how)
 
 
-async def _check_code(request: web.Request, user: User, code: str) -> str | None:
+async def _check_code(request: web.Request, bucket: str, user: User, code: str) -> str | None:
     """``"totp"`` or ``"recovery code"`` when ``code`` is good, else None."""
     assert user.totp_secret is not None
     repo = UserRepository(request.app[db_key])
@@ -144,7 +179,7 @@ async def _check_code(request: web.Request, user: User, code: str) -> str | None
     if step is not None:
         return "totp" if await repo.use_totp_step(user.id, step) else None  # a code is good once
     for code_id, code_hash in await repo.recovery_hashes(user.id):
-        if await asyncio.to_thread(verify_secret, code_hash, code.lower()):
+        if await request.app[login_gate_key].check(bucket, code_hash, code.lower()):
             return "recovery code" if await repo.use_recovery_code(code_id) else None
     return None
 

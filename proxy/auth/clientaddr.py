@@ -3,7 +3,9 @@
 ``X-Forwarded-For`` is believed only as far as it was written by proxies on the configured
 trusted list (``LLMSERVER_TRUSTED_PROXIES``): walking the header from the right, the first
 address that is not a trusted proxy is the client. With no trusted proxies, or a peer that is not
-one, the header is ignored entirely (anyone can send it).
+one, the header is ignored entirely (anyone can send it). Several ``X-Forwarded-For`` header lines
+are one list, in order (RFC 7230 3.2.2: the same as their values joined with commas), so a client's
+own line cannot hide the hops that trusted proxies appended on lines of their own.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
     return any(ip in net for net in trusted)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
-    """The client address for a request from ``peer`` carrying ``X-Forwarded-For: forwarded_for``."""
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str | None:
+    """The client address for a request from ``peer`` carrying the ``X-Forwarded-For`` header lines
+    ``forwarded_for`` (every line, in order: ``request.headers.getall("X-Forwarded-For", ())``)."""
     if peer is None or not trusted or not _trusted(peer, trusted) or not forwarded_for:
         return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    lines = (forwarded_for,) if isinstance(forwarded_for, str) else forwarded_for  # one line given as a str
+    hops = [h.strip() for line in lines for h in line.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
             return hop

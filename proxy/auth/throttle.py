@@ -1,11 +1,10 @@
-"""Throttling first-time key verifications that fail, per public id and per client address.
+"""Counting first-time key verifications that fail, per (client address, public id) and per address.
 
 A verification that is not answered from the verifier's cache costs argon2 (about 0.2 s of CPU and
-64 MiB). :class:`Throttle` counts, per name (a public id, a client address), the verifications that
-started and did not succeed within a fixed window: those still running and those that failed. When
-a name reaches its limit, further attempts under it are refused at once (a fast 401) until the
-window ends, so 200 wrong secrets for one id cost five argon2 runs a minute, not a minute of queue.
-A success gives its attempt back. Keys already verified never get here.
+64 MiB). :class:`Throttle` counts, per name, the verifications that started and did not succeed
+within a fixed window: those still running and those that failed. When a name reaches its limit it
+is :meth:`~Throttle.blocked` until the window ends, and the verifier slows its attempts down
+(``proxy.auth.verifier``). A success gives its attempt back. Keys already verified never get here.
 """
 
 from __future__ import annotations
@@ -35,6 +34,18 @@ class Throttle:
     def blocked(self, name: str | None) -> bool:
         entry = self._current(name)
         return entry is not None and entry.count >= self.limit
+
+    def count(self, name: str | None) -> int:
+        """Unsuccessful attempts under ``name`` in its current window."""
+        entry = self._current(name)
+        return 0 if entry is None else entry.count
+
+    def retry_after(self, name: str | None) -> float:
+        """Seconds until ``name``'s window ends (0 when it is not blocked)."""
+        entry = self._current(name)
+        if entry is None or entry.count < self.limit:
+            return 0.0
+        return max(0.0, self.window - (time.monotonic() - entry.started))
 
     def attempt(self, name: str | None) -> None:
         """Count an attempt under ``name`` (call :meth:`succeeded` if it turns out right)."""

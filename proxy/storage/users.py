@@ -216,15 +216,24 @@ class LoginThrottle:
 
     After ``free`` failures of an account (``address_free`` of a client address, which may be one
     office behind a NAT trying several accounts) each further attempt must wait
-    ``base * 2**(n - free)`` seconds (capped at ``cap``) since the last failure. A success clears
-    the subjects. Callers check the account's subject whether or not the account exists, so the
-    answer gives nothing away.
+    ``base * 2**(n - free)`` seconds (capped at ``cap``) since the last failure. A subject quiet for
+    ``forget`` seconds starts again from one failure. The caller clears what a success proves (its
+    own account, never the address: one good login must not reset the guesses counted against
+    others). Callers check the account's subject whether or not the account exists, so the answer
+    gives nothing away.
     """
 
     def __init__(
-        self, db: Database, free: int = 3, address_free: int = 10, base: float = 1.0, cap: float = 300.0
+        self,
+        db: Database,
+        free: int = 3,
+        address_free: int = 10,
+        base: float = 1.0,
+        cap: float = 300.0,
+        forget: float = 3600.0,
     ) -> None:
         self._db, self.free, self.address_free, self.base, self.cap = db, free, address_free, base, cap
+        self.forget = forget
 
     async def wait_time(self, subjects: list[str], now: float | None = None) -> float:
         """Seconds until the most throttled of ``subjects`` may try again (0: now)."""
@@ -245,9 +254,10 @@ class LoginThrottle:
         now = time.time() if now is None else now
         sql = (
             "INSERT INTO login_failures (subject, failures, last_failure_at) VALUES (?, 1, ?) "
-            "ON CONFLICT DO UPDATE SET failures = failures + 1, last_failure_at = excluded.last_failure_at"
+            "ON CONFLICT DO UPDATE SET last_failure_at = excluded.last_failure_at, failures = "
+            "CASE WHEN excluded.last_failure_at - last_failure_at > ? THEN 1 ELSE failures + 1 END"
         )
-        await self._db.execute_write(lambda c: c.executemany(sql, [(s, now) for s in subjects]))
+        await self._db.execute_write(lambda c: c.executemany(sql, [(s, now, self.forget) for s in subjects]))
 
     async def succeeded(self, subjects: list[str]) -> None:
         marks = ", ".join("?" * len(subjects))

@@ -123,6 +123,8 @@ def test_admin_serve_runs_the_console_alone_and_needs_the_session_key(tmp_path: 
                 except httpx.TransportError:
                     time.sleep(0.05)
             assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+            assert page.headers["server"] == "llmserver"  # issue 19: no versions (was Python/3.x aiohttp/3.x)
+            assert http.get("/", follow_redirects=False).headers["server"] == "llmserver"
             csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
             form = {"csrf": csrf, "username": "gina", "password": "a long enough password", "next": "/admin/"}
             assert http.post("/admin/login", data=form).status_code == 303
