@@ -107,6 +107,7 @@ def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[Non
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         runtime = app[runtime_key]
         await app[lifecycle_key].start(app[db_key], runtime if reconcile else None)  # type: ignore[arg-type]
+        await app[lifecycle_key].serve()
         yield
         await app[lifecycle_key].close()
 

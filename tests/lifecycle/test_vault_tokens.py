@@ -95,6 +95,11 @@ async def test_rotation_re_encrypts_every_token_in_one_transaction(db: Database)
     assert await store.rotate(new) == 2
     rotated = TokenStore(db, new)
     assert [await rotated.reveal(i) for i in ids] == [TOKEN_A, TOKEN_B]
+    # Issue 25: the service still running with the old key keeps reading them until a process that
+    # holds the new key starts (settle_key); then the old key reads nothing.
+    assert await store.reveal(ids[0]) == TOKEN_A
+    assert await store.settle_key() is not None  # the old key is not the vault's: said for the log
+    assert await rotated.settle_key() is None
     with pytest.raises(VaultError):
         await store.reveal(ids[0])
     # A rotation that meets an unreadable token changes nothing at all.
@@ -132,7 +137,7 @@ def test_vault_cli_add_list_and_rotate_key(tmp_path: Path) -> None:
     assert again.returncode == 0 and "re-encrypted 1 token(s)" in again.stdout and KEY not in again.stdout
     env["LLMSERVER_ENCRYPTION_KEY"] = new_key
     wrong = _cli(env, "vault", "rotate-key")  # the key the token is no longer under
-    assert wrong.returncode == 2 and "encrypted with another key" in wrong.stderr
+    assert wrong.returncode == 2 and "is not the key the stored Hugging Face tokens use" in wrong.stderr
     assert TOKEN_A not in wrong.stderr + wrong.stdout
     env["LLMSERVER_ENCRYPTION_KEY"] = "abc"
     bad = _cli(env, "vault", "list")
