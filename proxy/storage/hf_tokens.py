@@ -81,6 +81,14 @@ class TokenStore:
         self.db = db
         self._vault = vault
 
+    async def _keyed_vault(self) -> Vault:
+        """The vault, checked against the key the tokens use before a write (the write checks again)."""
+        current = await self.db.execute_read(vault_key_id)
+        vault = self._need_vault(current)
+        if current is not None and current != vault.key_id:
+            raise VaultError(key_mismatch(vault, current) + "; nothing was changed")
+        return vault
+
     def _need_vault(self, current: str | None = None) -> Vault:
         """The vault; without a key, a sentence that never advises a new key when tokens have one."""
         if self._vault is None:
@@ -99,7 +107,7 @@ class TokenStore:
     async def add(self, label: str, token: str, *, default: bool = False) -> HfToken:
         """Store ``token`` encrypted; the new row (without the token)."""
         label, token = check_label(label), check_token_text(token)
-        vault = self._need_vault(await self.db.execute_read(vault_key_id))
+        vault = await self._keyed_vault()
 
         def insert(conn: sqlite3.Connection) -> HfToken:
             check_key(conn, vault)
@@ -164,7 +172,7 @@ class TokenStore:
         Each row keeps its ciphertext under the key before (unless it already keeps one from an earlier
         rotation that no process with the newer key has settled: the running service holds that one).
         """
-        old = self._need_vault(await self.db.execute_read(vault_key_id))
+        old = await self._keyed_vault()
 
         def rotate(conn: sqlite3.Connection) -> int:
             check_key(conn, old)
