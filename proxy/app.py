@@ -26,7 +26,7 @@ from proxy.appkeys import (
 )
 from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
-from proxy.cors import cors_middleware
+from proxy.cors import add_cors_headers, cors_middleware
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
@@ -55,6 +55,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
+    if settings.cors_origins:
+        app.on_response_prepare.append(add_cors_headers)  # streamed answers too (issue 25)
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
     app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
