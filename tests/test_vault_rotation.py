@@ -18,7 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.harness import ROOT, clean_env, free_port
+from tests.harness import clean_env, free_port
 from tests.speech_standin import StandIn
 
 HF_TOKEN = "hf_" + "rotationtoken" * 3

@@ -108,6 +108,36 @@ async def test_rotation_re_encrypts_every_token_in_one_transaction(db: Database)
     assert [await rotated.reveal(i) for i in ids] == [TOKEN_A, TOKEN_B]
 
 
+@pytest.mark.asyncio
+async def test_a_key_that_is_not_the_vaults_cannot_store_a_token(db: Database) -> None:
+    """Issue 25: after ``rotate-key``, ``vault add`` with the old key still in the shell stored a token that
+    nobody could decrypt (and the next rotation failed on it); an empty vault remembers its key too."""
+    old, new = Vault(KEY), Vault(OTHER_KEY)
+    store = TokenStore(db, old)
+    await store.rotate(new)  # nothing stored yet: the vault's key is the new one all the same
+    with pytest.raises(VaultError, match="is not the key the stored Hugging Face tokens use") as refused:
+        await store.add("stale", TOKEN_A)
+    assert old.key_id in str(refused.value) and new.key_id in str(refused.value) and KEY not in str(refused.value)
+    assert await store.list() == []
+    added = await TokenStore(db, new).add("fresh", TOKEN_B)
+    assert await TokenStore(db, new).reveal(added.id) == TOKEN_B
+    with pytest.raises(VaultError, match="nothing was changed"):
+        await TokenStore(db, Vault("33" * 32)).rotate(old)
+
+
+@pytest.mark.asyncio
+async def test_without_a_key_the_error_never_advises_a_new_one_when_tokens_exist(db: Database) -> None:
+    """Issue 25: the error advised generating a new key, which locks the service out of the stored tokens."""
+    with pytest.raises(VaultError, match="a new key is safe"):
+        await TokenStore(db, None).add("first", TOKEN_A)
+    await TokenStore(db, Vault(KEY)).add("first", TOKEN_A)
+    with pytest.raises(VaultError) as caught:
+        await TokenStore(db, None).add("second", TOKEN_B)
+    message = str(caught.value)
+    assert Vault(KEY).key_id in message and "sudo -u llmserver" in message
+    assert "openssl" not in message and "token_hex" not in message and "new key" not in message
+
+
 def _cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llmserver.cli", *args],
