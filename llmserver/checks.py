@@ -145,16 +145,15 @@ def _secret_files(env: Mapping[str, str]) -> list[Path]:
 
 def check_vault(settings: Settings) -> list[Finding]:
     """The encryption key against the one the stored Hugging Face tokens use (issue 25)."""
-    path = settings.database_path
-    if not path.is_file():
-        return []
+    path, current = settings.database_path, None
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            current = vault_key_id(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        if path.is_file():
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                current = vault_key_id(conn)
+            finally:
+                conn.close()
+    except (sqlite3.Error, OSError):
         return []  # the database check says why
     if settings.encryption_key is None:
         return [] if current is None else [_no_key(current)]

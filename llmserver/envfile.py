@@ -160,4 +160,8 @@ def _fill(values: Mapping[str, str], source: Path) -> None:
 
 
 def _readable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.R_OK)
+    """A file this user may read (the operator's directory may be closed to the service's user)."""
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except OSError:
+        return False
