@@ -84,7 +84,7 @@ class Board:
         """One README line, ``sudo -u llmserver`` as ``runuser``, in the operator's directory."""
         command = "runuser -u llmserver -- " + line[len(SUDO) :]
         script = f"{self.setup()}\ncd {shlex.quote(str(self.work / 'home'))}\n{command}\n"
-        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT)}  # this checkout
         return subprocess.run(
             ["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=300
         )
