@@ -107,6 +107,11 @@ def _runtime_models(env: Mapping[str, str]) -> list[Finding]:
 
 def _fix_for(names: list[str]) -> str:
     secret = [n for n in names if n in SECRET_HEX]
+    if secret == ["LLMSERVER_ENCRYPTION_KEY"]:  # a new key would lock the stored tokens out (issue 25)
+        return (
+            "set LLMSERVER_ENCRYPTION_KEY to the key the Hugging Face tokens were stored with (64 hex characters); "
+            "a new one (openssl rand -hex 32) only if no token is stored"
+        )
     if secret:
         n = SECRET_HEX[secret[0]]
         return f"set {secret[0]} to {2 * n} hex characters: openssl rand -hex {n}"

@@ -115,8 +115,8 @@ class Settings:
         """The AES-GCM vault for Hugging Face tokens; needs ``LLMSERVER_ENCRYPTION_KEY``."""
         if self.encryption_key is None:
             raise VaultError(
-                "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store Hugging Face tokens "
-                '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
+                "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store or read Hugging Face tokens (the "
+                "service's key: its credential, or the data directory's secrets.env)"
             )
         return Vault(self.encryption_key)
 
