@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmserver.envfile import SECRETS_NAME, secrets_file
 from proxy.errors import ProxyError, SettingsError
 from proxy.settings import Settings, load_settings
+from proxy.storage.hf_tokens import vault_key_id
 from proxy.storage.migrate import BUSY_TIMEOUT_MS, applied_migrations, known_migrations
 from proxy.storage.servinglock import is_served
-from proxy.storage.vault import parse_hex_key
+from proxy.storage.vault import Vault, parse_hex_key
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import ModelSpecError, RuntimeClientError
 from runtime.api.models import parse_model_spec
@@ -34,7 +36,6 @@ from runtime.backends.rkllm.device import MIN_DRIVER, find_npu
 
 OK, NOTE, PROBLEM = "ok", "note", "PROBLEM"
 SECRET_HEX = {"LLMSERVER_ENCRYPTION_KEY": 32, "LLMSERVER_SESSION_KEY": 64}
-UP_SECRETS_FILE = Path("data/secrets.env")  # where ``llmserver up`` keeps generated secrets
 CREDENTIALS_DIR = Path("/etc/llmserver/credentials")  # what the units' LoadCredential= reads
 MIN_FREE_DATA = 1 << 30  # 1 GiB for the database, its WAL and backups
 MIN_FREE_HF_CACHE = 4 << 30  # 4 GiB: one small quantised model
@@ -106,6 +107,11 @@ def _runtime_models(env: Mapping[str, str]) -> list[Finding]:
 
 def _fix_for(names: list[str]) -> str:
     secret = [n for n in names if n in SECRET_HEX]
+    if secret == ["LLMSERVER_ENCRYPTION_KEY"]:  # a new key would lock the stored tokens out (issue 25)
+        return (
+            "set LLMSERVER_ENCRYPTION_KEY to the key the Hugging Face tokens were stored with (64 hex characters); "
+            "a new one (openssl rand -hex 32) only if no token is stored"
+        )
     if secret:
         n = SECRET_HEX[secret[0]]
         return f"set {secret[0]} to {2 * n} hex characters: openssl rand -hex {n}"
@@ -120,8 +126,9 @@ def check_secrets(env: Mapping[str, str], settings: Settings) -> list[Finding]:
     found: list[Finding] = []
     files = _secret_files(env)
     for path in files:
-        found += _private(path)
-        if path.name == UP_SECRETS_FILE.name:
+        # A credential file may be read by the service's group (issue 25: the CLI run as that user).
+        found += _private(path, group_ok=path.name != SECRETS_NAME)
+        if path.name == SECRETS_NAME:
             found += _secrets_file_values(path)
     if settings.tls_key is not None:
         found += _private(settings.tls_key, group_ok=True)
@@ -133,11 +140,44 @@ def check_secrets(env: Mapping[str, str], settings: Settings) -> list[Finding]:
 
 
 def _secret_files(env: Mapping[str, str]) -> list[Path]:
-    files = [UP_SECRETS_FILE.absolute()] if UP_SECRETS_FILE.is_file() else []
+    up_secrets = secrets_file(env)
+    files = [up_secrets] if up_secrets.is_file() else []
     for directory in (env.get("CREDENTIALS_DIRECTORY"), str(CREDENTIALS_DIR)):
         if directory and os.access(directory, os.R_OK | os.X_OK):
             files += sorted(p for p in Path(directory).iterdir() if p.is_file())
     return files
+
+
+def check_vault(settings: Settings) -> list[Finding]:
+    """The encryption key against the one the stored Hugging Face tokens use (issue 25)."""
+    path, current = settings.database_path, None
+    try:
+        if path.is_file():
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                current = vault_key_id(conn)
+            finally:
+                conn.close()
+    except (sqlite3.Error, OSError):
+        return []  # the database check says why
+    if settings.encryption_key is None:
+        return [] if current is None else [_no_key(current)]
+    key_id = Vault(settings.encryption_key).key_id
+    if current not in (None, key_id):
+        fix = "set the key `llmserver vault rotate-key` printed or wrote last; a new key would lock the tokens out"
+        return [
+            problem("secrets", f"LLMSERVER_ENCRYPTION_KEY is key id {key_id}; the stored tokens use {current}", fix)
+        ]
+    return [ok("secrets", f"Hugging Face tokens can be stored and read (key id {key_id})")]
+
+
+def _no_key(current: str) -> Finding:
+    return problem(
+        "secrets",
+        f"LLMSERVER_ENCRYPTION_KEY is not set, and stored Hugging Face tokens use key id {current}",
+        "run doctor where the service's settings are (sudo -u llmserver llmserver doctor on a systemd install); "
+        "never generate a new key: it would lock the tokens out",
+    )
 
 
 def _private(path: Path, group_ok: bool = False) -> list[Finding]:

@@ -10,11 +10,13 @@ from llmserver import __version__, up
 from llmserver.commands import admin, backup, chat, doctor, keys, migrate, proxy, restore, runtime
 from llmserver.commands import models as models_command
 from llmserver.commands import vault as vault_command
+from llmserver.envfile import load_service_environment
 from proxy.errors import ProxyError
 from proxy.storage.errors import StorageError
 from runtime.api.errors import RuntimeServiceError
 
 COMMANDS = (up, proxy, runtime, chat, keys, admin, models_command, vault_command, migrate, backup, restore, doctor)
+SERVICES = ("up", "proxy", "runtime")  # they are the service: their environment is their own
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        if args.command not in SERVICES:  # the operator's commands see the managed service's settings
+            load_service_environment(getattr(args, "env_file", None))
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"llmserver {args.command}: error: reading the service's settings: {exc}\n")
+        return 2
     try:
         code: int = args.func(args)
     except (RuntimeServiceError, ProxyError, StorageError) as exc:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from proxy import accesslog
+from proxy.lifecycle.redact import redact_urls
 
 if TYPE_CHECKING:  # the runtime daemon logs through here too and need not import the proxy
     from proxy.settings import Settings
@@ -23,10 +24,20 @@ if TYPE_CHECKING:  # the runtime daemon logs through here too and need not impor
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record; ``extra={"fields": {...}}`` become top-level keys."""
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT` lines without signed URLs."""
 
     def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; ``extra={"fields": {...}}`` become top-level keys; no signed URLs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(self._json(record))
+
+    def _json(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -51,7 +62,7 @@ def setup_logging(settings: Settings) -> None:
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Root logger at ``level``, lines in ``log_format`` (``text`` or ``json``) on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
     if level != "DEBUG":
         logging.getLogger("yoyo").setLevel(logging.WARNING)

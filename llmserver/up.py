@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from llmserver.commands.admin import first_admin
+from llmserver.envfile import secrets_file
 from llmserver.logging import setup_logging
 from llmserver.serve import ServeError
 from llmserver.supervision.restart import Supervisor
@@ -35,7 +36,6 @@ from proxy.storage.errors import StorageError
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeClientError
 
-SECRETS_FILE = Path("data/secrets.env")
 _SECRETS = {"LLMSERVER_ENCRYPTION_KEY": 32, "LLMSERVER_SESSION_KEY": 64}
 
 
@@ -56,10 +56,11 @@ def run_up(args: argparse.Namespace) -> int:
     if args.bind:
         os.environ["LLMSERVER_BIND_ADDRESS"] = args.bind
     os.environ.setdefault("LLMSERVER_BIND_ADDRESS", "127.0.0.1:8443")
+    secrets_path = secrets_file()  # the data directory's: where the operator's commands find it too
     try:
-        load_secrets(SECRETS_FILE)
+        load_secrets(secrets_path)
     except OSError as exc:
-        return _fail(f"cannot write the secrets file {SECRETS_FILE.absolute()}: {exc.strerror or exc}")
+        return _fail(f"cannot write the secrets file {secrets_path}: {exc.strerror or exc}")
     settings = checked_settings("llmserver up")
     if settings is None:
         return 2

@@ -26,7 +26,7 @@ from proxy.appkeys import (
 )
 from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
-from proxy.cors import cors_middleware
+from proxy.cors import add_cors_headers, cors_middleware
 from proxy.lifecycle.service import Lifecycle
 from proxy.metering.admission import Admission
 from proxy.metering.generation import Generations
@@ -56,6 +56,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     )
     app.on_response_prepare.append(hide_server_version)  # also for the admin console mounted under it
     app[settings_key] = settings
+    if settings.cors_origins:
+        app.on_response_prepare.append(add_cors_headers)  # streamed answers too (issue 25)
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(_given_database(db) if db is not None else _database)
     app.cleanup_ctx.append(_given_runtime(runtime) if runtime is not None else _runtime)
@@ -108,6 +110,7 @@ def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[Non
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         runtime = app[runtime_key]
         await app[lifecycle_key].start(app[db_key], runtime if reconcile else None)  # type: ignore[arg-type]
+        await app[lifecycle_key].serve()
         yield
         await app[lifecycle_key].close()
 

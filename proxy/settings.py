@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite://data/app.db"
 DEFAULT_BIND_ADDRESS = "0.0.0.0:8443"
+MODEL_CONFIG_NAME = "models"  # <data directory>/models/<name>.json unless LLMSERVER_MODEL_CONFIG_DIR says
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _TRUE = ("1", "true", "yes", "on")
@@ -45,7 +46,9 @@ class Settings:
     encryption_key: bytes | None = field(default=None, repr=False)
     session_key: bytes | None = field(default=None, repr=False)
     hf_cache: Path | None = None
-    model_config_dir: Path = Path("assets/config")
+    model_config_dir: Path = field(
+        default_factory=lambda: resolve_path(DEFAULT_DATABASE_URL).parent / MODEL_CONFIG_NAME
+    )
     bind_host: str = "0.0.0.0"
     bind_port: int = 8443
     runtime_endpoint: str = field(default_factory=default_endpoint)
@@ -114,8 +117,8 @@ class Settings:
         """The AES-GCM vault for Hugging Face tokens; needs ``LLMSERVER_ENCRYPTION_KEY``."""
         if self.encryption_key is None:
             raise VaultError(
-                "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store Hugging Face tokens "
-                '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
+                "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store or read Hugging Face tokens (the "
+                "service's key: its credential, or the data directory's secrets.env)"
             )
         return Vault(self.encryption_key)
 
@@ -131,13 +134,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not runtime_endpoint.startswith(("ipc://", "tcp://")):
         raise SettingsError(f"LLMSERVER_RUNTIME_ENDPOINT={runtime_endpoint!r}: must start with ipc:// or tcp://")
     speech = _speech_settings(reader)
+    database_path = reader.parse("LLMSERVER_DATABASE_URL", resolve_path, database_url)
     return Settings(
         database_url=database_url,
-        database_path=reader.parse("LLMSERVER_DATABASE_URL", resolve_path, database_url),
+        database_path=database_path,
         encryption_key=reader.secret_hex("LLMSERVER_ENCRYPTION_KEY", 32),
         session_key=reader.secret_hex("LLMSERVER_SESSION_KEY", 64),
         hf_cache=reader.optional_path("LLMSERVER_HF_CACHE"),
-        model_config_dir=reader.optional_path("LLMSERVER_MODEL_CONFIG_DIR") or Path("assets/config"),
+        # Beside the database, whatever the working directory (issue 25).
+        model_config_dir=reader.optional_path("LLMSERVER_MODEL_CONFIG_DIR") or database_path.parent / MODEL_CONFIG_NAME,
         bind_host=host,
         bind_port=port,
         runtime_endpoint=runtime_endpoint,
@@ -238,7 +243,7 @@ def checked_settings(prog: str, env: Mapping[str, str] | None = None) -> Setting
     return settings
 
 
-_CREDENTIALS = {"LLMSERVER_ENCRYPTION_KEY": "encryption-key", "LLMSERVER_SESSION_KEY": "session-key"}
+CREDENTIALS = {"LLMSERVER_ENCRYPTION_KEY": "encryption-key", "LLMSERVER_SESSION_KEY": "session-key"}
 
 
 def with_credentials(env: Mapping[str, str]) -> Mapping[str, str]:
@@ -247,7 +252,7 @@ def with_credentials(env: Mapping[str, str]) -> Mapping[str, str]:
     if not directory:
         return env
     merged = dict(env)
-    for var, name in _CREDENTIALS.items():
+    for var, name in CREDENTIALS.items():
         path = Path(directory) / name
         if not merged.get(var) and path.is_file():
             merged[var] = path.read_text().strip()

@@ -55,7 +55,9 @@ fi
 GID=$(awk -F: '$1 == "llmserver" { print $3 }' "$DESTDIR/etc/group")
 
 say "secrets in $ETC/credentials (kept when present)"
-install -d -m 0700 "$ETC/credentials"
+# root writes them; the llmserver group reads them, so `sudo -u llmserver llmserver vault ...` finds the
+# key the proxy has (systemd hands the proxy its own copy through LoadCredential=).
+install -d -m 0750 -o 0 -g "$GID" "$ETC/credentials"
 for pair in encryption-key:32 session-key:64; do
     name=${pair%%:*}
     bytes=${pair##*:}
@@ -63,7 +65,8 @@ for pair in encryption-key:32 session-key:64; do
     if [ ! -s "$file" ]; then
         (umask 077 && python3 -c "import secrets; print(secrets.token_hex($bytes))" > "$file")
     fi
-    chmod 0600 "$file"
+    chown 0:"$GID" "$file"
+    chmod 0640 "$file"
 done
 
 say "settings in $ETC/llmserver.env (kept when present)"
@@ -81,7 +84,7 @@ if [ -z "$DESTDIR" ]; then
     systemctl daemon-reload
     systemctl enable llmserver-runtime.service llmserver-proxy.service
     say "done. Edit $ETC/llmserver.env (models, bind address, TLS), then:"
-    echo "    cd /var/lib/llmserver && sudo -u llmserver $PREFIX/.venv/bin/llmserver doctor"
+    echo "    sudo -u llmserver $PREFIX/.venv/bin/llmserver doctor"
     echo "    systemctl restart llmserver-runtime llmserver-proxy"
 else
     say "done (into $DESTDIR)"

@@ -108,3 +108,60 @@ def test_cors_is_off_by_default(proxy: Proxy) -> None:
     ask = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
     r = httpx.options(f"{proxy.base_url}/chat/completions", headers=ask)
     assert "access-control-allow-origin" not in r.headers and r.status_code != 204
+
+
+SDK_HEADERS = {  # what the official openai JS SDK sends from a browser page (openai-node 4.x / 5.x)
+    "X-Stainless-Lang": "js",
+    "X-Stainless-Package-Version": "5.23.0",
+    "X-Stainless-OS": "Unknown",
+    "X-Stainless-Arch": "unknown",
+    "X-Stainless-Runtime": "browser:chrome",
+    "X-Stainless-Runtime-Version": "131.0.0",
+    "X-Stainless-Retry-Count": "0",
+    "X-Stainless-Timeout": "600",
+    "OpenAI-Project": "proj_abc",
+    "OpenAI-Organization": "org_abc",
+}
+STREAM = """async ([url, key, extra]) => {
+  try {
+    const r = await fetch(url + "/chat/completions", {
+      method: "POST",
+      headers: {
+        "Authorization": "Bearer " + key, "Content-Type": "application/json", "Accept": "application/json", ...extra
+      },
+      body: JSON.stringify({model: "smollm2", messages: [{role: "user", content: "Hi"}], max_tokens: 3, stream: true}),
+    });
+    const text = await r.text();
+    return {status: r.status, done: text.includes("data: [DONE]"), requestId: r.headers.get("x-request-id")};
+  } catch (e) {
+    return {error: String(e)};
+  }
+}"""
+
+
+def test_a_page_reads_a_streamed_answer_with_the_js_sdks_headers(
+    shared_daemon: Daemon, make_proxy: Callable[..., Proxy], page_origins: tuple[str, str], browser: Any
+) -> None:
+    """Issue 25: a streamed answer had no Access-Control-Allow-Origin (its headers went out before the CORS
+    middleware added them) and the preflight refused the X-Stainless-* and OpenAI-Project headers the
+    official JS SDK sends: the SDK could not be used from a browser page."""
+    allowed, _ = page_origins
+    proxy = make_proxy(shared_daemon.endpoint, LLMSERVER_CORS_ORIGINS=allowed).start()
+    key = proxy.make_key()
+    page = browser.new_page()
+    page.goto(allowed)
+    plain = page.evaluate(STREAM, [proxy.base_url, key, {}])
+    assert plain.get("status") == 200 and plain["done"], plain
+    assert plain["requestId"], "x-request-id is not exposed on a streamed answer"
+    sdk = page.evaluate(STREAM, [proxy.base_url, key, SDK_HEADERS])
+    assert sdk.get("status") == 200 and sdk["done"], sdk
+    page.close()
+    ask = {
+        "Origin": allowed,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": ",".join(h.lower() for h in SDK_HEADERS) + ",authorization,content-type",
+    }
+    preflight = httpx.options(f"{proxy.base_url}/chat/completions", headers=ask)
+    allowed_headers = {h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert {h.lower() for h in SDK_HEADERS} <= allowed_headers
+    assert preflight.headers.get_list("vary") == ["Origin"]

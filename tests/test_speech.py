@@ -378,8 +378,11 @@ async def test_the_catalog_reads_the_registry_and_falls_back_to_the_default_toke
     assert HF_TOKEN not in repr(ears)
     assert await catalog.resolve("text") is None and await catalog.resolve("../x") is None
     assert await catalog.resolve("nobody") is None
-    unkeyed = await RegistryCatalog(models, tokens, keyed=False).resolve("voice")
-    assert unkeyed is not None and unkeyed.token is None
+    # Issue 25: a stored token that cannot be read is a problem the call reports, never an anonymous call.
+    unkeyed = await RegistryCatalog(models, TokenStore(db, None), keyed=False).resolve("voice")
+    assert unkeyed is not None and unkeyed.token is None and "cannot be decrypted" in str(unkeyed.token_problem)
+    wrong = await RegistryCatalog(models, TokenStore(db, Vault("44" * 32)), keyed=True).resolve("voice")
+    assert wrong is not None and wrong.token is None and "not the one it was stored with" in str(wrong.token_problem)
 
 
 def test_speech_budgets_turn_in_the_configured_time_zone(speech_proxy: Proxy, fresh: StandIn) -> None:

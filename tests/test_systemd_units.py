@@ -110,10 +110,10 @@ def test_the_proxy_keeps_its_database_in_the_state_directory(proxy: Unit) -> Non
 
 
 def test_secrets_are_systemd_credentials_the_proxy_reads(proxy: Unit) -> None:
-    from proxy.settings import _CREDENTIALS
+    from proxy.settings import CREDENTIALS
 
     loaded = values(proxy, "Service", "LoadCredential")
-    assert sorted(loaded) == sorted(f"{name}:/etc/llmserver/credentials/{name}" for name in _CREDENTIALS.values())
+    assert sorted(loaded) == sorted(f"{name}:/etc/llmserver/credentials/{name}" for name in CREDENTIALS.values())
     text = (SYSTEMD / PROXY_UNIT).read_text()
     assert "CREDENTIALS_DIRECTORY" in text, "the unit says where the proxy finds them"
     assert not re.search(r"^Environment=.*_KEY=", text, re.M), "no secret in the unit"
@@ -229,7 +229,8 @@ def test_sysusers_and_tmpfiles_apply_to_a_scratch_root(tmp_path: Path) -> None:
     for directory in ("run/llmserver", "var/lib/llmserver"):
         st = (tmp_path / directory).stat()
         assert st.st_uid == int(entry[2]) and st.st_mode & 0o777 == 0o750
-    assert (tmp_path / "etc/llmserver/credentials").stat().st_mode & 0o777 == 0o700
+    credentials = (tmp_path / "etc/llmserver/credentials").stat()  # issue 25: the service's group reads them
+    assert credentials.st_mode & 0o777 == 0o750 and (credentials.st_uid, credentials.st_gid) == (0, int(entry[3]))
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -269,15 +270,17 @@ def test_the_install_script_puts_everything_in_place(tmp_path: Path) -> None:
     assert (credentials / "encryption-key").read_text() == first_key
     for name, hex_chars in (("encryption-key", 64), ("session-key", 128)):
         assert len((credentials / name).read_text().strip()) == hex_chars
-        assert (credentials / name).stat().st_mode & 0o777 == 0o600
-    assert credentials.stat().st_mode & 0o777 == 0o700
-    settings = tmp_path / "etc/llmserver/llmserver.env"
-    assert settings.stat().st_mode & 0o777 == 0o640
     gid = next(
         int(line.split(":")[2])
         for line in (tmp_path / "etc/group").read_text().splitlines()
         if line.startswith("llmserver:")
     )
+    for name in ("encryption-key", "session-key"):  # issue 25: root writes, the service's group reads
+        st = (credentials / name).stat()
+        assert st.st_mode & 0o777 == 0o640 and (st.st_uid, st.st_gid) == (0, gid)
+    assert credentials.stat().st_mode & 0o777 == 0o750 and credentials.stat().st_gid == gid
+    settings = tmp_path / "etc/llmserver/llmserver.env"
+    assert settings.stat().st_mode & 0o777 == 0o640
     assert settings.stat().st_gid == gid
     for name in UNITS:
         installed = (tmp_path / "etc/systemd/system" / name).read_text()

@@ -173,9 +173,10 @@ async def run_model(request: web.Request) -> web.Response:
     registry = _registry(request)
     plan = await _call(registry.plan_run(spec, body.get("name"), token_id))
     fields = {k: body[k] for k in ("params", "keep_alive", "hf_token_id") if body.get(k) is not None}
-    if await registry.store.find(plan.name) is None:
+    created = await registry.store.find(plan.name) is None
+    if created:
         await _call(registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields))
-    background(request, lambda: registry.run(plan), f"running {plan.name}")
+    background(request, lambda: registry.run(plan, forget_on_failure=created), f"running {plan.name}")
     await audited(request, "model.run", name=plan.name, repo=plan.repo, file=plan.file)
     answer = {"name": plan.name, "repo": plan.repo, "file": plan.file, "reason": plan.reason}
     return web.json_response(answer, status=202)

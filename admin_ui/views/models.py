@@ -93,12 +93,13 @@ async def run_model(request: web.Request) -> web.Response:
     registry = _registry(request)
     try:
         plan = await registry.plan_run(spec, name or None, token_id)
-        if await registry.store.find(plan.name) is None:
+        created = await registry.store.find(plan.name) is None
+        if created:
             extra = {"hf_token_id": token_id} if token_id is not None else {}
             await registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **extra)
     except (StorageError, LifecycleError) as exc:
         return await _page(request, _failed_status(exc), error=str(exc))
-    background(request, lambda: registry.run(plan), f"running {plan.name}")
+    background(request, lambda: registry.run(plan, forget_on_failure=created), f"running {plan.name}")
     details = {"name": plan.name, "repo": plan.repo, "file": plan.file}
     await audit(request, "model.run", f"model {plan.name}", after=details)
     return await _page(request, message=f"running {plan.name}: {plan.file} ({plan.reason})")

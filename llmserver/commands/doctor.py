@@ -3,9 +3,8 @@
 Runs every check of :mod:`llmserver.checks` (configuration, secrets and their file modes, the
 database, the runtime and its models, the NPU, free disk), prints one line per finding (``ok``,
 ``note`` or ``PROBLEM`` with a ``fix:`` line), and exits 0 when nothing is wrong, 1 otherwise.
-Run it as the services' user in their working directory to see what they see, e.g.
-``cd /var/lib/llmserver && sudo -u llmserver --preserve-env llmserver doctor`` with the
-environment file loaded.
+Run it as the services' user to see what they see: ``sudo -u llmserver llmserver doctor`` reads the
+installed unit's settings and credentials (:mod:`llmserver.envfile`).
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ def diagnose() -> list[Finding]:
     settings, found = checks.check_configuration(env)
     found += checks.check_secrets(env, settings)
     found += checks.check_database(settings)
+    found += checks.check_vault(settings)
     models, runtime_findings = checks.check_runtime(settings)
     found += runtime_findings
     found += checks.check_npu(env, models)

@@ -17,11 +17,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from llmserver.commands.keys import actor
 from proxy.errors import ProxyError
 from proxy.lifecycle.download import Downloader
 from proxy.lifecycle.errors import LifecycleError
-from proxy.lifecycle.registry import Registry
+from proxy.lifecycle.registry import CHANGEABLE, Registry
 from proxy.settings import load_settings
+from proxy.storage.audit import record_audit
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.hf_tokens import TokenStore
@@ -66,6 +68,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         if verb == "start":
             _wait_option(cmd)
         cmd.set_defaults(func=state_command, verb=verb)
+
+    change = commands.add_parser(
+        "set",
+        help="change a registered model (as the admin API's PATCH)",
+        description=f"Change fields of a registered model: {', '.join(CHANGEABLE)}. A value is JSON when it "
+        "parses as JSON (params='{\"n_ctx\": 4096}', keep_alive=300, hf_token_id=null), text otherwise.",
+    )
+    change.add_argument("name", type=_name)
+    change.add_argument("fields", nargs="+", type=_assignment, metavar="KEY=VALUE")
+    change.set_defaults(func=set_command)
 
     commands.add_parser("list", help="the registered models with their state").set_defaults(func=list_command)
     show = commands.add_parser("show", help="one model's record as JSON (its last error included)")
@@ -125,8 +137,35 @@ def state_command(args: argparse.Namespace) -> int:
     return _print_record(_run(act), f"{args.name}: wanted {wanted}")
 
 
+def set_command(args: argparse.Namespace) -> int:
+    fields = dict(args.fields)
+
+    async def change(registry: Registry) -> ModelRecord:
+        record = await registry.set_fields(args.name, **fields)
+        target = f"model {record.name}"
+        await record_audit(registry.store.db, actor(), "cli", "model.change", target, after=fields)
+        return record
+
+    return _print_record(_run(change), f"changed {', '.join(fields)} of {args.name}")
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+async def _settled_list(registry: Registry) -> list[ModelRecord]:
+    await registry.settle_pulls()  # a pull whose process died says so (issue 25)
+    return await registry.store.list()
+
+
 def list_command(args: argparse.Namespace) -> int:
-    records = _run(lambda registry: registry.store.list())
+    records = _run(_settled_list)
     if not isinstance(records, list):
         return EXIT_ERROR
     header = ("NAME", "KIND", "BACKEND", "WANTED", "STATE", "DOWNLOAD", "SOURCE", "ERROR")
@@ -138,7 +177,11 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def show_command(args: argparse.Namespace) -> int:
-    record = _run(lambda registry: registry.store.get(args.name))
+    async def show(registry: Registry) -> ModelRecord:
+        await registry.settle_pulls()
+        return await registry.store.get(args.name)
+
+    record = _run(show)
     if not isinstance(record, ModelRecord):
         return EXIT_ERROR
     sys.stdout.write(json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")

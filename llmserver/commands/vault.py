@@ -2,21 +2,29 @@
 
 ``add`` reads the token from standard input (so it is in no shell history and no process list);
 ``list`` shows label and last four, never the token; ``rotate-key`` re-encrypts every token under a
-new key in one transaction and prints the new key once: put it in ``LLMSERVER_ENCRYPTION_KEY``
-(or the ``encryption-key`` credential) before the next start.
+new key in one transaction. The service still running with the old key keeps working (each token is
+kept under the old key too until the service restarts with the new one). The new key is written where
+the key was read from (the data directory's ``secrets.env`` after ``make run``; the credential file
+of a systemd install when the user may write it) or else printed once, to put there before the next
+start. The settings are the managed service's own (:mod:`llmserver.envfile`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
+import os
 import secrets
 import sqlite3
+import stat
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
+from llmserver.envfile import SECRETS_NAME, key_source
 from proxy.errors import ProxyError
 from proxy.settings import load_settings
 from proxy.storage.database import Database
@@ -99,9 +107,40 @@ def rotate_command(args: argparse.Namespace) -> int:
     if count is False:
         return EXIT_ERROR
     sys.stdout.write(f"re-encrypted {count} token(s) under key id {new.key_id}.\n")
-    if not args.new_key_stdin:
-        sys.stdout.write("Set LLMSERVER_ENCRYPTION_KEY to this new key (shown only this once):\n" + new_hex + "\n")
+    written = _write_key(key_source(), new_hex)
+    if written is not None:
+        sys.stdout.write(f"The new key is in {written}; the running service keeps working until it restarts.\n")
+    elif not args.new_key_stdin:
+        where = key_source() or "LLMSERVER_ENCRYPTION_KEY"
+        sys.stdout.write(
+            f"Put this new key in {where} before the service's next start (shown only this once; the running "
+            f"service keeps working until then):\n{new_hex}\n"
+        )
     return 0
+
+
+def _write_key(path: Path | None, new_hex: str) -> Path | None:
+    """Replace the key in the file it was read from (atomically, same mode); None if it cannot."""
+    if path is None or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        return None
+    if path.name == SECRETS_NAME:
+        lines = [
+            f"LLMSERVER_ENCRYPTION_KEY={new_hex}"
+            if line.partition("=")[0].strip() == "LLMSERVER_ENCRYPTION_KEY"
+            else line
+            for line in path.read_text().splitlines()
+        ]
+        text = "\n".join(lines) + "\n"
+    else:  # a credential file: the key alone
+        text = new_hex + "\n"
+    spare = path.with_name(f".{path.name}.new")
+    fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IMODE(path.stat().st_mode))
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    with contextlib.suppress(OSError):  # root rotating a credential file: keep its owner and group
+        os.chown(spare, path.stat().st_uid, path.stat().st_gid)
+    os.replace(spare, path)
+    return path
 
 
 def _run(action: Callable[[TokenStore], Awaitable[T]]) -> T | bool:
@@ -115,7 +154,7 @@ def _run(action: Callable[[TokenStore], Awaitable[T]]) -> T | bool:
 async def _with_store(action: Callable[[TokenStore], Awaitable[T]]) -> T:
     settings = load_settings()
     async with Database.open(settings.database_path, readers=1, synchronous=settings.db_synchronous) as db:
-        return await action(TokenStore(db, settings.vault()))
+        return await action(TokenStore(db, settings.vault() if settings.encryption_key else None))
 
 
 if __name__ == "__main__":

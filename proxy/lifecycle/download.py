@@ -21,12 +21,9 @@ The endpoint is the client's own (``HF_ENDPOINT``, read by ``huggingface_hub``) 
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
-import hashlib
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -34,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy.lifecycle.cache import cached_files, offline, write_ref
 from proxy.lifecycle.errors import DownloadCancelledError, DownloadError
+from proxy.lifecycle.partial import keep_partial, resume_leftover, sha256_file
+from proxy.lifecycle.redact import redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,13 @@ class Downloader:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ) -> Fetched:
-        """Download ``files`` (or every file matching ``patterns``) of ``repo`` and check them."""
+        """Download ``files`` (or every file matching ``patterns``) of ``repo`` and check them.
+
+        With ``HF_HUB_OFFLINE=1``, the files already in the cache, the Hub not asked (issue 25)."""
+        root = self.cache_dir or _default_cache()
+        if offline():
+            commit, found = cached_files(root, repo, files, patterns, revision)
+            return _fetched([p for _, p in found], commit, [n for n, _ in found], patterns, None)
         listing = self.list_files(repo, revision, token)
         chosen = select_files(listing, files, patterns, repo)
         self._check_space(chosen, listing.commit, repo)
@@ -113,10 +119,8 @@ class Downloader:
             done += remote.size
             if progress:
                 progress(done, total)
-        single = len(chosen) == 1 and not patterns
-        path = paths[0] if single else paths[0].parent if len(paths) == 1 else _snapshot_dir(paths, chosen)
-        sha = chosen[0].sha256 if single else None
-        return Fetched(path, listing.commit, tuple(f.name for f in chosen), total, sha)
+        write_ref(root, repo, revision, listing.commit)  # other tools find it by branch, offline too
+        return _fetched(paths, listing.commit, [f.name for f in chosen], patterns, chosen[0].sha256)
 
     def _fetch_one(self, repo: str, commit: str, remote: RemoteFile, token: str | None, bar: type) -> Path:
         from huggingface_hub import hf_hub_download
@@ -142,68 +146,15 @@ class Downloader:
         return local
 
     def _resume_leftover(self, repo: str, commit: str, remote: RemoteFile, token: str | None, bar: type) -> None:
-        """Finish a blob that a killed download left half-written, from where it stopped.
-
-        ``huggingface_hub`` resumes a cut connection within one call, and deletes its partial file when
-        a call fails; but a process killed mid-file (SIGKILL, a power cut) leaves
-        ``blobs/<sha256>.<id>.incomplete`` behind. This continues the largest such file with a ``Range``
-        request (the client's own ``http_get``), checks its sha256 and puts it in place as the blob, so
-        the ``hf_hub_download`` that follows only links it into the snapshot. It holds the client's lock
-        for that blob while it works, so a download still running elsewhere is left alone.
-        """
-        if remote.sha256 is None:
-            return
-        from filelock import FileLock, Timeout
-        from huggingface_hub import get_hf_file_metadata, hf_hub_url
-        from huggingface_hub.file_download import http_get, repo_folder_name
-        from huggingface_hub.utils import build_hf_headers
-
-        root, folder = self.cache_dir or _default_cache(), repo_folder_name(repo_id=repo, repo_type="model")
-        blobs, blob = root / folder / "blobs", root / folder / "blobs" / remote.sha256
-        leftovers = sorted(blobs.glob(f"{remote.sha256}.*.incomplete"), key=lambda p: p.stat().st_size)
-        if blob.exists() or not leftovers:
-            return
-        try:
-            with FileLock(str(root / ".locks" / folder / f"{remote.sha256}.lock"), timeout=0):
-                partial, size = leftovers[-1], leftovers[-1].stat().st_size
-                for other in leftovers[:-1]:
-                    other.unlink(missing_ok=True)
-                log.info("resuming %s/%s from byte %d (left by a download that was killed)", repo, remote.name, size)
-                url = hf_hub_url(repo, remote.name, revision=commit, endpoint=self.endpoint)
-                location = get_hf_file_metadata(url, token=token or False, endpoint=self.endpoint).location
-                with partial.open("ab") as f:
-                    headers = build_hf_headers(token=token or False)
-                    http_get(location, f, resume_size=size, headers=headers, expected_size=remote.size, tqdm_class=bar)
-                if sha256_file(partial) == remote.sha256:
-                    os.replace(partial, blob)
-                else:
-                    partial.unlink()  # the next step downloads it whole
-        except Timeout:
-            return  # another process is downloading this blob right now
+        """Continue what a killed or cancelled pull of this file left (:mod:`proxy.lifecycle.partial`)."""
+        if remote.sha256 is not None:
+            root = self.cache_dir or _default_cache()
+            resume_leftover(root, repo, commit, remote.name, remote.size, remote.sha256, token, self.endpoint, bar)
 
     def _keep_partial(self, repo: str, remote: RemoteFile) -> None:
-        """On cancel, mid-file: keep what arrived for :meth:`_resume_leftover` to continue later.
-
-        ``huggingface_hub`` deletes its partial file when the call fails; a hard link made now, while
-        the file is still open, keeps its bytes (those still buffered included, flushed when the
-        client closes it) under a name the resume step finds: a cancelled pull resumes where it
-        stopped, as one killed does."""
-        if remote.sha256 is None:
-            return
-        from huggingface_hub.file_download import repo_folder_name
-
-        root = self.cache_dir or _default_cache()
-        blobs = root / repo_folder_name(repo_id=repo, repo_type="model") / "blobs"
-        kept = blobs / f"{remote.sha256}.kept.incomplete"
-        writing = [p for p in blobs.glob(f"{remote.sha256}.*.incomplete") if p != kept]
-        if not writing:
-            return  # the resume step itself was writing ``kept``: it stays as it is
-        current = max(writing, key=lambda p: p.stat().st_mtime)
-        with contextlib.suppress(OSError):
-            spare = kept.with_name(kept.name + ".new")
-            spare.unlink(missing_ok=True)
-            os.link(current, spare)
-            os.replace(spare, kept)
+        """On cancel, mid-file: keep what arrived (:func:`~proxy.lifecycle.partial.keep_partial`)."""
+        if remote.sha256 is not None:
+            keep_partial(self.cache_dir or _default_cache(), repo, remote.sha256)
 
     def _check_space(self, chosen: Sequence[RemoteFile], commit: str, repo: str) -> None:
         root = self.cache_dir or _default_cache()
@@ -212,7 +163,8 @@ class Downloader:
         free = shutil.disk_usage(root).free
         if needed + SPACE_MARGIN > free:
             raise DownloadError(
-                f"not enough disk space for {repo}: it needs {_size(needed)}, {root} has {_size(free)} free "
+                f"not enough disk space for {repo}: it needs {_size(needed)} plus {_size(SPACE_MARGIN)} kept free, "
+                f"{root} has {_size(free)} free "
                 "(free some space or point LLMSERVER_HF_CACHE at a larger disk)"
             )
 
@@ -261,14 +213,6 @@ def verify(path: Path, remote: RemoteFile) -> None:
         f"{remote.name}: the downloaded file does not match the Hub's checksum (size {size}, expected "
         f"{remote.size}); it was deleted: pull again"
     )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def progress_bar_class(
@@ -358,7 +302,7 @@ def translate(
         )
     if isinstance(exc, OSError) and exc.errno == 28:
         return DownloadError(f"the disk is full while downloading {what}: free some space and pull again")
-    return DownloadError(f"downloading {what} failed: {type(exc).__name__}: {_first_line(exc)}")
+    return DownloadError(f"downloading {what} failed: {type(exc).__name__}: {redact_urls(_first_line(exc))}")
 
 
 def _is_network(exc: BaseException) -> bool:
@@ -371,10 +315,18 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def _snapshot_dir(paths: list[Path], chosen: Sequence[RemoteFile]) -> Path:
-    """The ``snapshots/<commit>`` directory holding every file."""
-    first, name = paths[0], chosen[0].name
-    return Path(str(first)[: -len(name)].rstrip("/"))
+def _fetched(paths: list[Path], commit: str, names: list[str], patterns: Sequence[str], sha: str | None) -> Fetched:
+    """One file, or the ``snapshots/<commit>`` directory holding every file."""
+    single = len(names) == 1 and not patterns
+    path = paths[0] if single else Path(str(paths[0])[: -len(names[0])].rstrip("/"))
+    if single and sha is None and _is_sha256(paths[0].resolve().name):
+        sha = paths[0].resolve().name  # an LFS blob is named by its sha256
+    size = sum(p.stat().st_size for p in paths)
+    return Fetched(path, commit, tuple(names), size, sha if single else None)
+
+
+def _is_sha256(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def _default_cache() -> Path:

@@ -5,6 +5,11 @@ whichever way it is handled. The registry changes the desired state; the reconci
 this process, ``on_change`` pokes it; the proxy's own polls the database otherwise) does the
 loading. A pull runs in a thread; while it runs its progress is written to the row (at most twice a
 second) so that every process, the admin console's page included, sees it move.
+
+A pull's row names its process and when it last wrote progress (issue 25): a pull whose process is
+gone (killed, the machine restarted) is marked ``interrupted`` by :meth:`Registry.settle_pulls`
+(the proxy at start-up and every few seconds, the CLI before it lists), and a re-pull continues
+where it stopped. Run's "start once downloaded" is a column, so it survives the process that asked.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +35,7 @@ from proxy.storage.models import ModelRecord, ModelStore, check_model_name
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the row
+PULL_SILENCE = 60.0  # a pull that wrote no progress for this long is taken for dead
 REMOTE_KINDS = ("tts", "stt")  # served by the inference service: nothing to download or load
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _BACKEND_BY_SUFFIX = {".gguf": "llamacpp", ".rkllm": "rkllm"}
@@ -96,11 +104,25 @@ class Registry:
             file, reason = picked
         return RunPlan(name or _name_for(repo, file), repo, file, reason)
 
-    async def run(self, plan: RunPlan, progress: Progress | None = None, **fields: Any) -> ModelRecord:
-        """Register (if new), download and start: the "Run model" button."""
+    async def run(
+        self, plan: RunPlan, progress: Progress | None = None, *, forget_on_failure: bool = False, **fields: Any
+    ) -> ModelRecord:
+        """Register (if new), download and start: the "Run model" button.
+
+        The start is asked for first (``start_when_downloaded``), so a pull finished by another process
+        after this one died still starts the model. A model registered for this run (here, or by the
+        caller: ``forget_on_failure``) is forgotten again when its download fails."""
         if await self.store.find(plan.name) is None:
             await self.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields)
-        await self.pull(plan.name, progress)
+            forget_on_failure = True
+        await self.store.update(plan.name, start_when_downloaded=True)
+        try:
+            await self.pull(plan.name, progress)
+        except LifecycleError:
+            if forget_on_failure:
+                await self.store.delete(plan.name)
+                log.info("model %s forgotten: the run that registered it failed", plan.name)
+            raise
         return await self.start(plan.name)
 
     # -- downloading ----------------------------------------------------------------------------
@@ -122,7 +144,13 @@ class Registry:
                 progress(done, total)
 
         await self.store.update(
-            name, download_state="downloading", download_progress=0.0, downloaded_bytes=0, error=None
+            name,
+            download_state="downloading",
+            download_progress=0.0,
+            downloaded_bytes=0,
+            error=None,
+            download_pid=os.getpid(),
+            download_heartbeat=time.time(),
         )
         work = asyncio.ensure_future(asyncio.to_thread(self._fetch, record, token, report, cancel))
         try:
@@ -139,14 +167,37 @@ class Registry:
             await self._cancelled(name)
             raise
         except (LifecycleError, StorageError) as exc:
-            await self.store.update(name, download_state="failed", error=str(exc))
+            await self._pull_failed(record, exc)
             raise
         finally:
             self._cancels.pop(name, None)
         return await self._downloaded(name, fetched)
 
+    async def _pull_failed(self, before: ModelRecord, exc: Exception) -> None:
+        """A failed pull; a download that was complete before it stays ready (issue 25)."""
+        intact = before.download_state == "done" and before.local_path and os.path.exists(before.local_path)
+        if intact:
+            error = f"a new pull failed ({exc}); the files downloaded before are kept and used"
+            await self.store.update(
+                before.name,
+                download_state="done",
+                download_progress=1.0,
+                downloaded_bytes=before.downloaded_bytes,
+                total_bytes=before.total_bytes,
+                error=error,
+                download_pid=None,
+            )
+        else:
+            await self.store.update(before.name, download_state="failed", error=str(exc), download_pid=None)
+
     async def _cancelled(self, name: str) -> None:
-        await self.store.update(name, download_state="cancelled", error="the download was cancelled")
+        await self.store.update(
+            name,
+            download_state="cancelled",
+            error="the download was cancelled",
+            download_pid=None,
+            start_when_downloaded=False,
+        )
 
     def _fetch(self, record: ModelRecord, token: str | None, report: Progress, cancel: threading.Event) -> Fetched:
         return self.downloader.fetch(
@@ -162,7 +213,13 @@ class Registry:
     async def _write_progress(self, name: str, seen: dict[str, int]) -> None:
         total = seen["total"]
         fraction = min(1.0, seen["done"] / total) if total else 0.0
-        await self.store.update(name, download_progress=fraction, downloaded_bytes=seen["done"], total_bytes=total)
+        await self.store.update(
+            name,
+            download_progress=fraction,
+            downloaded_bytes=seen["done"],
+            total_bytes=total,
+            download_heartbeat=time.time(),
+        )
 
     async def _downloaded(self, name: str, fetched: Fetched) -> ModelRecord:
         record = await self.store.update(
@@ -178,8 +235,11 @@ class Registry:
             error=None,
             failures=0,
             retry_at=None,
+            download_pid=None,
         )
         log.info("model %s downloaded (%d bytes) to %s", name, fetched.size, fetched.path)
+        if record.start_when_downloaded:
+            return await self.start(name)
         self._on_change()
         return record
 
@@ -191,18 +251,45 @@ class Registry:
         event.set()
         return True
 
+    async def settle_pulls(self) -> list[str]:
+        """Mark ``interrupted`` the pulls whose process is gone or silent; their names.
+
+        The row says where it stopped and that a pull continues from there; a pending start stays."""
+        settled = []
+        for record in await self.store.list():
+            if record.download_state != "downloading" or record.name in self._cancels or _pull_alive(record):
+                continue
+            done = f"{record.download_progress:.0%}" if record.download_progress is not None else "the start"
+            then = "; the model starts once it is downloaded" if record.start_when_downloaded else ""
+            await self.store.update(
+                record.name,
+                download_state="interrupted",
+                download_pid=None,
+                error=f"the download stopped at {done} when the process running it ended: pull again to "
+                f"continue where it stopped{then}",
+            )
+            log.warning(
+                "model %s: its download was interrupted at %s (the process running it ended)", record.name, done
+            )
+            settled.append(record.name)
+        return settled
+
     # -- desired state --------------------------------------------------------------------------
 
     async def start(self, name: str) -> ModelRecord:
         record = await self.store.get(name)
         if record.kind == "llm" and not record.local_path:
             raise ModelStateError(f"model {name!r} is not downloaded yet: pull it first")
-        record = await self.store.update(name, desired_state="running", failures=0, retry_at=None, error=None)
+        record = await self.store.update(
+            name, desired_state="running", failures=0, retry_at=None, error=None, start_when_downloaded=False
+        )
         self._on_change()
         return record
 
     async def stop(self, name: str) -> ModelRecord:
-        record = await self.store.update(name, desired_state="stopped", failures=0, retry_at=None)
+        record = await self.store.update(
+            name, desired_state="stopped", failures=0, retry_at=None, start_when_downloaded=False
+        )
         self._on_change()
         return record
 
@@ -223,6 +310,21 @@ class Registry:
         record = await self.store.update(name, **fields)
         self._on_change()
         return record
+
+
+def _pull_alive(record: ModelRecord) -> bool:
+    """Whether the process that started this pull still runs it (exists, and wrote progress lately)."""
+    if record.download_pid is None or record.download_heartbeat is None:
+        return False
+    if time.time() - record.download_heartbeat > PULL_SILENCE:
+        return False
+    try:
+        os.kill(record.download_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def _only(fields: dict[str, Any], allowed: Sequence[str], why: str) -> None:

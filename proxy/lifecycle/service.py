@@ -4,12 +4,17 @@
 time) and started once the database and the runtime client are open. The admin console receives
 the same object and reaches the registry through it, so an admin action in the console pokes this
 process's reconciler at once.
+
+The serving process also calls :meth:`Lifecycle.serve` (issue 25): the vault learns that this process
+holds the key the tokens use (a rotation's copies under the old key are dropped), and pulls whose
+process is gone are marked ``interrupted``, at once and every ``PULL_CHECK_EVERY`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 from proxy.lifecycle.download import Downloader
@@ -17,9 +22,14 @@ from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.reconciler import Reconciler, RuntimeControl
 from proxy.lifecycle.registry import Registry
 from proxy.storage.database import Database
+from proxy.storage.errors import StorageError
 from proxy.storage.hf_tokens import TokenStore
 from proxy.storage.models import ModelStore
 from proxy.storage.vault import Vault
+
+log = logging.getLogger(__name__)
+
+PULL_CHECK_EVERY = 10.0  # seconds between looks for pulls whose process is gone
 
 
 class Lifecycle:
@@ -37,6 +47,7 @@ class Lifecycle:
         self._registry: Registry | None = None
         self.reconciler: Reconciler | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pull_watch: asyncio.Task[None] | None = None
 
     async def start(self, db: Database, runtime: RuntimeControl | None) -> None:
         """Open the registry; with a runtime, also run the reconciler (its first pass at once)."""
@@ -48,11 +59,28 @@ class Lifecycle:
         downloader = Downloader(self.hf_cache, self.endpoint)
         self._registry = Registry(store, TokenStore(db, self.vault), downloader, on_change=kick)
 
+    async def serve(self) -> None:
+        """What the serving process does once started: settle the vault's key, watch for dead pulls."""
+        problem = await self.registry.tokens.settle_key()
+        if problem:
+            log.warning("%s", problem)
+        await self.registry.settle_pulls()
+        self._pull_watch = asyncio.ensure_future(self._watch_pulls())
+
+    async def _watch_pulls(self) -> None:
+        while True:
+            await asyncio.sleep(PULL_CHECK_EVERY)
+            try:
+                await self.registry.settle_pulls()
+            except StorageError as exc:
+                log.warning("checking for interrupted downloads failed: %s", exc)
+
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._pull_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.reconciler is not None:
             await self.reconciler.close()
 

@@ -11,8 +11,10 @@ over the registry's own API, the same one the lifecycle, the CLI and the console
   model accepts: a list, or a comma-separated string).
 - :class:`~proxy.storage.hf_tokens.TokenStore`: ``reveal(hf_token_id)`` decrypts the model's token,
   or the default token when the model names none (AES-GCM with the row id as associated data, so a
-  ciphertext moved to another row does not decrypt). With no token stored (or no encryption key)
-  the call goes out without one, and the inference service's refusal says the rest.
+  ciphertext moved to another row does not decrypt). With no token stored the call goes out without
+  one, and the inference service's refusal says the rest. A token that is stored but cannot be read
+  (no encryption key, or another key than the vault's) is never replaced by an anonymous call: the
+  model carries the problem and the call fails with it (issue 25).
 
 The plaintext token lives in the returned :class:`SpeechModel` only, in memory, for one request; its
 ``repr`` hides it.
@@ -43,6 +45,7 @@ class SpeechModel:
     repo: str  # the Hugging Face repository id the inference service serves
     running: bool
     token: str | None = field(default=None, repr=False)
+    token_problem: str | None = None  # a stored token that cannot be decrypted: the call must not go out
     voices: tuple[str, ...] | None = None  # the voices a TTS model accepts; None: OpenAI's names
 
 
@@ -66,26 +69,32 @@ class RegistryCatalog:
         record = await self._models.find(name)  # None too for a name the registry would refuse
         if record is None or record.kind not in SPEECH_KINDS:
             return None
+        token, problem = await self._token(record.name, record.hf_token_id)
         return SpeechModel(
             name=record.name,
             kind=record.kind,
             repo=record.source_repo or record.name,
             running=record.desired_state == "running",
-            token=await self._token(record.name, record.hf_token_id),
+            token=token,
+            token_problem=problem,
             voices=_voices(record.params.get("voices")),
         )
 
-    async def _token(self, name: str, token_id: int | None) -> str | None:
-        """The model's token, or the default one; None without a vault or a usable token (logged)."""
-        if not self._keyed:
-            return None
+    async def _token(self, name: str, token_id: int | None) -> tuple[str | None, str | None]:
+        """The model's token (or the default one), or why a stored one cannot be used (logged)."""
         try:
-            return await self._tokens.reveal(token_id)
+            return await self._tokens.reveal(token_id), None
         except TokenNotFoundError:
             log.warning("model %s names Hugging Face token %s, which is not stored", name, token_id)
+            return None, None
         except VaultError as exc:
-            log.error("the Hugging Face token of model %s does not decrypt: %s", name, exc)
-        return None
+            log.error("the Hugging Face token of model %s cannot be used: %s", name, exc)
+            why = (
+                "no encryption key is set"
+                if not self._keyed
+                else "the encryption key is not the one it was stored with"
+            )
+            return None, f"the stored Hugging Face token for '{name}' cannot be decrypted ({why})"
 
 
 def _voices(value: object) -> tuple[str, ...] | None:

@@ -93,6 +93,14 @@ class InferenceClient:
         return _transcript(answer)
 
     async def _post(self, model: SpeechModel, headers: dict[str, str], **kw: Any) -> aiohttp.ClientResponse:
+        if model.token_problem:  # never an anonymous call in place of a stored token (issue 25)
+            raise ApiError(
+                500,
+                f"{model.token_problem}; the call was not sent. An administrator must set the server's "
+                "encryption key to the one the token was stored with (llmserver doctor tells)",
+                type="server_error",
+                code="hf_token_unreadable",
+            )
         if model.token:
             headers = {**headers, "Authorization": f"Bearer {model.token}"}
         try:

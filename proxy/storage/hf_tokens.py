@@ -8,6 +8,13 @@ line or an error message. One token may be the default, used by models that name
 
 The row id must be known before encrypting, so an insert writes a placeholder and replaces it with
 the ciphertext in the same transaction (one writer job): no reader ever sees the placeholder.
+
+The vault's key (issue 25): ``vault_state.key_id`` names the key every token is encrypted with now. A
+token is stored only under that key (:func:`check_key`), so a shell still holding the key from before
+``rotate-key`` cannot add a token nobody could decrypt. A rotation re-encrypts every token under the
+new key and keeps, per row, the ciphertext under the key before it (``previous_*``): the service that
+is still running with that key keeps decrypting (:func:`decrypt_row`) until it restarts with the new
+key, and the first process that starts with it drops them (:meth:`TokenStore.settle_key`).
 """
 
 from __future__ import annotations
@@ -74,19 +81,36 @@ class TokenStore:
         self.db = db
         self._vault = vault
 
-    def _need_vault(self) -> Vault:
+    async def _keyed_vault(self) -> Vault:
+        """The vault, checked against the key the tokens use before a write (the write checks again)."""
+        current = await self.db.execute_read(vault_key_id)
+        vault = self._need_vault(current)
+        if current is not None and current != vault.key_id:
+            raise VaultError(key_mismatch(vault, current) + "; nothing was changed")
+        return vault
+
+    def _need_vault(self, current: str | None = None) -> Vault:
+        """The vault; without a key, a sentence that never advises a new key when tokens have one."""
         if self._vault is None:
+            if current is not None:
+                raise VaultError(
+                    f"LLMSERVER_ENCRYPTION_KEY is not set: the stored Hugging Face tokens use key id {current}; "
+                    "run the command where the service's settings are (the data directory's secrets.env after "
+                    "`make run`, or as the service user on a systemd install: sudo -u llmserver llmserver ...)"
+                )
             raise VaultError(
                 "LLMSERVER_ENCRYPTION_KEY is not set: it is needed to store or use Hugging Face tokens "
-                '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
+                "(no token was stored yet, so a new key is safe: openssl rand -hex 32)"
             )
         return self._vault
 
     async def add(self, label: str, token: str, *, default: bool = False) -> HfToken:
         """Store ``token`` encrypted; the new row (without the token)."""
-        vault, label, token = self._need_vault(), check_label(label), check_token_text(token)
+        label, token = check_label(label), check_token_text(token)
+        vault = await self._keyed_vault()
 
         def insert(conn: sqlite3.Connection) -> HfToken:
+            check_key(conn, vault)
             if default:
                 conn.execute("UPDATE huggingface_tokens SET is_default = 0 WHERE is_default = 1")
             row_id = conn.execute(
@@ -140,34 +164,97 @@ class TokenStore:
             return row
 
         row = await self.db.execute_read(read)
-        return None if row is None else decrypt_row(self._need_vault(), row)
+        return None if row is None else decrypt_row(self._need_vault(row["key_id"] or None), row)
 
     async def rotate(self, new: Vault) -> int:
-        """Re-encrypt every token under ``new`` in one transaction; how many. Nothing changes on error."""
-        old = self._need_vault()
+        """Re-encrypt every token under ``new`` in one transaction; how many. Nothing changes on error.
+
+        Each row keeps its ciphertext under the key before (unless it already keeps one from an earlier
+        rotation that no process with the newer key has settled: the running service holds that one).
+        """
+        old = await self._keyed_vault()
 
         def rotate(conn: sqlite3.Connection) -> int:
+            check_key(conn, old)
             rows = conn.execute("SELECT * FROM huggingface_tokens ORDER BY id").fetchall()
             for row in rows:
                 nonce, ciphertext = new.encrypt(decrypt_row(old, row), _context(row["id"]))
+                kept = (row["previous_key_id"], row["previous_nonce"], row["previous_ciphertext"])
+                if not row["previous_key_id"]:
+                    kept = (row["key_id"], row["nonce"], row["ciphertext"])
                 conn.execute(
-                    "UPDATE huggingface_tokens SET nonce = ?, ciphertext = ?, key_id = ? WHERE id = ?",
-                    (nonce, ciphertext, new.key_id, row["id"]),
+                    "UPDATE huggingface_tokens SET nonce = ?, ciphertext = ?, key_id = ?, previous_key_id = ?, "
+                    "previous_nonce = ?, previous_ciphertext = ? WHERE id = ?",
+                    (nonce, ciphertext, new.key_id, *kept, row["id"]),
                 )
+            conn.execute("UPDATE vault_state SET key_id = ?, rotated_at = ? WHERE id = 1", (new.key_id, time.time()))
             return len(rows)
 
         return await self.db.execute_write(rotate)
 
+    async def settle_key(self) -> str | None:
+        """At a service's start: drop the ciphertexts under the key before the last rotation once this
+        process holds the new key; a sentence for the log when this process's key is not the vault's."""
+        if self._vault is None:
+            return None
+        vault = self._vault
+
+        def settle(conn: sqlite3.Connection) -> str | None:
+            current = vault_key_id(conn)
+            if current is None or current == vault.key_id:
+                conn.execute(
+                    "UPDATE huggingface_tokens SET previous_key_id = NULL, previous_nonce = NULL, "
+                    "previous_ciphertext = NULL WHERE previous_key_id IS NOT NULL"
+                )
+                return None
+            return key_mismatch(vault, current) + " (tokens kept under the key before a rotation still decrypt)"
+
+        return await self.db.execute_write(settle)
+
+
+def vault_key_id(conn: sqlite3.Connection) -> str | None:
+    """The key id every token is stored under now (databases from before ``vault_state``: the rows')."""
+    row = conn.execute("SELECT key_id FROM vault_state WHERE id = 1").fetchone()
+    if row is not None:
+        return str(row[0])
+    row = conn.execute(
+        "SELECT key_id FROM huggingface_tokens WHERE key_id != '' GROUP BY key_id ORDER BY COUNT(*) DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def key_mismatch(vault: Vault, current: str) -> str:
+    return (
+        f"LLMSERVER_ENCRYPTION_KEY (key id {vault.key_id}) is not the key the stored Hugging Face tokens use "
+        f"(key id {current}): set the key `llmserver vault rotate-key` printed or wrote last"
+    )
+
+
+def check_key(conn: sqlite3.Connection, vault: Vault) -> None:
+    """Refuse a key that is not the vault's (in the writer's transaction); the first key used becomes it."""
+    current = vault_key_id(conn)
+    if current is None:
+        conn.execute("INSERT OR REPLACE INTO vault_state (id, key_id) VALUES (1, ?)", (vault.key_id,))
+    elif current != vault.key_id:
+        raise VaultError(key_mismatch(vault, current) + "; nothing was changed")
+    elif conn.execute("SELECT 1 FROM vault_state WHERE id = 1").fetchone() is None:
+        conn.execute("INSERT INTO vault_state (id, key_id) VALUES (1, ?)", (current,))
+
 
 def decrypt_row(vault: Vault, row: sqlite3.Row) -> str:
-    """A row's token; a :class:`VaultError` that names the row and the cause, never the token."""
+    """A row's token; a :class:`VaultError` that names the row and the cause, never the token.
+
+    A row re-encrypted by a rotation still decrypts with the key before it until that is settled."""
+    nonce, ciphertext = row["nonce"], row["ciphertext"]
     if row["key_id"] and row["key_id"] != vault.key_id:
-        raise VaultError(
-            f"Hugging Face token {row['id']} ({row['name']!r}) was encrypted with another key (key id "
-            f"{row['key_id']}); LLMSERVER_ENCRYPTION_KEY is key id {vault.key_id}: set the key it was stored with"
-        )
+        if row["previous_key_id"] != vault.key_id or not row["previous_ciphertext"]:
+            raise VaultError(
+                f"Hugging Face token {row['id']} ({row['name']!r}) was encrypted with another key (key id "
+                f"{row['key_id']}); LLMSERVER_ENCRYPTION_KEY is key id {vault.key_id}: set the key it was stored with"
+            )
+        nonce, ciphertext = row["previous_nonce"], row["previous_ciphertext"]
     try:
-        return vault.decrypt(row["nonce"], row["ciphertext"], _context(row["id"]))
+        return vault.decrypt(nonce, ciphertext, _context(row["id"]))
     except VaultError:
         raise VaultError(
             f"Hugging Face token {row['id']} ({row['name']!r}) does not decrypt: its ciphertext was altered or "

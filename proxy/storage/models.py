@@ -27,7 +27,7 @@ KINDS = ("llm", "tts", "stt")
 DESIRED_STATES = ("running", "stopped")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _JSON_COLUMNS = ("files", "patterns", "params")
-_BOOL_COLUMNS = ("from_runtime",)
+_BOOL_COLUMNS = ("from_runtime", "start_when_downloaded")
 # Columns a caller may set; the rest (id, timestamps) belong to the store.
 FIELDS = (
     "kind",
@@ -52,6 +52,9 @@ FIELDS = (
     "from_runtime",
     "failures",
     "retry_at",
+    "download_pid",
+    "download_heartbeat",
+    "start_when_downloaded",
 )
 
 
@@ -98,6 +101,9 @@ class ModelRecord:
     retry_at: float | None
     created_at: float
     updated_at: float
+    download_pid: int | None = None  # the process running a pull (issue 25)
+    download_heartbeat: float | None = None  # when that pull last wrote progress
+    start_when_downloaded: bool = False  # Run's "start once downloaded", kept across processes
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ModelRecord:
@@ -105,7 +111,8 @@ class ModelRecord:
         for name in _JSON_COLUMNS:
             loaded = json.loads(values[name])
             values[name] = tuple(loaded) if isinstance(loaded, list) else dict(loaded)
-        values["from_runtime"] = bool(values["from_runtime"])
+        for name in _BOOL_COLUMNS:
+            values[name] = bool(values[name])
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +128,10 @@ class ModelStore:
     def __init__(self, db: Database, config_dir: Path) -> None:
         self._db = db
         self.config_dir = config_dir
+
+    @property
+    def db(self) -> Database:
+        return self._db
 
     async def create(self, name: str, kind: str = "llm", backend: str = "llamacpp", **fields: Any) -> ModelRecord:
         values = _check_fields({"kind": kind, "backend": backend, **fields})

@@ -5,7 +5,9 @@
   (``localhost`` instead of ``127.0.0.1``, so the client sees another host and stops following, as it
   does for the real CDN) carrying ``X-Repo-Commit``, ``X-Linked-Etag`` (the sha256), ``X-Linked-Size``
   and ``ETag``.
-- ``GET /cdn/{sha256}``: the bytes, with ``Range`` support (206 + ``Content-Range``).
+- ``GET /cdn/{sha256}``: the bytes, with ``Range`` support (206 + ``Content-Range``). The redirect signs
+  the CDN URL as the real one does (``?Expires=...&Signature=...``); ``cdn_authorization`` records
+  every CDN request that carried an ``Authorization`` header (the token must stay with the Hub).
 - A gated repository answers 401 ``X-Error-Code: GatedRepo`` without its token; a wrong token gets the
   Hub's 401 "Invalid credentials in Authorization header"; an unknown file 404 ``EntryNotFound``; an
   unknown repository 401 ``RepoNotFound``; an unknown revision 404 ``RevisionNotFound``.
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+
+SIGNATURE = "c2lnbmVkLWJ5LXRoZS1jZG4"  # what a signed CDN URL carries; never in a log
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Hub:
     cut_once: set[str] = field(default_factory=set)  # sha256s whose first full GET is cut half-way
     fake_sizes: dict[str, int] = field(default_factory=dict)  # file name -> size announced instead
     requests: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
+    cdn_authorization: list[str] = field(default_factory=list)  # CDN paths fetched with a token
     seconds_per_mib: float = 0.0  # a slow link, so that progress can be watched and a download cancelled
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -85,7 +90,7 @@ class Hub:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -172,13 +177,15 @@ class Hub:
             "X-Linked-Etag": f'"{entry.sha256}"',
             "X-Linked-Size": str(size),
             "ETag": f'"{entry.sha256[:40]}"',
-            "Location": f"http://localhost:{self.port}/cdn/{entry.sha256}",
+            "Location": f"http://localhost:{self.port}/cdn/{entry.sha256}?Expires=1999999999&Signature={SIGNATURE}",
         }
         return web.Response(status=302, headers=headers)
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         sha = request.match_info["sha"]
         self.requests.append((request.method, request.path, request.headers.get("Range"), False))
+        if "Authorization" in request.headers:
+            self.cdn_authorization.append(request.path)
         entry = self._blobs.get(sha)
         if entry is None:
             raise web.HTTPNotFound()

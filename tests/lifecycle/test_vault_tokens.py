@@ -95,12 +95,47 @@ async def test_rotation_re_encrypts_every_token_in_one_transaction(db: Database)
     assert await store.rotate(new) == 2
     rotated = TokenStore(db, new)
     assert [await rotated.reveal(i) for i in ids] == [TOKEN_A, TOKEN_B]
+    # Issue 25: the service still running with the old key keeps reading them until a process that
+    # holds the new key starts (settle_key); then the old key reads nothing.
+    assert await store.reveal(ids[0]) == TOKEN_A
+    assert await store.settle_key() is not None  # the old key is not the vault's: said for the log
+    assert await rotated.settle_key() is None
     with pytest.raises(VaultError):
         await store.reveal(ids[0])
     # A rotation that meets an unreadable token changes nothing at all.
     with pytest.raises(VaultError):
         await TokenStore(db, Vault("33" * 32)).rotate(old)
     assert [await rotated.reveal(i) for i in ids] == [TOKEN_A, TOKEN_B]
+
+
+@pytest.mark.asyncio
+async def test_a_key_that_is_not_the_vaults_cannot_store_a_token(db: Database) -> None:
+    """Issue 25: after ``rotate-key``, ``vault add`` with the old key still in the shell stored a token that
+    nobody could decrypt (and the next rotation failed on it); an empty vault remembers its key too."""
+    old, new = Vault(KEY), Vault(OTHER_KEY)
+    store = TokenStore(db, old)
+    await store.rotate(new)  # nothing stored yet: the vault's key is the new one all the same
+    with pytest.raises(VaultError, match="is not the key the stored Hugging Face tokens use") as refused:
+        await store.add("stale", TOKEN_A)
+    assert old.key_id in str(refused.value) and new.key_id in str(refused.value) and KEY not in str(refused.value)
+    assert await store.list() == []
+    added = await TokenStore(db, new).add("fresh", TOKEN_B)
+    assert await TokenStore(db, new).reveal(added.id) == TOKEN_B
+    with pytest.raises(VaultError, match="nothing was changed"):
+        await TokenStore(db, Vault("33" * 32)).rotate(old)
+
+
+@pytest.mark.asyncio
+async def test_without_a_key_the_error_never_advises_a_new_one_when_tokens_exist(db: Database) -> None:
+    """Issue 25: the error advised generating a new key, which locks the service out of the stored tokens."""
+    with pytest.raises(VaultError, match="a new key is safe"):
+        await TokenStore(db, None).add("first", TOKEN_A)
+    await TokenStore(db, Vault(KEY)).add("first", TOKEN_A)
+    with pytest.raises(VaultError) as caught:
+        await TokenStore(db, None).add("second", TOKEN_B)
+    message = str(caught.value)
+    assert Vault(KEY).key_id in message and "sudo -u llmserver" in message
+    assert "openssl" not in message and "token_hex" not in message and "new key" not in message
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -132,7 +167,7 @@ def test_vault_cli_add_list_and_rotate_key(tmp_path: Path) -> None:
     assert again.returncode == 0 and "re-encrypted 1 token(s)" in again.stdout and KEY not in again.stdout
     env["LLMSERVER_ENCRYPTION_KEY"] = new_key
     wrong = _cli(env, "vault", "rotate-key")  # the key the token is no longer under
-    assert wrong.returncode == 2 and "encrypted with another key" in wrong.stderr
+    assert wrong.returncode == 2 and "is not the key the stored Hugging Face tokens use" in wrong.stderr
     assert TOKEN_A not in wrong.stderr + wrong.stdout
     env["LLMSERVER_ENCRYPTION_KEY"] = "abc"
     bad = _cli(env, "vault", "list")
