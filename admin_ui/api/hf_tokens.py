@@ -37,8 +37,8 @@ def _store(request: web.Request) -> TokenStore:
 
 def _id(request: web.Request) -> int:
     text = request.match_info["id"]
-    if not text.isdigit():
-        raise error(400, "a token id is a number", "invalid_request")
+    if not (text.isascii() and text.isdigit() and len(text) <= 15):
+        raise error(400, "a token id is a number", "invalid_request", "id")
     return int(text)
 
 

@@ -75,7 +75,7 @@ class Registry:
         if fields.get("source_repo") is not None:
             check_repo_id(fields["source_repo"])
         if fields.get("hf_token_id") is not None:
-            await self.tokens.get(int(fields["hf_token_id"]))  # exists, or TokenNotFoundError
+            await self.tokens.get(fields["hf_token_id"])  # a valid id that exists, or an error naming it
         if "backend" not in fields:
             fields["backend"] = _backend_for(fields)
         record = await self.store.create(name, **fields)
@@ -226,15 +226,18 @@ class Registry:
 
 
 def _only(fields: dict[str, Any], allowed: Sequence[str], why: str) -> None:
-    unknown = set(fields) - set(allowed)
+    unknown = sorted(set(fields) - set(allowed))
     if unknown:
-        raise ValidationError(f"{why}: {', '.join(sorted(unknown))}")
+        raise ValidationError(f"{why}: {', '.join(unknown)}", field=unknown[0])
 
 
 def check_repo_id(repo: object) -> str:
     """``org/name`` as the Hub spells repository ids; nothing that could climb out of the cache."""
     if not isinstance(repo, str) or not _REPO.match(repo) or ".." in repo:
-        raise ValidationError(f"{repo!r}: expected a Hugging Face repository id like org/name (optionally :FILE)")
+        shown = repr(repo)[:120]
+        raise ValidationError(
+            f"{shown}: expected a Hugging Face repository id like org/name (optionally :FILE)", field="source_repo"
+        )
     return repo
 
 

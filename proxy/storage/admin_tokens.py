@@ -16,6 +16,7 @@ import string
 import time
 from dataclasses import dataclass
 
+from proxy.storage.bounds import check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
 
@@ -64,11 +65,9 @@ class AdminTokenRepository:
 
     async def create(self, name: str, scope: str, created_by: str) -> tuple[str, AdminToken]:
         """A new token: ``(full token, row)``; the full token exists only in this return value."""
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise ValidationError("a token name must be 1 to 200 characters")
+        name = check_text("name", name, max_length=200)
         if scope not in SCOPES:
-            raise ValidationError(f"a token scope is one of {', '.join(SCOPES)}")
+            raise ValidationError(f"a token scope is one of {', '.join(SCOPES)}", field="scope")
         public_id, secret = _random(12), _random(32)
         row = (public_id, name, _digest(secret), scope, created_by, time.time())
         sql = (
