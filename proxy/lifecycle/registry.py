@@ -23,7 +23,7 @@ from proxy.lifecycle.errors import DownloadCancelledError, DownloadError, Lifecy
 from proxy.lifecycle.quant import pick_gguf
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.hf_tokens import TokenStore
-from proxy.storage.models import ModelRecord, ModelStore, check_model_name
+from proxy.storage.models import ModelRecord, ModelStore, check_model_fields, check_model_name
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,11 @@ class Registry:
 
     # -- registering ----------------------------------------------------------------------------
 
-    async def add(self, name: str, **fields: Any) -> ModelRecord:
+    async def add(self, name: str, /, **fields: Any) -> ModelRecord:
         """Register a model from a repository (``source_repo`` + ``files``/``patterns``) or a ``local_path``."""
         check_model_name(name)
         _only(fields, ADDABLE, "these fields cannot be given to a new model")
+        check_model_fields(fields)  # bounded before anything here reads them
         if fields.get("kind", "llm") == "llm":
             if not fields.get("source_repo") and not fields.get("local_path"):
                 raise ValidationError("a model needs a source: a Hugging Face repository or a local path")
@@ -217,7 +218,7 @@ class Registry:
         await self.tokens.delete(token_id)
         await self.store.sync_files()
 
-    async def set_fields(self, name: str, **fields: Any) -> ModelRecord:
+    async def set_fields(self, name: str, /, **fields: Any) -> ModelRecord:
         """Change params, keep-alive, token... of a registered model."""
         _only(fields, CHANGEABLE, "these fields cannot be changed")
         record = await self.store.update(name, **fields)

@@ -145,7 +145,7 @@ class ModelStore:
         self.config_dir = config_dir
 
     async def create(self, name: str, kind: str = "llm", backend: str = "llamacpp", **fields: Any) -> ModelRecord:
-        values = _check_fields({"kind": kind, "backend": backend, **fields})
+        values = check_model_fields({"kind": kind, "backend": backend, **fields})
         values["name"] = check_model_name(name)
         values["created_at"] = values["updated_at"] = time.time()
 
@@ -177,10 +177,10 @@ class ModelStore:
         rows = await self._db.execute_read(lambda c: c.execute("SELECT * FROM models ORDER BY name").fetchall())
         return [ModelRecord.from_row(r) for r in rows]
 
-    async def update(self, name: str, **fields: Any) -> ModelRecord:
+    async def update(self, name: str, /, **fields: Any) -> ModelRecord:
         """Set ``fields`` on model ``name``; the row as committed (and its file rewritten)."""
         check_model_name(name)
-        values = _check_fields(fields)
+        values = check_model_fields(fields)
         values["updated_at"] = time.time()
         sets = ", ".join(f"{c} = :{c}" for c in values)
 
@@ -243,7 +243,7 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         os.close(fd)
 
 
-def _check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+def check_model_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Column values for ``fields``; what a caller sets is bounded (:mod:`proxy.storage.bounds`)."""
     unknown = set(fields) - set(FIELDS)
     if unknown:
