@@ -32,8 +32,17 @@ MAX_PARAM_TEXT = 1000
 _INVISIBLE = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
 
 
+_LABELS = {
+    "expires_at": "the expiry",
+    "rpm_limit": "requests per minute",
+    "tpm_limit": "tokens per minute",
+    "hf_token_id": "the Hugging Face token id",
+    "keep_alive": "keep-alive",
+}
+
+
 def _label(field: str) -> str:
-    return field.replace("_", " ")
+    return _LABELS.get(field, field.replace("_", " "))
 
 
 def check_text(field: str, value: object, *, max_length: int, min_length: int = 1) -> str:

@@ -115,7 +115,7 @@ def test_a_bad_value_already_stored_breaks_no_page_and_shows_as_invalid(
     pages: Any,  # noqa: F811 (the fixture imported above)
 ) -> None:
     """issue 19: rows written before the checks (or by hand) made the keys and models pages answer 500."""
-    console.make_key("far")
+    far = console.make_key("far")
     console.make_key("text expiry")
     write_sql(console, "UPDATE api_keys SET expires_at = 1e300 WHERE name = 'far'")
     write_sql(console, "UPDATE api_keys SET expires_at = '9999-12-31' WHERE name = 'text expiry'")
@@ -133,10 +133,13 @@ def test_a_bad_value_already_stored_breaks_no_page_and_shows_as_invalid(
         assert response is not None and response.status == 200, (path, response and response.status)
     page.goto(admin_url(console, "/api-keys"))
     expect(page.locator("#keys tr", has_text="far")).to_contain_text("invalid")
+    expect(page.locator("#keys tr", has_text="far").locator("td").nth(7)).to_have_text("invalid")  # the expiry
     shoot(page, "keys-invalid-row")
     page.goto(admin_url(console, "/models"))
     expect(page.locator('tr[data-model="broken"]')).to_contain_text("invalid")
     # And the stored key refuses requests (an unknown limit fails closed), with a 401, not a 500.
+    refused = httpx.get(f"{console.base_url}/models", headers={"Authorization": f"Bearer {far}"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     listed = httpx.get(admin_url(console, "/api/api-keys"), headers=_admin_token(page, console))
     assert listed.status_code == 200 and {k["name"] for k in listed.json()["keys"]} == {"far", "text expiry"}
 
