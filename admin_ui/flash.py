@@ -13,7 +13,7 @@ What was typed is kept short (the cookie must stay small) and never holds a pass
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -21,21 +21,26 @@ from aiohttp_session import get_session
 
 FLASH = "flash"
 MAX_TYPED = 300  # characters kept of each typed value
+MAX_KEPT = 1500  # characters kept of a whole form
 flash_key: web.RequestKey[dict[str, Any]] = web.RequestKey("admin_flash", dict)
 NOT_KEPT = frozenset({"csrf", "password", "token", "new_password", "current_password", "code"})
 
 
 def _typed(form: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What was typed into ``form`` (multi-valued fields as lists), without secrets."""
-    if form is None:
-        return {}
+    """What was typed into ``form`` (multi-valued fields as lists), without secrets, at most
+    ``MAX_KEPT`` characters in all (the session cookie must stay far below a browser's 4 kB)."""
     kept: dict[str, Any] = {}
-    keys: Iterable[str] = form.keys()
-    for name in dict.fromkeys(keys):
-        if name in NOT_KEPT or len(kept) >= 40:
+    if form is None:
+        return kept
+    room = MAX_KEPT
+    for name in dict.fromkeys(form.keys()):
+        if name in NOT_KEPT or not isinstance(name, str) or len(name) > 40:
             continue
         values = form.getall(name) if hasattr(form, "getall") else [form[name]]
-        texts = [str(v)[:MAX_TYPED] for v in values if isinstance(v, str)][:64]
+        texts = [str(v)[:MAX_TYPED] for v in values if isinstance(v, str)]
+        room -= sum(len(t) + len(name) for t in texts)
+        if room < 0:
+            break
         kept[name] = texts if len(texts) != 1 else texts[0]
     return kept
 

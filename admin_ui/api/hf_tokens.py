@@ -52,9 +52,7 @@ async def add_token(request: web.Request) -> web.Response:
     await guard(request)
     body = await json_body(request)
     try:
-        stored = await _store(request).add(
-            str(body.get("label", "")), str(body.get("token", "")), default=bool(body.get("default"))
-        )
+        stored = await _store(request).add(body.get("label"), body.get("token"), default=bool(body.get("default")))
     except StorageError as exc:
         raise translate(exc) from None
     await audited(request, "hf_token.add", id=stored.id, label=stored.label)

@@ -23,7 +23,7 @@ def _day(text: str, end: bool = False) -> float | None:
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"{text[:20]!r} is not a day (YYYY-MM-DD)") from None
+        raise ValidationError(f"{text[:20]!r} is not a day (YYYY-MM-DD)", field="until" if end else "since") from None
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
     return start + 86400 if end else start
 

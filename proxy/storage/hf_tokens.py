@@ -54,7 +54,7 @@ def _context(row_id: int) -> bytes:
     return f":row:{row_id}".encode()
 
 
-def check_token_text(token: str) -> str:
+def check_token_text(token: object) -> str:
     token = token.strip() if isinstance(token, str) else ""
     if not 8 <= len(token) <= 400 or not token.isascii() or not token.isprintable() or " " in token:
         raise ValidationError(
@@ -63,7 +63,7 @@ def check_token_text(token: str) -> str:
     return token
 
 
-def check_label(label: str) -> str:
+def check_label(label: object) -> str:
     return check_text("label", label, max_length=MAX_LABEL_LENGTH)
 
 
@@ -86,7 +86,7 @@ class TokenStore:
             )
         return self._vault
 
-    async def add(self, label: str, token: str, *, default: bool = False) -> HfToken:
+    async def add(self, label: object, token: object, *, default: bool = False) -> HfToken:
         """Store ``token`` encrypted; the new row (without the token)."""
         vault, label, token = self._need_vault(), check_label(label), check_token_text(token)
 
