@@ -52,9 +52,10 @@ async def confirm_delete(request: web.Request) -> web.Response:
     users = [m.name for m in await registry.store.list() if m.hf_token_id == token.id]
     said = []
     if users:
+        verbs = "uses this token and falls" if len(users) == 1 else "use this token and fall"
         said.append(
-            f"{len(users)} model{'s' if len(users) != 1 else ''} use this token and fall back to the default "
-            f"one for their next download: {', '.join(users[:10])}{'…' if len(users) > 10 else ''}"
+            f"{len(users)} model{'s' if len(users) != 1 else ''} {verbs} back to the default token for "
+            f"the next download: {', '.join(users[:10])}{'…' if len(users) > 10 else ''}"
         )
     if token.is_default:
         said.append(

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, Response, expect
 
 from tests.admin.conftest import SESSION_KEY, add_user, admin_url
 from tests.admin.test_admin_browser import ARTIFACTS, PHONE, browser, login, pages  # noqa: F401 (fixtures)
-from tests.harness import Daemon, Proxy, demo_model_path
+from tests.harness import Daemon, Proxy, demo_model_path, demo_spec
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 
@@ -232,10 +232,12 @@ def test_error_pages_are_the_consoles_own_with_its_security_headers(
 
 
 @pytest.fixture
-def full_console(make_proxy: Any, shared_daemon: Daemon) -> Proxy:
-    """A console with a vault (Hugging Face tokens) and an admin ``alice``."""
+def full_console(make_proxy: Any, make_daemon: Any) -> Proxy:
+    """A console with a vault (Hugging Face tokens), an admin ``alice`` and a daemon of its own (the
+    test removes the daemon's model, which the shared daemon's other users need)."""
+    daemon: Daemon = make_daemon("--model", demo_spec(n_threads=1)).start()
     proxy: Proxy = make_proxy(
-        shared_daemon.endpoint, LLMSERVER_SESSION_KEY=SESSION_KEY, LLMSERVER_ENCRYPTION_KEY="3c" * 32
+        daemon.endpoint, LLMSERVER_SESSION_KEY=SESSION_KEY, LLMSERVER_ENCRYPTION_KEY="3c" * 32
     ).start()
     add_user(proxy, "alice")
     return proxy
@@ -291,21 +293,15 @@ def _check_key_revocation(page: Page, console: Proxy, openai_client: Any) -> Non
 
 
 def _check_model_removal(page: Page, console: Proxy) -> None:
-    write_sql(console, "UPDATE models SET actual_state = 'stopped' WHERE name != 'smollm2'")
     page.goto(admin_url(console, "/models"))
     form = page.locator("#register")
     form.get_by_label("Name").fill("spare")
     form.get_by_label("or a local path").fill(str(demo_model_path()))
     form.get_by_role("button", name="Register").click()
     expect(page.locator('tr[data-model="smollm2"] [data-field="actual_state"]')).to_have_text("running")
-    _confirm(page, "Remove smollm2", ["This is the only running model"], "Remove the model", "confirm-remove-model")
+    said = ["This is the only running model", "2 requests in the last day went to this model"]
+    _confirm(page, "Remove smollm2", said, "Remove the model", "confirm-remove-model")
     assert console.query("SELECT COUNT(*) FROM models WHERE name = 'smollm2'") == [(0,)]
-    write_sql(
-        console,
-        "INSERT INTO models (name, kind, backend, local_path, desired_state, actual_state, "
-        "download_state, from_runtime, created_at, updated_at) SELECT 'smollm2', 'llm', 'llamacpp', local_path, "
-        "'running', 'running', 'local', 1, created_at, updated_at FROM models WHERE name = 'spare'",
-    )
 
 
 def _check_user_disabling(page: Page, console: Proxy) -> None:
@@ -324,7 +320,7 @@ def _check_token_deletion(page: Page, console: Proxy) -> None:
     form.get_by_role("button", name="Store token").click()
     write_sql(console, "UPDATE models SET hf_token_id = 1 WHERE name = 'spare'")
     page.goto(admin_url(console, "/hf-tokens"))
-    said = ["1 model use this token", "spare", "It is the default token"]
+    said = ["1 model uses this token", "spare", "It is the default token"]
     _confirm(page, "Delete main", said, "Delete the token", "confirm-delete-hf-token")
     assert console.query("SELECT COUNT(*) FROM huggingface_tokens") == [(0,)]
 
