@@ -10,6 +10,7 @@ nothing either: it is redirected to the confirmation page.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp_jinja2
@@ -18,6 +19,11 @@ from aiohttp import web
 
 def confirmed(form: Mapping[str, Any]) -> bool:
     return form.get("confirm") == "yes"
+
+
+def when(stamp: float | None) -> str:
+    """A past moment for a sentence: ``2026-12-07 14:46 UTC``, or ``never``."""
+    return "never" if stamp is None else datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def confirm_page(

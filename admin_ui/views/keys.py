@@ -7,14 +7,12 @@ error beside its field. Revoking asks first (``admin_ui.confirm``).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.appkeys import db_key, hasher_key, reports_key
 from admin_ui.audited import audit, key_view
-from admin_ui.confirm import confirm_page, confirmed
+from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed, take
 from admin_ui.forms import PERIODS, key_fields_from_form
 from admin_ui.security import require_admin
@@ -110,7 +108,7 @@ async def confirm_revoke(request: web.Request) -> web.Response:
     require_admin(request)
     key = await _key(request)
     used = await recent_requests(request.app[db_key], api_key_id=key.id)
-    last = "never" if key.last_request_at is None else _when(key.last_request_at)
+    last = when(key.last_request_at)
     consequences = [
         f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last}).",
         "Every client that sends it is refused (401) at once, in every process; this cannot be undone.",
@@ -134,7 +132,3 @@ async def revoke_key(request: web.Request) -> web.Response:
     after = await repository(request).revoke_key(before.id)
     await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
     raise await done(request, "/admin/api-keys", f"key {after.name!r} revoked")
-
-
-def _when(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -3,14 +3,12 @@ confirmation)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.appkeys import db_key
 from admin_ui.audited import audit
-from admin_ui.confirm import confirm_page, confirmed
+from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed
 from admin_ui.security import require_admin
 from proxy.storage.admin_tokens import AdminToken, AdminTokenRepository
@@ -53,11 +51,8 @@ async def _token(request: web.Request) -> AdminToken:
 async def confirm_revoke(request: web.Request) -> web.Response:
     require_admin(request)
     token = await _token(request)
-    last = "never" if token.last_used_at is None else datetime.fromtimestamp(token.last_used_at, timezone.utc)
     said = [
-        f"Every script that sends it is refused (401) at once; it was last used: {last:%Y-%m-%d %H:%M UTC}."
-        if not isinstance(last, str)
-        else "Every script that sends it is refused (401) at once; it was never used.",
+        f"Every script that sends it is refused (401) at once; it was last used: {when(token.last_used_at)}.",
         "A revoked token cannot be restored: scripts need a new one.",
     ]
     return confirm_page(

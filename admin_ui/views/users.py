@@ -14,7 +14,7 @@ from admin_ui.flash import done, failed
 from admin_ui.passwords import generate_password, hash_password
 from admin_ui.security import require_admin
 from proxy.storage.errors import ValidationError
-from proxy.storage.impact import active_admins
+from proxy.storage.impact import active_admins, keys_of_user
 from proxy.storage.users import User, UserExistsError, UserNotFoundError, UserRepository, check_role
 
 routes = web.RouteTableDef()
@@ -80,6 +80,13 @@ async def confirm_disable(request: web.Request) -> web.Response:
     if user is None:
         raise UserNotFoundError("no such user")
     said = [f"{user.username} is logged out at once, in every browser, and cannot log in until enabled again."]
+    keys = await keys_of_user(request.app[db_key], user.id)
+    if keys:
+        which = "The API key" if keys == 1 else f"The {keys} API keys"
+        said.append(
+            f"{which} {user.username} created {'keeps' if keys == 1 else 'keep'} working: revoke "
+            f"{'it' if keys == 1 else 'them'} on the API keys page if {'it' if keys == 1 else 'they'} should stop too."
+        )
     admins = [name for name in await active_admins(request.app[db_key]) if name != user.username]
     if user.role == "admin" and not admins:
         said.append("This is the last admin who can log in: nobody could change anything after.")

@@ -49,3 +49,13 @@ async def active_admins(db: Database) -> list[str]:
         return [str(row[0]) for row in rows]
 
     return await db.execute_read(read)
+
+
+async def keys_of_user(db: Database, user_id: int) -> int:
+    """How many unrevoked API keys account ``user_id`` created (``api_keys_user_id``)."""
+
+    def count(conn: sqlite3.Connection) -> int:
+        sql = "SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND revoked_at IS NULL"
+        return int(conn.execute(sql, (user_id,)).fetchone()[0])
+
+    return await db.execute_read(count)

@@ -305,9 +305,10 @@ def _check_model_removal(page: Page, console: Proxy) -> None:
 
 
 def _check_user_disabling(page: Page, console: Proxy) -> None:
-    add_user(console, "bob")
+    console.make_key("bob's", user_id=add_user(console, "bob"))
     page.goto(admin_url(console, "/users"))
-    _confirm(page, "Disable bob", ["bob is logged out at once"], "Disable the user", "confirm-disable-user")
+    said = ["bob is logged out at once", "The API key bob created keeps working"]
+    _confirm(page, "Disable bob", said, "Disable the user", "confirm-disable-user")
     assert console.query("SELECT disabled FROM users WHERE username = 'bob'") == [(1,)]
 
 
@@ -330,5 +331,5 @@ def _check_admin_token_revocation(page: Page, console: Proxy) -> None:
     page.locator("#create-token").get_by_label("Name").fill("nightly")
     page.locator("#create-token").get_by_role("button", name="Create token").click()
     page.goto(admin_url(console, "/tokens"))
-    _confirm(page, "Revoke nightly", ["it was never used"], "Revoke the token", "confirm-revoke-admin-token")
+    _confirm(page, "Revoke nightly", ["it was last used: never"], "Revoke the token", "confirm-revoke-admin-token")
     assert console.query("SELECT revoked_at IS NOT NULL FROM admin_tokens") == [(1,)]
