@@ -42,7 +42,13 @@ _LABELS = {
 
 
 def _label(field: str) -> str:
+    if "." in field:  # params.n_ctx: a name as typed
+        return field
     return _LABELS.get(field, field.replace("_", " "))
+
+
+def _show(number: float) -> str:
+    return f"{int(number):,}" if float(number).is_integer() and abs(number) < 1e18 else f"{number:g}"
 
 
 def check_text(field: str, value: object, *, max_length: int, min_length: int = 1) -> str:
@@ -79,7 +85,7 @@ def check_number(field: str, value: object, *, low: float, high: float, low_open
     above = number > low if low_open else number >= low
     if not math.isfinite(number) or not above or number > high:
         side = "above" if low_open else "from"
-        raise ValidationError(f"{_label(field)} must be a number {side} {low:g} up to {high:g}", field=field)
+        raise ValidationError(f"{_label(field)} must be a number {side} {_show(low)} up to {_show(high)}", field=field)
     return number
 
 
