@@ -3,7 +3,9 @@
 Headers: every answer (pages, JSON, errors, static files) carries a strict Content-Security-Policy
 (scripts and styles only from this origin, no inline script, no framing), ``X-Frame-Options``,
 ``Referrer-Policy``, ``X-Content-Type-Options`` and ``Cache-Control: no-store`` for anything not
-static. Errors become an HTML page or, under ``/admin/api`` and ``/admin/usage``, a JSON object.
+static. Errors become the console's HTML page or, under ``/admin/api`` and ``/admin/usage``, a JSON
+object (with ``field`` for a bad value); an unexpected exception is logged with its traceback and
+answered the same way as a 500, never with aiohttp's text or the proxy's OpenAI envelope.
 
 Authentication: an admin API token (``Authorization: Bearer llmsadm_...``, JSON API only) or a
 session (``admin_ui.session``). CSRF: a state-changing request made with a session must carry the
