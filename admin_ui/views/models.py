@@ -28,11 +28,10 @@ from proxy.lifecycle.registry import Registry
 from proxy.storage.bounds import parse_int
 from proxy.storage.errors import StorageError
 from proxy.storage.impact import keys_only_for, recent_requests
-from proxy.storage.models import ModelRecord, check_model_name
+from proxy.storage.models import KINDS, ModelRecord, check_model_name
 
 routes = web.RouteTableDef()
 
-KINDS = ("llm", "tts", "stt")
 HERE = "/admin/models"
 FORM_NAMES = {"files": "file", "run.source_repo": "spec", "run.files": "spec"}  # inputs named otherwise
 
