@@ -96,7 +96,7 @@ async def _error(
             body["field"] = field
         return web.json_response({"error": body}, status=status)
     principal = request.get(principal_key)
-    context = {"status": status, "reason": reason, "message": message, "me": principal}
+    context = {"status": status, "reason": reason, "detail": message, "me": principal}
     return aiohttp_jinja2.render_template("error.html", request, context, status=status)
 
 
