@@ -49,6 +49,7 @@ from admin_ui.appkeys import (
     settings_key,
 )
 from admin_ui.audited import audit
+from admin_ui.flash import take
 from admin_ui.monitor import SystemMonitor
 from admin_ui.security import UNSAFE, auth_middleware, headers_middleware
 from admin_ui.session import csrf_token, setup_sessions
@@ -191,7 +192,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 async def _context(request: web.Request) -> dict[str, Any]:
     principal = request.get(principal_key)
     csrf = principal.csrf if principal is not None else csrf_token(await get_session(request))
-    return {"me": principal, "csrf": csrf, "path": request.path, "now_ts": time.time()}
+    flash = await take(request)
+    return {"me": principal, "csrf": csrf, "path": request.path, "now_ts": time.time(), "flash": flash}
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -201,11 +203,21 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 def format_time(value: float | None) -> str:
     if value is None:
         return "never"
-    return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = _moment(value)
+    return "invalid time" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_iso(value: float) -> str:
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+    moment = _moment(value)
+    return "" if moment is None else moment.isoformat(timespec="seconds")
+
+
+def _moment(value: float) -> datetime | None:
+    """A stored time as a date, or None for one no date can show (a page still renders, issue 19)."""
+    try:
+        return datetime.fromtimestamp(value, timezone.utc)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None
 
 
 def format_number(value: int | float | None) -> str:

@@ -4,8 +4,10 @@ Headers: every answer (pages, JSON, errors, static files) carries a strict Conte
 (scripts and styles only from this origin, no inline script, no framing), ``X-Frame-Options``,
 ``Referrer-Policy``, ``X-Content-Type-Options`` and ``Cache-Control: no-store`` for anything not
 static, and ``Strict-Transport-Security`` whenever the console is served over TLS (its own, or a
-trusted reverse proxy's: ``admin_ui.session.served_over_tls``). Errors become an HTML page or,
-under ``/admin/api`` and ``/admin/usage``, a JSON object.
+trusted reverse proxy's: ``admin_ui.session.served_over_tls``). Errors become the console's HTML
+page or, under ``/admin/api`` and ``/admin/usage``, a JSON object (with ``field`` for a bad value);
+an unexpected exception is logged with its traceback and answered the same way as a 500, never
+with aiohttp's text or the proxy's OpenAI envelope.
 
 A refusal (403: a viewer's write, a read-only token's write) is logged and written to the audit
 log as ``access.denied``: who, which method and route, from which address; never a form value or a
@@ -82,13 +84,18 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = await _error(request, exc.status, exc.reason, exc.text)
         for cookie in exc.headers.getall("Set-Cookie", []):
             response.headers.add("Set-Cookie", cookie)
-    except (ValidationError, UserExistsError) as exc:
-        response = await _error(request, 400, "Bad Request", str(exc))
+    except ValidationError as exc:
+        response = await _error(request, 400, "Bad Request", str(exc), exc.field)
+    except UserExistsError as exc:
+        response = await _error(request, 400, "Bad Request", str(exc), "username")
     except (KeyNotFoundError, UserNotFoundError) as exc:
         response = await _error(request, 404, "Not Found", str(exc))
     except StorageError as exc:
         log.error("admin request %s %s failed: %s", request.method, request.path, exc)
         response = await _error(request, 503, "Service Unavailable", "the database is not available")
+    except Exception:  # a bug: logged with its traceback, answered with the console's own page
+        log.exception("admin request %s %s failed", request.method, request.path)
+        response = await _error(request, 500, "Internal Server Error", "something went wrong; it has been logged")
     response.headers.update(_headers(request))
     if not request.path.startswith("/admin/static/"):
         response.headers["Cache-Control"] = "no-store"
@@ -117,12 +124,17 @@ async def _attribute_refusal(request: web.Request) -> None:
         log.error("could not audit a refused request: %s", exc)
 
 
-async def _error(request: web.Request, status: int, reason: str, text: str | None) -> web.StreamResponse:
+async def _error(
+    request: web.Request, status: int, reason: str, text: str | None, field: str | None = None
+) -> web.StreamResponse:
     message = text if text and not text.startswith(f"{status}:") else reason
     if is_api(request):
-        return web.json_response({"error": {"status": status, "message": message}}, status=status)
+        body: dict[str, object] = {"status": status, "message": message}
+        if field is not None:
+            body["field"] = field
+        return web.json_response({"error": body}, status=status)
     principal = request.get(principal_key)
-    context = {"status": status, "reason": reason, "message": message, "me": principal}
+    context = {"status": status, "reason": reason, "detail": message, "me": principal}
     return aiohttp_jinja2.render_template("error.html", request, context, status=status)
 
 

@@ -17,7 +17,7 @@ STEP_SECONDS = 30
 
 def matching_step(secret: str, code: str, now: float | None = None) -> int | None:
     """The time step whose code ``code`` is (now, or one step either side); None if none is."""
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(secret, interval=STEP_SECONDS)
     current = int((time.time() if now is None else now) // STEP_SECONDS)

@@ -4,7 +4,8 @@ Authentication is a dependency: ``setup_*_routes(app, ..., auth=...)`` takes an 
 raises ``web.HTTPException`` for a request that may not act (the console passes its session + CSRF
 or admin-API-token check, ``admin_ui.app.api_auth``). ``audit`` is called after every successful
 change with the action and its target (the console's audit log). Errors are
-``{"error": {"status", "message", "type"}}``, the console's envelope plus a machine-readable type.
+``{"error": {"status", "message", "type", "field"?}}``, the console's envelope plus a machine-readable
+type and, for a bad value, the field at fault.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -
     return None
 
 
-def error(status: int, message: str, kind: str) -> web.HTTPException:
-    body = json.dumps({"error": {"status": status, "message": message, "type": kind}})
+def error(status: int, message: str, kind: str, field: str | None = None) -> web.HTTPException:
+    fields: dict[str, Any] = {"status": status, "message": message, "type": kind}
+    if field is not None:
+        fields["field"] = field
+    body = json.dumps({"error": fields})
     cls = web.HTTPException
     exc = cls(text=body, content_type="application/json")
     exc.set_status(status)
@@ -51,14 +55,14 @@ def translate(exc: Exception) -> web.HTTPException:
     )
     for cls, status, kind in table:
         if isinstance(exc, cls):
-            return error(status, str(exc), kind)
+            return error(status, str(exc), kind, getattr(exc, "field", None))
     raise exc
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
         raise error(400, "the body must be a JSON object", "invalid_request") from None
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON object", "invalid_request")

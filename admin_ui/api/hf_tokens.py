@@ -44,8 +44,8 @@ def _store(request: web.Request) -> TokenStore:
 
 def _id(request: web.Request) -> int:
     text = request.match_info["id"]
-    if not text.isdigit():
-        raise error(400, "a token id is a number", "invalid_request")
+    if not (text.isascii() and text.isdigit() and len(text) <= 15):
+        raise error(400, "a token id is a number", "invalid_request", "id")
     return int(text)
 
 
@@ -59,9 +59,7 @@ async def add_token(request: web.Request) -> web.Response:
     await guard(request)
     body = await json_body(request)
     try:
-        stored = await _store(request).add(
-            str(body.get("label", "")), str(body.get("token", "")), default=bool(body.get("default"))
-        )
+        stored = await _store(request).add(body.get("label"), body.get("token"), default=bool(body.get("default")))
     except StorageError as exc:
         raise translate(exc) from None
     await audited(request, "hf_token.add", id=stored.id, label=stored.label)

@@ -7,7 +7,6 @@ Authenticated by a session plus the ``X-CSRF-Token`` header on writes, or by an 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +30,7 @@ routes = web.RouteTableDef()
 async def _body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
         raise ValidationError("the body must be JSON") from None
 
 
@@ -54,7 +53,7 @@ async def create_key(request: web.Request) -> web.Response:
     return web.json_response({"key": key_view(key), "full_key": full_key}, status=201)
 
 
-@routes.get(r"/api/api-keys/{key_id:\d+}")
+@routes.get(r"/api/api-keys/{key_id:\d{1,15}}")
 async def get_key(request: web.Request) -> web.Response:
     key = await repository(request).get_key(_key_id(request))
     if key is None:
@@ -63,7 +62,7 @@ async def get_key(request: web.Request) -> web.Response:
     return web.json_response({"key": key_view(key), "usage_last_30_days": report.by_day})
 
 
-@routes.patch(r"/api/api-keys/{key_id:\d+}")
+@routes.patch(r"/api/api-keys/{key_id:\d{1,15}}")
 async def update_key(request: web.Request) -> web.Response:
     require_admin(request)
     fields = key_fields_from_json(await _body(request), partial=True)
@@ -75,7 +74,7 @@ async def update_key(request: web.Request) -> web.Response:
     return web.json_response({"key": key_view(after)})
 
 
-@routes.post(r"/api/api-keys/{key_id:\d+}/revoke")
+@routes.post(r"/api/api-keys/{key_id:\d{1,15}}/revoke")
 async def revoke_key(request: web.Request) -> web.Response:
     require_admin(request)
     before = await repository(request).get_key(_key_id(request))
@@ -143,7 +142,7 @@ async def create_user(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201)
 
 
-@routes.patch(r"/api/users/{user_id:\d+}")
+@routes.patch(r"/api/users/{user_id:\d{1,15}}")
 async def change_user(request: web.Request) -> web.Response:
     body = await _body(request)
     if not isinstance(body, dict):

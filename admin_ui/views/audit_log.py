@@ -10,6 +10,7 @@ from aiohttp import web
 
 from admin_ui.appkeys import db_key
 from proxy.storage.audit import AuditEntry, list_audit
+from proxy.storage.bounds import parse_int
 from proxy.storage.errors import ValidationError
 
 routes = web.RouteTableDef()
@@ -22,14 +23,18 @@ def _day(text: str, end: bool = False) -> float | None:
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"{text[:20]!r} is not a day (YYYY-MM-DD)") from None
+        raise ValidationError(f"{text[:20]!r} is not a day (YYYY-MM-DD)", field="until" if end else "since") from None
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
     return start + 86400 if end else start
 
 
+def _page(query: Any) -> int:
+    return parse_int("page", str(query.get("page", "")), low=0, high=10**9) or 0
+
+
 async def audit_entries(request: web.Request) -> list[AuditEntry]:
     q = request.query
-    page = int(q["page"]) if q.get("page", "").isdigit() else 0
+    page = _page(q)
     return await list_audit(
         request.app[db_key],
         actor=q.get("actor") or None,
@@ -44,6 +49,6 @@ async def audit_entries(request: web.Request) -> list[AuditEntry]:
 @routes.get("/audit")
 async def audit_page(request: web.Request) -> web.Response:
     entries = await audit_entries(request)
-    page = int(request.query["page"]) if request.query.get("page", "").isdigit() else 0
+    page = _page(request.query)
     context: dict[str, Any] = {"entries": entries, "q": request.query, "page": page, "more": len(entries) == PAGE}
     return aiohttp_jinja2.render_template("audit.html", request, context)

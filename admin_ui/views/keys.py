@@ -1,4 +1,9 @@
-"""API key pages: list, create (the key shown once), a key's page with its usage, edit, revoke."""
+"""API key pages: list, create (the key shown once), a key's page with its usage, edit, revoke.
+
+Every POST answers with a redirect (``admin_ui.flash``): a new key's secret rides in the session to
+``/admin/api-keys/created``, shown by that one GET; a refused form comes back filled in with the
+error beside its field. Revoking asks first (``admin_ui.confirm``).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,20 @@ from aiohttp import web
 
 from admin_ui.appkeys import db_key, hasher_key, reports_key
 from admin_ui.audited import audit, key_view
+from admin_ui.confirm import confirm_page, confirmed, when
+from admin_ui.flash import done, failed, take
 from admin_ui.forms import PERIODS, key_fields_from_form
 from admin_ui.security import require_admin
 from admin_ui.views.dashboard import running_models
 from proxy.auth.apikey import key_minter
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.impact import recent_requests
 from proxy.storage.usage_report import UsageFilter
 from proxy.storage.users import UserRepository
 
 routes = web.RouteTableDef()
+FORM_NAMES = {"expires_at": "expires"}  # a field's input name where it differs from the field
 
 
 def repository(request: web.Request) -> KeyRepository:
@@ -27,72 +36,99 @@ async def model_names(request: web.Request) -> list[str]:
     return [str(m["name"]) for m in (await running_models(request))["models"]]
 
 
-async def _list_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+@routes.get("/api-keys")
+async def list_keys(request: web.Request) -> web.Response:
     keys = await repository(request).list_keys()
     owners = {u.id: u.username for u in await UserRepository(request.app[db_key]).list_users()}
     models = await model_names(request)
-    context: dict[str, object] = {"keys": keys, "owners": owners, "models": models, "periods": PERIODS, "error": error}
-    return aiohttp_jinja2.render_template("keys.html", request, context, status=status)
-
-
-@routes.get("/api-keys")
-async def list_keys(request: web.Request) -> web.Response:
-    return await _list_page(request)
+    context: dict[str, object] = {"keys": keys, "owners": owners, "models": models, "periods": PERIODS}
+    return aiohttp_jinja2.render_template("keys.html", request, context)
 
 
 @routes.post("/api-keys")
 async def create_key(request: web.Request) -> web.Response:
     principal = require_admin(request)
+    form = await request.post()
     try:
-        fields = key_fields_from_form(await request.post())
+        fields = key_fields_from_form(form)
         full_key, key = await repository(request).create_key(user_id=principal.user_id, **fields)
     except ValidationError as exc:
-        return await _list_page(request, str(exc), 400)
+        raise await failed(request, "/admin/api-keys#create-key", str(exc), _input(exc.field), form) from None
     await audit(request, "api_key.create", f"key {key.id}", after=key_view(key))
-    return aiohttp_jinja2.render_template("key_created.html", request, {"key": key, "full_key": full_key})
+    raise await done(request, "/admin/api-keys/created", full_key=full_key, key_id=key.id)
+
+
+@routes.get("/api-keys/created")
+async def key_created(request: web.Request) -> web.Response:
+    """The new key, shown by this one GET after the create form's redirect; a reload shows it no more."""
+    shown = await take(request)
+    key = await repository(request).get_key(int(shown.get("key_id") or 0)) if shown.get("full_key") else None
+    if key is None:
+        raise web.HTTPSeeOther("/admin/api-keys")
+    return aiohttp_jinja2.render_template("key_created.html", request, {"key": key, "full_key": shown["full_key"]})
+
+
+def _input(field: str | None) -> str | None:
+    return FORM_NAMES.get(field or "", field)
 
 
 async def _key(request: web.Request) -> ApiKey:
-    try:
-        key_id = int(request.match_info["key_id"])
-    except ValueError:
-        raise web.HTTPNotFound(text="no such key") from None
+    key_id = int(request.match_info["key_id"])
     key = await repository(request).get_key(key_id)
     if key is None:
         raise KeyNotFoundError(f"no API key {key_id}")
     return key
 
 
-@routes.get(r"/api-keys/{key_id:\d+}")
+@routes.get(r"/api-keys/{key_id:\d{1,15}}")
 async def key_page(request: web.Request) -> web.Response:
-    return await _key_page(request)
-
-
-async def _key_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
     key = await _key(request)
     report = await request.app[reports_key].report(UsageFilter.last_days(30, api_key_id=key.id))
     context = {"key": key, "report": report, "models": await model_names(request), "periods": PERIODS}
-    context["error"] = error
-    return aiohttp_jinja2.render_template("key.html", request, context, status=status)
+    return aiohttp_jinja2.render_template("key.html", request, context)
 
 
-@routes.post(r"/api-keys/{key_id:\d+}")
+@routes.post(r"/api-keys/{key_id:\d{1,15}}")
 async def edit_key(request: web.Request) -> web.Response:
     require_admin(request)
     before = await _key(request)
+    form = await request.post()
+    here = f"/admin/api-keys/{before.id}"
     try:
-        fields = key_fields_from_form(await request.post())
+        fields = key_fields_from_form(form)
         after = await repository(request).update_key(before.id, **fields)
     except ValidationError as exc:
-        return await _key_page(request, str(exc), 400)
+        raise await failed(request, here + "#edit-key", str(exc), _input(exc.field), form) from None
     await audit(request, "api_key.update", f"key {after.id}", key_view(before), key_view(after))
-    raise web.HTTPSeeOther(f"/admin/api-keys/{after.id}")
+    raise await done(request, here, f"key {after.name!r} saved")
 
 
-@routes.post(r"/api-keys/{key_id:\d+}/revoke")
+@routes.get(r"/api-keys/{key_id:\d{1,15}}/revoke")
+async def confirm_revoke(request: web.Request) -> web.Response:
+    require_admin(request)
+    key = await _key(request)
+    used = await recent_requests(request.app[db_key], api_key_id=key.id)
+    last = when(key.last_request_at)
+    consequences = [
+        f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last}).",
+        "Every client that sends it is refused (401) at once, in every process; this cannot be undone.",
+    ]
+    return confirm_page(
+        request,
+        title=f"Revoke the key “{key.name}” (…{key.last_four})",
+        summary="A revoked key stays listed with its usage, but never works again.",
+        consequences=consequences,
+        button="Revoke the key",
+        cancel=f"/admin/api-keys/{key.id}",
+    )
+
+
+@routes.post(r"/api-keys/{key_id:\d{1,15}}/revoke")
 async def revoke_key(request: web.Request) -> web.Response:
     require_admin(request)
     before = await _key(request)
+    if not confirmed(await request.post()):
+        raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/revoke")
     after = await repository(request).revoke_key(before.id)
     await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
-    raise web.HTTPSeeOther("/admin/api-keys")
+    raise await done(request, "/admin/api-keys", f"key {after.name!r} revoked")

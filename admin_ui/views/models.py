@@ -3,9 +3,11 @@ actions of the lifecycle (register, "Run" a Hugging Face id, download, cancel, s
 
 Forms post here (CSRF checked by the console's middleware), act through the same
 :class:`~proxy.lifecycle.registry.Registry` as the JSON API and the CLI, write an audit entry and
-redirect back (post/redirect/get). A download runs on in the background; its progress is on the
-model's row, which ``/admin/static/admin.js`` reads from ``/admin/api/models`` once a second to
-move the progress bars. Without JavaScript the page still works: reload it to see the progress.
+redirect back (post/redirect/get; a refused form comes back filled in, ``admin_ui.flash``). Removing
+a model asks first and says what it breaks (``admin_ui.confirm``). A download runs on in the
+background; its progress is on the model's row, which ``/admin/static/admin.js`` reads from
+``/admin/api/models`` once a second to move the progress bars. Without JavaScript the page still
+works: reload it to see the progress.
 """
 
 from __future__ import annotations
@@ -15,44 +17,46 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.common import translate
 from admin_ui.api.models import background, lifecycle_key
+from admin_ui.appkeys import db_key
 from admin_ui.audited import audit
+from admin_ui.confirm import confirm_page, confirmed
+from admin_ui.flash import done, failed
 from admin_ui.security import require_admin
-from proxy.lifecycle.errors import LifecycleError
+from proxy.lifecycle.errors import LifecycleError, ModelStateError
 from proxy.lifecycle.registry import Registry
+from proxy.storage.bounds import parse_int
 from proxy.storage.errors import StorageError
-from proxy.storage.models import check_model_name
+from proxy.storage.impact import keys_only_for, recent_requests
+from proxy.storage.models import KINDS, ModelRecord, check_model_name
 
 routes = web.RouteTableDef()
 
-KINDS = ("llm", "tts", "stt")
-ACTIONS = ("pull", "cancel", "start", "stop", "remove")
+HERE = "/admin/models"
+FORM_NAMES = {"files": "file", "run.source_repo": "spec", "run.files": "spec"}  # inputs named otherwise
 
 
 def _registry(request: web.Request) -> Registry:
     return request.app[lifecycle_key].registry
 
 
-async def _page(request: web.Request, status: int = 200, **extra: Any) -> web.Response:
+async def _page(request: web.Request) -> web.Response:
     registry = _registry(request)
-    context = {
-        "models": await registry.store.list(),
-        "hf_tokens": await registry.tokens.list(),
-        "kinds": KINDS,
-        "error": None,
-        **extra,
-    }
-    return aiohttp_jinja2.render_template("models.html", request, context, status=status)
-
-
-def _failed_status(exc: Exception) -> int:
-    return translate(exc).status
+    context = {"models": await registry.store.list(), "hf_tokens": await registry.tokens.list(), "kinds": KINDS}
+    return aiohttp_jinja2.render_template("models.html", request, context)
 
 
 def _token_id(form: Any) -> int | None:
-    text = str(form.get("hf_token_id", "") or "").strip()
-    return int(text) if text.isdigit() else None
+    return parse_int("hf_token_id", str(form.get("hf_token_id", "") or ""), low=1)
+
+
+async def _refused(
+    request: web.Request, exc: Exception, form: Any = None, which: str | None = None
+) -> web.HTTPSeeOther:
+    """Back to the page with the error beside its field (``FORM_NAMES``: a field's input there)."""
+    field = getattr(exc, "field", None)
+    field = FORM_NAMES.get(f"{which}.{field}", FORM_NAMES.get(field or "", field))
+    return await failed(request, f"{HERE}#{which}" if which else HERE, str(exc), field, form, which)
 
 
 @routes.get("/models")
@@ -64,6 +68,16 @@ async def models_page(request: web.Request) -> web.Response:
 async def register_model(request: web.Request) -> web.Response:
     require_admin(request)
     form = await request.post()
+    try:
+        fields = _register_fields(form)
+        record = await _registry(request).add(str(form.get("name", "")).strip(), **fields)
+    except (StorageError, LifecycleError) as exc:
+        raise await _refused(request, exc, form, "register") from None
+    await audit(request, "model.add", f"model {record.name}", after={"name": record.name, **fields})
+    raise await done(request, HERE, f"model {record.name} registered")
+
+
+def _register_fields(form: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {"kind": str(form.get("kind", "llm"))}
     repo, file, path = (str(form.get(k, "") or "").strip() for k in ("source_repo", "file", "local_path"))
     if repo:
@@ -75,13 +89,7 @@ async def register_model(request: web.Request) -> web.Response:
     token_id = _token_id(form)
     if token_id is not None:
         fields["hf_token_id"] = token_id
-    name = str(form.get("name", "")).strip()
-    try:
-        record = await _registry(request).add(name, **fields)
-    except (StorageError, LifecycleError) as exc:
-        return await _page(request, _failed_status(exc), error=str(exc))
-    await audit(request, "model.add", f"model {record.name}", after={"name": record.name, **fields})
-    raise web.HTTPSeeOther("/admin/models")
+    return fields
 
 
 @routes.post("/models/run")
@@ -89,20 +97,64 @@ async def run_model(request: web.Request) -> web.Response:
     """The "Run" button: ``REPO[:FILE]`` registered, downloaded and started (in the background)."""
     require_admin(request)
     form = await request.post()
-    spec, name, token_id = str(form.get("spec", "")).strip(), str(form.get("name", "")).strip(), _token_id(form)
+    spec, name = str(form.get("spec", "")).strip(), str(form.get("name", "")).strip()
     registry = _registry(request)
     try:
+        token_id = _token_id(form)
         plan = await registry.plan_run(spec, name or None, token_id)
         created = await registry.store.find(plan.name) is None
         if created:
             extra = {"hf_token_id": token_id} if token_id is not None else {}
             await registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **extra)
     except (StorageError, LifecycleError) as exc:
-        return await _page(request, _failed_status(exc), error=str(exc))
+        raise await _refused(request, exc, form, "run") from None
     background(request, lambda: registry.run(plan, forget_on_failure=created), f"running {plan.name}")
     details = {"name": plan.name, "repo": plan.repo, "file": plan.file}
     await audit(request, "model.run", f"model {plan.name}", after=details)
-    return await _page(request, message=f"running {plan.name}: {plan.file} ({plan.reason})")
+    raise await done(request, HERE, f"running {plan.name}: {plan.file} ({plan.reason})")
+
+
+@routes.get("/models/{name}/remove")
+async def confirm_remove(request: web.Request) -> web.Response:
+    require_admin(request)
+    registry = _registry(request)
+    try:
+        record = await registry.store.get(check_model_name(request.match_info["name"]))
+    except StorageError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+    return confirm_page(
+        request,
+        title=f"Remove the model {record.name}",
+        summary="The model is forgotten and unloaded; its downloaded files stay in the shared cache.",
+        consequences=await removal_impact(request, record, await registry.store.list()),
+        button="Remove the model",
+        cancel=HERE,
+    )
+
+
+async def removal_impact(request: web.Request, record: ModelRecord, models: list[ModelRecord]) -> list[str]:
+    """What removing ``record`` breaks, in words."""
+    said: list[str] = []
+    running = [m.name for m in models if m.actual_state == "running"]
+    if record.actual_state == "running":
+        others = len(running) - 1
+        said.append(
+            "This is the only running model: every request will fail until another one runs."
+            if not others
+            else f"It is running now; {others} other model{'s' if others != 1 else ''} keep running."
+        )
+    used = await recent_requests(request.app[db_key], model=record.name)
+    said.append(
+        f"{used:,} request{'s' if used != 1 else ''} in the last day went to this model; they get 404 from now on."
+    )
+    only = await keys_only_for(request.app[db_key], record.name)
+    if only:
+        said.append(
+            f"{len(only)} key{'s' if len(only) != 1 else ''} may use only this model and can do nothing after: "
+            + ", ".join(only[:10])
+            + ("…" if len(only) > 10 else "")
+        )
+    return said
 
 
 @routes.post(r"/models/{name}/{action:(pull|cancel|start|stop|remove)}")
@@ -111,18 +163,32 @@ async def model_action(request: web.Request) -> web.Response:
     action, registry = request.match_info["action"], _registry(request)
     try:
         name = check_model_name(request.match_info["name"])
-        if action == "pull":
-            await registry.store.get(name)
-            background(request, lambda: registry.pull(name), f"downloading {name}")
-        elif action == "cancel":
-            if not registry.cancel(name):
-                return await _page(request, 409, error=f"no download of {name!r} is running")
-        elif action == "remove":
-            await registry.remove(name)
-        else:
-            await (registry.start(name) if action == "start" else registry.stop(name))
+        if action == "remove" and not confirmed(await request.post()):
+            raise web.HTTPSeeOther(f"{HERE}/{name}/remove")
+        await _act(request, registry, name, action)
     except (StorageError, LifecycleError) as exc:
-        return await _page(request, _failed_status(exc), error=str(exc))
-    verb = "remove" if action == "remove" else action
-    await audit(request, f"model.{verb}", f"model {name}", after={"name": name})
-    raise web.HTTPSeeOther("/admin/models")
+        raise await _refused(request, exc) from None
+    await audit(request, f"model.{action}", f"model {name}", after={"name": name})
+    raise await done(request, HERE, f"model {name}: {DONE[action]}")
+
+
+DONE = {
+    "pull": "downloading",
+    "cancel": "download cancelled",
+    "start": "starting",
+    "stop": "stopping",
+    "remove": "removed",
+}
+
+
+async def _act(request: web.Request, registry: Registry, name: str, action: str) -> None:
+    if action == "pull":
+        await registry.store.get(name)
+        background(request, lambda: registry.pull(name), f"downloading {name}")
+    elif action == "cancel":
+        if not registry.cancel(name):
+            raise ModelStateError(f"no download of {name!r} is running")
+    elif action == "remove":
+        await registry.remove(name)
+    else:
+        await (registry.start(name) if action == "start" else registry.stop(name))

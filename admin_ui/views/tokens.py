@@ -1,4 +1,5 @@
-"""Admin API tokens (admin only): list, create (shown once), revoke; on a page and in the JSON API.
+"""Admin API tokens (admin only): list, create (shown once, after the redirect), revoke (after a
+confirmation); on a page and in the JSON API.
 
 A token belongs to the account that makes it and acts with that account's current role, narrowed
 by its scope (``proxy.storage.admin_tokens``). Making one asks for the current password
@@ -15,6 +16,8 @@ from aiohttp import web
 
 from admin_ui.appkeys import Principal, db_key
 from admin_ui.audited import audit
+from admin_ui.confirm import confirm_page, confirmed, when
+from admin_ui.flash import done, failed
 from admin_ui.reauth import confirm_password
 from admin_ui.security import require_admin
 from proxy.storage.admin_tokens import AdminToken, AdminTokenRepository
@@ -23,18 +26,15 @@ from proxy.storage.users import UserRepository
 
 routes = web.RouteTableDef()
 EXPIRY_CHOICES = (1, 7, 30, 90, 365)  # days, on the page; the API takes any from 1 to MAX_DAYS
-
-
-async def _page(request: web.Request, status: int = 200, **extra: object) -> web.Response:
-    require_admin(request)
-    tokens = await AdminTokenRepository(request.app[db_key]).list()
-    context = {"tokens": tokens, "error": None, "full_token": None, "expiry_choices": EXPIRY_CHOICES, **extra}
-    return aiohttp_jinja2.render_template("tokens.html", request, context, status=status)
+HERE = "/admin/tokens"
 
 
 @routes.get("/tokens")
 async def tokens_page(request: web.Request) -> web.Response:
-    return await _page(request)
+    require_admin(request)
+    tokens = await AdminTokenRepository(request.app[db_key]).list()
+    context = {"tokens": tokens, "expiry_choices": EXPIRY_CHOICES}
+    return aiohttp_jinja2.render_template("tokens.html", request, context)
 
 
 @routes.post("/tokens")
@@ -43,18 +43,48 @@ async def create_token(request: web.Request) -> web.Response:
     days = str(form.get("expires_in_days", "")).strip()
     fields = {"name": form.get("name"), "scope": form.get("scope", "viewer"), "current_password": form.get("current")}
     try:
-        full, _ = await make_token(
+        full, token = await make_token(
             request, {**fields, "expires_in_days": int(days) if days.isdigit() else days or None}
         )
     except ValidationError as exc:
-        return await _page(request, 400, error=str(exc))
-    return await _page(request, full_token=full)
+        raise await failed(request, HERE + "#create-token", str(exc), exc.field, form) from None
+    raise await done(request, HERE, f"token {token.name!r} created", full_token=full)
 
 
-@routes.post(r"/tokens/{token_id:\d+}/revoke")
+async def _token(request: web.Request) -> AdminToken:
+    token_id = int(request.match_info["token_id"])
+    found = [t for t in await AdminTokenRepository(request.app[db_key]).list() if t.id == token_id]
+    if not found:
+        raise web.HTTPNotFound(text="no such token")
+    return found[0]
+
+
+@routes.get(r"/tokens/{token_id:\d{1,15}}/revoke")
+async def confirm_revoke(request: web.Request) -> web.Response:
+    require_admin(request)
+    token = await _token(request)
+    said = [
+        f"Every script that sends it is refused (401) at once; it was last used: {when(token.last_used_at)}.",
+        "A revoked token cannot be restored: scripts need a new one.",
+    ]
+    return confirm_page(
+        request,
+        title=f"Revoke the admin API token “{token.name}” ({token.scope})",
+        summary=f"Created by {token.created_by}.",
+        consequences=said,
+        button="Revoke the token",
+        cancel=HERE,
+    )
+
+
+@routes.post(r"/tokens/{token_id:\d{1,15}}/revoke")
 async def revoke_token(request: web.Request) -> web.Response:
-    await revoke(request)
-    raise web.HTTPSeeOther("/admin/tokens")
+    require_admin(request)
+    token_id = int(request.match_info["token_id"])
+    if not confirmed(await request.post()):
+        raise web.HTTPSeeOther(f"{HERE}/{token_id}/revoke")
+    token = await revoke(request)
+    raise await done(request, HERE, f"token {token.name!r} revoked")
 
 
 async def make_token(request: web.Request, body: dict[str, Any]) -> tuple[str, AdminToken]:
@@ -66,7 +96,7 @@ async def make_token(request: web.Request, body: dict[str, Any]) -> tuple[str, A
     assert user is not None  # the session was validated against this row a moment ago
     refused = await confirm_password(request, user, body.get("current_password"), "admin_token.create")
     if refused is not None:
-        raise ValidationError(refused)
+        raise ValidationError(refused, field="current_password")
     name, scope = body.get("name"), body.get("scope", "viewer")
     if not isinstance(name, str) or not isinstance(scope, str):
         raise ValidationError("name and scope must be strings")
@@ -109,6 +139,6 @@ async def create_token_json(request: web.Request) -> web.Response:
     return web.json_response({"token": token.public(), "full_token": full}, status=201)
 
 
-@routes.post(r"/api/tokens/{token_id:\d+}/revoke")
+@routes.post(r"/api/tokens/{token_id:\d{1,15}}/revoke")
 async def revoke_token_json(request: web.Request) -> web.Response:
     return web.json_response({"token": (await revoke(request)).public()})

@@ -11,7 +11,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.appkeys import reports_key
-from proxy.storage.errors import ValidationError
+from proxy.storage.bounds import parse_int
 from proxy.storage.usage_report import UsageFilter, UsageReport
 
 routes = web.RouteTableDef()
@@ -21,13 +21,10 @@ DEFAULT_DAYS = 30
 def usage_filter(query: Any) -> UsageFilter:
     """The filter from ``?since=&until=&key=&model=`` (default: the last 30 days)."""
     base = UsageFilter.last_days(DEFAULT_DAYS)
-    key = str(query.get("key", "")).strip()
-    if key and not key.isdigit():
-        raise ValidationError("key must be a key id")
     return UsageFilter(
         since=str(query.get("since") or base.since),
         until=str(query.get("until") or base.until),
-        api_key_id=int(key) if key else None,
+        api_key_id=parse_int("key", str(query.get("key", "")), low=1),
         model=str(query.get("model", "")).strip() or None,
     )
 

@@ -1,6 +1,6 @@
-"""Users (admin only): create, disable or enable, reset a password, change a role.
-
-A password made here is generated and shown once; the account must replace it at its first login
+"""Users (admin only): create, disable (after a confirmation) or enable, reset a password, change a
+role. Every POST answers with a redirect; a generated password rides in the session to the next
+page, shown once (``admin_ui.flash``), and the account must replace it at its first login
 (``password_change_required``). Disabling an account also revokes its admin API tokens.
 """
 
@@ -11,25 +11,23 @@ from aiohttp import web
 
 from admin_ui.appkeys import db_key, hasher_key
 from admin_ui.audited import audit
+from admin_ui.confirm import confirm_page, confirmed
+from admin_ui.flash import done, failed
 from admin_ui.passwords import generate_password, hash_password
 from admin_ui.security import require_admin
 from proxy.storage.errors import ValidationError
-from proxy.storage.users import User, UserNotFoundError, UserRepository, check_role
+from proxy.storage.impact import active_admins, keys_of_user
+from proxy.storage.users import User, UserExistsError, UserNotFoundError, UserRepository, check_role
 
 routes = web.RouteTableDef()
-
-
-async def _page(request: web.Request, **extra: object) -> web.Response:
-    require_admin(request)
-    users = await UserRepository(request.app[db_key]).list_users()
-    status = int(extra.pop("status", 200))  # type: ignore[call-overload]
-    context = {"users": users, "error": None, "shown_password": None, "shown_for": None, **extra}
-    return aiohttp_jinja2.render_template("users.html", request, context, status=status)
+HERE = "/admin/users"
 
 
 @routes.get("/users")
 async def users_page(request: web.Request) -> web.Response:
-    return await _page(request)
+    require_admin(request)
+    users = await UserRepository(request.app[db_key]).list_users()
+    return aiohttp_jinja2.render_template("users.html", request, {"users": users})
 
 
 @routes.post("/users")
@@ -46,9 +44,11 @@ async def create_user(request: web.Request) -> web.Response:
             change_required=True,
         )
     except ValidationError as exc:
-        return await _page(request, error=str(exc), status=400)
+        raise await failed(request, HERE + "#create-user", str(exc), exc.field, form) from None
+    except UserExistsError as exc:
+        raise await failed(request, HERE + "#create-user", str(exc), "username", form) from None
     await audit(request, "user.create", f"user {user.username}", after=user.public())
-    return await _page(request, shown_password=password, shown_for=user.username)
+    raise await done(request, HERE, f"user {user.username} created", shown_password=password, shown_for=user.username)
 
 
 async def apply_user_action(
@@ -61,7 +61,7 @@ async def apply_user_action(
     if before is None:
         raise UserNotFoundError(f"no user {user_id}")
     if before.id == principal.user_id and action in ("disable", "role"):
-        raise ValidationError("you cannot disable yourself or change your own role")
+        raise ValidationError("you cannot disable yourself or change your own role", field="action")
     password = None
     if action == "disable":
         after = await repo.set_disabled(user_id, True)
@@ -74,20 +74,55 @@ async def apply_user_action(
     elif action == "role":
         after = await repo.set_role(user_id, check_role(role or ""))
     else:
-        raise ValidationError("action must be disable, enable, reset-password or role")
+        raise ValidationError("action must be disable, enable, reset-password or role", field="action")
     await audit(request, f"user.{action}", f"user {after.username}", before.public(), after.public())
     return after, password
 
 
-@routes.post(r"/users/{user_id:\d+}")
+@routes.get(r"/users/{user_id:\d{1,15}}/disable")
+async def confirm_disable(request: web.Request) -> web.Response:
+    principal = require_admin(request)
+    user = await UserRepository(request.app[db_key]).get_user(int(request.match_info["user_id"]))
+    if user is None:
+        raise UserNotFoundError("no such user")
+    said = [f"{user.username} is logged out at once, in every browser, and cannot log in until enabled again."]
+    keys = await keys_of_user(request.app[db_key], user.id)
+    if keys:
+        which = "The API key" if keys == 1 else f"The {keys} API keys"
+        said.append(
+            f"{which} {user.username} created {'keeps' if keys == 1 else 'keep'} working: revoke "
+            f"{'it' if keys == 1 else 'them'} on the API keys page if {'it' if keys == 1 else 'they'} should stop too."
+        )
+    admins = [name for name in await active_admins(request.app[db_key]) if name != user.username]
+    if user.role == "admin" and not admins:
+        said.append("This is the last admin who can log in: nobody could change anything after.")
+    if user.id == principal.user_id:
+        said.append("This is your own account: it is refused.")
+    return confirm_page(
+        request,
+        title=f"Disable the user {user.username}",
+        summary="A disabled account keeps its history and can be enabled again.",
+        consequences=said,
+        button="Disable the user",
+        cancel=HERE,
+        fields={"action": "disable"},
+        action=f"{HERE}/{user.id}",
+    )
+
+
+@routes.post(r"/users/{user_id:\d{1,15}}")
 async def change_user(request: web.Request) -> web.Response:
     form = await request.post()
+    user_id, action = int(request.match_info["user_id"]), str(form.get("action", ""))
+    if action == "disable" and not confirmed(form):
+        require_admin(request)
+        raise web.HTTPSeeOther(f"{HERE}/{user_id}/disable")
     try:
-        user, password = await apply_user_action(
-            request, int(request.match_info["user_id"]), str(form.get("action", "")), str(form.get("role", ""))
-        )
+        user, password = await apply_user_action(request, user_id, action, str(form.get("role", "")))
     except ValidationError as exc:
-        return await _page(request, error=str(exc), status=400)
+        raise await failed(request, HERE, str(exc)) from None
     if password is not None:
-        return await _page(request, shown_password=password, shown_for=user.username)
-    raise web.HTTPSeeOther("/admin/users")
+        raise await done(
+            request, HERE, f"new password for {user.username}", shown_password=password, shown_for=user.username
+        )
+    raise await done(request, HERE, f"user {user.username}: {action} done")

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from proxy.auth.apikey import create_password_hasher, key_minter
@@ -22,9 +22,10 @@ from proxy.errors import ProxyError
 from proxy.settings import load_settings
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.audit import record_audit
+from proxy.storage.bounds import parse_time
 from proxy.storage.budget import PERIODS
 from proxy.storage.database import Database
-from proxy.storage.errors import StorageError
+from proxy.storage.errors import StorageError, ValidationError
 
 T = TypeVar("T")
 EXIT_ERROR = 2
@@ -149,20 +150,15 @@ def format_table(keys: Sequence[ApiKey], now: float) -> str:
 
 
 def parse_expiry(text: str) -> float:
-    """A unix time from ``YYYY-MM-DD`` (the end of that day, UTC) or an ISO 8601 time (UTC if naive)."""
+    """A unix time from ``YYYY-MM-DD`` (the end of that day, UTC) or an ISO 8601 time (UTC if naive),
+    bounded as the console bounds it (:func:`proxy.storage.bounds.parse_time`); not in the past."""
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
-        else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not YYYY-MM-DD or an ISO 8601 time") from None
-    if moment <= datetime.now(timezone.utc):
+        moment = parse_time("expires", text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if moment <= datetime.now(timezone.utc).timestamp():
         raise argparse.ArgumentTypeError(f"{text!r} is in the past")
-    return moment.timestamp()
+    return moment
 
 
 def main(argv: Sequence[str] | None = None) -> int:

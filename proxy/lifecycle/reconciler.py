@@ -13,6 +13,10 @@ Back-off: a load that fails sets the row's error, counts the failure and waits 2
 the runtime was started with (``--model``) are registered on sight, marked ``from_runtime``.
 TTS and STT models are served by the inference service: wanting one running only marks it running.
 
+A model whose row holds a value no check lets in (``keep_alive`` stored as the text ``'inf'`` by an
+older version) is logged once and left alone; any other model's failure is logged and the pass goes
+on, so one row never stops the loop for the others.
+
 Idle unload: a model with a ``keep_alive`` that has not been asked for during that many seconds
 (and has nothing queued or running) is unloaded and marked ``idle``. :meth:`ensure` (called by
 admission for every request) notes the use and, for an idle model, loads it and waits, so the
@@ -62,6 +66,7 @@ class Reconciler:
         self._pass_lock = asyncio.Lock()
         self._restarted = False
         self._known: set[str] = set()  # registered names as of the last pass
+        self._refused: set[str] = set()  # models with invalid stored values, said once
 
     def kick(self) -> None:
         """Run a pass soon (after an admin action)."""
@@ -102,7 +107,7 @@ class Reconciler:
             await self._adopt(loaded)
             records = await self.store.list()
             for record in records:
-                await self._converge(record, loaded.get(record.name))
+                await self._converge_one(record, loaded.get(record.name))
             self._known = {r.name for r in records}
             self._restarted = False
 
@@ -135,6 +140,26 @@ class Reconciler:
                     from_runtime=True,
                 )
                 log.info("model %s (started by the runtime's --model) registered", name)
+
+    async def _converge_one(self, record: ModelRecord, info: dict[str, Any] | None) -> None:
+        """One model's step; whatever goes wrong with it is logged and the pass goes on to the next
+        (a bad row must not stop the reconciler for every model, issue 19)."""
+        if record.invalid:
+            if record.name not in self._refused:
+                self._refused.add(record.name)
+                log.warning(
+                    "model %s holds invalid %s: left alone until an admin sets them again",
+                    record.name,
+                    ", ".join(record.invalid),
+                )
+            return
+        self._refused.discard(record.name)
+        try:
+            await self._converge(record, info)
+        except StorageError as exc:
+            log.warning("reconciling model %s failed: %s", record.name, exc)
+        except Exception:
+            log.exception("reconciling model %s failed", record.name)
 
     async def _converge(self, record: ModelRecord, info: dict[str, Any] | None) -> None:
         name = record.name

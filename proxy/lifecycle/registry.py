@@ -30,7 +30,7 @@ from proxy.lifecycle.errors import DownloadCancelledError, DownloadError, Lifecy
 from proxy.lifecycle.quant import pick_gguf
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.hf_tokens import TokenStore
-from proxy.storage.models import ModelRecord, ModelStore, check_model_name
+from proxy.storage.models import ModelRecord, ModelStore, check_model_fields, check_model_name
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,11 @@ class Registry:
 
     # -- registering ----------------------------------------------------------------------------
 
-    async def add(self, name: str, **fields: Any) -> ModelRecord:
+    async def add(self, name: str, /, **fields: Any) -> ModelRecord:
         """Register a model from a repository (``source_repo`` + ``files``/``patterns``) or a ``local_path``."""
         check_model_name(name)
         _only(fields, ADDABLE, "these fields cannot be given to a new model")
+        check_model_fields(fields)  # bounded before anything here reads them
         if fields.get("kind", "llm") == "llm":
             if not fields.get("source_repo") and not fields.get("local_path"):
                 raise ValidationError("a model needs a source: a Hugging Face repository or a local path")
@@ -83,7 +84,7 @@ class Registry:
         if fields.get("source_repo") is not None:
             check_repo_id(fields["source_repo"])
         if fields.get("hf_token_id") is not None:
-            await self.tokens.get(int(fields["hf_token_id"]))  # exists, or TokenNotFoundError
+            await self.tokens.get(fields["hf_token_id"])  # a valid id that exists, or an error naming it
         if "backend" not in fields:
             fields["backend"] = _backend_for(fields)
         record = await self.store.create(name, **fields)
@@ -304,7 +305,7 @@ class Registry:
         await self.tokens.delete(token_id)
         await self.store.sync_files()
 
-    async def set_fields(self, name: str, **fields: Any) -> ModelRecord:
+    async def set_fields(self, name: str, /, **fields: Any) -> ModelRecord:
         """Change params, keep-alive, token... of a registered model."""
         _only(fields, CHANGEABLE, "these fields cannot be changed")
         record = await self.store.update(name, **fields)
@@ -328,15 +329,18 @@ def _pull_alive(record: ModelRecord) -> bool:
 
 
 def _only(fields: dict[str, Any], allowed: Sequence[str], why: str) -> None:
-    unknown = set(fields) - set(allowed)
+    unknown = sorted(set(fields) - set(allowed))
     if unknown:
-        raise ValidationError(f"{why}: {', '.join(sorted(unknown))}")
+        raise ValidationError(f"{why}: {', '.join(unknown)}", field=unknown[0])
 
 
 def check_repo_id(repo: object) -> str:
     """``org/name`` as the Hub spells repository ids; nothing that could climb out of the cache."""
     if not isinstance(repo, str) or not _REPO.match(repo) or ".." in repo:
-        raise ValidationError(f"{repo!r}: expected a Hugging Face repository id like org/name (optionally :FILE)")
+        shown = repr(repo)[:120]
+        raise ValidationError(
+            f"{shown}: expected a Hugging Face repository id like org/name (optionally :FILE)", field="source_repo"
+        )
     return repo
 
 

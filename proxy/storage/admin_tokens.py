@@ -21,6 +21,7 @@ import string
 import time
 from dataclasses import dataclass
 
+from proxy.storage.bounds import check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
 
@@ -103,11 +104,10 @@ class AdminTokenRepository:
         """A new token of account ``user_id``: ``(full token, row)``; the full token exists only here.
 
         The scope cannot exceed the owner's role, and a disabled account gets no token."""
-        name, now = name.strip(), time.time()
-        if not name or len(name) > 200 or not name.isprintable():
-            raise ValidationError("a token name must be 1 to 200 printable characters")
+        now = time.time()
+        name = check_text("name", name, max_length=200)
         if scope not in SCOPES:
-            raise ValidationError(f"a token scope is one of {', '.join(SCOPES)}")
+            raise ValidationError(f"a token scope is one of {', '.join(SCOPES)}", field="scope")
         expires_at = _expiry(expires_in_days, now)
         public_id, secret = _random(12), _random(32)
         row = (public_id, name, _digest(secret), scope, created_by, now, user_id, expires_at)

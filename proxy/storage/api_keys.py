@@ -12,14 +12,16 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from proxy.storage.bounds import check_int, check_list, check_text, check_time
 from proxy.storage.budget import PERIODS, period_bounds
 from proxy.storage.database import Database
 from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.stored import StoredRow
 
 KEY_COLUMNS = (
     "id, public_id, name, secret_hash, last_four, user_id, created_at, revoked_at, expires_at, token_limit, "
@@ -27,6 +29,8 @@ KEY_COLUMNS = (
     "rpm_limit, tpm_limit, updated_at, budget_period, period_start, period_tokens_used, allowed_cidrs"
 )
 MAX_NAME_LENGTH = 200
+MAX_LIST = 256  # models or networks in an allow-list
+MAX_RPM = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -57,41 +61,48 @@ class ApiKey:
     period_tokens_used: int = 0
     allowed_cidrs: tuple[str, ...] | None = None
 
+    invalid: tuple[str, ...] = ()
+
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ApiKey:
-        allowed = row["allowed_models"]
-        return cls(
+        """The row as stored; a column that holds what no check lets in (written by an older version
+        or by hand) is logged and named in ``invalid``, and such a key refuses every request."""
+        read = StoredRow(row, f"API key {row['id']}")
+        key = cls(
             id=row["id"],
             public_id=row["public_id"],
-            name=row["name"],
-            last_four=row["last_four"],
-            user_id=row["user_id"],
-            created_at=row["created_at"],
-            revoked_at=row["revoked_at"],
-            expires_at=row["expires_at"],
-            token_limit=row["token_limit"],
-            tokens_reserved=row["tokens_reserved"],
-            tokens_used=row["tokens_used"],
-            request_count=row["request_count"],
-            last_request_at=row["last_request_at"],
-            endpoint_counts=MappingProxyType(json.loads(row["endpoint_counts"] or "{}")),
-            allowed_models=None if allowed is None else tuple(json.loads(allowed)),
-            rpm_limit=row["rpm_limit"],
-            tpm_limit=row["tpm_limit"],
-            updated_at=row["updated_at"],
+            name=read.text("name", "(unnamed)"),
+            last_four=read.text("last_four", "????"),
+            user_id=read.optional_integer("user_id"),
+            created_at=read.time("created_at", 0.0, shown=True),
+            revoked_at=read.optional_time("revoked_at"),
+            expires_at=read.optional_time("expires_at"),
+            token_limit=read.optional_integer("token_limit"),
+            tokens_reserved=read.integer("tokens_reserved"),
+            tokens_used=read.integer("tokens_used"),
+            request_count=read.integer("request_count"),
+            last_request_at=read.optional_time("last_request_at", shown=True),
+            endpoint_counts=MappingProxyType(read.json_object("endpoint_counts", shown=True)),
+            allowed_models=read.optional_texts("allowed_models"),
+            rpm_limit=read.optional_integer("rpm_limit"),
+            tpm_limit=read.optional_integer("tpm_limit"),
+            updated_at=read.time("updated_at", 0.0, shown=True),
             secret_hash=row["secret_hash"],
-            budget_period=row["budget_period"],
-            period_start=row["period_start"],
-            period_tokens_used=row["period_tokens_used"],
-            allowed_cidrs=None if row["allowed_cidrs"] is None else tuple(json.loads(row["allowed_cidrs"])),
+            budget_period=read.choice("budget_period", PERIODS),
+            period_start=read.optional_time("period_start", shown=True),
+            period_tokens_used=read.integer("period_tokens_used"),
+            allowed_cidrs=read.optional_texts("allowed_cidrs"),
         )
+        return replace(key, invalid=read.invalid) if read.invalid else key
 
     def is_active(self, now: float) -> bool:
-        """Neither revoked nor expired at unix time ``now``."""
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+        """Neither revoked nor expired at unix time ``now``, nor holding an invalid limit."""
+        return self.state(now) == "active"
 
     def state(self, now: float) -> str:
-        """``active``, ``revoked`` or ``expired``."""
+        """``active``, ``revoked``, ``expired`` or ``invalid`` (a stored limit no check lets in)."""
+        if self.invalid:
+            return "invalid"
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at is not None and now >= self.expires_at:
@@ -285,32 +296,40 @@ class KeyRepository:
 
 
 def _check_fields(**fields: Any) -> dict[str, Any]:
-    """Validate the given key fields and turn them into column values (:class:`ValidationError`)."""
+    """Validate the given key fields (:mod:`proxy.storage.bounds`) and turn them into column values."""
     values: dict[str, Any] = {}
     for name, value in fields.items():
-        if name == "name":
-            if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_LENGTH:
-                raise ValidationError(f"a key name must be 1 to {MAX_NAME_LENGTH} characters")
-            value = value.strip()
-        elif name == "allowed_models" and value is not None:
-            models = [str(m).strip() for m in value]
-            if not models or not all(models):
-                raise ValidationError("the model allow-list must name at least one model, without blanks")
-            value = json.dumps(sorted(set(models)))
-        elif name == "budget_period" and value is not None and value not in PERIODS:
-            raise ValidationError(f"a budget period must be one of {', '.join(PERIODS)}")
-        elif name == "allowed_cidrs" and value is not None:
-            value = json.dumps(_check_cidrs(value))
-        elif name == "token_limit" and value is not None:
-            value = _int_at_least(name, value, 0)
-        elif name in ("rpm_limit", "tpm_limit") and value is not None:
-            value = _int_at_least(name, value, 1)
-        elif name == "expires_at" and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ValidationError("expires_at must be a unix time in seconds")
-            value = float(value)
+        if value is not None or name == "name":
+            value = _CHECKS[name](value)
         values[name] = value
     return values
+
+
+def _check_models(value: Any) -> str:
+    models = check_list("allowed_models", value, max_items=MAX_LIST, max_length=128)
+    if not models:
+        raise ValidationError("the model allow-list must name at least one model", field="allowed_models")
+    return json.dumps(sorted(set(models)))
+
+
+def _check_period(value: Any) -> str:
+    if value not in PERIODS:
+        raise ValidationError(f"a budget period must be one of {', '.join(PERIODS)}", field="budget_period")
+    return str(value)
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": lambda v: check_text("name", v, max_length=MAX_NAME_LENGTH),
+    "allowed_models": _check_models,
+    "budget_period": _check_period,
+    "allowed_cidrs": lambda v: json.dumps(
+        _check_cidrs(check_list("allowed_cidrs", v, max_items=MAX_LIST, max_length=64))
+    ),
+    "token_limit": lambda v: check_int("token_limit", v, low=0),
+    "rpm_limit": lambda v: check_int("rpm_limit", v, low=1, high=MAX_RPM),
+    "tpm_limit": lambda v: check_int("tpm_limit", v, low=1),
+    "expires_at": lambda v: check_time("expires_at", v),
+}
 
 
 def _check_cidrs(values: Sequence[str]) -> list[str]:
@@ -320,13 +339,9 @@ def _check_cidrs(values: Sequence[str]) -> list[str]:
         try:
             networks.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
         except ValueError:
-            raise ValidationError(f"{str(value)[:60]!r} is not an IP address or CIDR network") from None
+            raise ValidationError(
+                f"{str(value)[:60]!r} is not an IP address or CIDR network", field="allowed_cidrs"
+            ) from None
     if not networks:
-        raise ValidationError("the client address allow-list must name at least one network")
+        raise ValidationError("the client address allow-list must name at least one network", field="allowed_cidrs")
     return sorted(set(networks))
-
-
-def _int_at_least(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValidationError(f"{name} must be an integer of at least {low}")
-    return value

@@ -23,7 +23,12 @@ class StorageError(Exception):
 
 
 class ValidationError(StorageError, ValueError):
-    """A value given to a repository (key name, limit, allow-list...) is not acceptable."""
+    """A value given to a repository (key name, limit, allow-list...) is not acceptable. ``field``
+    names the field at fault when there is one (the console shows the message beside it)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class DatabaseError(StorageError):

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from proxy.storage.bounds import check_int, check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import TokenNotFoundError, ValidationError, VaultError
 from proxy.storage.vault import Vault
@@ -60,18 +61,21 @@ def _context(row_id: int) -> bytes:
     return f":row:{row_id}".encode()
 
 
-def check_token_text(token: str) -> str:
+def check_token_text(token: object) -> str:
     token = token.strip() if isinstance(token, str) else ""
-    if len(token) < 8 or len(token) > 400 or any(c.isspace() for c in token):
-        raise ValidationError("a Hugging Face token is 8 to 400 characters without spaces")
+    if not 8 <= len(token) <= 400 or not token.isascii() or not token.isprintable() or " " in token:
+        raise ValidationError(
+            "a Hugging Face token is 8 to 400 printable ASCII characters without spaces", field="token"
+        )
     return token
 
 
-def check_label(label: str) -> str:
-    label = label.strip() if isinstance(label, str) else ""
-    if not label or len(label) > MAX_LABEL_LENGTH:
-        raise ValidationError(f"a token label is 1 to {MAX_LABEL_LENGTH} characters")
-    return label
+def check_label(label: object) -> str:
+    return check_text("label", label, max_length=MAX_LABEL_LENGTH)
+
+
+def check_token_id(token_id: object) -> int:
+    return check_int("hf_token_id", token_id, low=1)
 
 
 class TokenStore:
@@ -104,7 +108,7 @@ class TokenStore:
             )
         return self._vault
 
-    async def add(self, label: str, token: str, *, default: bool = False) -> HfToken:
+    async def add(self, label: object, token: object, *, default: bool = False) -> HfToken:
         """Store ``token`` encrypted; the new row (without the token)."""
         label, token = check_label(label), check_token_text(token)
         vault = await self._keyed_vault()
@@ -134,9 +138,12 @@ class TokenStore:
         return await self.db.execute_read(read)
 
     async def get(self, token_id: int) -> HfToken:
+        check_token_id(token_id)
         return await self.db.execute_read(lambda conn: _select(conn, token_id))
 
     async def delete(self, token_id: int) -> None:
+        check_token_id(token_id)
+
         def delete(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM huggingface_tokens WHERE id = ?", (token_id,)).rowcount == 0:
                 raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
@@ -144,6 +151,8 @@ class TokenStore:
         await self.db.execute_write(delete)
 
     async def set_default(self, token_id: int) -> HfToken:
+        check_token_id(token_id)
+
         def update(conn: sqlite3.Connection) -> HfToken:
             _select(conn, token_id)
             conn.execute("UPDATE huggingface_tokens SET is_default = 0 WHERE is_default = 1")
@@ -154,6 +163,8 @@ class TokenStore:
 
     async def reveal(self, token_id: int | None) -> str | None:
         """The plaintext of token ``token_id``, or of the default token when None (None if there is none)."""
+        if token_id is not None:
+            check_token_id(token_id)
 
         def read(conn: sqlite3.Connection) -> sqlite3.Row | None:
             if token_id is None:

@@ -14,13 +14,15 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy.storage.bounds import MAX_SECONDS, check_int, check_list, check_number, check_params, check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import ConfigFileError, ModelNotFoundError, ValidationError
+from proxy.storage.stored import StoredRow
 
 MAX_MODEL_NAME = 64
 KINDS = ("llm", "tts", "stt")
@@ -61,12 +63,13 @@ FIELDS = (
 def check_model_name(name: object) -> str:
     """``name`` if it is a valid model name; :class:`ValidationError` saying why not."""
     if not isinstance(name, str) or not name:
-        raise ValidationError("a model name is required")
+        raise ValidationError("a model name is required", field="name")
     if len(name) > MAX_MODEL_NAME:
-        raise ValidationError(f"a model name is at most {MAX_MODEL_NAME} characters")
-    if "/" in name or "\\" in name or ".." in name or not _NAME.match(name):
+        raise ValidationError(f"a model name is at most {MAX_MODEL_NAME} characters", field="name")
+    if "/" in name or "\\" in name or ".." in name or not _NAME.fullmatch(name):
         raise ValidationError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' (no path separators, no '..')"
+            f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' (no path separators, no '..')",
+            field="name",
         )
     return name
 
@@ -105,20 +108,39 @@ class ModelRecord:
     download_heartbeat: float | None = None  # when that pull last wrote progress
     start_when_downloaded: bool = False  # Run's "start once downloaded", kept across processes
 
+    invalid: tuple[str, ...] = ()
+
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ModelRecord:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
-        for name in _JSON_COLUMNS:
-            loaded = json.loads(values[name])
-            values[name] = tuple(loaded) if isinstance(loaded, list) else dict(loaded)
-        for name in _BOOL_COLUMNS:
-            values[name] = bool(values[name])
-        return cls(**values)
+        """The row as stored; a column no check lets in is logged and named in ``invalid`` (the
+        reconciler leaves such a model alone, the console shows it as invalid)."""
+        read = StoredRow(row, f"model {row['name']!r}")
+        values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__ if name != "invalid"}
+        values.update(
+            files=read.texts("files"),
+            patterns=read.texts("patterns"),
+            params=read.json_object("params"),
+            keep_alive=read.number("keep_alive", low=0.0, high=MAX_SECONDS),
+            hf_token_id=read.optional_integer("hf_token_id"),
+            download_progress=read.number("download_progress", low=0.0, high=1.0, shown=True),
+            failures=read.integer("failures"),
+            retry_at=read.optional_time("retry_at", shown=True),
+            created_at=read.time("created_at", 0.0),
+            updated_at=read.time("updated_at", 0.0),
+            from_runtime=bool(values["from_runtime"]),
+            start_when_downloaded=bool(values["start_when_downloaded"]),
+        )
+        for column in ("local_path", "source_repo", "revision"):
+            if values[column] is not None and not isinstance(values[column], str):
+                values[column] = None
+                read.invalid = (*read.invalid, column)
+        return cls(**values, invalid=read.invalid)
 
     def to_json(self) -> dict[str, Any]:
         """The row as JSON: what the config file and the admin API hold."""
         data = asdict(self)
         data["files"], data["patterns"], data["params"] = list(self.files), list(self.patterns), dict(self.params)
+        data["invalid"] = list(self.invalid)
         return data
 
 
@@ -134,7 +156,7 @@ class ModelStore:
         return self._db
 
     async def create(self, name: str, kind: str = "llm", backend: str = "llamacpp", **fields: Any) -> ModelRecord:
-        values = _check_fields({"kind": kind, "backend": backend, **fields})
+        values = check_model_fields({"kind": kind, "backend": backend, **fields})
         values["name"] = check_model_name(name)
         values["created_at"] = values["updated_at"] = time.time()
 
@@ -166,10 +188,10 @@ class ModelStore:
         rows = await self._db.execute_read(lambda c: c.execute("SELECT * FROM models ORDER BY name").fetchall())
         return [ModelRecord.from_row(r) for r in rows]
 
-    async def update(self, name: str, **fields: Any) -> ModelRecord:
+    async def update(self, name: str, /, **fields: Any) -> ModelRecord:
         """Set ``fields`` on model ``name``; the row as committed (and its file rewritten)."""
         check_model_name(name)
-        values = _check_fields(fields)
+        values = check_model_fields(fields)
         values["updated_at"] = time.time()
         sets = ", ".join(f"{c} = :{c}" for c in values)
 
@@ -232,34 +254,52 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         os.close(fd)
 
 
-def _check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+def check_model_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values for ``fields``; what a caller sets is bounded (:mod:`proxy.storage.bounds`)."""
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise ValidationError(f"unknown model field(s): {', '.join(sorted(unknown))}")
     values = dict(fields)
-    if "kind" in values and values["kind"] not in KINDS:
-        raise ValidationError(f"kind must be one of {', '.join(KINDS)}")
-    if "desired_state" in values and values["desired_state"] not in DESIRED_STATES:
-        raise ValidationError(f"desired state must be one of {', '.join(DESIRED_STATES)}")
-    if "backend" in values and (not isinstance(values["backend"], str) or not values["backend"]):
-        raise ValidationError("backend must be a non-empty string")
-    if values.get("keep_alive") is not None and not float(values["keep_alive"]) > 0:
-        raise ValidationError("keep_alive must be a number of seconds > 0 (or null: never unload)")
-    for name in ("files", "patterns"):
+    for name, value in fields.items():
+        check = _CHECKS.get(name)
+        if check is not None and value is not None:
+            values[name] = check(value)
+    for name in _JSON_COLUMNS:
         if name in values:
-            values[name] = json.dumps(_strings(name, values[name]))
-    if "params" in values:
-        if not isinstance(values["params"], Mapping):
-            raise ValidationError("params must be an object")
-        values["params"] = json.dumps(dict(values["params"]))
+            values[name] = json.dumps(values[name] if values[name] is not None else _EMPTY[name])
     for name in _BOOL_COLUMNS:
         if name in values:
             values[name] = int(bool(values[name]))
     return values
 
 
-def _strings(name: str, value: Iterable[Any] | None) -> list[str]:
-    items = list(value or [])
-    if not all(isinstance(v, str) and v and ".." not in v.split("/") for v in items):
-        raise ValidationError(f"{name} must be a list of file names or patterns (no '..')")
+def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValidationError(f"{name.replace('_', ' ')} must be one of {', '.join(options)}", field=name)
+        return str(value)
+
+    return check
+
+
+_EMPTY: dict[str, Any] = {"files": [], "patterns": [], "params": {}}
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "kind": _choice("kind", KINDS),
+    "desired_state": _choice("desired_state", DESIRED_STATES),
+    "backend": lambda v: check_text("backend", v, max_length=32),
+    "source_repo": lambda v: check_text("source_repo", v, max_length=200),
+    "revision": lambda v: check_text("revision", v, max_length=200),
+    "local_path": lambda v: check_text("local_path", v, max_length=4096),
+    "files": lambda v: _strings("files", v),
+    "patterns": lambda v: _strings("patterns", v),
+    "params": lambda v: check_params("params", v),
+    "hf_token_id": lambda v: check_int("hf_token_id", v, low=1),
+    "keep_alive": lambda v: check_number("keep_alive", v, low=0.0, high=MAX_SECONDS, low_open=True),
+}
+
+
+def _strings(name: str, value: Any) -> list[str]:
+    items = check_list(name, value, max_items=256, max_length=1000)
+    if ".." in "/".join(items).split("/"):
+        raise ValidationError(f"{name} must be a list of file names or patterns (no '..')", field=name)
     return items

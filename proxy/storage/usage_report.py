@@ -43,13 +43,13 @@ class UsageFilter:
         return cls((today - timedelta(days=days - 1)).isoformat(), today.isoformat(), **kw)
 
     def __post_init__(self) -> None:
-        for value in (self.since, self.until):
+        for field, value in (("since", self.since), ("until", self.until)):
             try:
                 date.fromisoformat(value)
             except (TypeError, ValueError):
-                raise ValidationError(f"{str(value)[:40]!r} is not a day (YYYY-MM-DD)") from None
+                raise ValidationError(f"{str(value)[:40]!r} is not a day (YYYY-MM-DD)", field=field) from None
         if self.since > self.until:
-            raise ValidationError("the first day is after the last day")
+            raise ValidationError("the first day is after the last day", field="since")
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = ["u.day BETWEEN ? AND ?"]

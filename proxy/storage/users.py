@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from proxy.storage.admin_tokens import revoke_owned
+from proxy.storage.bounds import check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, ValidationError
 
@@ -85,15 +86,17 @@ class User:
 
 
 def check_username(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > MAX_USERNAME or not name.isprintable() or any(c.isspace() for c in name):
-        raise ValidationError(f"a user name is 1 to {MAX_USERNAME} printable characters without spaces")
+    name = check_text("username", name, max_length=MAX_USERNAME)
+    if not name.isprintable() or any(c.isspace() for c in name):
+        raise ValidationError(
+            f"a user name is 1 to {MAX_USERNAME} printable characters without spaces", field="username"
+        )
     return name
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise ValidationError(f"a role is one of {', '.join(ROLES)}")
+        raise ValidationError(f"a role is one of {', '.join(ROLES)}", field="role")
     return role
 
 

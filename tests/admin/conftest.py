@@ -56,6 +56,11 @@ class AdminClient:
         form["csrf"] = self.csrf if csrf is None else csrf
         return self.http.post(path, data=form)
 
+    def follow(self, response: httpx.Response) -> httpx.Response:
+        """The page a form's redirect leads to (post/redirect/get, issue 19)."""
+        assert response.status_code == 303, (response.status_code, response.text[:300])
+        return self.get(response.headers["location"].removeprefix("/admin"))
+
     def login(self, name: str, password: str = PASSWORD) -> httpx.Response:
         self.get("/login")
         return self.post("/login", {"username": name, "password": password, "next": "/admin/"})

@@ -108,6 +108,7 @@ def test_an_admin_creates_a_key_uses_it_sees_it_and_revokes_it(console: Proxy, p
     page.get_by_role("link", name="browser key").click()
     expect(page.locator("#key-requests")).to_have_text("1")
     page.locator("#revoke").click()
+    page.get_by_role("button", name="Revoke the key").click()  # the second step (issue 19)
     expect(page.locator("#keys")).to_contain_text("revoked")
     deadline = time.monotonic() + 5
     while True:  # revocation reaches the proxy's key cache within a second
