@@ -37,6 +37,7 @@ from aiohttp_session import get_session
 from admin_ui.api.common import error as api_error
 from admin_ui.api.hf_tokens import setup_hf_token_routes
 from admin_ui.api.models import setup_model_routes
+from admin_ui.api.requests import setup_request_routes
 from admin_ui.appkeys import (
     ModelLister,
     db_key,
@@ -51,7 +52,20 @@ from admin_ui.audited import audit
 from admin_ui.monitor import SystemMonitor
 from admin_ui.security import UNSAFE, auth_middleware, headers_middleware
 from admin_ui.session import csrf_token, setup_sessions
-from admin_ui.views import account, api, audit_log, dashboard, hf_tokens, keys, login, models, tokens, usage, users
+from admin_ui.views import (
+    account,
+    api,
+    audit_log,
+    dashboard,
+    hf_tokens,
+    keys,
+    login,
+    models,
+    requests,
+    tokens,
+    usage,
+    users,
+)
 from proxy.auth.apikey import create_password_hasher
 from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
@@ -60,7 +74,7 @@ from proxy.storage.usage_report import UsageReports
 from runtime.api.client import RuntimeClient
 
 HERE = Path(__file__).resolve().parent
-VIEWS = (login, dashboard, keys, usage, users, audit_log, account, tokens, api, models, hf_tokens)
+VIEWS = (login, dashboard, keys, requests, usage, users, audit_log, account, tokens, api, models, hf_tokens)
 
 
 def create_admin_app(
@@ -86,7 +100,7 @@ def create_admin_app(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         context_processors=[_context],
-        filters={"ts": format_time, "iso": format_iso, "num": format_number, "bytes": format_bytes},
+        filters={"ts": format_time, "iso": format_iso, "num": format_number, "bytes": format_bytes, "ms": format_ms},
     )
     app.cleanup_ctx.append(_database(settings, db))
     app.cleanup_ctx.append(_runtime(settings, runtime))
@@ -94,6 +108,7 @@ def create_admin_app(
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
     setup_model_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
     setup_hf_token_routes(app, shared, auth=api_admin_auth, audit=api_audit, prefix="/api")
+    setup_request_routes(app, lambda: app[db_key], auth=api_auth, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
         app.add_routes(view.routes)
@@ -199,6 +214,13 @@ def format_iso(value: float) -> str:
 
 def format_number(value: int | float | None) -> str:
     return "—" if value is None else f"{value:,}"
+
+
+def format_ms(value: float | None) -> str:
+    """A duration in milliseconds, as the ledger stores it ("—" when it has none)."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
 def format_bytes(value: int | None) -> str:

@@ -29,8 +29,12 @@ async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -
     return None
 
 
-def error(status: int, message: str, kind: str) -> web.HTTPException:
-    body = json.dumps({"error": {"status": status, "message": message, "type": kind}})
+def error(status: int, message: str, kind: str, field: str | None = None) -> web.HTTPException:
+    """The JSON error; ``field`` names the parameter or body field at fault (a 400's ``param``)."""
+    details: dict[str, Any] = {"status": status, "message": message, "type": kind}
+    if field is not None:
+        details["param"] = field
+    body = json.dumps({"error": details})
     cls = web.HTTPException
     exc = cls(text=body, content_type="application/json")
     exc.set_status(status)
@@ -63,6 +67,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON object", "invalid_request")
     return body
+
+
+def csv_cell(text: str) -> str:
+    """Defuse spreadsheet formulas in user-supplied text (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 async def guard(request: web.Request) -> None:

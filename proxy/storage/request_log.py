@@ -1,0 +1,253 @@
+"""The request log: ledger rows (``token_usage_events``) one by one, newest first, filtered, paged by keyset.
+
+A page is the rows before a cursor, the ``(created_at, id)`` of the last row of the previous page,
+in ``created_at DESC, id DESC`` order; never OFFSET, so the thousandth page costs what the first
+does. Each filter has an index whose last column is ``created_at`` (and, like every SQLite index,
+the row id after it), so the page is read straight off one index range, in order:
+
+=========================  =========================================================
+no filter, time range      ``token_usage_events_created_at``
+key                        ``token_usage_events_key_time``
+model                      ``token_usage_events_model_time``
+status class               ``token_usage_events_class_time`` (on ``status / 100``)
+endpoint                   ``token_usage_events_endpoint_time``
+=========================  =========================================================
+
+Several filters at once use one of them and check the rest row by row. The row carries what
+the ledger stores: tokens (cl100k and the runtime's own), status, latency and time to first
+token (ms), streamed, client disconnected, audio seconds, the request ids, and the key's name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from proxy.storage.database import Database
+from proxy.storage.errors import ValidationError
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
+_COLUMNS = (
+    "e.id, e.request_id, e.client_request_id, e.api_key_id, k.name AS key_name, k.last_four, e.model, "
+    "e.endpoint, e.status, e.prompt_tokens, e.completion_tokens, e.runtime_prompt_tokens, "
+    "e.runtime_completion_tokens, e.latency_ms, e.ttft_ms, e.streamed, e.client_disconnected, "
+    "e.audio_seconds, e.created_at"
+)
+_FROM = "token_usage_events e LEFT JOIN api_keys k ON k.id = e.api_key_id"
+_CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,9})?)_(\d{1,19})$")
+_MAX_TEXT = 200
+
+
+class FilterError(ValidationError):
+    """A filter value that is not acceptable; ``field`` names the query parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the ``created_at`` and ``id`` of its last row (written ``<time>_<id>``)."""
+
+    created_at: float
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.created_at:.6f}_{self.id}"
+
+    @classmethod
+    def parse(cls, text: str, field: str = "before") -> Cursor:
+        found = _CURSOR.match(text)
+        if found is None or int(found.group(2)) >= 2**63:
+            raise FilterError(field, "not a page cursor (use the next link of the previous page)")
+        return cls(float(found.group(1)), int(found.group(2)))
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """What the log shows. Times are Unix seconds, ``since`` inclusive, ``until`` exclusive."""
+
+    api_key_id: int | None = None
+    model: str | None = None
+    status_class: str | None = None
+    endpoint: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.api_key_id is not None:
+            clauses.append("e.api_key_id = ?")
+            params.append(self.api_key_id)
+        if self.model is not None:
+            clauses.append("e.model = ?")
+            params.append(self.model)
+        if self.status_class is not None:
+            clauses.append("e.status / 100 = ?")  # the expression of token_usage_events_class_time
+            params.append(int(self.status_class[0]))
+        if self.endpoint is not None:
+            clauses.append("e.endpoint = ?")
+            params.append(self.endpoint)
+        if self.since is not None:
+            clauses.append("e.created_at >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("e.created_at < ?")
+            params.append(self.until)
+        return clauses, params
+
+    def query(self) -> dict[str, str]:
+        """The filter as query parameters (for links to the next page or the CSV export)."""
+        values = {
+            "key": self.api_key_id,
+            "model": self.model,
+            "status": self.status_class,
+            "endpoint": self.endpoint,
+            "since": format_time(self.since),
+            "until": format_time(self.until),
+        }
+        return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def request_filter(query: Any) -> RequestFilter:
+    """The filter from query parameters ``key, model, status, endpoint, since, until``.
+
+    Raises :class:`FilterError` naming the parameter for a value that is not acceptable.
+    """
+    key = _text(query, "key")
+    if key is not None and not (key.isascii() and key.isdigit() and len(key) <= 18):
+        raise FilterError("key", "must be a key id (a number)")
+    status = _text(query, "status")
+    if status is not None:
+        status = status.lower()
+        if status not in STATUS_CLASSES:
+            raise FilterError("status", f"must be one of {', '.join(STATUS_CLASSES)}")
+    flt = RequestFilter(
+        api_key_id=int(key) if key is not None else None,
+        model=_text(query, "model"),
+        status_class=status,
+        endpoint=_text(query, "endpoint"),
+        since=parse_time(_text(query, "since"), "since"),
+        until=parse_time(_text(query, "until"), "until"),
+    )
+    if flt.since is not None and flt.until is not None and flt.since >= flt.until:
+        raise FilterError("until", "must be after since")
+    return flt
+
+
+def page_size(query: Any, default: int = PAGE_SIZE) -> int:
+    text = _text(query, "limit")
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and 1 <= int(text[:4]) <= MAX_PAGE_SIZE and len(text) <= 3):
+        raise FilterError("limit", f"must be a number from 1 to {MAX_PAGE_SIZE}")
+    return int(text)
+
+
+def _text(query: Any, field: str) -> str | None:
+    value = query.get(field)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > _MAX_TEXT:
+        raise FilterError(field, f"is longer than {_MAX_TEXT} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise FilterError(field, "contains control or formatting characters")
+    return text
+
+
+def parse_time(text: str | None, field: str) -> float | None:
+    """``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM[:SS]`` (UTC unless it says otherwise) or Unix seconds."""
+    if text is None:
+        return None
+    try:
+        if re.fullmatch(r"\d{1,11}(\.\d{1,9})?", text):
+            value = float(text)
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            value = moment.timestamp()
+    except (ValueError, OverflowError):
+        raise FilterError(field, "must be a time: YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or Unix seconds") from None
+    if not math.isfinite(value) or not 0 <= value < 253402300800:  # before 10000-01-01
+        raise FilterError(field, "is out of range")
+    return value
+
+
+def format_time(value: float | None) -> str | None:
+    if value is None:
+        return None
+    moment = datetime.fromtimestamp(value, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%dT%H:%M")
+
+
+@dataclass(frozen=True)
+class RequestPage:
+    rows: list[dict[str, Any]]
+    next_cursor: Cursor | None  # None: this is the last page
+
+
+async def request_page(
+    db: Database, flt: RequestFilter, before: Cursor | None = None, limit: int = PAGE_SIZE
+) -> RequestPage:
+    """Up to ``limit`` rows of ``flt`` older than ``before`` (the newest when it is None), newest first."""
+    rows = await db.execute_read(lambda conn: _page(conn, flt, before, limit + 1))
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        return RequestPage(rows[:limit], Cursor(last["created_at"], last["id"]))
+    return RequestPage(rows, None)
+
+
+async def request_detail(db: Database, row_id: int) -> dict[str, Any] | None:
+    """One ledger row (with its key's name), or None."""
+    sql = f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.id = ?"
+    row = await db.execute_read(lambda conn: conn.execute(sql, (row_id,)).fetchone())
+    return _row(row) if row is not None else None
+
+
+def _page(conn: sqlite3.Connection, flt: RequestFilter, before: Cursor | None, limit: int) -> list[dict[str, Any]]:
+    clauses, params = flt.where()
+    if before is not None:
+        # created_at <= ? bounds the index range; the OR sorts out rows of the very same time.
+        clauses.append("e.created_at <= ? AND (e.created_at < ? OR e.id < ?)")
+        params += [before.created_at, before.created_at, before.id]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ?"
+    return [_row(r) for r in conn.execute(sql, [*params, limit])]
+
+
+def _row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    found = dict(row) if isinstance(row, sqlite3.Row) else {}
+    found["streamed"] = bool(found.get("streamed"))
+    found["client_disconnected"] = bool(found.get("client_disconnected"))
+    found["status_class"] = f"{int(found['status']) // 100}xx"
+    return found
+
+
+async def iter_requests(
+    db: Database, flt: RequestFilter, max_rows: int, batch: int = 1000
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every row of ``flt``, newest first, in batches, at most ``max_rows`` (the CSV export)."""
+    before: Cursor | None = None
+    left = max_rows
+    while left > 0:
+        page = await request_page(db, flt, before, min(batch, left))
+        if page.rows:
+            yield page.rows
+        left -= len(page.rows)
+        if page.next_cursor is None:
+            return
+        before = page.next_cursor
