@@ -42,7 +42,7 @@ _COLUMNS = (
     "e.audio_seconds, e.created_at"
 )
 _FROM = "token_usage_events e LEFT JOIN api_keys k ON k.id = e.api_key_id"
-_CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,9})?)_(\d{1,19})$")
+_CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,17})?)_(\d{1,19})$")
 _MAX_TEXT = 200
 
 
@@ -62,7 +62,7 @@ class Cursor:
     id: int
 
     def __str__(self) -> str:
-        return f"{self.created_at:.6f}_{self.id}"
+        return f"{self.created_at!r}_{self.id}"  # repr: the float exactly, or a tie could be skipped
 
     @classmethod
     def parse(cls, text: str, field: str = "before") -> Cursor:
