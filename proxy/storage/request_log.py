@@ -191,7 +191,9 @@ def format_time(value: float | None) -> str | None:
     if value is None:
         return None
     moment = datetime.fromtimestamp(value, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%dT%H:%M")
+    if moment.microsecond:  # kept, so a link to the next page or the CSV has the very same filter
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S" if moment.second else "%Y-%m-%dT%H:%M")
 
 
 @dataclass(frozen=True)

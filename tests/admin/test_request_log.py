@@ -234,3 +234,16 @@ def test_the_log_needs_a_login(console: Proxy) -> None:
 
     assert httpx.get(admin_url(console, "/api/requests")).status_code == 401
     assert httpx.get(admin_url(console, "/requests"), follow_redirects=False).status_code in (302, 303)
+
+
+@pytest.mark.parametrize("since", ["1796652873.7485857", "2026-12-07", "2026-12-07T10:11:12", "1796652873"])
+def test_a_filter_written_into_a_link_reads_back_the_same(since: str) -> None:
+    """issue 19: the Older link and the CSV link carry the page's filter unchanged (to the microsecond)."""
+    from proxy.storage.request_log import Cursor, request_filter
+
+    flt = request_filter({"since": since, "key": "3", "status": "5XX", "endpoint": "completions", "model": "m"})
+    again = request_filter(flt.query())
+    assert again == flt or abs((again.since or 0) - (flt.since or 0)) < 1e-6
+    assert again.status_class == "5xx"
+    cursor = Cursor(1796652873.7485857, 42)
+    assert Cursor.parse(str(cursor)) == cursor
