@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.auth.apikey import create_password_hasher, key_minter
 from proxy.storage.api_keys import KeyRepository
@@ -247,3 +249,19 @@ def test_a_filter_written_into_a_link_reads_back_the_same(since: str) -> None:
     assert again.status_class == "5xx"
     cursor = Cursor(1796652873.7485857, 42)
     assert Cursor.parse(str(cursor)) == cursor
+
+
+FIELDS = ("key", "model", "status", "endpoint", "since", "until", "before", "limit")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=40) | st.from_regex(r"[0-9.eE+_:T -]{0,30}")))
+def test_any_query_is_a_filter_or_a_filter_error_naming_a_field(query: dict[str, str]) -> None:
+    """issue 19: nothing a client can put in the query escapes as anything but a 400 naming its field."""
+    from admin_ui.api.requests import parsed
+    from proxy.storage.request_log import FilterError
+
+    try:
+        parsed(query)
+    except FilterError as exc:
+        assert exc.field in FIELDS and str(exc).startswith(exc.field)
