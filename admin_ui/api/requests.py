@@ -96,6 +96,7 @@ async def list_requests(request: web.Request) -> web.Response:
             "filter": flt.query(),
             "requests": page.rows,
             "next": str(page.next_cursor) if page.next_cursor is not None else None,
+            "scan_limited": page.scan_limited,
         }
     )
 

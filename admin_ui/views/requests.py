@@ -12,6 +12,7 @@ from admin_ui.api.requests import parsed
 from admin_ui.appkeys import db_key
 from admin_ui.views.keys import repository
 from proxy.storage.request_log import (
+    SCAN_LIMIT,
     STATUS_CLASSES,
     FilterError,
     RequestFilter,
@@ -55,6 +56,7 @@ async def _render(
         "next": urlencode({**query, "before": str(page.next_cursor)}) if page.next_cursor else None,
         "paged": bool(request.query.get("before")),
         "error": error,
+        "scan_limit": SCAN_LIMIT,
     }
     return aiohttp_jinja2.render_template("requests.html", request, context, status=status)
 

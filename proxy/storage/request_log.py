@@ -8,12 +8,14 @@ the row id after it), so the page is read straight off one index range, in order
 =========================  =========================================================
 no filter, time range      ``token_usage_events_created_at``
 key                        ``token_usage_events_key_time``
+key and status class       ``token_usage_events_key_class_time``
 model                      ``token_usage_events_model_time``
 status class               ``token_usage_events_class_time`` (on ``status / 100``)
 endpoint                   ``token_usage_events_endpoint_time``
 =========================  =========================================================
 
-Several filters at once use one of them and check the rest row by row. The row carries what
+Several filters at once use one of them and check the rest row by row, at most :data:`SCAN_LIMIT`
+rows per page (a short page then says so and continues where it stopped). The row carries what
 the ledger stores: tokens (cl100k and the runtime's own), status, latency and time to first
 token (ms), streamed, client disconnected, audio seconds, the request ids, and the key's name.
 """
@@ -34,6 +36,7 @@ from proxy.storage.errors import ValidationError
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+SCAN_LIMIT = 20_000  # rows of an index range one page examines for the conditions no index serves
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 _COLUMNS = (
     "e.id, e.request_id, e.client_request_id, e.api_key_id, k.name AS key_name, k.last_four, e.model, "
@@ -44,6 +47,7 @@ _COLUMNS = (
 _FROM = "token_usage_events e LEFT JOIN api_keys k ON k.id = e.api_key_id"
 _CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,17})?)_(\d{1,19})$")
 _MAX_TEXT = 200
+Clauses = tuple[list[str], list[Any]]
 
 
 class FilterError(ValidationError):
@@ -83,28 +87,32 @@ class RequestFilter:
     since: float | None = None
     until: float | None = None
 
-    def where(self) -> tuple[list[str], list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
+    def split(self) -> tuple[Clauses, Clauses]:
+        """The conditions an index range serves (one equality filter, the time range) and the rest.
+
+        The index: key and status class together (``token_usage_events_key_class_time``), else the
+        key, a 4xx/5xx class (rare rows), the model, the endpoint, 2xx, in that order.
+        """
+        equal: list[tuple[str, Any]] = []
         if self.api_key_id is not None:
-            clauses.append("e.api_key_id = ?")
-            params.append(self.api_key_id)
-        if self.model is not None:
-            clauses.append("e.model = ?")
-            params.append(self.model)
+            equal.append(("e.api_key_id = ?", self.api_key_id))
         if self.status_class is not None:
-            clauses.append("e.status / 100 = ?")  # the expression of token_usage_events_class_time
-            params.append(int(self.status_class[0]))
+            equal.append(("e.status / 100 = ?", int(self.status_class[0])))  # the indexes' expression
+        if self.model is not None:
+            equal.append(("e.model = ?", self.model))
         if self.endpoint is not None:
-            clauses.append("e.endpoint = ?")
-            params.append(self.endpoint)
+            equal.append(("e.endpoint = ?", self.endpoint))
+        if self.status_class == "2xx" and len(equal) > 1 and self.api_key_id is None:
+            equal.append(equal.pop(0))  # most rows are 2xx: any other filter narrows more
+        driving = 2 if self.api_key_id is not None and self.status_class is not None else min(len(equal), 1)
+        served = [c for c, _ in equal[:driving]], [v for _, v in equal[:driving]]
         if self.since is not None:
-            clauses.append("e.created_at >= ?")
-            params.append(self.since)
+            served[0].append("e.created_at >= ?")
+            served[1].append(self.since)
         if self.until is not None:
-            clauses.append("e.created_at < ?")
-            params.append(self.until)
-        return clauses, params
+            served[0].append("e.created_at < ?")
+            served[1].append(self.until)
+        return served, ([c for c, _ in equal[driving:]], [v for _, v in equal[driving:]])
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (for links to the next page or the CSV export)."""
@@ -200,17 +208,28 @@ def format_time(value: float | None) -> str | None:
 class RequestPage:
     rows: list[dict[str, Any]]
     next_cursor: Cursor | None  # None: this is the last page
+    scan_limited: bool = False  # fewer rows than asked, yet older ones may match: follow next_cursor
 
 
 async def request_page(
-    db: Database, flt: RequestFilter, before: Cursor | None = None, limit: int = PAGE_SIZE
+    db: Database,
+    flt: RequestFilter,
+    before: Cursor | None = None,
+    limit: int = PAGE_SIZE,
+    scan_limit: int = SCAN_LIMIT,
 ) -> RequestPage:
-    """Up to ``limit`` rows of ``flt`` older than ``before`` (the newest when it is None), newest first."""
-    rows = await db.execute_read(lambda conn: _page(conn, flt, before, limit + 1))
+    """Up to ``limit`` rows of ``flt`` older than ``before`` (the newest when it is None), newest first.
+
+    When ``flt`` has conditions no index serves, a page examines at most :data:`SCAN_LIMIT` rows of
+    the index range; if they hold fewer than ``limit`` matches, the page is short and ``scan_limited``,
+    and its cursor continues after the last row examined (so a rare combination costs bounded time
+    per page, never a scan of the whole ledger).
+    """
+    rows, scanned_to = await db.execute_read(lambda conn: _page(conn, flt, before, limit + 1, scan_limit))
     if len(rows) > limit:
         last = rows[limit - 1]
         return RequestPage(rows[:limit], Cursor(last["created_at"], last["id"]))
-    return RequestPage(rows, None)
+    return RequestPage(rows, scanned_to, scan_limited=scanned_to is not None)
 
 
 async def request_detail(db: Database, row_id: int) -> dict[str, Any] | None:
@@ -220,15 +239,31 @@ async def request_detail(db: Database, row_id: int) -> dict[str, Any] | None:
     return _row(row) if row is not None else None
 
 
-def _page(conn: sqlite3.Connection, flt: RequestFilter, before: Cursor | None, limit: int) -> list[dict[str, Any]]:
-    clauses, params = flt.where()
+def _page(
+    conn: sqlite3.Connection, flt: RequestFilter, before: Cursor | None, limit: int, scan_limit: int
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """The matching rows, and where the scan stopped when it reached ``scan_limit`` first."""
+    (served, params), (rest, rest_params) = flt.split()
     if before is not None:
         # created_at <= ? bounds the index range; the OR sorts out rows of the very same time.
-        clauses.append("e.created_at <= ? AND (e.created_at < ? OR e.id < ?)")
+        served.append("e.created_at <= ? AND (e.created_at < ? OR e.id < ?)")
         params += [before.created_at, before.created_at, before.id]
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ?"
-    return [_row(r) for r in conn.execute(sql, [*params, limit])]
+    where = f"WHERE {' AND '.join(served)}" if served else ""
+    order = "ORDER BY e.created_at DESC, e.id DESC"
+    if not rest:
+        sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} {order} LIMIT ?"
+        return [_row(r) for r in conn.execute(sql, [*params, limit])], None
+    scan = f"SELECT * FROM token_usage_events e {where} {order} LIMIT ?"
+    sql = (
+        f"SELECT {_COLUMNS} FROM ({scan}) e LEFT JOIN api_keys k ON k.id = e.api_key_id "
+        f"WHERE {' AND '.join(rest)} {order} LIMIT ?"
+    )
+    rows = [_row(r) for r in conn.execute(sql, [*params, scan_limit, *rest_params, limit])]
+    if len(rows) >= limit:
+        return rows, None
+    edge = f"SELECT e.created_at, e.id FROM token_usage_events e {where} {order} LIMIT 1 OFFSET ?"
+    stop = conn.execute(edge, [*params, scan_limit - 1]).fetchone()
+    return rows, Cursor(stop[0], stop[1]) if stop is not None else None
 
 
 def _row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
@@ -242,7 +277,8 @@ def _row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
 async def iter_requests(
     db: Database, flt: RequestFilter, max_rows: int, batch: int = 1000
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every row of ``flt``, newest first, in batches, at most ``max_rows`` (the CSV export)."""
+    """Every row of ``flt``, newest first, in batches, at most ``max_rows`` (the CSV export); a page
+    whose bounded scan found nothing yields nothing, and the export goes on past it."""
     before: Cursor | None = None
     left = max_rows
     while left > 0:

@@ -103,12 +103,17 @@ def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[fl
     return out
 
 
+def _cookies(r: http.client.HTTPResponse) -> str:
+    """Every cookie the answer sets, as a ``Cookie`` header (the console sets a login cookie and a session one)."""
+    return "; ".join(c.split(";")[0] for c in r.msg.get_all("Set-Cookie") or [])
+
+
 def login_cookie(port: int) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/admin/login")
     r = conn.getresponse()
     page = r.read().decode()
-    cookie = r.getheader("Set-Cookie", "").split(";")[0]
+    cookie = _cookies(r)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     body = f"csrf={csrf}&username=bench&password=bench-password-123&next=/admin/"
     conn.request(
@@ -121,7 +126,7 @@ def login_cookie(port: int) -> str:
     r.read()
     if r.status != 303:
         raise RuntimeError(f"login failed: {r.status}")
-    return r.getheader("Set-Cookie", "").split(";")[0]
+    return _cookies(r)
 
 
 def env_for(db: Path, tree: Path, **extra: str) -> dict[str, str]:
