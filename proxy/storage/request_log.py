@@ -36,7 +36,7 @@ from proxy.storage.errors import ValidationError
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-SCAN_LIMIT = 20_000  # rows of an index range one page examines for the conditions no index serves
+SCAN_LIMIT = 5_000  # rows of an index range one page examines for the conditions no index serves
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 _COLUMNS = (
     "e.id, e.request_id, e.client_request_id, e.api_key_id, k.name AS key_name, k.last_four, e.model, "
@@ -45,6 +45,8 @@ _COLUMNS = (
     "e.audio_seconds, e.created_at"
 )
 _FROM = "token_usage_events e LEFT JOIN api_keys k ON k.id = e.api_key_id"
+_PROBE = "e.id, e.created_at, e.api_key_id, e.model, e.endpoint, e.status / 100"
+_PROBED = {"api_key_id": 2, "model": 3, "endpoint": 4, "status_class": 5}
 _CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,17})?)_(\d{1,19})$")
 _MAX_TEXT = 200
 Clauses = tuple[list[str], list[Any]]
@@ -87,32 +89,33 @@ class RequestFilter:
     since: float | None = None
     until: float | None = None
 
-    def split(self) -> tuple[Clauses, Clauses]:
-        """The conditions an index range serves (one equality filter, the time range) and the rest.
+    def split(self) -> tuple[Clauses, list[tuple[str, Any]]]:
+        """The conditions an index range serves (SQL: one equality filter, the time range), and the
+        rest as ``(row field, value)`` pairs, checked row by row.
 
         The index: key and status class together (``token_usage_events_key_class_time``), else the
         key, a 4xx/5xx class (rare rows), the model, the endpoint, 2xx, in that order.
         """
-        equal: list[tuple[str, Any]] = []
+        equal: list[tuple[str, Any, str, Any]] = []  # SQL, its value; the row's field, its value
         if self.api_key_id is not None:
-            equal.append(("e.api_key_id = ?", self.api_key_id))
-        if self.status_class is not None:
-            equal.append(("e.status / 100 = ?", int(self.status_class[0])))  # the indexes' expression
+            equal.append(("e.api_key_id = ?", self.api_key_id, "api_key_id", self.api_key_id))
+        if self.status_class is not None:  # the indexes' expression
+            equal.append(("e.status / 100 = ?", int(self.status_class[0]), "status_class", int(self.status_class[0])))
         if self.model is not None:
-            equal.append(("e.model = ?", self.model))
+            equal.append(("e.model = ?", self.model, "model", self.model))
         if self.endpoint is not None:
-            equal.append(("e.endpoint = ?", self.endpoint))
+            equal.append(("e.endpoint = ?", self.endpoint, "endpoint", self.endpoint))
         if self.status_class == "2xx" and len(equal) > 1 and self.api_key_id is None:
             equal.append(equal.pop(0))  # most rows are 2xx: any other filter narrows more
         driving = 2 if self.api_key_id is not None and self.status_class is not None else min(len(equal), 1)
-        served = [c for c, _ in equal[:driving]], [v for _, v in equal[:driving]]
+        served = [e[0] for e in equal[:driving]], [e[1] for e in equal[:driving]]
         if self.since is not None:
             served[0].append("e.created_at >= ?")
             served[1].append(self.since)
         if self.until is not None:
             served[0].append("e.created_at < ?")
             served[1].append(self.until)
-        return served, ([c for c, _ in equal[driving:]], [v for _, v in equal[driving:]])
+        return served, [(e[2], e[3]) for e in equal[driving:]]
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (for links to the next page or the CSV export)."""
@@ -242,28 +245,35 @@ async def request_detail(db: Database, row_id: int) -> dict[str, Any] | None:
 def _page(
     conn: sqlite3.Connection, flt: RequestFilter, before: Cursor | None, limit: int, scan_limit: int
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """The matching rows, and where the scan stopped when it reached ``scan_limit`` first."""
-    (served, params), (rest, rest_params) = flt.split()
+    """The matching rows, and where the scan stopped when it examined ``scan_limit`` rows first."""
+    (served, params), rest = flt.split()
     if before is not None:
         # created_at <= ? bounds the index range; the OR sorts out rows of the very same time.
         served.append("e.created_at <= ? AND (e.created_at < ? OR e.id < ?)")
         params += [before.created_at, before.created_at, before.id]
     where = f"WHERE {' AND '.join(served)}" if served else ""
-    order = "ORDER BY e.created_at DESC, e.id DESC"
+    sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ?"
     if not rest:
-        sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} {order} LIMIT ?"
         return [_row(r) for r in conn.execute(sql, [*params, limit])], None
-    scan = f"SELECT * FROM token_usage_events e {where} {order} LIMIT ?"
-    sql = (
-        f"SELECT {_COLUMNS} FROM ({scan}) e LEFT JOIN api_keys k ON k.id = e.api_key_id "
-        f"WHERE {' AND '.join(rest)} {order} LIMIT ?"
-    )
-    rows = [_row(r) for r in conn.execute(sql, [*params, scan_limit, *rest_params, limit])]
-    if len(rows) >= limit:
-        return rows, None
-    edge = f"SELECT e.created_at, e.id FROM token_usage_events e {where} {order} LIMIT 1 OFFSET ?"
-    stop = conn.execute(edge, [*params, scan_limit - 1]).fetchone()
-    return rows, Cursor(stop[0], stop[1]) if stop is not None else None
+    probe = conn.cursor()
+    probe.row_factory = None  # plain tuples: the rows that do not match cost no more than a look
+    probe.execute(sql.replace(_COLUMNS, _PROBE).replace(_FROM, "token_usage_events e"), [*params, scan_limit])
+    found: list[int] = []
+    examined = 0
+    last: tuple[Any, ...] | None = None
+    for last in probe:  # in page order, stopped as soon as the page is full
+        examined += 1
+        if all(last[_PROBED[name]] == value for name, value in rest):
+            found.append(last[0])
+            if len(found) >= limit:
+                break
+    probe.close()
+    ids = ", ".join("?" * len(found))
+    full = f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.id IN ({ids}) ORDER BY e.created_at DESC, e.id DESC"
+    rows = [_row(r) for r in conn.execute(full, found)] if found else []
+    if len(found) < limit and examined >= scan_limit and last is not None:
+        return rows, Cursor(last[1], last[0])
+    return rows, None
 
 
 def _row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
