@@ -8,7 +8,7 @@
    the usage page ``/admin/reports`` (logged-in session) and ``/admin/api/usage`` (admin API token),
    each for the default 30 days and for all 90 days; the request log (``/admin/requests`` and
    ``/admin/api/requests``, issue 19): the first page and filtered pages 60 days deep by keyset
-   cursor. Target: p95 < 100 ms.
+   cursor, and a combination that matches nothing (one bounded scan). Target: p95 < 100 ms.
 2. The rollup's cost on the proxy: the 1-token chat (``max_tokens=1``, sequential, keep-alive
    ``http.client``) through the proxy of this tree against the proxy of the commit before the admin
    console (``--base``, default ``a5850be``, unpacked with ``git archive`` into a temp directory, no
@@ -231,6 +231,11 @@ def request_log_cases(cookie: str, token: str) -> list[tuple[str, str, dict[str,
         ("/admin/api/requests, first page", "/admin/api/requests", bearer),
         ("/admin/api/requests, key 7 4xx, deep", f"/admin/api/requests?key=7&status=4xx&before={deep}", bearer),
         ("/admin/api/requests, endpoint, deep", f"/admin/api/requests?endpoint=completions&before={deep}", bearer),
+        (  # the worst case: a combination no index serves and no row matches (one bounded scan)
+            "/admin/api/requests, no match, bounded",
+            f"/admin/api/requests?model=model-1&endpoint=none&before={deep}",
+            bearer,
+        ),
     ]
 
 
