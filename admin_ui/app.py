@@ -50,7 +50,7 @@ from admin_ui.appkeys import (
 )
 from admin_ui.audited import audit
 from admin_ui.monitor import SystemMonitor
-from admin_ui.security import UNSAFE, auth_middleware, headers_middleware
+from admin_ui.security import UNSAFE, auth_middleware, headers_middleware, headers_on_prepare
 from admin_ui.session import csrf_token, setup_sessions
 from admin_ui.views import (
     account,
@@ -92,6 +92,7 @@ def create_admin_app(
     # aiohttp-session and aiohttp-jinja2 keep per-request state under string keys; that is theirs to change.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_(session|jinja2)")
     app = web.Application(middlewares=[headers_middleware])
+    app.on_response_prepare.append(headers_on_prepare)
     app[settings_key] = settings
     setup_sessions(app, settings)
     app.middlewares.append(auth_middleware)
