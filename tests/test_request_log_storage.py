@@ -18,13 +18,13 @@ from proxy.storage.usage import UsageEvent, record_usage
 T0 = 1_790_000_000.0
 
 
-def plans(path: Path, flt: RequestFilter, before: Cursor | None) -> list[str]:
+def plans(path: Path, flt: RequestFilter, before: Cursor | None, back: bool = False) -> list[str]:
     """The query plan of every statement one page runs."""
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    _page(conn, flt, before, 51, 1000)  # the scan runs the same statement as an unbounded page
+    _page(conn, flt, before, 51, 1000, back)  # a bounded scan runs the same statement as a page
     conn.set_trace_callback(None)
     return [" | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in statements]
 
@@ -47,8 +47,8 @@ def test_each_filter_reads_one_index_in_page_order(tmp_path: Path, flt: RequestF
     """issue 19: keyset pages on an index range, never a sort of the ledger and never OFFSET on it."""
     path = tmp_path / "app.db"
     apply_migrations(path)
-    for before in (None, Cursor(T0, 10)):
-        found = plans(path, flt, before)
+    for before, back in ((None, False), (Cursor(T0, 10), False), (Cursor(T0, 10), True)):
+        found = plans(path, flt, before, back)
         assert index in found[0], found
         assert all("TEMP B-TREE" not in p for p in found), found  # no sort: read in page order
 
@@ -92,6 +92,11 @@ def test_a_rare_combination_pages_in_bounded_scans_without_gaps(tmp_path: Path) 
                 if page.next_cursor is None:
                     break
                 before = page.next_cursor
+            back: list[str] = []
+            while page.previous_cursor is not None:  # and the way back, from the oldest page
+                page = await request_page(db, flt, limit=5, scan_limit=25, after=page.previous_cursor)
+                back = [r["request_id"] for r in page.rows] + back
+            assert back == seen[: len(back)] and len(back) >= len(seen) - 5
             return seen, wanted[::-1], limited
 
     seen, wanted, limited = asyncio.run(run())

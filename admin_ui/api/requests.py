@@ -2,11 +2,12 @@
 
 Every handler reads as auth -> parse -> query ``proxy.storage.request_log`` -> respond. Filters are
 query parameters (``key``, ``model``, ``status`` = 2xx/4xx/5xx, ``endpoint``, ``since``, ``until``,
-``limit``); paging is by keyset: each page's ``next`` is the ``before`` of the next one. A bad value
+``limit``); paging is by keyset: a page's ``next`` is the ``before`` of the older page, its
+``previous`` the ``after`` of the newer one. A bad value
 is a 400 whose ``param`` names it. Anyone who may read the console may read the log.
 
 =======  ==================================  ===========================================
-GET      /admin/api/requests                 a page, newest first (``{"requests", "next"}``)
+GET      /admin/api/requests                 a page, newest first (``{"requests", "next", "previous"}``)
 GET      /admin/api/requests.csv             every row of the filter, newest first, streamed
 GET      /admin/api/requests/{id}            one row
 =======  ==================================  ===========================================
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -74,13 +76,30 @@ def setup_request_routes(
     app.router.add_get(base + r"/{id}", get_request)
 
 
-def parsed(query: Any) -> tuple[RequestFilter, Cursor | None, int]:
-    """The filter, the ``before`` cursor and the page size of a query; FilterError names the field."""
-    before = str(query.get("before", "")).strip()
-    return request_filter(query), Cursor.parse(before) if before else None, page_size(query)
+@dataclass(frozen=True)
+class Query:
+    """A request-log query: the filter, where the page starts (``before`` or ``after``), its size."""
+
+    flt: RequestFilter
+    before: Cursor | None
+    after: Cursor | None
+    limit: int
 
 
-def _parsed(request: web.Request) -> tuple[RequestFilter, Cursor | None, int]:
+def parsed(query: Any) -> Query:
+    """The query's filter, cursor and page size; :class:`FilterError` names a bad field."""
+    before, after = (str(query.get(name, "")).strip() for name in ("before", "after"))
+    if before and after:
+        raise FilterError("after", "give before or after, not both")
+    return Query(
+        request_filter(query),
+        Cursor.parse(before) if before else None,
+        Cursor.parse(after, "after") if after else None,
+        page_size(query),
+    )
+
+
+def _parsed(request: web.Request) -> Query:
     try:
         return parsed(request.query)
     except FilterError as exc:
@@ -89,13 +108,14 @@ def _parsed(request: web.Request) -> tuple[RequestFilter, Cursor | None, int]:
 
 async def list_requests(request: web.Request) -> web.Response:
     await request.app[requests_auth_key](request)
-    flt, before, limit = _parsed(request)
-    page = await request_page(request.app[requests_db_key](), flt, before, limit)
+    q = _parsed(request)
+    page = await request_page(request.app[requests_db_key](), q.flt, q.before, q.limit, after=q.after)
     return web.json_response(
         {
-            "filter": flt.query(),
+            "filter": q.flt.query(),
             "requests": page.rows,
             "next": str(page.next_cursor) if page.next_cursor is not None else None,
+            "previous": str(page.previous_cursor) if page.previous_cursor is not None else None,
             "scan_limited": page.scan_limited,
         }
     )
@@ -115,7 +135,7 @@ async def get_request(request: web.Request) -> web.Response:
 async def export_requests(request: web.Request) -> web.StreamResponse:
     """The filtered rows as CSV, newest first, at most :data:`CSV_MAX_ROWS`, written as they are read."""
     await request.app[requests_auth_key](request)
-    flt, _, _ = _parsed(request)
+    flt = _parsed(request).flt
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",

@@ -27,11 +27,11 @@ routes = web.RouteTableDef()
 @routes.get("/requests")
 async def requests_page(request: web.Request) -> web.Response:
     try:
-        flt, before, limit = parsed(request.query)
+        q = parsed(request.query)
     except FilterError as exc:
         return await _render(request, RequestFilter(), RequestPage([], None), dict(request.query), str(exc), 400)
-    page = await request_page(request.app[db_key], flt, before, limit)
-    return await _render(request, flt, page, {**flt.query(), "before": str(before) if before else ""})
+    page = await request_page(request.app[db_key], q.flt, q.before, q.limit, after=q.after)
+    return await _render(request, q.flt, page, q.flt.query())
 
 
 async def _render(
@@ -54,7 +54,8 @@ async def _render(
         "classes": STATUS_CLASSES,
         "query": urlencode(query),
         "next": urlencode({**query, "before": str(page.next_cursor)}) if page.next_cursor else None,
-        "paged": bool(request.query.get("before")),
+        "previous": urlencode({**query, "after": str(page.previous_cursor)}) if page.previous_cursor else None,
+        "paged": bool(request.query.get("before") or request.query.get("after")),
         "error": error,
         "scan_limit": SCAN_LIMIT,
     }

@@ -210,8 +210,9 @@ def format_time(value: float | None) -> str | None:
 @dataclass(frozen=True)
 class RequestPage:
     rows: list[dict[str, Any]]
-    next_cursor: Cursor | None  # None: this is the last page
-    scan_limited: bool = False  # fewer rows than asked, yet older ones may match: follow next_cursor
+    next_cursor: Cursor | None  # older rows: ``before``; None: this is the last page
+    scan_limited: bool = False  # fewer rows than asked, yet more may match: follow the cursor onward
+    previous_cursor: Cursor | None = None  # newer rows: ``after``; None: this is the first page
 
 
 async def request_page(
@@ -220,19 +221,35 @@ async def request_page(
     before: Cursor | None = None,
     limit: int = PAGE_SIZE,
     scan_limit: int = SCAN_LIMIT,
+    after: Cursor | None = None,
 ) -> RequestPage:
-    """Up to ``limit`` rows of ``flt`` older than ``before`` (the newest when it is None), newest first.
+    """Up to ``limit`` rows of ``flt``, newest first: the newest, or those just older than ``before``,
+    or (``after``, the way back) those just newer than ``after``.
 
     When ``flt`` has conditions no index serves, a page examines at most :data:`SCAN_LIMIT` rows of
     the index range; if they hold fewer than ``limit`` matches, the page is short and ``scan_limited``,
     and its cursor continues after the last row examined (so a rare combination costs bounded time
     per page, never a scan of the whole ledger).
     """
-    rows, scanned_to = await db.execute_read(lambda conn: _page(conn, flt, before, limit + 1, scan_limit))
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        return RequestPage(rows[:limit], Cursor(last["created_at"], last["id"]))
-    return RequestPage(rows, scanned_to, scan_limited=scanned_to is not None)
+    back = after is not None
+    at = after if after is not None else before
+    rows, scanned_to = await db.execute_read(lambda conn: _page(conn, flt, at, limit + 1, scan_limit, back))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    onward = _cursor(rows[-1]) if more else scanned_to
+    limited = scanned_to is not None and not more
+    if after is not None:  # the way back: rows came oldest first
+        rows.reverse()
+        older = _cursor(rows[-1]) if rows else Cursor(after.created_at, after.id + 1)  # from ``after`` itself on
+        return RequestPage(rows, older, limited, previous_cursor=onward)
+    if before is None:
+        return RequestPage(rows, onward, limited)
+    newer = _cursor(rows[0]) if rows else Cursor(before.created_at, max(before.id - 1, 0))  # from ``before`` itself on
+    return RequestPage(rows, onward, limited, previous_cursor=newer)
+
+
+def _cursor(row: dict[str, Any]) -> Cursor:
+    return Cursor(row["created_at"], row["id"])
 
 
 async def request_detail(db: Database, row_id: int) -> dict[str, Any] | None:
@@ -243,16 +260,19 @@ async def request_detail(db: Database, row_id: int) -> dict[str, Any] | None:
 
 
 def _page(
-    conn: sqlite3.Connection, flt: RequestFilter, before: Cursor | None, limit: int, scan_limit: int
+    conn: sqlite3.Connection, flt: RequestFilter, at: Cursor | None, limit: int, scan_limit: int, back: bool
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """The matching rows, and where the scan stopped when it examined ``scan_limit`` rows first."""
+    """The matching rows past ``at`` (older; newer when ``back``, then oldest first), and where the
+    scan stopped when it examined ``scan_limit`` rows first."""
     (served, params), rest = flt.split()
-    if before is not None:
+    if at is not None:
         # created_at <= ? bounds the index range; the OR sorts out rows of the very same time.
-        served.append("e.created_at <= ? AND (e.created_at < ? OR e.id < ?)")
-        params += [before.created_at, before.created_at, before.id]
+        past = ">" if back else "<"
+        served.append(f"e.created_at {past}= ? AND (e.created_at {past} ? OR e.id {past} ?)")
+        params += [at.created_at, at.created_at, at.id]
     where = f"WHERE {' AND '.join(served)}" if served else ""
-    sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ?"
+    order = "ORDER BY e.created_at, e.id" if back else "ORDER BY e.created_at DESC, e.id DESC"
+    sql = f"SELECT {_COLUMNS} FROM {_FROM} {where} {order} LIMIT ?"
     if not rest:
         return [_row(r) for r in conn.execute(sql, [*params, limit])], None
     probe = conn.cursor()
@@ -269,7 +289,7 @@ def _page(
                 break
     probe.close()
     ids = ", ".join("?" * len(found))
-    full = f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.id IN ({ids}) ORDER BY e.created_at DESC, e.id DESC"
+    full = f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.id IN ({ids}) {order}"
     rows = [_row(r) for r in conn.execute(full, found)] if found else []
     if len(found) < limit and examined >= scan_limit and last is not None:
         return rows, Cursor(last[1], last[0])

@@ -74,19 +74,25 @@ def logged(console: Proxy, admin_client: Any) -> tuple[AdminClient, list[UsageEv
 
 
 def walk(client: AdminClient, query: dict[str, Any], limit: int) -> list[str]:
-    """Every page of ``query`` by its ``next`` cursor; the request ids in the order served."""
-    seen: list[str] = []
+    """Every page of ``query`` by its ``next`` cursor, then back by ``previous`` from the last page
+    (which must give the same pages again); the request ids in the order served."""
+    pages: list[list[str]] = []
     params = {**query, "limit": limit}
     for _ in range(ROWS + 2):
         r = client.get("/api/requests", params=params)
         assert r.status_code == 200, r.text
         body = r.json()
         assert len(body["requests"]) <= limit
-        seen += [row["request_id"] for row in body["requests"]]
+        pages.append([row["request_id"] for row in body["requests"]])
         if body["next"] is None:
-            return seen
-        params["before"] = body["next"]
-    raise AssertionError("the pages never ended")
+            break
+        params = {**query, "limit": limit, "before": body["next"]}
+    back = [pages[-1]]
+    while body["previous"] is not None:
+        body = client.get("/api/requests", params={**query, "limit": limit, "after": body["previous"]}).json()
+        back.insert(0, [row["request_id"] for row in body["requests"]])
+    assert [r for p in back for r in p] == [r for p in pages for r in p], "the way back shows the same rows"
+    return [r for p in pages for r in p]
 
 
 def test_keyset_pages_have_no_duplicates_and_no_gaps_with_equal_timestamps(logged: Any) -> None:
@@ -251,7 +257,7 @@ def test_a_filter_written_into_a_link_reads_back_the_same(since: str) -> None:
     assert Cursor.parse(str(cursor)) == cursor
 
 
-FIELDS = ("key", "model", "status", "endpoint", "since", "until", "before", "limit")
+FIELDS = ("key", "model", "status", "endpoint", "since", "until", "before", "after", "limit")
 
 
 @settings(max_examples=400, deadline=None)

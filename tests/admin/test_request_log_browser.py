@@ -37,13 +37,16 @@ def test_an_admin_filters_pages_and_opens_a_request(console: Proxy, pages: Any) 
     expect(page.locator("#requests tbody tr")).to_have_count(50)
     shoot(page, "requests")
 
-    seen = client_ids(page)  # every row once over the pages, newest first
+    shown = [client_ids(page)]  # every row once over the pages, newest first
     while page.locator("#older").count():
         page.locator("#older").click()
         expect(page.get_by_role("link", name="Newest")).to_be_visible()
-        seen += client_ids(page)
+        shown.append(client_ids(page))
+    seen = [r for p in shown for r in p]
     assert len(seen) == ROWS == len(set(seen))
     assert seen[0] == events[-1].client_request_id
+    page.locator("#newer").click()  # and back one page
+    assert client_ids(page) == shown[-2]
 
     page.get_by_role("link", name="Newest").click()
     form = page.locator("#request-filters")
