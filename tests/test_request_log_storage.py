@@ -102,3 +102,22 @@ def test_a_rare_combination_pages_in_bounded_scans_without_gaps(tmp_path: Path) 
     seen, wanted, limited = asyncio.run(run())
     assert seen == wanted
     assert limited > 5
+
+
+def test_the_export_reads_every_row_in_batches_up_to_its_bound(tmp_path: Path) -> None:
+    """issue 19: the CSV's rows come in keyset batches, newest first, and stop at ``max_rows``."""
+    from proxy.storage.request_log import iter_requests
+
+    async def run() -> tuple[list[list[str]], list[list[str]]]:
+        async with Database.open(tmp_path / "app.db") as db:
+            for i in range(23):
+                event = UsageEvent(f"r{i:02d}", None, "m", "completions", 1, 1, 200, created_at=T0 + i // 4)
+                await record_usage(db, event)
+            everything = [[r["request_id"] for r in b] async for b in iter_requests(db, RequestFilter(), 100, 5)]
+            bounded = [[r["request_id"] for r in b] async for b in iter_requests(db, RequestFilter(), 12, 5)]
+            return everything, bounded
+
+    everything, bounded = asyncio.run(run())
+    assert [len(b) for b in everything] == [5, 5, 5, 5, 3]
+    assert [r for b in everything for r in b] == [f"r{i:02d}" for i in range(22, -1, -1)]
+    assert [r for b in bounded for r in b] == [f"r{i:02d}" for i in range(22, 10, -1)]

@@ -189,6 +189,7 @@ def test_the_csv_is_what_is_filtered_newest_first_and_defused(logged: Any) -> No
     client, events, _ = logged
     r = client.get("/api/requests.csv", params={"model": "m-a"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.headers["transfer-encoding"] == "chunked" and r.headers["x-row-limit"] == "100000"  # streamed
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["request_id"] for row in table] == newest_first([e for e in events if e.model == "m-a"])
     assert {row["model"] for row in table} == {"m-a"}
