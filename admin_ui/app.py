@@ -37,6 +37,7 @@ from aiohttp_session import get_session
 from admin_ui.api.common import error as api_error
 from admin_ui.api.hf_tokens import setup_hf_token_routes
 from admin_ui.api.models import setup_model_routes
+from admin_ui.api.requests import setup_request_routes
 from admin_ui.appkeys import (
     ModelLister,
     db_key,
@@ -51,9 +52,22 @@ from admin_ui.appkeys import (
 from admin_ui.audited import audit
 from admin_ui.flash import take
 from admin_ui.monitor import SystemMonitor
-from admin_ui.security import UNSAFE, auth_middleware, headers_middleware
+from admin_ui.security import UNSAFE, auth_middleware, headers_middleware, headers_on_prepare
 from admin_ui.session import csrf_token, setup_sessions
-from admin_ui.views import account, api, audit_log, dashboard, hf_tokens, keys, login, models, tokens, usage, users
+from admin_ui.views import (
+    account,
+    api,
+    audit_log,
+    dashboard,
+    hf_tokens,
+    keys,
+    login,
+    models,
+    requests,
+    tokens,
+    usage,
+    users,
+)
 from proxy.auth.apikey import create_password_hasher
 from proxy.auth.gate import Argon2Gate
 from proxy.lifecycle.service import Lifecycle
@@ -65,7 +79,7 @@ from runtime.api.client import RuntimeClient
 HERE = Path(__file__).resolve().parent
 LOGIN_THREADS = 1  # argon2 threads for console logins (API keys have their own: LLMSERVER_ARGON2_CONCURRENCY)
 LOGINS_PER_ADDRESS = 2  # login attempts one client address (or one account name) may have in flight
-VIEWS = (login, dashboard, keys, usage, users, audit_log, account, tokens, api, models, hf_tokens)
+VIEWS = (login, dashboard, keys, requests, usage, users, audit_log, account, tokens, api, models, hf_tokens)
 
 
 def create_admin_app(
@@ -83,6 +97,7 @@ def create_admin_app(
     # aiohttp-session and aiohttp-jinja2 keep per-request state under string keys; that is theirs to change.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_(session|jinja2)")
     app = web.Application(middlewares=[headers_middleware])
+    app.on_response_prepare.append(headers_on_prepare)
     app[settings_key] = settings
     app[login_gate_key] = Argon2Gate(
         "login",
@@ -97,7 +112,7 @@ def create_admin_app(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         context_processors=[_context],
-        filters={"ts": format_time, "iso": format_iso, "num": format_number, "bytes": format_bytes},
+        filters={"ts": format_time, "iso": format_iso, "num": format_number, "bytes": format_bytes, "ms": format_ms},
     )
     app.cleanup_ctx.append(_database(settings, db))
     app.cleanup_ctx.append(_runtime(settings, runtime))
@@ -105,6 +120,7 @@ def create_admin_app(
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
     setup_model_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
     setup_hf_token_routes(app, shared, auth=api_admin_auth, audit=api_audit, prefix="/api")
+    setup_request_routes(app, lambda: app[db_key], auth=api_auth, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
         app.add_routes(view.routes)
@@ -222,6 +238,13 @@ def _moment(value: float) -> datetime | None:
 
 def format_number(value: int | float | None) -> str:
     return "—" if value is None else f"{value:,}"
+
+
+def format_ms(value: float | None) -> str:
+    """A duration in milliseconds, as the ledger stores it ("—" when it has none)."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
 def format_bytes(value: int | None) -> str:

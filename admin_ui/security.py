@@ -102,6 +102,15 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+async def headers_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """The same headers on a streamed answer (the CSV export), whose headers are sent before the
+    middleware sees it (``app.on_response_prepare``)."""
+    if request.path.startswith("/admin/"):
+        response.headers.update(_headers(request))
+        if not request.path.startswith("/admin/static/"):
+            response.headers["Cache-Control"] = "no-store"
+
+
 def _headers(request: web.Request) -> dict[str, str]:
     if served_over_tls(request, request.app[settings_key]):
         return {**SECURITY_HEADERS, "Strict-Transport-Security": HSTS}

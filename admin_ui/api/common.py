@@ -31,6 +31,7 @@ async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -
 
 
 def error(status: int, message: str, kind: str, field: str | None = None) -> web.HTTPException:
+    """The JSON error; ``field`` names the parameter or body field at fault."""
     fields: dict[str, Any] = {"status": status, "message": message, "type": kind}
     if field is not None:
         fields["field"] = field
@@ -67,6 +68,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON object", "invalid_request")
     return body
+
+
+def csv_cell(text: str) -> str:
+    """Defuse spreadsheet formulas in user-supplied text (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 async def guard(request: web.Request) -> None:

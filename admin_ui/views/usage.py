@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from admin_ui.api.common import csv_cell
 from admin_ui.appkeys import reports_key
 from proxy.storage.bounds import parse_int
 from proxy.storage.usage_report import UsageFilter, UsageReport
@@ -107,7 +108,7 @@ def to_csv(report: UsageReport) -> str:
     )
     for row in report.by_key:
         endpoints = ";".join(f"{k}={v}" for k, v in sorted(row["endpoints"].items()))
-        name = _cell(row["key_name"] or "")
+        name = csv_cell(row["key_name"] or "")
         writer.writerow(
             [
                 row["api_key_id"],
@@ -122,8 +123,3 @@ def to_csv(report: UsageReport) -> str:
             ]
         )
     return out.getvalue()
-
-
-def _cell(text: str) -> str:
-    """Defuse spreadsheet formulas in user-supplied text (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -21,6 +21,7 @@ PAGES = [
     "/",
     "/api-keys",
     "/reports",
+    "/requests",
     "/users",
     "/audit",
     "/account",
@@ -37,7 +38,7 @@ def test_login_then_every_page_renders_with_the_security_headers(console: Proxy,
     _assert_headers(r)
     assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
     assert c.login("alice").status_code == 303
-    for page in [*PAGES, "/nope", "/static/admin.css", "/api/usage"]:
+    for page in [*PAGES, "/nope", "/static/admin.css", "/api/usage", "/api/requests", "/api/requests.csv"]:
         r = c.get(page)
         assert r.status_code == (404 if page == "/nope" else 200), (page, r.text[:300])
         _assert_headers(r)

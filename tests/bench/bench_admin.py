@@ -6,7 +6,9 @@
    recursive CTE spreading requests over 90 days, 50 keys, 3 models, 2 endpoints, 2xx/4xx/5xx) and
    the matching rollups (the migration's own GROUP BY). ``llmserver admin serve`` on it; timed:
    the usage page ``/admin/reports`` (logged-in session) and ``/admin/api/usage`` (admin API token),
-   each for the default 30 days and for all 90 days. Target: p95 < 100 ms.
+   each for the default 30 days and for all 90 days; the request log (``/admin/requests`` and
+   ``/admin/api/requests``, issue 19): the first page and filtered pages 60 days deep by keyset
+   cursor, and a combination that matches nothing (one bounded scan). Target: p95 < 100 ms.
 2. The rollup's cost on the proxy: the 1-token chat (``max_tokens=1``, sequential, keep-alive
    ``http.client``) through the proxy of this tree against the proxy of the commit before the admin
    console (``--base``, default ``a5850be``, unpacked with ``git archive`` into a temp directory, no
@@ -56,10 +58,13 @@ def fill(path: Path, rows: int) -> None:
         """
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
         INSERT INTO token_usage_events (request_id, api_key_id, model, endpoint, prompt_tokens,
-            completion_tokens, status, created_at)
+            completion_tokens, runtime_prompt_tokens, runtime_completion_tokens, status, latency_ms, ttft_ms,
+            client_request_id, created_at)
         SELECT 'b' || i, 1 + i % 50, 'model-' || (i % 3),
                CASE WHEN i % 4 = 0 THEN 'completions' ELSE 'chat.completions' END,
-               10 + i % 90, 1 + i % 200, CASE WHEN i % 97 = 0 THEN 500 WHEN i % 31 = 0 THEN 429 ELSE 200 END,
+               10 + i % 90, 1 + i % 200, 9 + i % 90, 1 + i % 200,
+               CASE WHEN i % 97 = 0 THEN 500 WHEN i % 31 = 0 THEN 429 ELSE 200 END,
+               50.0 + i % 900, 10.0 + i % 200, 'client-' || i,
                ? - (i * 90.0 * 86400 / ?)
         FROM n
         """,
@@ -98,12 +103,17 @@ def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[fl
     return out
 
 
+def _cookies(r: http.client.HTTPResponse) -> str:
+    """Every cookie the answer sets, as a ``Cookie`` header (the console sets a login cookie and a session one)."""
+    return "; ".join(c.split(";")[0] for c in r.msg.get_all("Set-Cookie") or [])
+
+
 def login_cookie(port: int) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/admin/login")
     r = conn.getresponse()
     page = r.read().decode()
-    cookie = r.getheader("Set-Cookie", "").split(";")[0]
+    cookie = _cookies(r)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     body = f"csrf={csrf}&username=bench&password=bench-password-123&next=/admin/"
     conn.request(
@@ -116,7 +126,7 @@ def login_cookie(port: int) -> str:
     r.read()
     if r.status != 303:
         raise RuntimeError(f"login failed: {r.status}")
-    return r.getheader("Set-Cookie", "").split(";")[0]
+    return _cookies(r)
 
 
 def env_for(db: Path, tree: Path, **extra: str) -> dict[str, str]:
@@ -193,16 +203,40 @@ def _time_usage(db: Path, n: int) -> None:
                 {"Authorization": f"Bearer {token}"},
             ),
         ]
+        cases += request_log_cases(cookie, token)
         for name, path, headers in cases:
             ms = timed_gets(port, path, n, headers)
             p95 = pct(ms, 0.95)
             print(
-                f"{name:38s} p50 {statistics.median(ms):6.1f} ms  p95 {p95:6.1f} ms  "
+                f"{name:40s} p50 {statistics.median(ms):6.1f} ms  p95 {p95:6.1f} ms  "
                 f"{'PASS' if p95 < 100 else 'MISS'} (< 100 ms)"
             )
     finally:
         server.terminate()
         server.wait(10)
+
+
+def request_log_cases(cookie: str, token: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The request log (issue 19): its first page, and filtered pages deep in the past (a keyset
+    cursor 60 days back, as the 1000th "Older" click would have it), on the page and in the API."""
+    deep = f"{time.time() - 60 * DAY!r}_{2**62}"
+    bearer = {"Authorization": f"Bearer {token}"}
+    return [
+        ("request log page, first page", "/admin/requests", {"Cookie": cookie}),
+        (
+            "request log page, 5xx model-1, deep",
+            f"/admin/requests?status=5xx&model=model-1&before={deep}",
+            {"Cookie": cookie},
+        ),
+        ("/admin/api/requests, first page", "/admin/api/requests", bearer),
+        ("/admin/api/requests, key 7 4xx, deep", f"/admin/api/requests?key=7&status=4xx&before={deep}", bearer),
+        ("/admin/api/requests, endpoint, deep", f"/admin/api/requests?endpoint=completions&before={deep}", bearer),
+        (  # the worst case: a combination no index serves and no row matches (one bounded scan)
+            "/admin/api/requests, no match, bounded",
+            f"/admin/api/requests?model=model-1&endpoint=none&before={deep}",
+            bearer,
+        ),
+    ]
 
 
 def chat_once(conn: http.client.HTTPConnection, key: str) -> float:
