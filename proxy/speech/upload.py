@@ -4,7 +4,11 @@ chunk into a temporary file, bounded.
 The proxy's ``client_max_size`` only limits bodies read whole; this reader never reads whole, so
 the file has its own limit (``LLMSERVER_MAX_AUDIO_BYTES``). Past it the rest of the body is read
 and dropped (up to a bound) before the 413, so an HTTP client that sends its whole body before
-reading the answer gets the answer rather than a broken pipe.
+reading the answer gets the answer rather than a broken pipe. The text fields are bounded too, each
+(:data:`MAX_FIELD_BYTES`, a 413), together (:data:`MAX_FIELDS_BYTES`, a 413) and in number
+(:data:`MAX_PARTS`, a 400): one request once carried 90 MB of them (issue 18). Every part is read
+here, so none is skipped unread. The whole body arrives within the connection's body deadline
+(:mod:`proxy.connection`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from proxy.errors import ApiError, bad_request
 
 CHUNK = 64 * 1024
 MAX_FIELD_BYTES = 64 * 1024  # prompt, language, ...: text fields are small
+MAX_FIELDS_BYTES = 256 * 1024  # all of them together
+MAX_PARTS = 32  # OpenAI's transcription form has about a dozen fields, a few of them repeatable
 DRAIN_FACTOR = 4  # past the limit, read and drop up to this many times the limit before giving up
 
 
@@ -59,16 +65,26 @@ async def read_upload(request: web.Request, limit: int) -> Upload:
 async def _read_parts(request: web.Request, upload: Upload, limit: int) -> None:
     try:
         reader = await request.multipart()
-        seen_file = False
+        seen_file, parts, text_bytes = False, 0, 0
         while (part := await reader.next()) is not None:
+            parts += 1
+            if parts > MAX_PARTS:
+                raise bad_request(f"the form has more than {MAX_PARTS} fields", code="too_many_fields")
             if not isinstance(part, BodyPartReader):
                 raise bad_request("nested multipart bodies are not accepted")
             if part.name == "file" and not seen_file:
                 seen_file = True
                 upload.filename, upload.content_type = part.filename, part.headers.get("Content-Type")
                 await _spool(request, part, upload, limit)
-            elif part.name:
-                upload.fields[part.name] = await _text(part)
+                continue
+            text = await _text(part)
+            text_bytes += len(text.encode())
+            if text_bytes > MAX_FIELDS_BYTES:
+                raise ApiError(
+                    413, f"the form's text fields are longer than {MAX_FIELDS_BYTES} bytes", code="fields_too_large"
+                )
+            if part.name:
+                upload.fields[part.name] = text
     except ValueError as exc:  # a malformed multipart body (aiohttp raises ValueError subclasses)
         raise bad_request(f"the multipart body could not be read: {exc}") from None
     if not seen_file:
@@ -97,7 +113,12 @@ async def _text(part: BodyPartReader) -> str:
     while chunk := await part.read_chunk(CHUNK):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
-            raise bad_request(f"the field '{part.name}' is longer than {MAX_FIELD_BYTES} bytes", param=part.name)
+            raise ApiError(
+                413,
+                f"the field '{part.name}' is longer than {MAX_FIELD_BYTES} bytes",
+                param=part.name,
+                code="field_too_large",
+            )
     try:
         return data.decode(part.get_charset("utf-8"))
     except (UnicodeDecodeError, LookupError):
