@@ -48,6 +48,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy.errors import ApiError
+from proxy.piecewise import release, send_in_pieces
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ class GuardedHandler(RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self._in_flight -= 1
+            release(request, resp)  # not kept while the connection waits for its next request
 
     def drop(self) -> None:
         """Close this connection now (it sends its headers or its body too slowly to keep its slot)."""
@@ -366,6 +368,7 @@ class GuardedAppRunner(web.AppRunner):
     def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._guard = guard
+        app.on_response_prepare.append(send_in_pieces)  # large answers in pieces (proxy.piecewise)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
