@@ -32,7 +32,13 @@ from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, runtime_key
-from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
+from proxy.connection import (
+    ACCEPT_BACKLOG,
+    AcceptErrorFilter,
+    ConnectionGuard,
+    GuardedAppRunner,
+    connection_limit,
+)
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
 from proxy.storage.servinglock import serving
@@ -156,7 +162,7 @@ async def _start(runner: web.AppRunner, settings: Settings, where: Site) -> None
         await runner.setup()
     except StorageError as exc:
         raise ServeError(f"the database {settings.database_path} cannot be used: {_cause(exc)}") from None
-    site = web.TCPSite(runner, where.host, where.port, ssl_context=ssl_context(settings))
+    site = web.TCPSite(runner, where.host, where.port, ssl_context=ssl_context(settings), backlog=ACCEPT_BACKLOG)
     try:
         await site.start()
     except OSError as exc:

@@ -19,9 +19,8 @@ adds, per connection:
   client reads nothing of it for ``write_timeout`` seconds the connection is aborted. A client that
   reads slowly but reads is served;
 - a bound on open connections per process (:class:`ConnectionGuard`), below the open-file limit:
-  when full, the oldest connection still sending its headers is closed to make room, else the
-  oldest still sending its body (or the new one, if every connection is being served), with one
-  warning a minute;
+  when full, the connection that has waited longest for its client's headers or body is closed to
+  make room (or the new one, if every connection is being served), with one warning a minute;
 - rejections in the OpenAI error envelope, never echoing the request.
 """
 
@@ -52,15 +51,21 @@ from proxy.piecewise import release, send_in_pieces
 
 log = logging.getLogger(__name__)
 
-FD_RESERVE = 128  # descriptors kept for the database, the runtime socket, logs and threads
+FD_RESERVE = 128  # descriptors kept for the database, the runtime socket, logs, threads and uploads' files
+# The listening socket's backlog: asyncio accepts up to this many connections per wake-up, and they
+# hold their descriptors an iteration or two before the bound can close others to make room (a flood
+# of reconnecting clients ran the process out of descriptors: every upload failed with EMFILE, issue
+# 18). The bound leaves room for two such bursts besides FD_RESERVE.
+ACCEPT_BACKLOG = 64
 WRITE_HIGH_WATER = 64 * 1024
 WARN_EVERY = 60.0
 
 
 def connection_limit(configured: int) -> int:
-    """``configured``, or (0) the open-file limit minus :data:`FD_RESERVE`, never above that limit."""
+    """``configured``, or (0) the open-file limit minus :data:`FD_RESERVE` and two accept bursts
+    (:data:`ACCEPT_BACKLOG`), never above that limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    ceiling = max(16, soft - FD_RESERVE) if soft != resource.RLIM_INFINITY else 65_536
+    ceiling = max(16, soft - FD_RESERVE - 2 * ACCEPT_BACKLOG) if soft != resource.RLIM_INFINITY else 65_536
     return min(configured, ceiling) if configured else ceiling
 
 
@@ -117,8 +122,11 @@ class Deadlines:
     def stop(self, handler: GuardedHandler) -> None:
         self.pending.pop(handler, None)
 
-    def oldest(self) -> GuardedHandler | None:
-        return next(iter(self.pending), None)
+    def first(self) -> tuple[float, GuardedHandler] | None:
+        """The connection that entered this phase first, and when."""
+        for handler, deadline in self.pending.items():
+            return deadline - self.seconds, handler
+        return None
 
     def _sweep(self) -> None:
         self._timer = None
@@ -154,14 +162,16 @@ class ConnectionGuard:
 
     def admit(self, handler: GuardedHandler) -> bool:
         """Count ``handler`` in; False when it must be closed at once (every slot busy). When full, the
-        oldest connection still sending its headers makes room, else the oldest still sending a body:
-        a client that sends slowly never holds a slot that a new client needs (issue 18)."""
+        connection that has waited longest for its client (for its headers or for its body) makes
+        room: a client that sends slowly never holds a slot that a new client needs (issue 18). The
+        newest connection is never the one closed while an older one waits, so a flood that
+        reconnects as fast as it is closed only closes its own connections."""
         if self.open >= self.limit:
             self.warn_full(self.limit)
-            victim = self.headers.oldest() or self.bodies.oldest()
-            if victim is None:
+            waiting = [first for first in (self.headers.first(), self.bodies.first()) if first is not None]
+            if not waiting:
                 return False
-            victim.drop()
+            min(waiting, key=lambda first: first[0])[1].drop()
         self.open += 1
         return True
 
@@ -237,8 +247,10 @@ class GuardedHandler(RequestHandler):
     def _leave_phases(self, reason: BaseException) -> None:
         self.guard.headers.stop(self)
         self.guard.bodies.stop(self)
-        if self._body is not None and not self._body.is_eof():
-            self._body.set_exception(reason)  # a handler reading the body wakes up, whatever aiohttp does
+        if self._in_flight and self._body is not None and not self._body.is_eof():
+            # A handler reading the body wakes up, whatever aiohttp does. (Not once the answer is
+            # finished: aiohttp's own read of the rest would log the error as unhandled.)
+            self._body.set_exception(reason)
 
     # -- header and body deadlines ---------------------------------------------------------------
 
