@@ -62,7 +62,8 @@ test: setup test-tools
 	$(VENV)/bin/pytest
 
 # The long fault, fuzz and load runs (issue 14): thousands of fuzz cases, 50 slow readers for 30 s,
-# 48 streaming clients for 2 minutes. `make test` runs the short versions of the same tests.
+# 48 streaming clients for 2 minutes; floods of 900 dripped console logins and uploads for 100 s at
+# 1024 open files (issue 18). `make test` runs the short versions of the same tests.
 soak: setup test-tools
 	LLMSERVER_SOAK=1 $(VENV)/bin/pytest -p no:randomly -o timeout=1800 -s tests/faults tests/fuzz
 

@@ -1,6 +1,7 @@
 """Build the proxy app (and mount the admin app) and serve it, within the connection limits.
 
-``web.run_app`` cannot take a request handler of our own, so this is its loop written out: an
+``web.run_app`` cannot take a request handler of our own, so this is its loop written out (for the
+proxy, and for the console served alone): an
 :class:`~proxy.connection.GuardedAppRunner` (header, write and connection limits, protocol errors in
 the OpenAI envelope), one TCP site, a loop exception handler that turns failed ``accept()`` calls
 into one warning a minute, and a clean stop on SIGINT or SIGTERM. Start-up problems (the port taken,
@@ -20,6 +21,8 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -30,7 +33,13 @@ from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, metrics_key, runtime_key
-from proxy.connection import AcceptErrorFilter, ConnectionGuard, GuardedAppRunner, connection_limit
+from proxy.connection import (
+    ACCEPT_BACKLOG,
+    AcceptErrorFilter,
+    ConnectionGuard,
+    GuardedAppRunner,
+    connection_limit,
+)
 from proxy.middleware import hide_server_version
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
@@ -64,6 +73,15 @@ def build_app(settings: Settings) -> web.Application:
     return app
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where one server listens, and the setting that says so (named when it cannot listen there)."""
+
+    host: str
+    port: int
+    setting: str
+
+
 def serve(settings: Settings, print_ready: str | None = None) -> None:
     """Serve until SIGINT or SIGTERM; :class:`ServeError` when it cannot start."""
     try:
@@ -73,20 +91,51 @@ def serve(settings: Settings, print_ready: str | None = None) -> None:
         raise ServeError(
             f"the database directory {settings.database_path.parent} cannot be used: {exc.strerror or exc}"
         ) from None
+
+    def make_app() -> web.Application:
+        app = build_app(settings)
+        app.cleanup_ctx.append(proxy_supervision(Notifier.from_env(), print_ready))  # READY=1 and the banner
+        return app
+
     try:
-        asyncio.run(_serve(settings, print_ready))
+        asyncio.run(_serve(make_app, settings, Site(settings.bind_host, settings.bind_port, "LLMSERVER_BIND_ADDRESS")))
     finally:
         lock.__exit__(None, None, None)
 
 
-async def _serve(settings: Settings, print_ready: str | None) -> None:
+def serve_admin(settings: Settings) -> None:
+    """The console alone on ``LLMSERVER_ADMIN_BIND_ADDRESS`` (``llmserver admin serve``), within the
+    same connection limits as the proxy (issue 18: aiohttp's own server had no header or body deadline)."""
+
+    def make_app() -> web.Application:
+        root = web.Application()
+        root.on_response_prepare.append(hide_server_version)
+        root.add_subapp("/admin", create_admin_app(settings))
+        root.router.add_get("/", _to_admin)
+        return root
+
+    site = Site(settings.admin_bind_host, settings.admin_bind_port, "LLMSERVER_ADMIN_BIND_ADDRESS")
+    announce = f"llmserver admin console on {site.host}:{site.port}/admin/\n"
+    asyncio.run(_serve(make_app, settings, site, announce))
+
+
+async def _to_admin(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/admin/")
+
+
+async def _serve(
+    make_app: Callable[[], web.Application], settings: Settings, site: Site, announce: str | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptErrorFilter())
-    guard = ConnectionGuard(connection_limit(settings.max_connections), settings.header_timeout, settings.write_timeout)
-    app = build_app(settings)
-    app.cleanup_ctx.append(proxy_supervision(Notifier.from_env(), print_ready))  # READY=1 and the banner
+    guard = ConnectionGuard(
+        connection_limit(settings.max_connections),
+        settings.header_timeout,
+        settings.write_timeout,
+        settings.body_timeout,
+    )
     runner = GuardedAppRunner(
-        app,
+        make_app(),
         guard,
         access_log=logging.getLogger("llmserver.access") if settings.log_level == "DEBUG" else None,
         handler_cancellation=False,
@@ -99,8 +148,11 @@ async def _serve(settings: Settings, print_ready: str | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _start(runner, settings)
-        log.info("serving on %s:%d (at most %d connections)", settings.bind_host, settings.bind_port, guard.limit)
+        await _start(runner, settings, site)
+        log.info("serving on %s:%d (at most %d connections)", site.host, site.port, guard.limit)
+        if announce:
+            sys.stdout.write(announce)
+            sys.stdout.flush()
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,16 +161,16 @@ async def _serve(settings: Settings, print_ready: str | None) -> None:
         accesslog.flush()  # the last requests' lines, before the process's own last words
 
 
-async def _start(runner: web.AppRunner, settings: Settings) -> None:
+async def _start(runner: web.AppRunner, settings: Settings, where: Site) -> None:
     try:
         await runner.setup()
     except StorageError as exc:
         raise ServeError(f"the database {settings.database_path} cannot be used: {_cause(exc)}") from None
-    site = web.TCPSite(runner, settings.bind_host, settings.bind_port, ssl_context=ssl_context(settings))
+    site = web.TCPSite(runner, where.host, where.port, ssl_context=ssl_context(settings), backlog=ACCEPT_BACKLOG)
     try:
         await site.start()
     except OSError as exc:
-        address = f"LLMSERVER_BIND_ADDRESS={settings.bind_host}:{settings.bind_port}"
+        address = f"{where.setting}={where.host}:{where.port}"
         if exc.errno == errno.EADDRINUSE:
             raise ServeError(f"{address}: the port is already in use by another program") from None
         raise ServeError(f"{address}: cannot listen there ({exc.strerror or exc})") from None
@@ -136,24 +188,3 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
-
-
-def serve_admin(settings: Settings) -> None:
-    """The console alone on ``LLMSERVER_ADMIN_BIND_ADDRESS`` (``llmserver admin serve``)."""
-    root = web.Application()
-    root.on_response_prepare.append(hide_server_version)
-    root.add_subapp("/admin", create_admin_app(settings))
-
-    async def to_admin(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound("/admin/")
-
-    root.router.add_get("/", to_admin)
-    web.run_app(
-        root,
-        host=settings.admin_bind_host,
-        port=settings.admin_bind_port,
-        ssl_context=ssl_context(settings),
-        print=lambda _msg: sys.stdout.write(
-            f"llmserver admin console on {settings.admin_bind_host}:{settings.admin_bind_port}/admin/\n"
-        ),  # type: ignore[arg-type]
-    )

@@ -18,7 +18,7 @@ from typing import TypeVar
 from admin_ui.passwords import check_password, generate_password, hash_password
 from llmserver.commands.keys import actor
 from llmserver.logging import setup_logging
-from llmserver.serve import serve_admin
+from llmserver.serve import ServeError, serve_admin
 from proxy.auth.apikey import create_password_hasher
 from proxy.errors import ProxyError
 from proxy.settings import Settings, load_settings
@@ -116,7 +116,11 @@ def serve_command(args: argparse.Namespace) -> int:
         sys.stderr.write("llmserver admin serve: LLMSERVER_SESSION_KEY is not set (128 hex characters)\n")
         return EXIT_ERROR
     setup_logging(settings)
-    serve_admin(settings)
+    try:
+        serve_admin(settings)
+    except ServeError as exc:
+        sys.stderr.write(f"llmserver admin serve: {exc}\n")
+        return 1
     return 0
 
 

@@ -1,15 +1,15 @@
 """Reading a request's JSON body: within a deadline, its nesting checked before it is parsed.
 
-The size bound is aiohttp's ``client_max_size`` (``LLMSERVER_MAX_BODY_BYTES``, a 413). The body must
-arrive within ``LLMSERVER_BODY_TIMEOUT`` seconds (a 408), so a client dripping bytes, or declaring a
-``Content-Length`` it never sends, cannot hold a connection and a request slot for ever. Nesting is
+The size bound is aiohttp's ``client_max_size`` (``LLMSERVER_MAX_BODY_BYTES``, a 413). The deadline
+(``LLMSERVER_BODY_TIMEOUT``, a 408) is the connection's, for every route (:mod:`proxy.connection`):
+a client dripping bytes, or declaring a ``Content-Length`` it never sends, cannot hold a connection
+and a request slot for ever. Nesting is
 measured on the raw bytes (strings removed by one regular expression, then the brackets counted)
 before ``json.loads`` sees them: a body nested 100,000 deep is a 400, not a ``RecursionError``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.appkeys import settings_key
 from proxy.errors import ApiError, bad_request
 
 MAX_DEPTH = 64  # OpenAI bodies nest a handful of levels (tool schemas perhaps a dozen or two)
@@ -34,7 +33,7 @@ async def read_json(request: web.Request) -> Any:
     not declared), a body that does not parse is a 400 that says why; declared as something else,
     it is most likely a real form: 415, asking for JSON.
     """
-    raw = await _read_within(request, request.app[settings_key].body_timeout)
+    raw = await request.read()
     _check_depth(raw)
     declared_json = not request.headers.get("Content-Type") or request.content_type == "application/json"
     try:
@@ -48,15 +47,6 @@ async def read_json(request: web.Request) -> Any:
     if not declared_json and not isinstance(body, dict):
         raise _not_json()
     return body
-
-
-async def _read_within(request: web.Request, seconds: float) -> bytes:
-    if request.content.is_eof():  # the whole body came with the headers (the usual case): no wait to bound
-        return await request.read()
-    try:
-        return await asyncio.wait_for(request.read(), seconds)
-    except asyncio.TimeoutError:
-        raise ApiError(408, f"the request body was not received within {seconds:g} s", code="request_timeout") from None
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:

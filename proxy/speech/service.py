@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -10,6 +10,7 @@ from proxy.settings import Settings
 from proxy.speech.catalog import SpeechCatalog
 from proxy.speech.inference import InferenceClient
 from proxy.speech.metering import SpeechCalls
+from proxy.speech.upload import UploadSlots
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class Speech:
     catalog: SpeechCatalog
     client: InferenceClient
     calls: SpeechCalls
+    uploads: UploadSlots = field(default_factory=UploadSlots)
 
 
 speech_key = web.AppKey("speech", Speech)

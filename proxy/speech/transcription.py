@@ -59,7 +59,7 @@ def parse_transcription(fields: dict[str, str]) -> TranscriptionRequest:
 
 async def create_transcription(request: web.Request) -> web.Response:
     speech = request.app[speech_key]
-    upload = await read_upload(request, speech.settings.max_audio_bytes)
+    upload = await read_upload(request, speech.settings.max_audio_bytes, speech.uploads)
     try:
         return await _transcribe(request, upload)
     finally:

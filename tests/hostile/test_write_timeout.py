@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from proxy.connection import ConnectionGuard, GuardedAppRunner
+from proxy.piecewise import PIECE
 from tests.harness import free_port
 
 BODY = 8 * 1024 * 1024
@@ -76,4 +77,23 @@ async def test_a_client_that_reads_slowly_is_served_to_the_end() -> None:
         got = await asyncio.to_thread(read_slowly)
         assert got >= BODY
     finally:
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_large_answer_is_written_in_pieces() -> None:
+    """Issue 18: the body went to the transport in one write, so what the kernel did not take (here
+    megabytes) sat in the transport's buffer beside the answer itself, for as long as the client read."""
+    guard = ConnectionGuard(limit=100, header_timeout=10, write_timeout=30.0)
+    runner, port = await serve(guard)
+    sock = await asyncio.to_thread(client, port)
+    try:
+        await asyncio.sleep(1.0)
+        assert runner.server is not None
+        [handler] = runner.server.connections
+        assert isinstance(handler.transport, asyncio.WriteTransport)
+        held = handler.transport.get_write_buffer_size()
+        assert held <= 4 * PIECE, f"{held} bytes in the transport's buffer"
+    finally:
+        sock.close()
         await runner.cleanup()
