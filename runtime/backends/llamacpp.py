@@ -26,12 +26,11 @@ from typing import Any
 from runtime.api.models import ModelConfig
 from runtime.api.protocol import ERR_BAD_REQUEST, ERR_CONTEXT_LENGTH, GenerateSpec
 from runtime.backends.base import Backend, BackendError, Cancelled, Emit, Outcome
+from runtime.backends.grammar import compile_grammar, output_grammar
 from runtime.backends.stop_strings import StopBuffer
 from runtime.backends.structured import (
     CALL_TAG,
     CallSniffer,
-    compile_grammar,
-    output_grammar,
     parse_call,
     template_messages,
     token_logprobs,
@@ -124,10 +123,10 @@ class LlamaCppBackend(Backend):
         out = run.spec.output
         gbnf = output_grammar(out)
         if not out.calls_tools:
-            return self._sample(run, tokens, compile_grammar(gbnf) if gbnf else None, emit, run.cancelled)
+            return self._sample(run, tokens, self._grammar(gbnf, "response_format"), emit, run.cancelled)
         held = CallSniffer(emit)
         held.calling = held.decided = True  # the grammar allows nothing but the call
-        outcome = self._sample(run, tokens, compile_grammar(gbnf or ""), held, run.cancelled)
+        outcome = self._sample(run, tokens, self._grammar(gbnf, "tools"), held, run.cancelled)
         return _with_call(outcome, held.held())
 
     def _auto_tools(self, run: _Run, tokens: list[int], emit: Emit) -> Outcome:
@@ -139,11 +138,14 @@ class LlamaCppBackend(Backend):
         if not sniffer.calling or run.cancelled():
             return outcome
         forced = replace(run.spec.output, tool_choice="required")
-        grammar = compile_grammar(output_grammar(forced) or "")
+        grammar = self._grammar(output_grammar(forced), "tools")
         tag = self._llm.tokenize(CALL_TAG.encode(), add_bos=False, special=True)
         held = CallSniffer(emit)
         held.calling = held.decided = True
         return _with_call(self._sample(run, tokens + tag, grammar, held, run.cancelled), held.held())
+
+    def _grammar(self, gbnf: str | None, param: str) -> Any:
+        return compile_grammar(gbnf, self._llm._model.vocab, param) if gbnf else None
 
     def _sample(self, run: _Run, tokens: list[int], grammar: Any, emit: Emit, cancelled: Cancelled) -> Outcome:
         llm, p = self._llm, run.spec.params
