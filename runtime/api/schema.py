@@ -108,19 +108,20 @@ def explain(exc: SchemaError, field: str) -> tuple[str, str]:
 
 def check_size(document: Any, limits: SchemaLimits = LIMITS) -> tuple[int, int]:
     """Depth, node and character counts of a whole document, without recursion, in at most
-    ``limits.nodes`` steps; its nodes and characters."""
-    nodes, chars = 0, 0
+    ``limits.nodes`` steps (a container's members are counted before any is walked); its nodes and
+    characters."""
+    nodes, chars = 1, 0
     todo: list[tuple[Any, int]] = [(document, 1)]
     while todo:
         value, depth = todo.pop()
-        nodes += 1
+        nodes += len(value) if isinstance(value, dict | list) else 0  # members counted before they are walked
         if nodes > limits.nodes:
             raise SchemaError("", f"the schema has more than {limits.nodes} nodes (this server's limit)")
         if isinstance(value, dict):
             chars += sum(len(k) for k in value if isinstance(k, str))
-            todo.extend((v, depth + 1) for v in value.values())
+            todo.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list | str))
         elif isinstance(value, list):
-            todo.extend((v, depth + 1) for v in value)
+            todo.extend((v, depth + 1) for v in value if isinstance(v, dict | list | str))
         elif isinstance(value, str):
             chars += len(value)
         if depth > limits.depth and isinstance(value, dict | list):
