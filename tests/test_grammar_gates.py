@@ -91,6 +91,13 @@ def test_a_grammar_nested_past_the_bound_is_refused_before_llama_cpp_sees_it() -
         check_grammar(deep, "response_format")
 
 
+def test_a_grammar_that_asks_for_u0000_is_refused() -> None:
+    """No token writes U+0000: llama.cpp rejected every token, sampled one anyway and threw (SIGABRT)."""
+    with pytest.raises(BackendError, match="U\\+0000"):
+        check_grammar('root ::= "\\"\\u0000\\""\n', "response_format")
+    check_grammar('char ::= [^"\\\\\\x7F\\x00-\\x1F]\nroot ::= "\\\\u0000"\n', "response_format")  # not U+0000
+
+
 def test_the_daemon_names_the_function_at_fault() -> None:
     good = {"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}}
     bad = {"type": "function", "function": {"name": "b", "parameters": {"type": "banana"}}}

@@ -26,6 +26,10 @@ from typing import Any
 TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
 _UNIONS = ("anyOf", "oneOf", "allOf")
+# U+0000 in a grammar is a character no token can write: llama.cpp rejects every token, samples one
+# anyway and throws from C++ (std::terminate, the daemon gone).
+NUL_PROBLEM = "the character U+0000 cannot be generated; a schema may not ask for it"
+NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\(?:x00|u0000|U00000000|0(?![0-9]))")  # in a pattern or GBNF
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,15 @@ def check_size(document: Any, limits: SchemaLimits = LIMITS) -> tuple[int, int]:
             raise SchemaError("", f"the schema has more than {limits.nodes} nodes (this server's limit)")
         if isinstance(value, dict):
             chars += sum(len(k) for k in value if isinstance(k, str))
+            if any(isinstance(k, str) and "\x00" in k for k in value):
+                raise SchemaError("", NUL_PROBLEM)
             todo.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list | str))
         elif isinstance(value, list):
             todo.extend((v, depth + 1) for v in value if isinstance(v, dict | list | str))
         elif isinstance(value, str):
             chars += len(value)
+            if "\x00" in value:
+                raise SchemaError("", NUL_PROBLEM)
         if depth > limits.depth and isinstance(value, dict | list):
             raise SchemaError("", f"the schema is nested more than {limits.depth} levels deep (this server's limit)")
         if chars > limits.chars:
@@ -223,6 +231,8 @@ class _Checker:
             raise SchemaError(at, f"the pattern is longer than this server's limit of {self.limits.pattern} characters")
         if not (pattern.startswith("^") and pattern.endswith("$")):
             raise SchemaError(at, "a pattern must start with ^ and end with $")
+        if NUL_ESCAPE.search(pattern):
+            raise SchemaError(at, NUL_PROBLEM)
         weight = pattern_weight(pattern, self.limits, at)
         self._spend(weight, at, f"the pattern spelled out ({weight} repetitions)")
         try:

@@ -24,11 +24,23 @@ from typing import Any
 
 from runtime.api.output import OutputSpec, tool_call_schema
 from runtime.api.protocol import ERR_BAD_REQUEST
-from runtime.api.schema import LIMITS, TOOL_CALL_LIMITS, SchemaError, SchemaLimits, check_schema, check_schemas, explain
+from runtime.api.schema import (
+    LIMITS,
+    NUL_ESCAPE,
+    NUL_PROBLEM,
+    TOOL_CALL_LIMITS,
+    SchemaError,
+    SchemaLimits,
+    check_schema,
+    check_schemas,
+    explain,
+)
 from runtime.backends.base import BackendError
 
 # What may hold a parenthesis that is not a group: string literals, character classes, comments.
 _NOT_GROUPS = re.compile(r'"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|#[^\n]*', re.DOTALL)
+# The same, with string literals captured (a '"' inside a character class starts none).
+_LITERALS = re.compile(r'("(?:[^"\\]|\\.)*")|\[(?:[^\]\\]|\\.)*\]|#[^\n]*', re.DOTALL)
 
 
 def output_grammar(output: OutputSpec) -> str | None:
@@ -84,6 +96,9 @@ def check_grammar(gbnf: str, param: str) -> None:
             ERR_BAD_REQUEST,
             param,
         )
+    if "\x00" in gbnf or any(NUL_ESCAPE.search(m[1]) for m in _LITERALS.finditer(gbnf) if m[1]):
+        # The converter writes a JSON escape such as "\u0000" unescaped into GBNF, where it means U+0000.
+        raise BackendError(f"{param}: {NUL_PROBLEM}", ERR_BAD_REQUEST, param)
     depth = grammar_depth(gbnf)
     if depth > LIMITS.grammar_depth:
         raise BackendError(
