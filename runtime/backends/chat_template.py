@@ -100,6 +100,9 @@ class ChatTemplate:
         context = {
             "messages": messages,
             "tools": tools,
+            "functions": None,  # as Jinja2ChatFormatter passes them
+            "function_call": None,
+            "tool_choice": None,
             "eos_token": self._eos,
             "bos_token": self._bos,
             "add_generation_prompt": True,
