@@ -19,9 +19,11 @@ import logging
 from typing import Any
 
 from proxy.errors import bad_request
-from runtime.api.output import MAX_TOP_LOGPROBS, OutputSpec
+from runtime.api.output import MAX_TOP_LOGPROBS, OutputSpec, tool_call_schema
+from runtime.api.schema import LIMITS, TOOL_CALL_LIMITS, SchemaError, SchemaLimits, check_schema, check_schemas, explain
 
 log = logging.getLogger(__name__)
+_SCHEMA = "invalid_json_schema"  # the error code of a schema the grammar compiler may not see
 
 # Fields with no effect on the answer: accepted, not used.
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls", "safety_identifier"})
@@ -70,7 +72,18 @@ def check_extra_fields(obj: dict[str, Any], chat: bool) -> None:
 def parse_chat_output(obj: dict[str, Any]) -> OutputSpec:
     tools = _tools(obj.get("tools"))
     choice = _tool_choice(obj.get("tool_choice"), tools)
-    return OutputSpec(tools, choice, _response_format(obj.get("response_format")), _chat_logprobs(obj))
+    spec = OutputSpec(tools, choice, _response_format(obj.get("response_format")), _chat_logprobs(obj))
+    if spec.calls_tools:  # the functions together, as the grammar of one call holds them
+        _check_schema(tool_call_schema(spec), "tools", TOOL_CALL_LIMITS)
+    return spec
+
+
+def _check_schema(schema: dict[str, Any], param: str, limits: SchemaLimits = LIMITS) -> None:
+    """A schema the grammar compiler will see: within ``runtime.api.schema.LIMITS`` or a 400 (issue 18)."""
+    try:
+        check_schema(schema, limits)
+    except SchemaError as exc:
+        raise bad_request(explain(exc, param)[1], param, _SCHEMA) from None
 
 
 def parse_completion_output(obj: dict[str, Any]) -> OutputSpec:
@@ -87,22 +100,31 @@ def _tools(value: Any) -> tuple[dict[str, Any], ...]:
         return ()
     if not isinstance(value, list):
         raise bad_request("'tools' must be an array of tools", "tools")
-    out = []
-    for i, tool in enumerate(value):
-        param = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
-            raise bad_request(f"{param}: only tools of type 'function' are supported", param)
-        fn = tool["function"]
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise bad_request(f"{param}.function.name is required", f"{param}.function.name")
-        parameters = fn.get("parameters", {"type": "object", "properties": {}})
-        if not isinstance(parameters, dict):
-            raise bad_request(f"{param}.function.parameters must be a JSON schema object", param)
-        kept = {"name": fn["name"], "parameters": parameters}
-        if isinstance(fn.get("description"), str):
-            kept["description"] = fn["description"]
-        out.append({"type": "function", "function": kept})
-    return tuple(out)
+    if len(value) > LIMITS.tools:
+        raise bad_request(f"'tools' may hold at most {LIMITS.tools} functions", "tools")
+    out = tuple(_tool(i, tool) for i, tool in enumerate(value))
+    try:
+        check_schemas([t["function"]["parameters"] for t in out])
+    except SchemaError as exc:
+        param, message = explain(exc, "tools")
+        raise bad_request(message, param, _SCHEMA) from None
+    return out
+
+
+def _tool(i: int, tool: Any) -> dict[str, Any]:
+    param = f"tools[{i}]"
+    if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+        raise bad_request(f"{param}: only tools of type 'function' are supported", param)
+    fn = tool["function"]
+    if not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise bad_request(f"{param}.function.name is required", f"{param}.function.name")
+    parameters = fn.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict):
+        raise bad_request(f"{param}.function.parameters must be a JSON schema object", param)
+    kept = {"name": fn["name"], "parameters": parameters}
+    if isinstance(fn.get("description"), str):
+        kept["description"] = fn["description"]
+    return {"type": "function", "function": kept}
 
 
 def _tool_choice(value: Any, tools: tuple[dict[str, Any], ...]) -> str | dict[str, str]:
@@ -138,6 +160,7 @@ def _response_format(value: Any) -> dict[str, Any] | None:
         schema = spec.get("schema", {"type": "object"})
         if not isinstance(schema, dict):
             raise bad_request("response_format.json_schema.schema must be an object", "response_format.json_schema")
+        _check_schema(schema, "response_format")
         return {"type": "json_schema", "schema": schema}
     raise bad_request("response_format.type must be text, json_object or json_schema", "response_format")
 

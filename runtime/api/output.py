@@ -95,19 +95,40 @@ def _is_format(fmt: Any) -> bool:
 
 
 def tool_call_schema(spec: OutputSpec) -> dict[str, Any]:
-    """The JSON schema of one call of one of the allowed functions: ``{"name": ..., "arguments": {...}}``."""
+    """The JSON schema of one call of one of the allowed functions: ``{"name": ..., "arguments": {...}}``.
+
+    A function's ``parameters`` sit under ``arguments`` here, so their local references (``#/$defs/X``,
+    as pydantic writes them) are rewritten to point where they now are.
+    """
     tools = spec.tools
     if isinstance(spec.tool_choice, dict):
         tools = tuple(t for t in tools if t["function"]["name"] == spec.tool_choice["name"])
+    single = len(tools) == 1
     options = [
         {
             "type": "object",
             "properties": {
                 "name": {"const": t["function"]["name"]},
-                "arguments": t["function"].get("parameters") or {"type": "object"},
+                "arguments": _rebase(
+                    t["function"].get("parameters") or {"type": "object"},
+                    "#/properties/arguments" if single else f"#/anyOf/{i}/properties/arguments",
+                ),
             },
             "required": ["name", "arguments"],
         }
-        for t in tools
+        for i, t in enumerate(tools)
     ]
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    return options[0] if single else {"anyOf": options}
+
+
+def _rebase(value: Any, prefix: str) -> Any:
+    """``value`` with every local ``$ref`` (``#/...``) moved under ``prefix``."""
+    if isinstance(value, list):
+        return [_rebase(v, prefix) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _rebase(v, prefix) for k, v in value.items()}
+    ref = out.get("$ref")
+    if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+        out["$ref"] = prefix + ref[1:]
+    return out

@@ -23,15 +23,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from runtime.api.models import ModelConfig
 from runtime.api.protocol import ERR_BAD_REQUEST, ERR_CONTEXT_LENGTH, GenerateSpec
 from runtime.backends.base import Backend, BackendError, Cancelled, Emit, Outcome
+from runtime.backends.chat_template import ChatTemplate
+from runtime.backends.grammar import compile_grammar, output_grammar
 from runtime.backends.stop_strings import StopBuffer
 from runtime.backends.structured import (
     CALL_TAG,
     CallSniffer,
-    compile_grammar,
-    output_grammar,
     parse_call,
     template_messages,
     token_logprobs,
@@ -54,8 +56,7 @@ _GGUF_MAGIC = b"GGUF"
 class LlamaCppBackend(Backend):
     def __init__(self) -> None:
         self._llm: Any = None
-        self._formatter: Any = None
-        self._native_tools = False
+        self._template: ChatTemplate | None = None
         self._n_ctx = 0
         self._embedding = False
 
@@ -78,22 +79,21 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {config.path}: {exc}") from None
         self._n_ctx = self._llm.n_ctx()
-        self._formatter = self._chat_formatter()
+        self._template = self._chat_template()
 
-    def _chat_formatter(self) -> Any:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+    def _chat_template(self) -> ChatTemplate | None:
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             return None
-        self._native_tools = "tools" in template
         llm = self._llm
-        return Jinja2ChatFormatter(
-            template=template,
-            eos_token=llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace"),
-            bos_token=llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace"),
-            stop_token_ids=[llm.token_eos()],
-        )
+        try:
+            return ChatTemplate(
+                template,
+                eos_token=llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace"),
+                bos_token=llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace"),
+            )
+        except jinja2.TemplateError as exc:
+            raise BackendError(f"the model's chat template does not compile: {exc}") from None
 
     def generate(self, spec: GenerateSpec, emit: Emit, cancelled: Cancelled) -> Outcome:
         llm = self._llm
@@ -101,7 +101,7 @@ class LlamaCppBackend(Backend):
             raise BackendError("model is not loaded")
         if self._embedding:
             raise BackendError("this model is loaded for embeddings; it does not generate text", ERR_BAD_REQUEST)
-        tokens, extra_stops = self._prompt_tokens(spec)
+        tokens, extra_stops = self._prompt_tokens(spec, cancelled)
         budget = self._n_ctx - len(tokens)
         if budget <= 0:
             raise BackendError(
@@ -124,10 +124,10 @@ class LlamaCppBackend(Backend):
         out = run.spec.output
         gbnf = output_grammar(out)
         if not out.calls_tools:
-            return self._sample(run, tokens, compile_grammar(gbnf) if gbnf else None, emit, run.cancelled)
+            return self._sample(run, tokens, self._grammar(gbnf, "response_format"), emit, run.cancelled)
         held = CallSniffer(emit)
         held.calling = held.decided = True  # the grammar allows nothing but the call
-        outcome = self._sample(run, tokens, compile_grammar(gbnf or ""), held, run.cancelled)
+        outcome = self._sample(run, tokens, self._grammar(gbnf, "tools"), held, run.cancelled)
         return _with_call(outcome, held.held())
 
     def _auto_tools(self, run: _Run, tokens: list[int], emit: Emit) -> Outcome:
@@ -139,11 +139,14 @@ class LlamaCppBackend(Backend):
         if not sniffer.calling or run.cancelled():
             return outcome
         forced = replace(run.spec.output, tool_choice="required")
-        grammar = compile_grammar(output_grammar(forced) or "")
+        grammar = self._grammar(output_grammar(forced), "tools")
         tag = self._llm.tokenize(CALL_TAG.encode(), add_bos=False, special=True)
         held = CallSniffer(emit)
         held.calling = held.decided = True
         return _with_call(self._sample(run, tokens + tag, grammar, held, run.cancelled), held.held())
+
+    def _grammar(self, gbnf: str | None, param: str) -> Any:
+        return compile_grammar(gbnf, self._llm._model.vocab, param) if gbnf else None
 
     def _sample(self, run: _Run, tokens: list[int], grammar: Any, emit: Emit, cancelled: Cancelled) -> Outcome:
         llm, p = self._llm, run.spec.params
@@ -164,20 +167,20 @@ class LlamaCppBackend(Backend):
         outcome = self._decode(sampler, is_eog, len(tokens), run.limit, run.stops, emit, cancelled, logprobs, top or 0)
         return replace(outcome, logprobs=tuple(logprobs) if logprobs is not None else None)
 
-    def _prompt_tokens(self, spec: GenerateSpec) -> tuple[list[int], tuple[str, ...]]:
+    def _prompt_tokens(self, spec: GenerateSpec, cancelled: Cancelled) -> tuple[list[int], tuple[str, ...]]:
         llm = self._llm
         if spec.messages is None:
             return llm.tokenize((spec.prompt or "").encode("utf-8"), add_bos=True, special=False), ()
-        if self._formatter is None:
+        if self._template is None:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in spec.messages) + "assistant: "
             return llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), ()
-        messages = template_messages(spec.messages, spec.output, self._native_tools)
-        tools = list(spec.output.tools) if self._native_tools and spec.output.calls_tools else None
-        result = self._formatter(messages=messages, tools=tools)
-        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
-        stop = result.stop
-        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-        return tokens, stops
+        native = self._template.uses_tools
+        messages = template_messages(spec.messages, spec.output, native)
+        tools = list(spec.output.tools) if native and spec.output.calls_tools else None
+        result = self._template.render(messages, tools, cancelled)
+        # The template writes the special tokens (BOS) itself, as Jinja2ChatFormatter's ``added_special``.
+        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=False, special=True)
+        return tokens, (result.stop,)
 
     def _decode(
         self,

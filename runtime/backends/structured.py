@@ -5,7 +5,8 @@ Output that must parse is constrained while it is sampled, with llama.cpp's GBNF
 135M demo model writes JSON that parses and matches the schema.
 
 - ``response_format`` ``json_object``: llama.cpp's JSON grammar with an object at the root;
-  ``json_schema``: the schema compiled to a grammar (``json_schema_to_gbnf``).
+  ``json_schema``: the schema compiled to a grammar (``runtime.backends.grammar``, which also
+  bounds what a schema may ask).
 - tools, ``tool_choice`` ``required`` or a named function: the whole answer is one call,
   ``{"name": ..., "arguments": {...}}``, the arguments constrained by the function's schema.
 - tools, ``auto``: the model writes freely (no grammar: free text under one would slow every token);
@@ -26,39 +27,12 @@ import math
 import re
 from typing import Any
 
-from runtime.api.output import OutputSpec, tool_call_schema
-from runtime.api.protocol import ERR_BAD_REQUEST
+from runtime.api.output import OutputSpec
 from runtime.backends.base import BackendError, Emit
 
 CALL_TAG = "<tool_call>"
 _NAME = re.compile(r'"name"\s*:\s*"([^"]*)"')
 _ARGS = re.compile(r'"arguments"\s*:\s*')
-
-
-def output_grammar(output: OutputSpec) -> str | None:
-    """The GBNF text that constrains this request's answer, or None for free text."""
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    if output.calls_tools:  # auto: the caller asks again with "required" once the model chose to call
-        return str(json_schema_to_gbnf(json.dumps(tool_call_schema(output))))
-    fmt = output.response_format
-    if fmt is None:
-        return None
-    if fmt["type"] == "json_object":
-        return JSON_GBNF.replace("root   ::= value", "root   ::= object", 1)
-    try:
-        return json_schema_to_gbnf(json.dumps(fmt["schema"]))
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise BackendError(f"response_format: the JSON schema cannot be enforced: {exc}", ERR_BAD_REQUEST) from None
-
-
-def compile_grammar(gbnf: str) -> Any:
-    from llama_cpp import LlamaGrammar
-
-    try:
-        return LlamaGrammar.from_string(gbnf, verbose=False)
-    except ValueError as exc:
-        raise BackendError(f"the output grammar does not compile: {exc}", ERR_BAD_REQUEST) from None
 
 
 def template_messages(messages: tuple[dict[str, Any], ...], output: OutputSpec, native: bool) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from runtime.api.protocol import (
 from runtime.backends.base import Backend, BackendError, Outcome, create_backend
 from runtime.daemon.errors import BusyError
 from runtime.daemon.memory import check_fits
+from runtime.daemon.modelfile import check_model_file
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class ModelWorker:
 
     def _load(self) -> bool:
         try:
+            check_model_file(self.config.path)
             check_fits(self.config.path)
             backend = create_backend(self.config.backend)
             backend.load(self.config)
