@@ -124,7 +124,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         db=db,
         runtime=runtime,
         admission=Admission(
-            db, app[catalog_key], RateLimiter(), zone=settings.budget_zone, warm=app[lifecycle_key].ensure
+            db,
+            app[catalog_key],
+            RateLimiter(),
+            zone=settings.budget_zone,
+            warm=app[lifecycle_key].ensure,
+            starting=app[lifecycle_key].starting,
         ),
         metrics=app[metrics_key],
         request_timeout=settings.request_timeout,
