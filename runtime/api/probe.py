@@ -38,12 +38,11 @@ class Listener:
 
     def refusal(self) -> str:
         """The one sentence a daemon (or ``llmserver up``) says when it will not take the endpoint."""
-        who = f"another runtime daemon (pid {self.pid})" if self.pid else "another process"
-        how = "answers" if self.pid else "listens but does not answer as a runtime daemon"
-        return (
-            f"{who} already {how} on {self.endpoint}: stop it first, or give this daemon another"
-            " endpoint (--endpoint or LLMSERVER_RUNTIME_ENDPOINT)"
-        )
+        if self.pid:
+            who = f"another runtime daemon (pid {self.pid}) already answers on {self.endpoint}"
+        else:
+            who = f"another process already listens on {self.endpoint} (it does not answer as a runtime daemon)"
+        return f"{who}: stop it first, or set another LLMSERVER_RUNTIME_ENDPOINT"
 
 
 def probe_endpoint(endpoint: str, timeout: float = PROBE_TIMEOUT) -> Listener | None:

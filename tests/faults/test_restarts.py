@@ -280,3 +280,21 @@ def test_every_load_warms_the_model_before_it_is_ready(make_daemon: type[Daemon]
         )
     finally:
         again.kill()
+
+
+def test_the_probe_tells_a_socket_file_left_behind_from_a_live_listener(tmp_path: Path) -> None:
+    """A file a killed daemon left is taken over; a live process that is no daemon is refused too."""
+    import socket
+
+    from runtime.api.probe import probe_endpoint
+
+    path = tmp_path / "rt.sock"
+    endpoint = f"ipc://{path}"
+    assert probe_endpoint(endpoint) is None  # no file
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        other = probe_endpoint(endpoint, timeout=0.3)
+        assert other is not None and other.pid is None
+        assert other.refusal().startswith(f"another process already listens on {endpoint}")
+    assert path.exists() and probe_endpoint(endpoint) is None  # left behind: nobody listens
