@@ -5,8 +5,10 @@ given), waits until its models are ready, generates missing secrets into a 0600
 file, creates a first API key when the database has none, prints how to make a
 first request, then serves the proxy until Ctrl-C (which stops the daemon too). While it serves,
 the daemon is supervised (:mod:`llmserver.supervision.restart`): restarted with back-off if it dies. Start-up
-problems (a read-only data directory, the port already taken) are one sentence naming the path or
-the setting, checked before the daemon starts where possible and never leaving it behind.
+problems (a read-only data directory, the port already taken, a live daemon already answering on the
+runtime endpoint) are one sentence naming the path or the setting, checked before the daemon starts
+where possible and never leaving it behind. The daemon dies with ``up`` even when ``up`` is killed
+with SIGKILL (:mod:`llmserver.supervision.parent`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from proxy.storage.database import Database
 from proxy.storage.errors import StorageError
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeClientError
+from runtime.api.probe import probe_endpoint
 
 _SECRETS = {"LLMSERVER_ENCRYPTION_KEY": 32, "LLMSERVER_SESSION_KEY": 64}
 
@@ -74,6 +77,9 @@ def run_up(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     # SIGTERM before the proxy serves (it then handles it itself) must still stop the daemon.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    other = probe_endpoint(settings.runtime_endpoint)  # an orphan of an earlier up, or another up
+    if other is not None:
+        return _fail(other.refusal())
     daemon = start_daemon(settings, args.model)
     try:
         names = asyncio.run(wait_for_models(settings.runtime_endpoint, daemon.proc))
@@ -139,10 +145,12 @@ class DaemonFailed(Exception):
 
 
 def start_daemon(settings: Settings, models: list[str]) -> Supervisor:
-    """The daemon as a supervised child (restarted once :meth:`Supervisor.watch` is called)."""
+    """The daemon as a supervised child (restarted once :meth:`Supervisor.watch` is called) that
+    stops when this process dies, even by SIGKILL (:mod:`llmserver.supervision.parent`)."""
     argv = [sys.executable, "-m", "llmserver.commands.runtime", "--endpoint", settings.runtime_endpoint]
     for spec in models:
         argv += ["--model", spec]
+    argv += ["--parent-pid", str(os.getpid())]
     return Supervisor(argv).start()
 
 
@@ -153,10 +161,14 @@ async def wait_for_models(endpoint: str, daemon: subprocess.Popen[bytes], timeou
             if daemon.poll() is not None:
                 raise DaemonFailed(f"it exited with status {daemon.returncode}")
             try:
-                models = await client.models()
+                hello = await client.hello()
             except RuntimeClientError:
                 await asyncio.sleep(0.1)
                 continue
+            if hello.get("pid") != daemon.pid:  # another daemon took the endpoint meanwhile: ours refuses
+                await asyncio.sleep(0.1)
+                continue
+            models = hello["models"]
             # The daemon registers its start-up models before it answers anything: an empty list
             # is final (nothing configured and no demo package), not "not yet".
             if all(m["state"] in ("ready", "failed") for m in models):

@@ -38,6 +38,7 @@ from proxy.openai.routes import setup_routes
 from proxy.settings import Settings
 from proxy.speech.routes import setup_speech
 from proxy.storage.database import Database
+from proxy.storage.owner import ReservationOwner
 from proxy.storage.usage import reclaim_stale_reservations
 from proxy.storage.usage_report import purge_events
 from proxy.upstream import ModelCatalog, Runtime
@@ -65,7 +66,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
         settings.model_config_dir, settings.hf_cache, settings.vault() if settings.encryption_key else None
     )
     app.cleanup_ctx.append(_lifecycle(reconcile=runtime is None))
-    app.cleanup_ctx.extend([_services, _reclaimer, _retention])
+    app.cleanup_ctx.extend([_reclaimer, _services, _retention])  # reservations owned before any request
     app.cleanup_ctx.append(_warmup)
     setup_routes(app)
     setup_speech(app)
@@ -128,7 +129,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         db=db,
         runtime=runtime,
         admission=Admission(
-            db, app[catalog_key], RateLimiter(), zone=settings.budget_zone, warm=app[lifecycle_key].ensure
+            db,
+            app[catalog_key],
+            RateLimiter(),
+            zone=settings.budget_zone,
+            warm=app[lifecycle_key].ensure,
+            starting=app[lifecycle_key].starting,
         ),
         metrics=app[metrics_key],
         request_timeout=settings.request_timeout,
@@ -151,8 +157,15 @@ async def _warmup(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _reclaimer(app: web.Application) -> AsyncIterator[None]:
-    """Release reservations of processes that died: at start-up, then every minute."""
+    """This process as the owner of its reservations; release those of processes that died: at
+    start-up (a restart frees what the requests it cut held), then every minute."""
     db, bound = app[db_key], app[settings_key].request_timeout + 60
+    try:
+        owner: ReservationOwner | None = ReservationOwner.claim(db.path)
+    except OSError as exc:  # a directory the owners' locks cannot live in: reclaimed by age, as before
+        log.warning("quota reservations will be reclaimed by age only: %s", exc)
+        owner = None
+    db.reservation_owner = owner.id if owner else None
     reclaimed = await reclaim_stale_reservations(db, bound)
     if reclaimed:
         log.info("released %d quota reservation(s) left by a process that died", reclaimed)
@@ -161,6 +174,8 @@ async def _reclaimer(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    if owner is not None:
+        owner.close()
 
 
 async def _reclaim_forever(db: Database, bound: float) -> None:

@@ -72,6 +72,9 @@ class Runtime(Protocol):
     async def detokenize(self, model: str, tokens: list[int]) -> str: ...
 
 
+MISS_TTL = 0.05  # seconds a snapshot answers for a model missing from it (one runtime round trip after)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
@@ -93,10 +96,11 @@ class ModelCatalog:
         self._fetched = 0.0
         self._created = int(time.time())
 
-    async def models(self) -> dict[str, ModelInfo]:
-        """Ready and idle models by name. Raises the runtime client's errors when it is unreachable."""
+    async def models(self, ttl: float | None = None) -> dict[str, ModelInfo]:
+        """Ready and idle models by name, fetched again when older than ``ttl`` (default: the
+        catalog's). Raises the runtime client's errors when it is unreachable."""
         now = time.monotonic()
-        if now - self._fetched > self._ttl:
+        if now - self._fetched > (self._ttl if ttl is None else ttl):
             listed = await self._runtime.models()
             self._models = {
                 m["name"]: ModelInfo(m["name"], m["backend"], m["state"], self._created)
@@ -113,9 +117,12 @@ class ModelCatalog:
         return name in self._models
 
     async def has(self, name: str) -> bool:
+        """Whether ``name`` is served. A name missing from the snapshot is looked up again once the
+        snapshot is :data:`MISS_TTL` old: a model that has just finished loading is served at once,
+        not a second later (until then its requests were refused as unknown, issue 25)."""
         if name in self._models and time.monotonic() - self._fetched <= self._ttl:
             return True
-        return name in await self.models()
+        return name in await self.models(ttl=MISS_TTL if name not in self._models else None)
 
 
 # Protocol error code -> (HTTP status, OpenAI type, OpenAI code, retry-after seconds or None).

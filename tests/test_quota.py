@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from proxy.metering.ratelimit import RateLimiter, format_duration
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.database import Database
 from proxy.storage.errors import KeyNotFoundError
+from proxy.storage.owner import ReservationOwner, owners_dir
 from proxy.storage.usage import (
     QuotaExceeded,
     Reservation,
@@ -96,6 +98,27 @@ async def test_release_and_reclaim_give_tokens_back_exactly_once(repo: KeyReposi
     assert await counters(repo, key) == (0, 0, 0)
     await record_usage(db, usage("late", key, 5, 5), stale)  # settling a reclaimed reservation
     assert await counters(repo, key) == (10, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_reservations_of_a_dead_owner_are_released_at_once_a_live_owners_never(
+    repo: KeyRepository, db: Database
+) -> None:
+    """Issue 25: a restart releases the reservations of the process it replaced at once (they waited
+    for the age bound, 6 minutes); a live process's are untouched, whoever sweeps (another proxy)."""
+    _, key = await repo.create_key("app", token_limit=1000)
+    dead, live = ReservationOwner.claim(db.path), ReservationOwner.claim(db.path)
+    for owner, tokens in ((dead, 300), (live, 200)):
+        db.reservation_owner = owner.id
+        assert isinstance(await reserve(db, key.id, tokens), Reservation)
+    os.close(dead._fd)  # killed: the kernel drops its lock, its file stays behind
+    db.reservation_owner = None  # the sweeper: another process
+    assert await reclaim_stale_reservations(db, older_than=3600) == 1
+    assert await counters(repo, key) == (0, 200, 0)
+    assert not (owners_dir(db.path) / dead.id).exists()
+    assert await reclaim_stale_reservations(db, older_than=3600) == 0  # the live owner's stay
+    live.close()  # a clean stop (its requests settled)
+    assert await reclaim_stale_reservations(db, older_than=3600) == 1
 
 
 CONTENDER = textwrap.dedent(

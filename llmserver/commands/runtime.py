@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from llmserver.logging import configure_logging
+from llmserver.supervision.parent import ParentGoneError, die_with_parent
 from llmserver.supervision.runtime import RuntimeSupervisor
 from llmserver.supervision.sdnotify import Notifier
 from runtime.api.errors import RuntimeServiceError
@@ -42,6 +43,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="ZeroMQ endpoint (default: $LLMSERVER_RUNTIME_ENDPOINT)")
     parser.add_argument("--queue-depth", type=int, help="requests waiting per model before 'busy'")
     parser.add_argument("--no-demo", action="store_true", help="start without the demo model")
+    parser.add_argument(
+        "--parent-pid", type=int, help="stop when this process is gone (llmserver up passes its own pid)"
+    )
 
 
 def model_configs(specs: Sequence[str], no_demo: bool = False) -> list[ModelConfig]:
@@ -71,6 +75,12 @@ def run_runtime(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     configs = model_configs(args.model, args.no_demo)
     server = RuntimeServer(settings)
+    if args.parent_pid is not None:
+        try:
+            die_with_parent(args.parent_pid, server.request_stop)
+        except ParentGoneError as exc:
+            log.error("not starting: %s", exc)
+            return 1
     server.bind()
     server.preload(configs)
     notifier = Notifier.from_env()

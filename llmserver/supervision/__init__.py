@@ -6,4 +6,5 @@
 - :mod:`~llmserver.supervision.runtime`: the runtime daemon's, checked over its own endpoint;
 - :mod:`~llmserver.supervision.restart`: ``llmserver up``'s daemon restarted with back-off when it
   dies, as systemd's ``Restart=`` does for the units.
+- :mod:`~llmserver.supervision.parent`: that daemon dies with ``up``, even when ``up`` is killed.
 """

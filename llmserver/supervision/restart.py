@@ -6,6 +6,9 @@ says so in the log and starts it again after a back-off (0.5 s, doubling up to 3
 start once a child has run for a minute), so a daemon killed by the OOM killer or a crash comes back
 without anyone acting: the proxy's runtime client reconnects to the same endpoint by itself.
 :meth:`Supervisor.stop` ends the watch and then the child (SIGTERM, then SIGKILL after a grace time).
+A restarted child is started from the watching thread, which lives as long as the supervisor does: the
+kernel's parent-death signal (:mod:`llmserver.supervision.parent`) follows the thread that started a
+child, not the process.
 """
 
 from __future__ import annotations

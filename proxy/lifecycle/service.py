@@ -45,13 +45,14 @@ class Lifecycle:
         self.config_dir, self.hf_cache, self.vault = config_dir, hf_cache, vault
         self.endpoint, self.interval = endpoint, interval
         self._registry: Registry | None = None
+        self._store: ModelStore | None = None
         self.reconciler: Reconciler | None = None
         self._task: asyncio.Task[None] | None = None
         self._pull_watch: asyncio.Task[None] | None = None
 
     async def start(self, db: Database, runtime: RuntimeControl | None) -> None:
         """Open the registry; with a runtime, also run the reconciler (its first pass at once)."""
-        store = ModelStore(db, self.config_dir)
+        store = self._store = ModelStore(db, self.config_dir)
         if runtime is not None:
             self.reconciler = Reconciler(store, runtime, self.interval)
             self._task = asyncio.ensure_future(self.reconciler.run_forever())
@@ -97,3 +98,19 @@ class Lifecycle:
     async def ensure(self, name: str) -> bool:
         """For admission: note a request, load an idle model first (True when it had to)."""
         return False if self.reconciler is None else await self.reconciler.ensure(name)
+
+    async def starting(self, name: str) -> str | None:
+        """For a model the runtime does not serve now: what it is doing when it is registered and
+        wanted running ("loading", "downloading"...), so it is coming; None when it is not wanted.
+
+        Read from the database, the desired state's source: right after a restart, before the
+        reconciler's first pass, and whichever process asked for the model to run.
+        """
+        record = None if self._store is None else await self._store.find(name)
+        if record is None or record.kind != "llm" or record.desired_state != "running":
+            return None
+        if record.download_state == "downloading":
+            return "downloading"
+        if record.actual_state == "failed":
+            return "being loaded again after a failed load"
+        return "loading"

@@ -1,5 +1,9 @@
 """Admission: may this key run this request now? Model allow-list and existence, rate windows, quota.
 
+A model the runtime does not serve is 404, unless it is registered and wanted running: then it is
+on its way (reloading after a restart, loading, downloading) and the answer is 503 with
+``retry-after`` (:meth:`Admission.unserved`, also for the runtime's own ``unknown_model``).
+
 Refusals are :class:`~proxy.errors.ApiError`s; the caller (the generation) records them as
 unbilled rows. An admitted request gets a :class:`Ticket`: its rate-limit headers, its quota
 reservation, and how many tokens it may generate (capped at what the key has left).
@@ -14,13 +18,15 @@ from datetime import timezone
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from proxy.errors import ApiError
+from proxy.errors import ApiError, unavailable
 from proxy.metering.ratelimit import RateLimiter
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.budget import format_reset
 from proxy.storage.database import Database
 from proxy.storage.usage import QuotaExceeded, Reservation, reserve
 from proxy.upstream import ModelCatalog
+
+LOADING_RETRY_AFTER = 2  # seconds a client waits before asking again for a model that is loading
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class Admission:
     zone: ZoneInfo | timezone = timezone.utc  # budget periods are aligned in this time zone
     # The model lifecycle's hook: notes the use, loads a model unloaded for idleness (True then).
     warm: Callable[[str], Awaitable[bool]] | None = None
+    # The model lifecycle's answer for a model the runtime does not serve now: what a model that is
+    # registered and wanted running is doing (it is coming: 503), None for any other name (404).
+    starting: Callable[[str], Awaitable[str | None]] | None = None
 
     async def admit(self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int) -> Ticket:
         """Check model, windows and quota, in that order; an ApiError says why not."""
@@ -73,7 +82,16 @@ class Admission:
         if self.warm is not None and await self.warm(model):
             return
         if not await self.catalog.has(model):
-            raise ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
+            raise await self.unserved(model)
+
+    async def unserved(self, model: str) -> ApiError:
+        """The error for a model the runtime does not serve now (at admission, or the runtime's own
+        ``unknown_model``): 503 with ``retry-after`` while a model wanted running is on its way (after
+        a restart, while it loads: the SDKs retry a 503, never a 404), 404 for any other name."""
+        doing = None if self.starting is None else await self.starting(model)
+        if doing is not None:
+            return unavailable(f"The model '{model}' is {doing}; retry shortly", retry_after=LOADING_RETRY_AFTER)
+        return ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
 
     def _check_windows(self, key: ApiKey, tokens: int) -> dict[str, str]:
         if key.rpm_limit is None and key.tpm_limit is None:

@@ -40,8 +40,8 @@ from proxy.storage.api_keys import ApiKey
 from proxy.storage.database import Database
 from proxy.storage.usage import UsageEvent
 from proxy.upstream import Runtime, RuntimeStream, runtime_error
-from runtime.api.errors import RuntimeClientError
-from runtime.api.protocol import Done, Perf
+from runtime.api.errors import RuntimeClientError, RuntimeRequestError
+from runtime.api.protocol import ERR_UNKNOWN_MODEL, Done, Perf
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Generation:
             await self._stream.admitted()
         except RuntimeClientError as exc:
             await self._stream.aclose()
-            raise runtime_error(exc, deadline=True) from None
+            raise await self._runtime_error(exc) from None
         self.service.metrics.queue_position.observe(self._stream.position or 0)
 
     async def embed(self) -> list[list[float]]:
@@ -211,9 +211,16 @@ class Generation:
                 self.req.model, list(self.req.inputs), timeout=self.service.request_timeout
             )
         except RuntimeClientError as exc:
-            raise runtime_error(exc, deadline=True) from None
+            raise await self._runtime_error(exc) from None
         self.done = Done("stop", int(result.get("prompt_tokens", 0)), 0, Perf(0.0, 0.0, 0.0))
         return [list(v) for v in result["embeddings"]]
+
+    async def _runtime_error(self, exc: RuntimeClientError) -> ApiError:
+        """A refusal before any text: a model the runtime lost since admission (it restarted) is
+        the model's business (503 while it comes back), the rest the runtime's."""
+        if isinstance(exc, RuntimeRequestError) and exc.code == ERR_UNKNOWN_MODEL:
+            return await self.service.admission.unserved(self.req.model)
+        return runtime_error(exc, deadline=True)
 
     async def pieces(self, client_gone: Callable[[], bool] | None = None) -> AsyncGenerator[str, None]:
         """The runtime's text, metered; stops early at the request's token budget.

@@ -197,6 +197,9 @@ class Database:
         self._all_read_conns: list[sqlite3.Connection] = []
         self._closed = False
         self.incident = Incident()
+        # The owner id named on the quota reservations made through this database (proxy.storage.owner),
+        # set by a serving process; None: they are reclaimed by age only.
+        self.reservation_owner: str | None = None
 
     @classmethod
     @asynccontextmanager

@@ -21,11 +21,14 @@ period counter, which :func:`reserve_on` zeroes lazily when the period has turne
 remembers its period, and settles into the period counter only while that period lasts.
 
 Reservations left by a process that died are reclaimed by :func:`reclaim_stale_reservations`, at
-start-up and then every minute by the proxy (``proxy.app``), with a bound above the longest request.
+start-up and then every minute by the proxy (``proxy.app``): at once when their owner process is
+gone (``proxy.storage.owner``: a restart frees what the requests it cut held), and in any case
+past an age bound above the longest request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -36,6 +39,7 @@ from zoneinfo import ZoneInfo
 from proxy.storage.budget import format_reset, period_bounds
 from proxy.storage.database import Database
 from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.owner import gone_owners
 
 _EVENT_COLUMNS = (
     "request_id",
@@ -207,8 +211,8 @@ async def reserve(
     """
     if n_tokens < 0 or (minimum is not None and not 0 <= minimum <= n_tokens):
         raise ValidationError("cannot reserve a negative number of tokens, or a minimum above the maximum")
-    when = time.time() if now is None else now
-    return await db.execute_write(lambda conn: reserve_on(conn, api_key_id, n_tokens, when, minimum, zone))
+    when, owner = time.time() if now is None else now, db.reservation_owner
+    return await db.execute_write(lambda conn: reserve_on(conn, api_key_id, n_tokens, when, minimum, zone, owner))
 
 
 def reserve_on(
@@ -218,6 +222,7 @@ def reserve_on(
     now: float,
     minimum: int | None = None,
     zone: Zone = timezone.utc,
+    owner: str | None = None,
 ) -> Reservation | QuotaExceeded:
     """:func:`reserve` on a connection already inside a write transaction (so read-then-write is atomic).
 
@@ -252,9 +257,9 @@ def reserve_on(
         return QuotaExceeded(api_key_id, least, limit, used, reserved, period, end, zone)
     conn.execute("UPDATE api_keys SET tokens_reserved = tokens_reserved + ? WHERE id = ?", (granted, api_key_id))
     (reservation_id,) = conn.execute(
-        "INSERT INTO quota_reservations (api_key_id, tokens, created_at, period_start) VALUES (?, ?, ?, ?) "
-        "RETURNING id",
-        (api_key_id, granted, now, start),
+        "INSERT INTO quota_reservations (api_key_id, tokens, created_at, period_start, owner) "
+        "VALUES (?, ?, ?, ?, ?) RETURNING id",
+        (api_key_id, granted, now, start, owner),
     ).fetchone()
     return Reservation(reservation_id, api_key_id, granted, now, start)
 
@@ -277,16 +282,25 @@ async def release(db: Database, reservation: Reservation) -> int:
 
 
 async def reclaim_stale_reservations(db: Database, older_than: float) -> int:
-    """Release reservations older than ``older_than`` seconds (their process died); the count.
+    """Release the reservations whose owner process is gone, and any older than ``older_than``
+    seconds (no owner, or a leak); the count.
 
     Call it at start-up and periodically with a bound above the longest possible request (the
     request timeout plus a margin), so live requests are never touched.
     """
     cutoff = time.time() - older_than
+    owners = await db.execute_read(
+        lambda conn: [
+            r[0] for r in conn.execute("SELECT DISTINCT owner FROM quota_reservations WHERE owner IS NOT NULL")
+        ]
+    )
+    gone = gone_owners(db.path, (o for o in owners if o != db.reservation_owner))
 
     def reclaim(conn: sqlite3.Connection) -> int:
         rows = conn.execute(
-            "DELETE FROM quota_reservations WHERE created_at < ? RETURNING api_key_id, tokens", (cutoff,)
+            "DELETE FROM quota_reservations WHERE created_at < ? "
+            "OR owner IN (SELECT value FROM json_each(?)) RETURNING api_key_id, tokens",
+            (cutoff, json.dumps(gone)),
         ).fetchall()
         for api_key_id, tokens in rows:
             conn.execute(
@@ -297,5 +311,5 @@ async def reclaim_stale_reservations(db: Database, older_than: float) -> int:
 
     count = await db.execute_write(reclaim)
     if count:
-        log.warning("released %d stale quota reservations left by a process that stopped", count)
+        log.warning("released %d quota reservations left by a process that stopped", count)
     return count

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from runtime.api.errors import RuntimeServiceError
 from runtime.api.models import ModelConfig
-from runtime.api.protocol import ERR_BAD_REQUEST, GenerateSpec
+from runtime.api.protocol import ERR_BAD_REQUEST, GenerateSpec, SamplingParams
 
 
 class Emit(Protocol):
@@ -63,6 +63,11 @@ class Backend(ABC):
     def unload(self) -> None:
         """Free the model. Safe to call twice."""
 
+    def warm(self) -> None:
+        """Pay a model's first-request costs now, right after ``load`` (compute buffers allocated,
+        weights paged in from the file): a one-token generation whose text goes nowhere."""
+        self.generate(_WARM_UP, _discard, _never)
+
     def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
         """One embedding per input and the prompt tokens they took; for models loaded for embeddings."""
         raise BackendError("this model's backend does not compute embeddings", code=ERR_BAD_REQUEST)
@@ -106,3 +111,14 @@ class BackendError(RuntimeServiceError):
         if self.param is not None:
             body["param"] = self.param
         return body
+
+
+_WARM_UP = GenerateSpec("warm-up", ({"role": "user", "content": "Hi"},), None, SamplingParams(max_tokens=1))
+
+
+def _discard(text: str, final: bool = False) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False

@@ -230,6 +230,13 @@ class LlamaCppBackend(Backend):
         first_at = first_at or end
         return Outcome(finish, n_prompt, count, (first_at - p_start) * 1000, (end - first_at) * 1000)
 
+    def warm(self) -> None:
+        if self._embedding:
+            self._llm.embed(["warm-up"])
+        else:
+            super().warm()
+        self._llm.reset()  # no warm-up tokens kept for prefix reuse: the first request runs as on a fresh load
+
     def embed(self, inputs: list[str], cancelled: Cancelled) -> tuple[list[list[float]], int]:
         if not self._embedding:
             raise BackendError(

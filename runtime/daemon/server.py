@@ -21,8 +21,9 @@ from typing import Any
 import zmq
 
 from runtime import __version__
-from runtime.api.errors import ModelSpecError
+from runtime.api.errors import ModelSpecError, RuntimeServiceError
 from runtime.api.models import ModelConfig, check_model_name, model_config_from_wire
+from runtime.api.probe import probe_endpoint
 from runtime.api.protocol import (
     ERR_ABORTED,
     ERR_BAD_REQUEST,
@@ -73,11 +74,15 @@ class RuntimeServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def bind(self) -> None:
+        """Listen on the endpoint; refuse (RuntimeServiceError) one another live process answers on."""
         endpoint = self.settings.endpoint
         if endpoint.startswith("ipc://"):
+            other = probe_endpoint(endpoint)
+            if other is not None:
+                raise RuntimeServiceError(other.refusal())
             path = Path(endpoint[len("ipc://") :])
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
+            if path.exists():  # left by a daemon that was killed: nobody listens on it
                 path.unlink()
         self._sock.bind(endpoint)
         log.info("runtime %s listening on %s (pid %d)", __version__, endpoint, os.getpid())
