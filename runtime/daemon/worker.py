@@ -262,6 +262,7 @@ class ModelWorker:
             "queue_depth": self._options.depth,
             "running": self.running is not None,
             "served": self.served,
+            "context": self._backend.context_length() if self._backend is not None else None,
         }
 
 
