@@ -83,13 +83,13 @@ class SpeechCalls:
         prompt_tokens: int,
         max_tokens: int,
     ) -> AsyncIterator[SpeechCall]:
-        call = SpeechCall(
-            self, key, name if model is not None and model.name == name else UNKNOWN_MODEL, endpoint, ids, prompt_tokens
-        )
+        expected = _Expected(model, kind)
+        label = name if expected.serves(name) else UNKNOWN_MODEL  # never a name a client made up
+        call = SpeechCall(self, key, label, endpoint, ids, prompt_tokens)
         self.metrics.inflight.inc()
         self._live.add(call)
         try:
-            admission = Admission(self.db, _Expected(model, kind), self.limiter, zone=self.zone)
+            admission = Admission(self.db, expected, self.limiter, zone=self.zone)
             try:
                 call.ticket = await admission.admit(key, name, prompt_tokens, max_tokens)
             except ApiError:
