@@ -95,6 +95,7 @@ NOT_NUMBERS = [
     ("estimated_time 1e400", '{"error": "Model is currently loading", "estimated_time": 1e400}', None),
     ("estimated_time NaN", '{"error": "Model is currently loading", "estimated_time": NaN}', None),
     ("estimated_time -1e400", '{"error": "Model is currently loading", "estimated_time": -1e400}', None),
+    ("estimated_time 10**400", '{"error": "Model is currently loading", "estimated_time": 1' + "0" * 400 + "}", None),
     ("Retry-After 1e400", '{"error": "Model is currently loading", "estimated_time": 5}', "1e400"),
     ("Retry-After nan", '{"error": "Model is currently loading"}', "nan"),
 ]

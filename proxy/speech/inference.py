@@ -30,7 +30,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 import aiohttp
 
@@ -144,7 +144,7 @@ def _too_large(limit: int) -> ApiError:
 def _parse_transcript(raw: bytes) -> Transcript:
     try:
         answer = json.loads(raw)
-    except ValueError:  # UnicodeDecodeError too
+    except (ValueError, RecursionError):  # UnicodeDecodeError too; nested past Python's limit
         answer = None
     return _transcript(answer)
 
@@ -212,9 +212,7 @@ def _error_message(body: bytes) -> tuple[str, float | None]:
     if isinstance(error, list):
         error = "; ".join(str(e) for e in error)
     estimated = parsed.get("estimated_time")
-    return str(error or text)[:500], float(estimated) if isinstance(estimated, (int, float)) and _finite(
-        estimated
-    ) else None
+    return str(error or text)[:500], float(estimated) if _finite(estimated) else None
 
 
 def _seconds(value: str | None) -> int | None:
@@ -229,7 +227,7 @@ def _seconds(value: str | None) -> int | None:
 
 def _clamped(seconds: float) -> int:
     """Whole seconds from 1 to :data:`MAX_RETRY_SECONDS` (``seconds`` is finite)."""
-    return int(min(MAX_RETRY_SECONDS, max(1, math.ceil(min(seconds, MAX_RETRY_SECONDS)))))
+    return min(MAX_RETRY_SECONDS, max(1, math.ceil(seconds)))
 
 
 def _transcript(answer: object) -> Transcript:
@@ -247,5 +245,12 @@ def _transcript(answer: object) -> Transcript:
     return Transcript(answer["text"].strip(), tuple(segments))
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _finite(value: object) -> TypeGuard[float]:
+    """A JSON number that is a finite float (``json`` reads ``1e400`` as infinity, accepts ``NaN``, and
+    reads 400 digits as an int no float can hold)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
