@@ -2,8 +2,10 @@
 
 Every label value is the server's own: endpoints and error codes are constants, and a model label is
 a name the runtime serves (the generation passes ``(unknown)`` for anything else). As a second
-bound, at most :data:`MAX_MODEL_LABELS` distinct model names become labels; later ones are counted
-under ``(other)``, so the scrape stays small whatever reaches it.
+bound, a model name becomes a label only while the labels stay under :data:`MAX_MODEL_LABELS` names
+and :data:`MAX_MODEL_LABEL_BYTES` bytes in all, and only if it is at most :data:`MAX_LABEL_BYTES`
+long (a model's name, not a paragraph); anything else is counted under ``(other)``, so the scrape
+stays small whatever reaches it (issue 18: 256 names of 450 KB made it 111 MB).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from prometheus_client.metrics_core import Metric
 from proxy.auth.gate import GateStats
 
 MAX_MODEL_LABELS = 256
+MAX_LABEL_BYTES = 128  # the runtime's and the registry's names are at most this long
+MAX_MODEL_LABEL_BYTES = 16 * 1024
 OTHER_MODELS = "(other)"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -70,6 +74,7 @@ class Metrics:
         )
         self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
         self._models: set[str] = set()
+        self._label_bytes = 0
         self._children: dict[tuple[object, ...], Any] = {}
         self._gates = _GateCollector()
         r.register(self._gates)
@@ -81,9 +86,15 @@ class Metrics:
     def model_label(self, model: str) -> str:
         if model in self._models:
             return model
-        if len(self._models) >= MAX_MODEL_LABELS:
+        size = len(model.encode("utf-8", "replace"))
+        if (
+            size > MAX_LABEL_BYTES
+            or len(self._models) >= MAX_MODEL_LABELS
+            or self._label_bytes + size > MAX_MODEL_LABEL_BYTES
+        ):
             return OTHER_MODELS
         self._models.add(model)
+        self._label_bytes += size
         return model
 
     def observe(self, endpoint: str, model: str, status: int, latency_ms: float, ttft_ms: float | None) -> None:

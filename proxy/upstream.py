@@ -81,6 +81,7 @@ class ModelInfo:
     backend: str
     state: str
     created: int
+    context: int | None = None  # the model's context, in its own tokens, when the runtime says
 
 
 class ModelCatalog:
@@ -103,7 +104,7 @@ class ModelCatalog:
         if now - self._fetched > (self._ttl if ttl is None else ttl):
             listed = await self._runtime.models()
             self._models = {
-                m["name"]: ModelInfo(m["name"], m["backend"], m["state"], self._created)
+                m["name"]: ModelInfo(m["name"], m["backend"], m["state"], self._created, _context(m))
                 for m in listed
                 if m.get("state") == "ready"
             }
@@ -123,6 +124,16 @@ class ModelCatalog:
         if name in self._models and time.monotonic() - self._fetched <= self._ttl:
             return True
         return name in await self.models(ttl=MISS_TTL if name not in self._models else None)
+
+    def context(self, name: str) -> int | None:
+        """The model's context length as of the last fetch (None: unknown, e.g. a model not loaded)."""
+        info = self._models.get(name)
+        return info.context if info is not None else None
+
+
+def _context(model: dict[str, Any]) -> int | None:
+    value = model.get("context")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # Protocol error code -> (HTTP status, OpenAI type, OpenAI code, retry-after seconds or None).

@@ -53,6 +53,10 @@ class StandIn:
     first_seen: threading.Event = field(default_factory=threading.Event)  # the test got the first bytes
     cancelled: threading.Event = field(default_factory=threading.Event)  # the proxy dropped a call
     received: bytes = b""
+    transcript: str = TRANSCRIPT  # the text a recognition answers with
+    huge: int = 0  # > 0: the transcript is this many bytes of JSON, streamed (a service gone wrong)
+    loading_body: str | None = None  # the raw body of a "loading" answer (e.g. estimated_time 1e400)
+    retry_after: str | None = None  # a Retry-After header on a "loading" answer
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -83,6 +87,7 @@ class StandIn:
         self.first_seen.clear()
         self.cancelled.clear()
         self.received = b""
+        self.transcript, self.huge, self.loading_body, self.retry_after = TRANSCRIPT, 0, None, None
 
     def _serve(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
@@ -111,6 +116,10 @@ class StandIn:
 
     async def _answer(self, request: web.Request, call: dict[str, object]) -> web.StreamResponse:
         if self.mode == "loading":
+            if self.loading_body is not None or self.retry_after is not None:
+                body = self.loading_body or json.dumps({"error": f"Model {call['repo']} is currently loading"})
+                headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+                return web.Response(status=503, body=body, content_type="application/json", headers=headers)
             return _error(503, f"Model {call['repo']} is currently loading", estimated_time=12.3)
         if self.mode == "bad_request":
             return _error(400, "Input is too long for this model")
@@ -122,10 +131,29 @@ class StandIn:
         self.received = await request.read()
         if self.mode == "slow":
             await asyncio.sleep(4)
+        if self.huge:
+            return await self._huge(request)
+        if self.transcript != TRANSCRIPT:
+            return web.json_response({"text": self.transcript})
         words = TRANSCRIPT.split()
         half = " ".join(words[: len(words) // 2])
         chunks = [{"text": half, "timestamp": [0.0, 0.8]}, {"text": TRANSCRIPT[len(half) :], "timestamp": [0.8, 1.6]}]
         return web.json_response({"text": " " + TRANSCRIPT, "chunks": chunks})
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        """``{"text": "word word ..."}`` of ``self.huge`` bytes, written 1 MB at a time."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"text": "')
+        block = b"word " * (1 << 18)  # 1.25 MB
+        sent = 0
+        while sent < self.huge:
+            await response.write(block)
+            sent += len(block)
+        await response.write(b'"}')
+        await response.write_eof()
+        return response
 
     async def _speak(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "audio/wav"})

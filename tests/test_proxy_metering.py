@@ -392,7 +392,7 @@ def test_health_readiness_and_metrics(
     base = f"http://127.0.0.1:{proxy.port}"
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     ready = proxy.wait_ready()
-    assert ready == {"database": "ok", "runtime": "ok", "warmup": "ok"}
+    assert ready == {"database": "ok", "runtime": "ok", "warmup": "ok", "ledger": "ok"}
     key = proxy.make_key("metrics")
     openai_client(proxy.base_url, key).chat.completions.create(model="smollm2", messages=HELLO, max_tokens=2)
     text = httpx.get(f"{base}/metrics").text

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from proxy.errors import ApiError, unavailable
 from proxy.metering.ratelimit import RateLimiter
+from proxy.metering.request import check_model_length
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.budget import format_reset
 from proxy.storage.database import Database
@@ -27,6 +28,7 @@ from proxy.storage.usage import QuotaExceeded, Reservation, reserve
 from proxy.upstream import ModelCatalog
 
 LOADING_RETRY_AFTER = 2  # seconds a client waits before asking again for a model that is loading
+CONTEXT_MARGIN = 1.5  # cl100k_base tokens per model token, at most, for the context check
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class KnownModels(Protocol):
         """Whether ``name`` is a known model, without a round trip (for ledger and metric labels)."""
         ...
 
+    def context(self, name: str) -> int | None:
+        """The model's context length in its own tokens, if known (after ``has``)."""
+        ...
+
 
 @dataclass
 class Admission:
@@ -61,14 +67,34 @@ class Admission:
     # registered and wanted running is doing (it is coming: 503), None for any other name (404).
     starting: Callable[[str], Awaitable[str | None]] | None = None
 
-    async def admit(self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int) -> Ticket:
-        """Check model, windows and quota, in that order; an ApiError says why not."""
+    async def admit(
+        self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int, *, one_context: bool = False
+    ) -> Ticket:
+        """Check model, context (``one_context``: the prompt must fit in one), windows and quota, in
+        that order; an ApiError says why not."""
+        check_model_length(model)  # the fronts check it when parsing; this is the owner's backstop
+        self._check_ledger()
         await self._check_model(key, model)
+        if one_context:
+            self._check_context(model, prompt_tokens)
         headers = self._check_windows(key, prompt_tokens + max_tokens)
         if key.token_limit is None:
             return Ticket(max_tokens, None, headers)
         reservation = await self._reserve(key, prompt_tokens, max_tokens)
         return Ticket(reservation.tokens - prompt_tokens, reservation, headers)
+
+    def _check_ledger(self) -> None:
+        """No request runs while its usage row could not be written (a full disk): a 503 before it
+        starts, not a stream cut after 41 tokens with no row (issue 18)."""
+        why = self.db.unwritable()
+        if why is not None:
+            raise ApiError(
+                503,
+                f"the usage ledger cannot be written right now ({why}); retry shortly",
+                type="server_error",
+                code="service_unavailable",
+                headers={"retry-after": "5"},
+            )
 
     async def _check_model(self, key: ApiKey, model: str) -> None:
         if not key.allows_model(model):
@@ -92,6 +118,23 @@ class Admission:
         if doing is not None:
             return unavailable(f"The model '{model}' is {doing}; retry shortly", retry_after=LOADING_RETRY_AFTER)
         return ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
+
+    def _check_context(self, model: str, prompt_tokens: int) -> None:
+        """A prompt that cannot fit the model's context is refused here, before any queue (issue 25:
+        Open WebUI's 6,593-token "Hello" waited 10-102 s behind other requests for the model's 400).
+
+        ``prompt_tokens`` is the cl100k_base count, not the model's: the bound allows for a model
+        tokenizer up to :data:`CONTEXT_MARGIN` times as frugal as cl100k_base, so a prompt that fits
+        is never refused here. A prompt between the two is refused by the runtime, as before."""
+        context = self.catalog.context(model)
+        if context is not None and prompt_tokens > context * CONTEXT_MARGIN:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {context} tokens; the messages are about "
+                f"{prompt_tokens} tokens. Please reduce the length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
 
     def _check_windows(self, key: ApiKey, tokens: int) -> dict[str, str]:
         if key.rpm_limit is None and key.tpm_limit is None:

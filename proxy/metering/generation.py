@@ -8,7 +8,8 @@
             ...
         await gen.finish()                                        # (streamed: before the usage chunk)
 
-An embeddings request (``req.inputs``) calls ``await gen.embed()`` instead of ``open`` and ``pieces``.
+An embeddings request (``req.inputs``) calls ``await gen.embed()`` instead of ``open`` and ``pieces``;
+a tokenizer request ``await gen.tokenize(...)`` or ``await gen.detokenize(...)``.
 
 Its exit is the only place a usage row is written. Whatever ends the request passes there: a
 normal end, a refusal, a runtime error, a client gone, an unexpected exception in the caller (a
@@ -17,7 +18,10 @@ if it fails the reservation is released, the failure counted and logged, and the
 
 Billing, in :meth:`Generation._bill`: a request the server refused or could not run (nothing
 generated, no ``done``) costs nothing; otherwise the prompt plus the text the model produced,
-capped by the reservation so ``usage`` reported == usage billed.
+capped by the reservation so ``usage`` reported == usage billed. What is billed is what was
+delivered: a buffered answer that ends in an error (the request's deadline, 504; the runtime gone,
+502) delivered nothing and costs nothing (issue 25), while the row's runtime counts keep what the
+model generated. A client that leaves is billed for what was generated, streamed or not.
 """
 
 from __future__ import annotations
@@ -142,6 +146,7 @@ class Generation:
     _refused: bool = False
     _recorded: bool = False
     _completion: int | None = None
+    _runtime_counts: tuple[int | None, int | None] = (None, None)  # from an error frame, when no ``done``
 
     @property
     def request_id(self) -> str:
@@ -181,7 +186,7 @@ class Generation:
     async def admit(self) -> None:
         try:
             self.ticket = await self.service.admission.admit(
-                self.key, self.req.model, self.prompt_tokens, self.req.max_tokens
+                self.key, self.req.model, self.prompt_tokens, self.req.max_tokens, one_context=self.req.inputs is None
             )
         except RuntimeClientError as exc:
             self._refused = True
@@ -222,6 +227,27 @@ class Generation:
             return await self.service.admission.unserved(self.req.model)
         return runtime_error(exc, deadline=True)
 
+    async def tokenize(self, add_special: bool) -> list[int]:
+        """A tokenize request (its text is ``req.inputs[0]``): the model's token ids."""
+        assert self.ticket is not None and self.req.inputs is not None
+        try:
+            tokens = await self.service.runtime.tokenize(self.req.model, self.req.inputs[0], add_special)
+        except RuntimeClientError as exc:
+            raise runtime_error(exc) from None
+        self.done = Done("stop", len(tokens), 0, Perf(0.0, 0.0, 0.0))
+        return tokens
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        """A detokenize request: the text, billed as its completion (within the reservation)."""
+        assert self.ticket is not None
+        try:
+            text = await self.service.runtime.detokenize(self.req.model, tokens)
+        except RuntimeClientError as exc:
+            raise runtime_error(exc) from None
+        self.pieces_sent.append(text)
+        self.done = Done("stop", 0, len(tokens), Perf(0.0, 0.0, 0.0))
+        return text
+
     async def pieces(self, client_gone: Callable[[], bool] | None = None) -> AsyncGenerator[str, None]:
         """The runtime's text, metered; stops early at the request's token budget.
 
@@ -240,6 +266,7 @@ class Generation:
                 except StopAsyncIteration:
                     break
                 except RuntimeClientError as exc:
+                    self._runtime_counts = _counts(exc)
                     raise runtime_error(exc, started=bool(self.pieces_sent), deadline=True) from None
                 watch = None
                 if self.ttft_ms is None:
@@ -289,14 +316,22 @@ class Generation:
         if cancelled:
             raise asyncio.CancelledError
 
-    def _bill(self) -> tuple[int, int]:
-        """(prompt, completion) tokens charged: nothing for a request that was refused or never ran."""
+    def _bill(self, status: int, disconnected: bool) -> tuple[int, int]:
+        """(prompt, completion) tokens charged: nothing for a request that was refused or never ran,
+        nor for a buffered answer that failed (the client received none of it)."""
         if self._refused or (not self.pieces_sent and self.done is None):
+            return 0, 0
+        if not self.req.stream and status >= 400 and not disconnected:
             return 0, 0
         return self.prompt_tokens, self.completion_tokens
 
+    def _generated(self) -> tuple[int | None, int | None]:
+        """The runtime's own (prompt, completion) counts: from ``done``, or from the error that ended it."""
+        return (self.done.prompt_tokens, self.done.completion_tokens) if self.done else self._runtime_counts
+
     async def _record(self, status: int, disconnected: bool) -> ApiError | None:
-        prompt, completion = self._bill()
+        prompt, completion = self._bill(status, disconnected)
+        runtime_prompt, runtime_completion = self._generated()
         latency_ms = (time.perf_counter() - self.started) * 1000
         model = self.model_label
         event = UsageEvent(
@@ -308,8 +343,8 @@ class Generation:
             prompt_tokens=prompt,
             completion_tokens=completion,
             status=status,
-            runtime_prompt_tokens=self.done.prompt_tokens if self.done else None,
-            runtime_completion_tokens=self.done.completion_tokens if self.done else None,
+            runtime_prompt_tokens=runtime_prompt,
+            runtime_completion_tokens=runtime_completion,
             latency_ms=round(latency_ms, 3),
             ttft_ms=round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
             streamed=self.req.stream,
@@ -330,3 +365,10 @@ class Generation:
         )
         reservation = self.ticket.reservation if self.ticket else None
         return await settle_usage(self.service.db, self.service.metrics, event, reservation, latency_ms, self.ttft_ms)
+
+
+def _counts(exc: RuntimeClientError) -> tuple[int | None, int | None]:
+    """The token counts an error frame carries (a generation cut by its deadline says what it had made)."""
+    extra = exc.extra if isinstance(exc, RuntimeRequestError) else {}
+    prompt, completion = extra.get("prompt_tokens"), extra.get("completion_tokens")
+    return (prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)

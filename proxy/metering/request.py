@@ -1,16 +1,28 @@
 """A generation request as the metering layer sees it: model, input, limits, sampling, delivery.
 
 An embeddings request is metered by the same owner (``Generations.run``): it is a request with
-``inputs`` and nothing to generate (:func:`embedding_request`).
+``inputs`` and nothing to generate (:func:`embedding_request`); so are the tokenizer's
+(:func:`tokenizer_request`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.errors import bad_request
 from runtime.api.output import OutputSpec
 from runtime.api.protocol import SamplingParams
+
+MAX_MODEL_NAME = 400  # characters; model names are short, and a name reaches the ledger and the logs
+
+
+def check_model_length(model: str) -> str:
+    """``model``, if it is short enough to be a model's name; a 400 otherwise. Every front calls
+    this before anything is stored or labelled (issues 14 and 18: 900 KB names)."""
+    if len(model) > MAX_MODEL_NAME:
+        raise bad_request(f"'model' is longer than {MAX_MODEL_NAME} characters", "model", "model_name_too_long")
+    return model
 
 
 @dataclass(frozen=True)
@@ -77,3 +89,9 @@ def embedding_request(model: str, inputs: tuple[str, ...]) -> GenerationRequest:
         include_usage=False,
         inputs=inputs,
     )
+
+
+def tokenizer_request(model: str, inputs: tuple[str, ...], max_tokens: int) -> GenerationRequest:
+    """A tokenize request (its text in ``inputs``, the prompt) or a detokenize one (no input;
+    ``max_tokens``: the text it may produce, one per token id)."""
+    return replace(embedding_request(model, inputs), max_tokens=max_tokens)

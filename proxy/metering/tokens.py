@@ -88,6 +88,13 @@ async def count_request(req: GenerationRequest) -> int:
     return await asyncio.get_running_loop().run_in_executor(_OFF_LOOP, _count_request, req)
 
 
+async def count_text_off_loop(text: str) -> int:
+    """:func:`count_text`, in a worker thread when ``text`` is large (a transcript, a tokenize input)."""
+    if len(text) <= OFF_LOOP_CHARS:
+        return count_text(text)
+    return await asyncio.get_running_loop().run_in_executor(_OFF_LOOP, count_text, text)
+
+
 def _count_request(req: GenerationRequest) -> int:
     """The input as the model sees it: messages or prompt, and the tools' definitions (JSON)."""
     if req.inputs is not None:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, generations_key, request_ids_key
 from proxy.errors import bad_request
-from proxy.metering.request import embedding_request
+from proxy.metering.request import check_model_length, embedding_request
 from proxy.openai.body import read_json
 from proxy.openai.protocol import usage
 
@@ -47,6 +47,7 @@ def parse_embeddings(obj: Any) -> tuple[str, tuple[str, ...], str]:
     model = obj.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required and must be a string", "model")
+    check_model_length(model)
     unknown = sorted(k for k in obj if k not in _KNOWN)
     if unknown:
         log.debug("ignored unknown request fields: %s", ", ".join(unknown))

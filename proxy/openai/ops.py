@@ -3,7 +3,9 @@
 ``/healthz`` says the process answers. ``/readyz`` says it can serve: :func:`check_health` (the
 database answers and its file is still where it was opened; the runtime answers a ping) and the
 warm-up is done (:mod:`proxy.metering.warmup`), so that the first request after ``ready`` costs
-what a warm one does. The systemd watchdog is fed from :func:`check_health` too.
+what a warm one does, and the usage ledger can be written (``"ledger"``: not on a full disk, nor
+while writes fail; admission refuses requests meanwhile). The systemd watchdog is fed from
+:func:`check_health`, which leaves the ledger out: a restart does not free a disk.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = await check_health(request.app)
     warmup = request.app[warmup_key]
     checks["warmup"] = "ok" if warmup.done.is_set() else warmup.state
+    checks["ledger"] = request.app[db_key].unwritable() or "ok"
     ok = all(v == "ok" for v in checks.values())
     return web.json_response({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
 

@@ -14,12 +14,11 @@ import time
 from typing import Any
 
 from proxy.errors import bad_request
-from proxy.metering.request import GenerationRequest
+from proxy.metering.request import GenerationRequest, check_model_length
 from proxy.openai.fields import check_extra_fields, parse_chat_output, parse_completion_output
 from runtime.api.protocol import MAX_STOP_STRINGS, SAMPLING_BOUNDS, SamplingParams
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-MAX_MODEL_NAME = 400  # characters; model names are short, and a name reaches the ledger and the logs
 _RUNTIME = SamplingParams()
 
 
@@ -77,9 +76,7 @@ def _model(obj: dict[str, Any]) -> str:
     model = obj.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required and must be a string", "model")
-    if len(model) > MAX_MODEL_NAME:
-        raise bad_request(f"'model' is longer than {MAX_MODEL_NAME} characters", "model", "model_name_too_long")
-    return model
+    return check_model_length(model)
 
 
 def _list(obj: dict[str, Any], key: str) -> list[Any]:

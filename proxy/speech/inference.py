@@ -16,6 +16,10 @@ Failures translate once, here (:func:`upstream_error`): a model loading upstream
 ``retry-after``; the token refused (401/403) -> 502 saying the board's token was refused, never
 showing it; a timeout -> 504 with ``x-should-retry: false``; any other 4xx passed on with its
 message; 5xx and unreachable -> 502.
+
+The upstream is not trusted to be sane (issue 18): its numbers (``estimated_time``, ``Retry-After``)
+are taken only when finite and clamped to :data:`MAX_RETRY_SECONDS`; a transcript is read up to
+:data:`MAX_TRANSCRIPT_BYTES` (502 past it), and a large one is parsed off the event loop.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 import aiohttp
 
@@ -36,6 +40,9 @@ from proxy.speech.catalog import SpeechModel
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
+MAX_RETRY_SECONDS = 3600  # a retry-after beyond an hour is the upstream's nonsense, not a plan
+MAX_TRANSCRIPT_BYTES = 8 * 1024 * 1024  # hours of speech as JSON with timestamps fit many times over
+OFF_LOOP_BYTES = 64 * 1024  # a larger answer is parsed in a worker thread
 
 
 @dataclass
@@ -85,12 +92,14 @@ class InferenceClient:
         """Send the audio (an open file, streamed by aiohttp) for recognition; the transcript."""
         response = await self._post(model, data=body, headers={"Content-Type": content_type})
         try:
-            answer = await response.json(content_type=None)
-        except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raw = await _read_bounded(response, MAX_TRANSCRIPT_BYTES)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc) from None
         finally:
             response.close()
-        return _transcript(answer)
+        if len(raw) <= OFF_LOOP_BYTES:
+            return _parse_transcript(raw)
+        return await asyncio.get_running_loop().run_in_executor(None, _parse_transcript, raw)
 
     async def _post(self, model: SpeechModel, headers: dict[str, str], **kw: Any) -> aiohttp.ClientResponse:
         if model.token_problem:  # never an anonymous call in place of a stored token (issue 25)
@@ -118,11 +127,41 @@ class InferenceClient:
         return response
 
 
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body, up to ``limit`` bytes; a 502 past it (the connection is dropped)."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(READ_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(limit)
+    return bytes(data)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        502,
+        f"Hugging Face's inference service sent a transcript larger than {limit} bytes",
+        type="server_error",
+        code="upstream_error",
+    )
+
+
+def _parse_transcript(raw: bytes) -> Transcript:
+    try:
+        answer = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError too; nested past Python's limit
+        answer = None
+    return _transcript(answer)
+
+
 def upstream_error(status: int, body: bytes, retry_after: str | None, model: SpeechModel) -> ApiError:
     """The OpenAI error for an inference-service answer of ``status``."""
     message, estimated = _error_message(body)
     if status == 503 and (estimated is not None or "loading" in message.lower()):
-        wait = _seconds(retry_after) or max(1, math.ceil(estimated or 20))
+        wait = _seconds(retry_after) or _clamped(estimated if estimated is not None else 20.0)
         return ApiError(
             503,
             f"the model '{model.name}' is loading on Hugging Face's inference service; retry in {wait} s",
@@ -181,14 +220,22 @@ def _error_message(body: bytes) -> tuple[str, float | None]:
     if isinstance(error, list):
         error = "; ".join(str(e) for e in error)
     estimated = parsed.get("estimated_time")
-    return str(error or text)[:500], float(estimated) if isinstance(estimated, (int, float)) else None
+    return str(error or text)[:500], float(estimated) if _finite(estimated) else None
 
 
 def _seconds(value: str | None) -> int | None:
+    """A ``Retry-After`` in seconds, if it is a finite number (clamped); None otherwise (an HTTP
+    date, ``1e400``, ``nan``: the caller falls back on its own estimate)."""
     try:
-        return max(1, math.ceil(float(value))) if value else None
+        seconds = float(value) if value else math.nan
     except ValueError:
         return None
+    return _clamped(seconds) if math.isfinite(seconds) else None
+
+
+def _clamped(seconds: float) -> int:
+    """Whole seconds from 1 to :data:`MAX_RETRY_SECONDS` (``seconds`` is finite)."""
+    return min(MAX_RETRY_SECONDS, max(1, math.ceil(seconds)))
 
 
 def _transcript(answer: object) -> Transcript:
@@ -201,6 +248,17 @@ def _transcript(answer: object) -> Transcript:
     segments = []
     for chunk in answer.get("chunks") or []:
         stamp = chunk.get("timestamp") if isinstance(chunk, dict) else None
-        if isinstance(stamp, list) and len(stamp) == 2 and all(isinstance(t, (int, float)) for t in stamp):
+        if isinstance(stamp, list) and len(stamp) == 2 and all(_finite(t) for t in stamp):
             segments.append((float(stamp[0]), float(stamp[1]), str(chunk.get("text", "")).strip()))
     return Transcript(answer["text"].strip(), tuple(segments))
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    """A JSON number that is a finite float (``json`` reads ``1e400`` as infinity, accepts ``NaN``, and
+    reads 400 digits as an int no float can hold)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

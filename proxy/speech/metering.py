@@ -13,8 +13,15 @@ going away, a bug, cancellation at shutdown. The write is shielded from cancella
 the reservation is released and the failure counted and logged.
 
 Billing: a request refused or not run (the upstream produced nothing) costs nothing. Speech costs
-its ``input`` tokens only; a transcription costs its transcript's tokens as completion tokens
-(capped by the reservation, as text is) and records the audio's duration in ``audio_seconds``.
+its ``input`` tokens only; a transcription costs its transcript's tokens as completion tokens and
+records the audio's duration in ``audio_seconds``. A transcript is billed in full, even past its
+reservation (a guess from the audio's duration): text is capped at its reservation because the model
+was told to stop there, but nothing tells the upstream how long a transcript may be, so the cap billed
+a 59,000-token transcript as 72 on a quota key and 59,000 on an unlimited one (issue 18). Settling
+above the reservation leaves the key over its limit, and its next request is refused.
+
+The ledger and the metrics name the model only when it is the registered model this request resolved
+to; any other name is ``(unknown)`` (a refused request's name is the client's invention).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from proxy.metering.admission import Admission, Ticket
 from proxy.metering.generation import UNKNOWN_MODEL, RequestIds
 from proxy.metering.ratelimit import RateLimiter
 from proxy.metering.settle import outcome, settle_usage, write_once
-from proxy.metering.tokens import count_text
+from proxy.metering.tokens import count_text_off_loop
 from proxy.metrics import Metrics
 from proxy.speech.catalog import KIND_NAMES, SpeechModel
 from proxy.storage.api_keys import ApiKey
@@ -76,11 +83,13 @@ class SpeechCalls:
         prompt_tokens: int,
         max_tokens: int,
     ) -> AsyncIterator[SpeechCall]:
-        call = SpeechCall(self, key, name, endpoint, ids, prompt_tokens)
+        expected = _Expected(model, kind)
+        label = name if expected.serves(name) else UNKNOWN_MODEL  # never a name a client made up
+        call = SpeechCall(self, key, label, endpoint, ids, prompt_tokens)
         self.metrics.inflight.inc()
         self._live.add(call)
         try:
-            admission = Admission(self.db, _Expected(model, kind), self.limiter, zone=self.zone)
+            admission = Admission(self.db, expected, self.limiter, zone=self.zone)
             try:
                 call.ticket = await admission.admit(key, name, prompt_tokens, max_tokens)
             except ApiError:
@@ -107,6 +116,9 @@ class _Expected:
 
     def serves(self, name: str) -> bool:
         return self.model is not None and self.model.name == name
+
+    def context(self, name: str) -> int | None:
+        return None  # a remote speech model's input is bounded by its endpoint
 
     async def has(self, name: str) -> bool:
         model = self.model
@@ -143,7 +155,7 @@ class SpeechCall:
     started: float = field(default_factory=time.perf_counter)
     ticket: Ticket | None = None
     refused: bool = False
-    completion_text: str = ""
+    completion_tokens: int = 0  # a transcript's tokens, set by :meth:`transcribed`
     audio_seconds: float | None = None
     streamed: bool = False
     first_byte_ms: float | None = None
@@ -160,11 +172,10 @@ class SpeechCall:
         if self.first_byte_ms is None:
             self.first_byte_ms = (time.perf_counter() - self.started) * 1000
 
-    @property
-    def completion_tokens(self) -> int:
-        n = count_text(self.completion_text) if self.completion_text else 0
-        ticket = self.ticket
-        return min(n, ticket.max_tokens) if ticket and ticket.reservation else n
+    async def transcribed(self, text: str) -> None:
+        """A transcript arrived: billable, its tokens counted in full (off the event loop when large)."""
+        self.completion_tokens = await count_text_off_loop(text)
+        self.ran()
 
     async def finish(self) -> None:
         await self.end(None)
@@ -181,12 +192,11 @@ class SpeechCall:
         billed = self._ran and not self.refused
         prompt, completion = (self.prompt_tokens, self.completion_tokens) if billed else (0, 0)
         latency_ms = (time.perf_counter() - self.started) * 1000
-        shown = self.model if status != 404 else UNKNOWN_MODEL  # never a name made up by a client
         event = UsageEvent(
             request_id=self.ids.server,
             client_request_id=self.ids.client,
             api_key_id=self.key.id,
-            model=shown,
+            model=self.model,
             endpoint=self.endpoint,
             prompt_tokens=prompt,
             completion_tokens=completion,

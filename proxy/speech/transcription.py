@@ -17,6 +17,7 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, request_ids_key
 from proxy.errors import bad_request
+from proxy.metering.request import check_model_length
 from proxy.metering.settle import unless_gone
 from proxy.openai.respond import client_gone
 from proxy.speech.audio import UPLOAD_FORMATS, audio_duration, upload_format
@@ -42,6 +43,7 @@ def parse_transcription(fields: dict[str, str]) -> TranscriptionRequest:
     model = fields.get("model", "")
     if not model:
         raise bad_request("model is required (the name of a speech-to-text model)", param="model")
+    check_model_length(model)
     response_format = fields.get("response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
         raise bad_request(
@@ -79,8 +81,7 @@ async def _transcribe(request: web.Request, upload: Upload) -> web.Response:
         with upload.path.open("rb") as audio:
             send = speech.client.transcribe(admitted(model), audio, UPLOAD_FORMATS[fmt])
             transcript = await unless_gone(send, lambda: client_gone(request))
-        call.ran()
-        call.completion_text = transcript.text
+        await call.transcribed(transcript.text)
         body, content_type = render(transcript, req, duration)
         await call.finish()
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=call.rate_headers)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, request_ids_key
 from proxy.errors import ApiError, bad_request
+from proxy.metering.request import check_model_length
 from proxy.metering.settle import unless_gone
 from proxy.metering.tokens import count_text
 from proxy.openai.body import read_json
@@ -48,6 +49,7 @@ def parse_speech(body: object) -> SpeechRequest:
     model, text, voice = body.get("model"), body.get("input"), body.get("voice")
     if not isinstance(model, str) or not model:
         raise bad_request("model is required (the name of a text-to-speech model)", param="model")
+    check_model_length(model)
     if not isinstance(text, str) or not text.strip():
         raise bad_request("input is required: the text to speak", param="input")
     if len(text) > MAX_INPUT_CHARS:

@@ -12,20 +12,31 @@ here, so none is skipped unread. The whole body arrives within the connection's 
 and the connection bound leaves only a small reserve of them for the database and the runtime: at
 most :data:`MAX_SPOOLING` uploads are written at once, and one more is a 503 with ``retry-after``
 (a flood of dripped uploads exhausted the open-file limit: every upload a 500, issue 18).
+
+reading the answer gets the answer rather than a broken pipe.
+
+The spool lives in the temporary directory (``TMPDIR``); when it has no room left the request
+answers 507 (``insufficient_storage``) and the partial file is removed (issue 18: a 500 and a
+traceback).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import BodyPartReader, web
 
 from proxy.errors import ApiError, bad_request, unavailable
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 MAX_FIELD_BYTES = 64 * 1024  # prompt, language, ...: text fields are small
@@ -74,7 +85,10 @@ async def read_upload(request: web.Request, limit: int, slots: UploadSlots) -> U
             "the request body must be multipart/form-data with the audio in a 'file' field",
             code="unsupported_media_type",
         )
-    fd, name = tempfile.mkstemp(prefix="llmserver-audio-")
+    try:
+        fd, name = tempfile.mkstemp(prefix="llmserver-audio-")
+    except OSError as exc:
+        raise _no_room(exc) from None
     os.close(fd)
     upload = Upload(Path(name))
     try:
@@ -83,6 +97,20 @@ async def read_upload(request: web.Request, limit: int, slots: UploadSlots) -> U
         upload.remove()
         raise
     return upload
+
+
+def _no_room(exc: OSError) -> ApiError:
+    """A full spool disk is a 507; anything else (out of open files, say) is a 503 to retry."""
+    log.error("an audio upload could not be spooled to %s: %s", tempfile.gettempdir(), exc.strerror or exc)
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return unavailable("the server cannot receive this upload right now; retry shortly", retry_after=5)
+    return ApiError(
+        507,
+        "the server has no room to receive this upload right now; retry later",
+        type="server_error",
+        code="insufficient_storage",
+        headers={"retry-after": "30"},
+    )
 
 
 async def _read_parts(request: web.Request, upload: Upload, limit: int, slots: UploadSlots) -> None:
@@ -118,18 +146,28 @@ async def _read_parts(request: web.Request, upload: Upload, limit: int, slots: U
 
 
 async def _spool(request: web.Request, part: BodyPartReader, upload: Upload, limit: int) -> None:
-    with upload.path.open("wb") as out:
-        while chunk := await part.read_chunk(CHUNK):
-            upload.size += len(chunk)
-            if upload.size > limit:
-                await _drain(request, limit * DRAIN_FACTOR)
-                raise ApiError(
-                    413,
-                    f"the uploaded file is larger than the limit of {limit} bytes",
-                    param="file",
-                    code="file_too_large",
-                )
-            out.write(chunk)
+    try:
+        with upload.path.open("wb") as out:
+            await _copy(request, part, upload, limit, out)
+    except OSError as exc:
+        if isinstance(exc, ConnectionError):  # the client went away: not the disk's fault
+            raise
+        await _drain(request, limit * DRAIN_FACTOR)  # the client hears the answer, not a broken pipe
+        raise _no_room(exc) from None
+
+
+async def _copy(request: web.Request, part: BodyPartReader, upload: Upload, limit: int, out: BinaryIO) -> None:
+    while chunk := await part.read_chunk(CHUNK):
+        upload.size += len(chunk)
+        if upload.size > limit:
+            await _drain(request, limit * DRAIN_FACTOR)
+            raise ApiError(
+                413,
+                f"the uploaded file is larger than the limit of {limit} bytes",
+                param="file",
+                code="file_too_large",
+            )
+        out.write(chunk)  # OSError when the spool's disk is full (ENOSPC, EDQUOT)
 
 
 async def _text(part: BodyPartReader) -> str:

@@ -135,18 +135,26 @@ class Incident:
     """
 
     QUIET = 10.0
+    RECENT = 3.0  # a write failed this recently: the database counts as not writable (Database.unwritable)
 
     def __init__(self) -> None:
         self.failures = 0
         self._last_failure = 0.0
+        self._failing = False  # the last write failed
+
+    def failing(self) -> bool:
+        """Whether a write failed in the last :data:`RECENT` seconds and none has worked since."""
+        return self._failing and time.monotonic() - self._last_failure < self.RECENT
 
     def failed(self, exc: BaseException) -> None:
         if self.failures == 0:
             log.error("the database cannot be written (%s); requests answer 503 until it can", exc)
         self.failures += 1
         self._last_failure = time.monotonic()
+        self._failing = True
 
     def recovered(self) -> None:
+        self._failing = False
         if self.failures and time.monotonic() - self._last_failure >= self.QUIET:
             log.warning("the database is writable again (%d write(s) failed meanwhile)", self.failures)
             self.failures = 0
@@ -257,6 +265,14 @@ class Database:
             conn.close()
         self._all_read_conns.clear()
         await asyncio.to_thread(self.checkpointer.stop)
+
+    def unwritable(self) -> str | None:
+        """Why a write would fail now (``"disk full"``, ``"write failing"``), or None. Cheap (one
+        ``statvfs``): admission asks it for every request, ``/readyz`` for every probe, so that a
+        request is refused before it runs rather than served without its usage row (issue 18)."""
+        if disk_full(self.path):
+            return "disk full"
+        return "write failing" if self.incident.failing() else None
 
     async def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer thread; return its value once its transaction committed.

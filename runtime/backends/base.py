@@ -72,6 +72,10 @@ class Backend(ABC):
         """One embedding per input and the prompt tokens they took; for models loaded for embeddings."""
         raise BackendError("this model's backend does not compute embeddings", code=ERR_BAD_REQUEST)
 
+    def context_length(self) -> int | None:
+        """The model's context in its own tokens, once loaded (None: not known)."""
+        return None
+
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         """``text`` as the model's own token ids (thread-safe: called beside a running generation)."""
         raise BackendError("this model's backend cannot tokenize", code=ERR_BAD_REQUEST)

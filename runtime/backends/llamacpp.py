@@ -249,6 +249,9 @@ class LlamaCppBackend(Backend):
         vectors, count = self._llm.embed(inputs, normalize=True, return_count=True)
         return [list(map(float, v)) for v in vectors], int(count)
 
+    def context_length(self) -> int | None:
+        return self._n_ctx or None
+
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special))
 

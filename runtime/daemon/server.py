@@ -2,7 +2,9 @@
 
 The caller of ``serve`` (the main thread) reads requests and answers the quick
 ones; model workers send their requests' text and end frames themselves,
-through the same ROUTER under a lock (``runtime.daemon.socket``). A client whose
+through the same ROUTER under a lock (``runtime.daemon.socket``), and so does the
+tokenizer pool (``runtime.daemon.tokenizer``): nothing whose cost grows with its
+input runs on the main thread, which must keep answering ``ping``. A client whose
 identity is gone (ROUTER_MANDATORY) has its work aborted.
 """
 
@@ -38,11 +40,11 @@ from runtime.api.protocol import (
     parse_embed,
     parse_generate,
 )
-from runtime.backends.base import BackendError
 from runtime.daemon.errors import BusyError
 from runtime.daemon.manager import ModelManager
 from runtime.daemon.settings import RuntimeSettings
 from runtime.daemon.socket import RouterOutbox, SharedRouter
+from runtime.daemon.tokenizer import TokenizerPool
 from runtime.daemon.worker import Job, ModelWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class RuntimeServer:
         self._outbox = RouterOutbox(self._router, lambda rid: self.manager.finished(rid), self._client_gone)
         options = WorkerOptions(settings.queue_depth, settings.stream_interval_ms / 1000, settings.compute_nice)
         self.manager = ModelManager(options, self._outbox)
+        self._tokenizers = TokenizerPool()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class RuntimeServer:
         while self.manager.active_jobs() and time.monotonic() < limit:
             self._poll_once(50)
         self.manager.abort_all()
+        self._tokenizers.close()
         workers = self.manager.workers()
         for worker in workers:
             worker.stop()
@@ -288,17 +292,16 @@ class RuntimeServer:
         self._with_tokenizer(identity, req, lambda w: {"content": w.detokenize(tokens)})
 
     def _with_tokenizer(self, identity: bytes, req: Request, work: Callable[[ModelWorker], dict[str, Any]]) -> None:
+        """Run ``work`` with the model's worker in the tokenizer pool (never on this thread)."""
         name = req.body.get("model")
         worker = self.manager.worker(name) if isinstance(name, str) else None
         if worker is None:
             self._reply(identity, req.id, "error", self.manager.unknown(str(name)))
             return
-        try:
-            self._reply(identity, req.id, "result", work(worker))
-        except BusyError as exc:
-            self._reply(identity, req.id, "error", self.manager.busy(exc))
-        except BackendError as exc:
-            self._reply(identity, req.id, "error", exc.frame())
+        rid = req.id
+        self._tokenizers.submit(
+            lambda: work(worker), req.deadline, lambda kind, body: self._reply(identity, rid, kind, body)
+        )
 
     def _op_generate(self, identity: bytes, req: Request) -> None:
         rid, body = req.id, req.body

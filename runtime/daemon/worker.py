@@ -279,6 +279,7 @@ class ModelWorker:
             "running": self.running is not None,
             "served": self.served,
             "warm_ms": None if self.warm_ms is None else round(self.warm_ms, 1),
+            "context": self._backend.context_length() if self._backend is not None else None,
         }
 
 

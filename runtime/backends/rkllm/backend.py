@@ -303,6 +303,10 @@ class RKLLMBackend(Backend):
         stream = self._stream
         return 0 if stream is None else stream.on_result(result, state)
 
+    def context_length(self) -> int | None:
+        init = self._init
+        return int(init.max_context_len) if init is not None and init.max_context_len > 0 else None
+
     def unload(self, wait: float = UNLOAD_WAIT_SECONDS) -> None:
         with self._state_lock:
             lib, handle, domain = self._lib, self._handle, self._domain
