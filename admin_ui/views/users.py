@@ -62,6 +62,8 @@ async def apply_user_action(
         raise UserNotFoundError(f"no user {user_id}")
     if before.id == principal.user_id and action in ("disable", "role"):
         raise ValidationError("you cannot disable yourself or change your own role", field="action")
+    if before.id == principal.user_id and action == "reset-password":  # it would skip re-authentication
+        raise ValidationError("change your own password on your Account page (it asks for the current one)", "action")
     password = None
     if action == "disable":
         after = await repo.set_disabled(user_id, True)

@@ -180,6 +180,14 @@ def test_changing_the_second_factor_password_or_tokens_asks_for_the_current_pass
     new = "another long password"
     c.get("/account")
     assert _refused(c, c.post("/account/password", {"new": new, "again": new}), "/admin/account", "current")
+    # Nor through the users page or API: resetting one's own password would skip the current one (and,
+    # after the redirect, show the new one to a session the reset has just ended).
+    alice = console.query("SELECT id FROM users WHERE username = 'alice'")[0][0]
+    own = _api(c, "PATCH", f"/api/users/{alice}", json={"action": "reset-password"})
+    assert own.status_code == 400 and own.json()["error"]["field"] == "action" and "password" not in own.json()
+    c.get("/users")
+    assert c.post(f"/users/{alice}", {"action": "reset-password"}).status_code == 303
+    assert "Account page" in c.get("/users").text and c.get("/").status_code == 200, "still signed in"
 
 
 def _refused(c: AdminClient, answer: httpx.Response, page: str, field: str) -> bool:
