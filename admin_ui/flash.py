@@ -23,7 +23,11 @@ FLASH = "flash"
 MAX_TYPED = 300  # characters kept of each typed value
 MAX_KEPT = 1500  # characters kept of a whole form
 flash_key: web.RequestKey[dict[str, Any]] = web.RequestKey("admin_flash", dict)
-NOT_KEPT = frozenset({"csrf", "password", "token", "new_password", "current_password", "code"})
+# Secrets a form may carry (the account page's and the token form's re-authentication included):
+# never written into the flash, so a refused form puts no password into the cookie.
+NOT_KEPT = frozenset(
+    {"csrf", "password", "token", "new_password", "current_password", "code", "current", "new", "again"}
+)
 
 
 def _typed(form: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -5,6 +5,10 @@ code that the authenticator has it and with the current password that they own t
 (``admin_ui.reauth``); only then is it stored, with ten recovery codes that are shown once and
 stored as argon2id hashes. The QR code is an ``<img>`` of an SVG data URI (with its namespace,
 without which a browser draws nothing).
+
+Every form here answers with a redirect (post/redirect/get, ``admin_ui.flash``): a refusal comes
+back once beside the field at fault, and the recovery codes ride in the session to the account page,
+shown that once, so a reload neither re-submits a password nor shows the codes again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aiohttp_session import get_session
 
 from admin_ui.appkeys import db_key, hasher_key, principal_key
 from admin_ui.audited import audit
+from admin_ui.flash import done, failed
 from admin_ui.passwords import checked_password, hash_password
 from admin_ui.reauth import confirm_password
 from admin_ui.session import start_session
@@ -29,6 +34,7 @@ from proxy.storage.errors import ValidationError
 from proxy.storage.users import User, UserRepository
 
 routes = web.RouteTableDef()
+HERE, ENROL = "/admin/account", "/admin/account/totp"
 RECOVERY_CODES = 10
 ISSUER = "llmserver"
 
@@ -41,10 +47,10 @@ async def _me(request: web.Request) -> User:
     return user
 
 
-async def _page(request: web.Request, status: int = 200, **extra: object) -> web.Response:
+async def _page(request: web.Request, **extra: object) -> web.Response:
     user = await _me(request)
-    context = {"user": user, "error": None, "message": None, "enrol": None, "codes": None, **extra}
-    return aiohttp_jinja2.render_template("account.html", request, context, status=status)
+    context = {"user": user, "enrol": None, **extra}
+    return aiohttp_jinja2.render_template("account.html", request, context)
 
 
 @routes.get("/account")
@@ -58,17 +64,17 @@ async def change_password(request: web.Request) -> web.Response:
     form = await request.post()
     refused = await confirm_password(request, user, form.get("current"), "password")
     if refused is not None:
-        return await _page(request, 400, error=refused)
+        raise await failed(request, HERE, refused, "current", form, which="password")
     try:
         new = await checked_password(str(form.get("new", "")), str(form.get("again", "")))
     except ValidationError as exc:
-        return await _page(request, 400, error=str(exc))
+        raise await failed(request, HERE, str(exc), "new", form, which="password") from None
     after = await UserRepository(request.app[db_key]).set_password(
         user.id, await hash_password(new, request.app[hasher_key])
     )
     await audit(request, "user.password", f"user {user.username}")
     await start_session(request, after)  # every other session of the account has ended; this one goes on
-    return await _page(request, message="Password changed. Every other session of this account has ended.")
+    raise await done(request, HERE, "Password changed. Every other session of this account has ended.")
 
 
 @routes.get("/account/totp")
@@ -91,37 +97,34 @@ async def _enrolment(request: web.Request) -> dict[str, str]:
 
 @routes.post("/account/totp")
 async def totp_enrol(request: web.Request) -> web.Response:
+    """Turn TOTP on; a refusal goes back to the enrolment page, which keeps the same secret."""
     user = await _me(request)
     session = await get_session(request)
     secret = session.get("totp_pending")
     form = await request.post()
     refused = await confirm_password(request, user, form.get("current"), "totp")
     if refused is not None:
-        return await _enrol_again(request, refused)
+        raise await failed(request, ENROL, refused, "current", form, which="totp")
     code = "".join(str(form.get("code", "")).split())
     step = matching_step(secret, code) if isinstance(secret, str) else None
     if step is None:
-        return await _enrol_again(request, "That code does not match; try the next one.")
+        raise await failed(request, ENROL, "That code does not match; try the next one.", "code", form, which="totp")
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
     hasher = request.app[hasher_key]
     hashes = await asyncio.gather(*(asyncio.to_thread(hash_secret, c, hasher) for c in codes))
     await UserRepository(request.app[db_key]).set_totp(user.id, secret, list(hashes), used_step=step)
     del session["totp_pending"]
     await audit(request, "user.totp.enable", f"user {user.username}")
-    return await _page(request, codes=codes, message="Two-factor login is on. Store these recovery codes now.")
-
-
-async def _enrol_again(request: web.Request, error: str) -> web.Response:
-    """The enrolment form again, same secret, with ``error``."""
-    return await _page(request, 400, error=error, enrol=await _enrolment(request))
+    raise await done(request, HERE, "Two-factor login is on. Store these recovery codes now.", codes=codes)
 
 
 @routes.post("/account/totp/disable")
 async def totp_disable(request: web.Request) -> web.Response:
     user = await _me(request)
-    refused = await confirm_password(request, user, (await request.post()).get("current"), "totp")
+    form = await request.post()
+    refused = await confirm_password(request, user, form.get("current"), "totp")
     if refused is not None:
-        return await _page(request, 400, error=refused)
+        raise await failed(request, HERE, refused, "current", form, which="totp-off")
     await UserRepository(request.app[db_key]).set_totp(user.id, None, [])
     await audit(request, "user.totp.disable", f"user {user.username}")
-    return await _page(request, message="Two-factor login is off.")
+    raise await done(request, HERE, "Two-factor login is off.")

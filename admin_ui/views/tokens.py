@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from admin_ui.api.common import json_body
 from admin_ui.appkeys import Principal, db_key
 from admin_ui.audited import audit
 from admin_ui.confirm import confirm_page, confirmed, when
@@ -27,6 +28,7 @@ from proxy.storage.users import UserRepository
 routes = web.RouteTableDef()
 EXPIRY_CHOICES = (1, 7, 30, 90, 365)  # days, on the page; the API takes any from 1 to MAX_DAYS
 HERE = "/admin/tokens"
+FORM_FIELDS = {"current_password": "current"}  # the API's field names that the page's form spells otherwise
 
 
 @routes.get("/tokens")
@@ -47,7 +49,8 @@ async def create_token(request: web.Request) -> web.Response:
             request, {**fields, "expires_in_days": int(days) if days.isdigit() else days or None}
         )
     except ValidationError as exc:
-        raise await failed(request, HERE + "#create-token", str(exc), exc.field, form) from None
+        field = FORM_FIELDS.get(exc.field or "", exc.field)
+        raise await failed(request, HERE + "#create-token", str(exc), field, form) from None
     raise await done(request, HERE, f"token {token.name!r} created", full_token=full)
 
 
@@ -98,8 +101,10 @@ async def make_token(request: web.Request, body: dict[str, Any]) -> tuple[str, A
     if refused is not None:
         raise ValidationError(refused, field="current_password")
     name, scope = body.get("name"), body.get("scope", "viewer")
-    if not isinstance(name, str) or not isinstance(scope, str):
-        raise ValidationError("name and scope must be strings")
+    if not isinstance(name, str):
+        raise ValidationError("the name must be a string", field="name")
+    if not isinstance(scope, str):
+        raise ValidationError("the scope must be a string", field="scope")
     full, token = await AdminTokenRepository(request.app[db_key]).create(
         name, scope, principal.name, user.id, body.get("expires_in_days")
     )
@@ -126,15 +131,10 @@ async def list_tokens_json(request: web.Request) -> web.Response:
 
 @routes.post("/api/tokens")
 async def create_token_json(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ValidationError("the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object")
+    body = await json_body(request)
     unknown = sorted(set(body) - {"name", "scope", "expires_in_days", "current_password"})
     if unknown:
-        raise ValidationError(f"unknown fields: {', '.join(unknown)}")
+        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
     full, token = await make_token(request, body)
     return web.json_response({"token": token.public(), "full_token": full}, status=201)
 

@@ -16,7 +16,7 @@ from admin_ui.flash import done, failed
 from admin_ui.passwords import generate_password, hash_password
 from admin_ui.security import require_admin
 from proxy.storage.errors import ValidationError
-from proxy.storage.impact import active_admins, keys_of_user
+from proxy.storage.impact import active_admins, admin_tokens_of_user, keys_of_user
 from proxy.storage.users import User, UserExistsError, UserNotFoundError, UserRepository, check_role
 
 routes = web.RouteTableDef()
@@ -62,6 +62,8 @@ async def apply_user_action(
         raise UserNotFoundError(f"no user {user_id}")
     if before.id == principal.user_id and action in ("disable", "role"):
         raise ValidationError("you cannot disable yourself or change your own role", field="action")
+    if before.id == principal.user_id and action == "reset-password":  # it would skip re-authentication
+        raise ValidationError("change your own password on your Account page (it asks for the current one)", "action")
     password = None
     if action == "disable":
         after = await repo.set_disabled(user_id, True)
@@ -85,17 +87,7 @@ async def confirm_disable(request: web.Request) -> web.Response:
     user = await UserRepository(request.app[db_key]).get_user(int(request.match_info["user_id"]))
     if user is None:
         raise UserNotFoundError("no such user")
-    said = [f"{user.username} is logged out at once, in every browser, and cannot log in until enabled again."]
-    keys = await keys_of_user(request.app[db_key], user.id)
-    if keys:
-        which = "The API key" if keys == 1 else f"The {keys} API keys"
-        said.append(
-            f"{which} {user.username} created {'keeps' if keys == 1 else 'keep'} working: revoke "
-            f"{'it' if keys == 1 else 'them'} on the API keys page if {'it' if keys == 1 else 'they'} should stop too."
-        )
-    admins = [name for name in await active_admins(request.app[db_key]) if name != user.username]
-    if user.role == "admin" and not admins:
-        said.append("This is the last admin who can log in: nobody could change anything after.")
+    said = await _disable_impact(request, user)
     if user.id == principal.user_id:
         said.append("This is your own account: it is refused.")
     return confirm_page(
@@ -108,6 +100,32 @@ async def confirm_disable(request: web.Request) -> web.Response:
         fields={"action": "disable"},
         action=f"{HERE}/{user.id}",
     )
+
+
+async def _disable_impact(request: web.Request, user: User) -> list[str]:
+    """What disabling ``user`` breaks, in words: sessions, admin API tokens, API keys, the last admin."""
+    db = request.app[db_key]
+    said = [f"{user.username} is logged out at once, in every browser, and cannot log in until enabled again."]
+    tokens = await admin_tokens_of_user(db, user.id)
+    if tokens:
+        many = len(tokens) != 1
+        names = ", ".join(f"“{name}”" for name in tokens[:10]) + ("…" if len(tokens) > 10 else "")
+        said.append(
+            f"Its {len(tokens)} admin API token{'s' if many else ''} ({names}) {'are' if many else 'is'} revoked for "
+            f"good: scripts that send {'them' if many else 'it'} are refused at once, and enabling the account "
+            f"does not bring {'them' if many else 'it'} back."
+        )
+    keys = await keys_of_user(db, user.id)
+    if keys:
+        which = "The API key" if keys == 1 else f"The {keys} API keys"
+        said.append(
+            f"{which} {user.username} created {'keeps' if keys == 1 else 'keep'} working: revoke "
+            f"{'it' if keys == 1 else 'them'} on the API keys page if {'it' if keys == 1 else 'they'} should stop too."
+        )
+    admins = [name for name in await active_admins(db) if name != user.username]
+    if user.role == "admin" and not admins:
+        said.append("This is the last admin who can log in: nobody could change anything after.")
+    return said
 
 
 @routes.post(r"/users/{user_id:\d{1,15}}")

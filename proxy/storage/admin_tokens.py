@@ -72,7 +72,9 @@ def _expiry(days: object, now: float) -> float | None:
     if days is None:
         return None
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
-        raise ValidationError(f"expires_in_days must be a whole number of days from 1 to {MAX_DAYS}, or empty")
+        raise ValidationError(
+            f"expires_in_days must be a whole number of days from 1 to {MAX_DAYS}, or empty", field="expires_in_days"
+        )
     return now + days * 86_400.0
 
 

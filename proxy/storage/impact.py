@@ -59,3 +59,18 @@ async def keys_of_user(db: Database, user_id: int) -> int:
         return int(conn.execute(sql, (user_id,)).fetchone()[0])
 
     return await db.execute_read(count)
+
+
+async def admin_tokens_of_user(db: Database, user_id: int) -> list[str]:
+    """Names of the live admin API tokens account ``user_id`` owns (``admin_tokens_user``): disabling
+    the account revokes them for good."""
+    now = time.time()
+
+    def read(conn: sqlite3.Connection) -> list[str]:
+        sql = (
+            "SELECT name FROM admin_tokens WHERE user_id = ? AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id"
+        )
+        return [str(row[0]) for row in conn.execute(sql, (user_id, now))]
+
+    return await db.execute_read(read)

@@ -18,6 +18,7 @@ from admin_ui.app import create_admin_app
 from proxy.settings import Settings
 from proxy.storage.admin_tokens import AdminTokenRepository
 from proxy.storage.database import Database
+from proxy.storage.users import UserRepository
 
 
 async def _bug(request: web.Request) -> web.Response:
@@ -31,7 +32,8 @@ async def test_a_bug_is_the_consoles_own_500_page_or_its_json_envelope(
     monkeypatch.setattr(admin_ui.app, "_not_found", _bug)
     settings = Settings(session_key=b"k" * 64, database_path=tmp_path / "app.db")
     async with Database.open(settings.database_path) as db:
-        token, _ = await AdminTokenRepository(db).create("script", "viewer", "test")
+        owner = await UserRepository(db).create_user("vera", "argon2-stand-in", "viewer")  # a token acts as its account
+        token, _ = await AdminTokenRepository(db).create("script", "viewer", "test", owner.id)
     root = web.Application()
     root.add_subapp("/admin", create_admin_app(settings))
     with caplog.at_level(logging.ERROR, logger="admin_ui.security"):

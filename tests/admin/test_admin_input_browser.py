@@ -18,7 +18,7 @@ import httpx2 as httpx
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
-from tests.admin.conftest import SESSION_KEY, add_user, admin_url
+from tests.admin.conftest import PASSWORD, SESSION_KEY, add_user, admin_url
 from tests.admin.test_admin_browser import ARTIFACTS, PHONE, browser, login, pages  # noqa: F401 (fixtures)
 from tests.harness import Daemon, Proxy, demo_model_path, demo_spec
 
@@ -106,6 +106,7 @@ def _admin_token(page: Page, console: Proxy) -> dict[str, str]:
     page.goto(admin_url(console, "/tokens"))
     page.locator("#create-token").get_by_label("Name").fill("script")
     page.locator("#create-token").get_by_label("Scope").select_option("admin")
+    page.locator("#create-token").get_by_label("Your current password").fill(PASSWORD)  # re-authentication
     page.locator("#create-token").get_by_role("button", name="Create token").click()
     return {"Authorization": f"Bearer {page.locator('#full-token').inner_text().strip()}"}
 
@@ -305,11 +306,23 @@ def _check_model_removal(page: Page, console: Proxy) -> None:
 
 
 def _check_user_disabling(page: Page, console: Proxy) -> None:
-    console.make_key("bob's", user_id=add_user(console, "bob"))
+    bob = add_user(console, "bob")
+    console.make_key("bob's", user_id=bob)
+    write_sql(  # an admin API token bob made (it acts as bob: disabling him revokes it)
+        console,
+        "INSERT INTO admin_tokens (public_id, name, secret_hash, scope, created_by, created_at, user_id) "
+        "VALUES ('bobbobbobbob', 'bob''s script', ?, 'admin', 'bob', ?, ?)",
+        ("0" * 64, time.time(), bob),
+    )
     page.goto(admin_url(console, "/users"))
-    said = ["bob is logged out at once", "The API key bob created keeps working"]
+    said = [
+        "bob is logged out at once",
+        "Its 1 admin API token (“bob's script”) is revoked for good",
+        "The API key bob created keeps working",
+    ]
     _confirm(page, "Disable bob", said, "Disable the user", "confirm-disable-user")
     assert console.query("SELECT disabled FROM users WHERE username = 'bob'") == [(1,)]
+    assert console.query("SELECT revoked_at IS NOT NULL FROM admin_tokens WHERE user_id = ?", (bob,)) == [(1,)]
 
 
 def _check_token_deletion(page: Page, console: Proxy) -> None:
@@ -329,7 +342,8 @@ def _check_token_deletion(page: Page, console: Proxy) -> None:
 def _check_admin_token_revocation(page: Page, console: Proxy) -> None:
     page.goto(admin_url(console, "/tokens"))
     page.locator("#create-token").get_by_label("Name").fill("nightly")
+    page.locator("#create-token").get_by_label("Your current password").fill(PASSWORD)  # re-authentication
     page.locator("#create-token").get_by_role("button", name="Create token").click()
     page.goto(admin_url(console, "/tokens"))
     _confirm(page, "Revoke nightly", ["it was last used: never"], "Revoke the token", "confirm-revoke-admin-token")
-    assert console.query("SELECT revoked_at IS NOT NULL FROM admin_tokens") == [(1,)]
+    assert console.query("SELECT revoked_at IS NOT NULL FROM admin_tokens WHERE name = 'nightly'") == [(1,)]

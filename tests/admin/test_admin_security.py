@@ -90,7 +90,7 @@ def test_a_cookie_saved_before_logout_password_change_or_disabling_is_refused_af
     c.get("/account")
     new = "a brand new password"
     r = c.post("/account/password", {"current": PASSWORD, "new": new, "again": new})
-    assert "Password changed" in r.text
+    assert "Password changed" in c.follow(r).text
     assert _replay(console, saved, "/").status_code == 303
     assert c.get("/").status_code == 200, "the session that changed the password goes on"
     # Disabling (by another admin).

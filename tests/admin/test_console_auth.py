@@ -9,7 +9,9 @@ password policy, and the Hugging Face token list for admins only. The pages are 
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 import secrets
 import shutil
 import sqlite3
@@ -19,8 +21,10 @@ from typing import Any
 import httpx2 as httpx
 import pyotp
 import pytest
+from cryptography.fernet import Fernet
 
 from admin_ui.passwords import check_password
+from admin_ui.session import COOKIE_NAME, cookie_key
 from proxy.storage.admin_tokens import AdminTokenRepository
 from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
@@ -68,7 +72,7 @@ def test_a_token_acts_with_its_accounts_current_role_and_stops_with_the_account(
     d: AdminClient = admin_client()
     d.login("dora")
     d.get("/tokens")
-    page = d.post("/tokens", {"name": "dora's script", "scope": "admin", "current": PASSWORD}).text
+    page = d.follow(d.post("/tokens", {"name": "dora's script", "scope": "admin", "current": PASSWORD})).text
     full = page.split('id="full-token">')[1].split("<")[0]
     url = admin_url(console, "/api/api-keys")
     assert httpx.post(url, headers=_bearer(full), json={"name": "while admin"}).status_code == 201
@@ -136,6 +140,11 @@ def test_tokens_expire_and_are_listed_and_revoked_through_the_json_api(console: 
     ):
         r = _api(a, "POST", "/api/tokens", json=body)
         assert r.status_code == 400 and r.json()["error"]["message"], (body, r.text)
+    for raw in (b"[" * 5000, b"\xff", b"[]"):  # nested past the parser's depth, not UTF-8, not an object
+        a.get("/")
+        headers = {"X-CSRF-Token": a.csrf, "Content-Type": "application/json"}
+        r = a.http.post("/api/tokens", content=raw, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["status"] == 400, (raw[:10], r.status_code, r.text[:200])
     assert len(_api(a, "GET", "/api/tokens").json()["tokens"]) == 3
     actions = [e["action"] for e in _api(a, "GET", "/api/audit").json()["entries"]]
     assert actions.count("admin_token.create") == 3 and actions.count("admin_token.revoke") == 1
@@ -152,21 +161,78 @@ def test_changing_the_second_factor_password_or_tokens_asks_for_the_current_pass
     secret = page.split('id="totp-secret">')[1].split("<")[0]
     code = pyotp.TOTP(secret).now()
     without = c.post("/account/totp", {"code": code})
-    assert without.status_code == 400 and "current password is wrong" in without.text
+    assert _refused(c, without, "/admin/account/totp", "current")
     wrong = c.post("/account/totp", {"code": code, "current": "a wrong password"})
-    assert wrong.status_code == 400
+    assert _refused(c, wrong, "/admin/account/totp", "current")
     assert console.query("SELECT totp_secret FROM users WHERE username = 'alice'") == [(None,)]
-    assert c.post("/account/totp", {"code": code, "current": PASSWORD}).status_code == 200
+    assert c.post("/account/totp", {"code": code, "current": PASSWORD}).status_code == 303
     assert console.query("SELECT COUNT(*) FROM user_recovery_codes") == [(10,)]
     # Replacing it (a new enrolment while it is on) and turning it off need the password too.
     c.get("/account/totp")
-    assert c.post("/account/totp/disable", {}).status_code == 400
+    assert _refused(c, c.post("/account/totp/disable", {}), "/admin/account", "current")
     assert console.query("SELECT COUNT(*) FROM user_recovery_codes") == [(10,)]
     c.get("/tokens")
-    assert c.post("/tokens", {"name": "no password", "scope": "viewer"}).status_code == 400
+    assert _refused(c, c.post("/tokens", {"name": "no password", "scope": "viewer"}), "/admin/tokens", "current")
+    wrong = c.post("/tokens", {"name": "wrong password", "scope": "viewer", "current": "a wrong password"})
+    assert "a wrong password" not in _session(c), "a refused form's password was kept in the session cookie"
+    assert _refused(c, wrong, "/admin/tokens", "current")
     assert console.query("SELECT COUNT(*) FROM admin_tokens") == [(0,)]
     new = "another long password"
-    assert c.post("/account/password", {"new": new, "again": new}).status_code == 400
+    c.get("/account")
+    assert _refused(c, c.post("/account/password", {"new": new, "again": new}), "/admin/account", "current")
+    # Nor through the users page or API: resetting one's own password would skip the current one (and,
+    # after the redirect, show the new one to a session the reset has just ended).
+    alice = console.query("SELECT id FROM users WHERE username = 'alice'")[0][0]
+    own = _api(c, "PATCH", f"/api/users/{alice}", json={"action": "reset-password"})
+    assert own.status_code == 400 and own.json()["error"]["field"] == "action" and "password" not in own.json()
+    c.get("/users")
+    assert c.post(f"/users/{alice}", {"action": "reset-password"}).status_code == 303
+    assert "Account page" in c.get("/users").text and c.get("/").status_code == 200, "still signed in"
+
+
+def _refused(c: AdminClient, answer: httpx.Response, page: str, field: str) -> bool:
+    """A refused console form: a redirect (post/redirect/get) to ``page``, which says once, beside
+    ``field``, that the current password is wrong (or, after three wrong ones, to wait: the
+    account's login throttle counts them)."""
+    location = answer.headers.get("location", "")
+    assert answer.status_code == 303 and location.split("#")[0] == page, (answer.status_code, location)
+    shown = c.follow(answer).text
+    said = (
+        rf'id="{field}-error">(The current password is wrong\.|Too many wrong passwords\. Try again in \d+ seconds\.)<'
+    )
+    assert re.search(said, shown), shown[:3000]
+    assert f'id="{field}-error"' not in c.get(page.removeprefix("/admin")).text, "the error is shown once"
+    return True
+
+
+def _session(c: AdminClient) -> str:
+    """The decrypted JSON of the client's session cookie (the test knows the key)."""
+    box = Fernet(base64.urlsafe_b64encode(cookie_key(bytes.fromhex(SESSION_KEY))))
+    return box.decrypt(c.cookies()[COOKIE_NAME].encode()).decode()
+
+
+def test_the_account_forms_redirect_and_show_the_recovery_codes_once(console: Proxy, admin_client: Any) -> None:
+    """issue 19 (post/redirect/get): reloading the account page after a password change or a TOTP
+    enrolment re-submitted the form (a password, a code), and the recovery codes came with the POST."""
+    c: AdminClient = admin_client()
+    c.login("alice")
+    secret = c.get("/account/totp").text.split('id="totp-secret">')[1].split("<")[0]
+    on = c.post("/account/totp", {"code": pyotp.TOTP(secret).now(), "current": PASSWORD})
+    assert on.status_code == 303 and on.headers["location"] == "/admin/account" and "<code>" not in on.text
+    codes = re.findall(r"<li><code>([0-9a-f]{10})</code></li>", c.follow(on).text)
+    assert len(codes) == 10
+    again = c.get("/account").text
+    assert "Two-factor login is on" not in again and not any(code in again for code in codes), "shown once"
+    assert not any(code in _session(c) for code in codes), "the codes left the session with the page that showed them"
+    new = "alice's next long passphrase"
+    changed = c.post("/account/password", {"current": PASSWORD, "new": new, "again": new})
+    assert changed.status_code == 303 and changed.headers["location"] == "/admin/account"
+    assert "Password changed" in c.follow(changed).text and "Password changed" not in c.get("/account").text
+    weak = c.post("/account/password", {"current": new, "new": " " * 12, "again": " " * 12})
+    assert weak.status_code == 303 and 'id="new-error"' in c.follow(weak).text
+    off = c.post("/account/totp/disable", {"current": new})
+    assert off.status_code == 303 and "Two-factor login is off" in c.follow(off).text
+    assert console.query("SELECT totp_secret IS NULL FROM users WHERE username = 'alice'") == [(1,)]
 
 
 def _cookies(r: httpx.Response) -> list[str]:
@@ -222,7 +288,7 @@ def test_an_account_made_with_a_password_from_someone_else_must_change_it_first(
     assert g.post("/api-keys", {"name": "before choosing"}).status_code == 403
     new = "gus picks his own passphrase"
     changed = g.post("/account/password", {"current": made.json()["password"], "new": new, "again": new})
-    assert changed.status_code == 200 and "Password changed" in changed.text
+    assert "Password changed" in g.follow(changed).text
     assert g.get("/").status_code == 200 and g.http.get("/api/api-keys").status_code == 200
     # A reset by an admin asks again.
     gus = made.json()["user"]["id"]

@@ -135,7 +135,7 @@ def test_a_refused_access_is_logged_and_audited_with_who_tried(trusting: Proxy) 
     try:
         admin.login("alice")
         admin.get("/tokens")
-        page = admin.post("/tokens", {"name": "reader", "scope": "viewer", "current": PASSWORD}).text
+        page = admin.follow(admin.post("/tokens", {"name": "reader", "scope": "viewer", "current": PASSWORD})).text
         token = re.search(r'id="full-token">(llmsadm_\w+)<', page).group(1)  # type: ignore[union-attr]
         forwarded = {"X-Forwarded-For": "198.51.100.23"}
         write = httpx.post(
