@@ -93,6 +93,8 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     except StorageError as exc:
         log.error("admin request %s %s failed: %s", request.method, request.path, exc)
         response = await _error(request, 503, "Service Unavailable", "the database is not available")
+    except ConnectionError:  # the client left, or its connection was closed for another: nobody to answer
+        raise
     except Exception:  # a bug: logged with its traceback, answered with the console's own page
         log.exception("admin request %s %s failed", request.method, request.path)
         response = await _error(request, 500, "Internal Server Error", "something went wrong; it has been logged")
