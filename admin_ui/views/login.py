@@ -47,6 +47,9 @@ def _subjects(request: web.Request, name: str) -> list[str]:
     return [f"user:{name.lower()}", f"addr:{request[client_addr_key]}"]
 
 
+BUSY_RETRY_AFTER = 2  # seconds: the gate frees a place as soon as an attempt in flight ends
+
+
 class _Refused(Exception):
     """The gate had no room for this attempt (a 429 or 503 page)."""
 
@@ -72,7 +75,9 @@ async def _throttled(request: web.Request, subjects: list[str], template: str) -
     if wait <= 0:
         return None
     error = f"Too many failed attempts. Try again in {math.ceil(wait)} seconds."
-    return _page(request, template, error, 429)
+    response = _page(request, template, error, 429)
+    response.headers["Retry-After"] = str(math.ceil(wait))
+    return response
 
 
 def _page(request: web.Request, template: str, error: str | None, status: int = 200) -> web.Response:
@@ -94,7 +99,9 @@ async def login_submit(request: web.Request) -> web.Response:
         async with _gated(request, name) as bucket:
             return await _password_step(request, bucket, name, password, safe_next(str(form.get("next", ""))))
     except _Refused as refused:
-        return _page(request, "login.html", BUSY, refused.status)
+        response = _page(request, "login.html", BUSY, refused.status)
+        response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return response
 
 
 async def _password_step(request: web.Request, bucket: str, name: str, password: str, nxt: str) -> web.Response:
