@@ -124,6 +124,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         db, concurrency=settings.argon2_concurrency, hasher=create_password_hasher(settings.argon2_profile)
     )
     app[metrics_key].watch_gate("key", verifier.gate.stats)
+    app[metrics_key].ledger_owed.set_function(lambda: len(db.owed))
     app[catalog_key] = ModelCatalog(runtime, idle=app[lifecycle_key].idle_models)
     app[generations_key] = Generations(
         db=db,

@@ -72,6 +72,9 @@ class Metrics:
         self.ledger_failures = Counter(
             "llmserver_ledger_write_failures", "Usage rows that could not be written", registry=r
         )
+        self.ledger_owed = Gauge(
+            "llmserver_ledger_owed_rows", "Usage rows kept in memory until the ledger can be written", registry=r
+        )
         self.runtime_up = Gauge("llmserver_runtime_up", "1 when the runtime daemon answers", registry=r)
         self._models: set[str] = set()
         self._label_bytes = 0

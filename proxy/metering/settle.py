@@ -108,9 +108,15 @@ async def _wait_out(future: asyncio.Future[Any]) -> bool:
 async def _failed(
     db: Database, metrics: Metrics, event: UsageEvent, reservation: Reservation | None, exc: BaseException
 ) -> ApiError:
-    """A row that could not be written: counted, logged, its reservation released; the answer."""
+    """A row that could not be written: counted; the answer. A temporary failure (disk full, locked)
+    keeps the row owed (``Database.owed``), its reservation held, to be written once the disk takes
+    it (issue 18); any other failure (or a full queue) is logged and its reservation released."""
     metrics.ledger_failures.inc()
-    if not getattr(exc, "temporary", False):  # a temporary one is logged once per incident, by the writer
+    if getattr(exc, "temporary", False):  # logged once per incident, by the writer
+        what = f"usage row for request {event.request_id}"
+        if db.owed.keep(lambda conn: record_usage_on(conn, event, reservation), event.billed_tokens, what):
+            return _ledger_error(exc)
+    else:
         log.error("usage row for request %s could not be written: %s", event.request_id, exc)
     if reservation is not None:
         try:

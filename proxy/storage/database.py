@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 from proxy.storage.errors import DatabaseBusyError, DatabaseClosedError, DatabaseError, StorageError
 from proxy.storage.migrate import BUSY_TIMEOUT_MS, apply_migrations
+from proxy.storage.owed import Owed
 from proxy.storage.walcheckpoint import Checkpointer
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ class Database:
         self._all_read_conns: list[sqlite3.Connection] = []
         self._closed = False
         self.incident = Incident()
+        self.owed = Owed(self.submit_write)  # rows whose write failed for a temporary reason (issue 18)
         # The owner id named on the quota reservations made through this database (proxy.storage.owner),
         # set by a serving process; None: they are reclaimed by age only.
         self.reservation_owner: str | None = None
@@ -248,13 +250,15 @@ class Database:
             self._read_conns.put(conn)
 
     async def close(self) -> None:
-        """Finish every queued write, then stop the threads and close all connections.
+        """Try the owed rows once more, finish every queued write, then stop the threads and close all connections.
 
         The checkpoint thread stops last, once nothing writes or reads any more, so that its final
         checkpoint covers every write and need not wait for a reader.
         """
         if self._closed:
             return
+        if self._writer is not None:
+            await self.owed.close()  # tried once more while the writer still runs
         self._closed = True
         if self._writer is not None:
             self._queue.put(None)

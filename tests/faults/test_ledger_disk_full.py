@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from proxy.metering.tokens import count_text
 from tests.faults.clients import stream_chat
 from tests.faults.fs import remount, tmpfs
 from tests.harness import Daemon, Proxy, free_port, proxy_env
@@ -125,3 +126,70 @@ def test_an_upload_that_fills_the_spool_disk_is_a_507(
         standin.stop()
     log = proxy.log_path.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def owed_gauge(proxy: Proxy) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("llmserver_ledger_owed_rows "):
+                return float(line.split()[1])
+    raise AssertionError("no llmserver_ledger_owed_rows gauge")
+
+
+def test_a_stream_running_when_the_disk_fills_is_billed_once_space_returns(
+    shared_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 18: a stream already running when the ledger's disk filled delivered its tokens, then a
+    503 event, and its row was dropped (reservation released, tokens never billed). Now the row is
+    owed, its reservation held, and written once the disk takes it."""
+    tmp = tmp_path_factory.mktemp("ledger-owed")
+    port = free_port()
+    fillers: list[Path] = []
+
+    def fill_once(result: object) -> None:  # after the first text chunk: admission is long past
+        if not fillers:
+            fillers.append(fill(mount))
+
+    with tmpfs(tmp / "db", size="4m") as mount:
+        proxy = Proxy(proxy_env(tmp, shared_daemon.endpoint, port), mount / "app.db", port, tmp / "proxy.log")
+        proxy.env["LLMSERVER_DATABASE_URL"] = f"sqlite:///{mount}/app.db"
+        proxy.start()
+        try:
+            key = proxy.make_key("quota", token_limit=100_000)
+            ((key_id,),) = proxy.query("SELECT id FROM api_keys WHERE name = 'quota'")
+            # No request before this one: its row is then the largest write the WAL has seen, so it
+            # needs space the full disk no longer has (a WAL starting over reuses its old frames).
+            result = stream_chat(proxy.base_url, key, max_tokens=48, after_chunk=fill_once)
+            assert fillers and result.status == 200 and result.text, result
+            assert result.error is not None and result.error["code"] == "service_unavailable", result
+            request_id = result.request_id
+            assert request_id is not None
+            assert proxy.query("SELECT 1 FROM token_usage_events WHERE request_id = ?", (request_id,)) == []
+            held = proxy.query("SELECT tokens FROM quota_reservations WHERE api_key_id = ?", (key_id,))
+            assert len(held) == 1, held  # the quota stays taken while the row is owed
+            assert owed_gauge(proxy) == 1
+            fillers[0].unlink()
+            remount(mount, "8m")
+            deadline = time.monotonic() + 20
+            while not (rows := proxy.query(_ROW, (request_id,))):
+                assert time.monotonic() < deadline, "the owed row was never written"
+                time.sleep(0.2)
+            ((prompt, completion, status),) = rows
+            assert prompt > 0 and completion == count_text(result.text) and status == 200, rows  # every token delivered
+            ((used, count, billed, events),) = proxy.query(_KEY, (key_id, key_id, key_id))
+            assert used == billed and count == events == 1, (used, billed, count, events)
+            assert proxy.query("SELECT 1 FROM quota_reservations WHERE api_key_id = ?", (key_id,)) == []
+            assert owed_gauge(proxy) == 0
+        finally:
+            proxy.stop()
+    print(
+        f"FAULT ledger disk full mid-stream: row {request_id} written once space returned, {completion} tokens billed"
+    )
+
+
+_ROW = "SELECT prompt_tokens, completion_tokens, status FROM token_usage_events WHERE request_id = ?"
+_KEY = (
+    "SELECT tokens_used, request_count, (SELECT SUM(prompt_tokens + completion_tokens) FROM token_usage_events "
+    "WHERE api_key_id = ?), (SELECT COUNT(*) FROM token_usage_events WHERE api_key_id = ?) FROM api_keys "
+    "WHERE id = ?"
+)
