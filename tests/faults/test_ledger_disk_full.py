@@ -182,6 +182,8 @@ def test_a_stream_running_when_the_disk_fills_is_billed_once_space_returns(
             assert owed_gauge(proxy) == 0
         finally:
             proxy.stop()
+    log = proxy.log_path.read_text()
+    assert "Traceback" not in log and "every owed usage row is written" in log, log[-3000:]
     print(
         f"FAULT ledger disk full mid-stream: row {request_id} written once space returned, {completion} tokens billed"
     )
