@@ -109,6 +109,17 @@ class ApiKey:
             return "expired"
         return "active"
 
+    def listed_state(self, now: float) -> str:
+        """:meth:`state`, or ``exhausted`` for an active key whose token limit is reached this period."""
+        state = self.state(now)
+        if state == "active" and self.token_limit is not None and self.quota_used(now) >= self.token_limit:
+            return "exhausted"
+        return state
+
+    def next_reset(self, now: float) -> float | None:
+        """When the budget period's quota starts again from zero (``None``: lifetime budget)."""
+        return None if self.budget_period is None else period_bounds(self.budget_period, now)[1]
+
     def allows_model(self, name: str) -> bool:
         """Whether the allow-list (if any) contains ``name``."""
         return self.allowed_models is None or name in self.allowed_models
