@@ -22,7 +22,7 @@ from admin_ui.views.keys import repository
 from admin_ui.views.usage import usage_filter
 from admin_ui.views.users import apply_user_action
 from proxy.storage.errors import KeyNotFoundError, ValidationError
-from proxy.storage.key_list import key_page, key_query
+from proxy.storage.key_list import key_query, read_key_page
 from proxy.storage.usage_report import UsageFilter
 from proxy.storage.users import UserRepository, check_role
 
@@ -44,7 +44,7 @@ def _key_id(request: web.Request) -> int:
 async def list_keys(request: web.Request) -> web.Response:
     """A page of keys (``q``, ``state``, ``sort``, ``after``, ``limit``: ``proxy.storage.key_list``)."""
     q = key_query(request.query)
-    page = await key_page(request.app[db_key], q)
+    page = await read_key_page(request.app[db_key], q)
     now = time.time()
     keys = [{**key_view(k), "state": k.listed_state(now), "quota_used": k.quota_used(now)} for k in page.keys]
     return web.json_response({"keys": keys, "next": page.next_cursor})

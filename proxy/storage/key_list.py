@@ -134,7 +134,7 @@ def _where(q: KeyQuery, now: float) -> tuple[str, dict[str, Any]]:
     return " AND ".join(conditions), params
 
 
-async def key_page(db: Database, q: KeyQuery, now: float | None = None) -> KeyPage:
+async def read_key_page(db: Database, q: KeyQuery, now: float | None = None) -> KeyPage:
     """Up to ``q.limit`` keys of the query, in its sort, after its cursor."""
     where, params = _where(q, time.time() if now is None else now)
     expr, descending = SORTS[q.sort]
