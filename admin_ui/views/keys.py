@@ -153,3 +153,44 @@ async def revoke_key(request: web.Request) -> web.Response:
     after = await repository(request).revoke_key(before.id)
     await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
     raise await done(request, "/admin/api-keys", f"key {after.name!r} revoked")
+
+
+@routes.get(r"/api-keys/{key_id:\d{1,15}}/disable")
+async def confirm_disable(request: web.Request) -> web.Response:
+    require_admin(request)
+    key = await _key(request)
+    used = await recent_requests(request.app[db_key], api_key_id=key.id)
+    last = when(key.last_request_at)
+    consequences = [
+        f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last}).",
+        "Every client that sends it is refused (401) within a second, in every process, until it is enabled again.",
+    ]
+    return confirm_page(
+        request,
+        title=f"Disable the key “{key.name}” (…{key.last_four})",
+        summary="A disabled key keeps its secret, limits and usage; enabling it makes it work again.",
+        consequences=consequences,
+        button="Disable the key",
+        cancel=f"/admin/api-keys/{key.id}",
+    )
+
+
+@routes.post(r"/api-keys/{key_id:\d{1,15}}/disable")
+async def disable_key(request: web.Request) -> web.Response:
+    require_admin(request)
+    before = await _key(request)
+    if not confirmed(await request.post()):
+        raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/disable")
+    after = await repository(request).set_disabled(before.id, True)
+    await audit(request, "api_key.disable", f"key {after.id}", key_view(before), key_view(after))
+    raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} disabled")
+
+
+@routes.post(r"/api-keys/{key_id:\d{1,15}}/enable")
+async def enable_key(request: web.Request) -> web.Response:
+    require_admin(request)
+    before = await _key(request)
+    await request.post()
+    after = await repository(request).set_disabled(before.id, False)
+    await audit(request, "api_key.enable", f"key {after.id}", key_view(before), key_view(after))
+    raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} enabled")

@@ -13,7 +13,8 @@ last_used   most recently used first (never: last)  ``api_keys_last_used``
 tokens      most tokens used (all time) first       ``api_keys_tokens``
 ==========  ======================================  ==========
 
-States: ``revoked``; ``expired`` (not revoked, past its expiry); ``exhausted`` (neither, and its
+States: ``revoked``; ``disabled`` (not revoked; until enabled); ``expired`` (neither, past its
+expiry); ``exhausted`` (none of these, and its
 token limit reached in its current budget period, as :meth:`ApiKey.quota_used` counts);
 ``active`` (none of these). A bad parameter raises :class:`FilterError` naming it.
 """
@@ -35,7 +36,7 @@ from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
 from proxy.storage.request_log import FilterError, page_size
 
-STATES = ("active", "revoked", "expired", "exhausted")
+STATES = ("active", "revoked", "disabled", "expired", "exhausted")
 SORTS = {  # name: (SQL expression, descending)
     "created": ("created_at", True),
     "name": ("name COLLATE NOCASE", False),
@@ -44,7 +45,7 @@ SORTS = {  # name: (SQL expression, descending)
 }
 MAX_SEARCH = 200
 
-_LIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)"
+_LIVE = "revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > :now)"
 _EXHAUSTED = (
     "token_limit IS NOT NULL AND (budget_period IS NULL AND tokens_used >= token_limit"
     + "".join(
@@ -54,7 +55,8 @@ _EXHAUSTED = (
 )
 _STATE_SQL = {
     "revoked": "revoked_at IS NOT NULL",
-    "expired": "revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now",
+    "disabled": "revoked_at IS NULL AND disabled_at IS NOT NULL",
+    "expired": "revoked_at IS NULL AND disabled_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now",
     "exhausted": f"{_LIVE} AND {_EXHAUSTED}",
     "active": f"{_LIVE} AND NOT ({_EXHAUSTED})",
 }
