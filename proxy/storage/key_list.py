@@ -9,9 +9,12 @@ sort        order                                   index
 ==========  ======================================  ==========
 created     newest first                            ``api_keys_created``
 name        A to Z, case-insensitive                ``api_keys_name``
-last_used   most recently used first (never: last)  ``api_keys_last_used``
-tokens      most tokens used (all time) first       ``api_keys_tokens``
+last_used   most recently used first (never: last)  none (*)
+tokens      most tokens used (all time) first       none (*)
 ==========  ======================================  ==========
+
+(*) Every request updates these columns: an index would cost each ledger write, and the key table
+is small enough (thousands of rows) to sort on the fly.
 
 States: ``revoked``; ``disabled`` (not revoked; until enabled); ``expired`` (neither, past its
 expiry); ``exhausted`` (none of these, and its
