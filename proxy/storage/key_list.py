@@ -17,9 +17,8 @@ tokens      most tokens used (all time) first       none (*)
 is small enough (thousands of rows) to sort on the fly.
 
 States: ``revoked``; ``disabled`` (not revoked; until enabled); ``expired`` (neither, past its
-expiry); ``exhausted`` (none of these, and its
-token limit reached in its current budget period, as :meth:`ApiKey.quota_used` counts);
-``active`` (none of these). A bad parameter raises :class:`FilterError` naming it.
+expiry); ``exhausted`` (none of these, and its token limit reached in its current budget period, as
+:meth:`ApiKey.quota_used` counts); ``active`` (none of these). A bad parameter raises :class:`FilterError` naming it.
 """
 
 from __future__ import annotations
