@@ -35,6 +35,7 @@ def key_view(key: Any) -> dict[str, Any]:
         "user_id": key.user_id,
         "created_at": key.created_at,
         "revoked_at": key.revoked_at,
+        "disabled_at": key.disabled_at,
         "expires_at": key.expires_at,
         "token_limit": key.token_limit,
         "budget_period": key.budget_period,

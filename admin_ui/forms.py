@@ -7,6 +7,7 @@ Both end as keyword arguments for ``KeyRepository.create_key``/``update_key``; b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +30,21 @@ def key_fields_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
     values["allowed_models"] = chosen or None
     cidrs = str(form.get("allowed_cidrs", "")).replace(",", " ").split()
     values["allowed_cidrs"] = cidrs or None
-    expires = str(form.get("expires", "")).strip()
-    values["expires_at"] = parse_time("expires_at", expires) if expires else None
+    values["expires_at"] = _expiry(str(form.get("expires_in", "")), str(form.get("expires", "")).strip())
     return values
+
+
+EXPIRY_SHORTCUTS = {"1d": 86400.0, "30d": 30 * 86400.0, "never": None}
+"""The create form's expiry shortcuts (``expires_in``); blank: the typed date (blank: never)."""
+
+
+def _expiry(shortcut: str, typed: str) -> float | None:
+    if shortcut and shortcut not in EXPIRY_SHORTCUTS:
+        raise ValidationError("choose an expiry from the list", field="expires_in")
+    if shortcut:
+        days = EXPIRY_SHORTCUTS[shortcut]
+        return None if days is None else time.time() + days
+    return parse_time("expires_at", typed) if typed else None
 
 
 def key_fields_from_json(body: Any, *, partial: bool) -> dict[str, Any]:

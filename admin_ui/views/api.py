@@ -7,6 +7,7 @@ Authenticated by a session plus the ``X-CSRF-Token`` header on writes, or by an 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from admin_ui.views.keys import repository
 from admin_ui.views.usage import usage_filter
 from admin_ui.views.users import apply_user_action
 from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.key_list import key_query, read_key_page
 from proxy.storage.usage_report import UsageFilter
 from proxy.storage.users import UserRepository, check_role
 
@@ -40,8 +42,12 @@ def _key_id(request: web.Request) -> int:
 
 @routes.get("/api/api-keys")
 async def list_keys(request: web.Request) -> web.Response:
-    keys = await repository(request).list_keys()
-    return web.json_response({"keys": [key_view(k) for k in keys]})
+    """A page of keys (``q``, ``state``, ``sort``, ``after``, ``limit``: ``proxy.storage.key_list``)."""
+    q = key_query(request.query)
+    page = await read_key_page(request.app[db_key], q)
+    now = time.time()
+    keys = [{**key_view(k), "state": k.listed_state(now), "quota_used": k.quota_used(now)} for k in page.keys]
+    return web.json_response({"keys": keys, "next": page.next_cursor})
 
 
 @routes.post("/api/api-keys")
@@ -82,6 +88,28 @@ async def revoke_key(request: web.Request) -> web.Response:
         raise KeyNotFoundError(f"no API key {_key_id(request)}")
     after = await repository(request).revoke_key(before.id)
     await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
+    return web.json_response({"key": key_view(after)})
+
+
+@routes.post(r"/api/api-keys/{key_id:\d{1,15}}/disable")
+async def disable_key(request: web.Request) -> web.Response:
+    """Disable a key: refused like a revoked one, in every process within a second, until enabled."""
+    return await _set_disabled(request, True)
+
+
+@routes.post(r"/api/api-keys/{key_id:\d{1,15}}/enable")
+async def enable_key(request: web.Request) -> web.Response:
+    return await _set_disabled(request, False)
+
+
+async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
+    require_admin(request)
+    before = await repository(request).get_key(_key_id(request))
+    if before is None:
+        raise KeyNotFoundError(f"no API key {_key_id(request)}")
+    after = await repository(request).set_disabled(before.id, disabled)
+    action = "api_key.disable" if disabled else "api_key.enable"
+    await audit(request, action, f"key {after.id}", key_view(before), key_view(after))
     return web.json_response({"key": key_view(after)})
 
 

@@ -7,6 +7,8 @@ error beside its field. Revoking asks first (``admin_ui.confirm``).
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import aiohttp_jinja2
 from aiohttp import web
 
@@ -21,6 +23,8 @@ from proxy.auth.apikey import key_minter
 from proxy.storage.api_keys import ApiKey, KeyRepository
 from proxy.storage.errors import KeyNotFoundError, ValidationError
 from proxy.storage.impact import recent_requests
+from proxy.storage.key_list import SORTS, STATES, KeyPage, KeyQuery, key_query, read_key_page
+from proxy.storage.request_log import FilterError
 from proxy.storage.usage_report import UsageFilter
 from proxy.storage.users import UserRepository
 
@@ -38,11 +42,28 @@ async def model_names(request: web.Request) -> list[str]:
 
 @routes.get("/api-keys")
 async def list_keys(request: web.Request) -> web.Response:
-    keys = await repository(request).list_keys()
+    """A page of keys: search, state, sort, keyset paging (``proxy.storage.key_list``)."""
+    try:
+        q, error = key_query(request.query), None
+    except FilterError as exc:
+        q, error = KeyQuery(), str(exc)
+    page = KeyPage([], None) if error else await read_key_page(request.app[db_key], q)
     owners = {u.id: u.username for u in await UserRepository(request.app[db_key]).list_users()}
-    models = await model_names(request)
-    context: dict[str, object] = {"keys": keys, "owners": owners, "models": models, "periods": PERIODS}
-    return aiohttp_jinja2.render_template("keys.html", request, context)
+    params = q.params()
+    context: dict[str, object] = {
+        "keys": page.keys,
+        "owners": owners,
+        "models": await model_names(request),
+        "periods": PERIODS,
+        "q": q,
+        "shown": request.query if error else params,
+        "states": STATES,
+        "sorts": SORTS,
+        "next": urlencode({**params, "after": page.next_cursor}) if page.next_cursor else None,
+        "first": urlencode(params) if request.query.get("after") else None,
+        "error": error,
+    }
+    return aiohttp_jinja2.render_template("keys.html", request, context, status=400 if error else 200)
 
 
 @routes.post("/api-keys")
@@ -132,3 +153,44 @@ async def revoke_key(request: web.Request) -> web.Response:
     after = await repository(request).revoke_key(before.id)
     await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
     raise await done(request, "/admin/api-keys", f"key {after.name!r} revoked")
+
+
+@routes.get(r"/api-keys/{key_id:\d{1,15}}/disable")
+async def confirm_disable(request: web.Request) -> web.Response:
+    require_admin(request)
+    key = await _key(request)
+    used = await recent_requests(request.app[db_key], api_key_id=key.id)
+    last = when(key.last_request_at)
+    consequences = [
+        f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last}).",
+        "Every client that sends it is refused (401) within a second, in every process, until it is enabled again.",
+    ]
+    return confirm_page(
+        request,
+        title=f"Disable the key “{key.name}” (…{key.last_four})",
+        summary="A disabled key keeps its secret, limits and usage; enabling it makes it work again.",
+        consequences=consequences,
+        button="Disable the key",
+        cancel=f"/admin/api-keys/{key.id}",
+    )
+
+
+@routes.post(r"/api-keys/{key_id:\d{1,15}}/disable")
+async def disable_key(request: web.Request) -> web.Response:
+    require_admin(request)
+    before = await _key(request)
+    if not confirmed(await request.post()):
+        raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/disable")
+    after = await repository(request).set_disabled(before.id, True)
+    await audit(request, "api_key.disable", f"key {after.id}", key_view(before), key_view(after))
+    raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} disabled")
+
+
+@routes.post(r"/api-keys/{key_id:\d{1,15}}/enable")
+async def enable_key(request: web.Request) -> web.Response:
+    require_admin(request)
+    before = await _key(request)
+    await request.post()
+    after = await repository(request).set_disabled(before.id, False)
+    await audit(request, "api_key.enable", f"key {after.id}", key_view(before), key_view(after))
+    raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} enabled")

@@ -26,7 +26,7 @@ from proxy.storage.stored import StoredRow
 KEY_COLUMNS = (
     "id, public_id, name, secret_hash, last_four, user_id, created_at, revoked_at, expires_at, token_limit, "
     "tokens_reserved, tokens_used, request_count, last_request_at, endpoint_counts, allowed_models, "
-    "rpm_limit, tpm_limit, updated_at, budget_period, period_start, period_tokens_used, allowed_cidrs"
+    "rpm_limit, tpm_limit, updated_at, budget_period, period_start, period_tokens_used, allowed_cidrs, disabled_at"
 )
 MAX_NAME_LENGTH = 200
 MAX_LIST = 256  # models or networks in an allow-list
@@ -60,6 +60,7 @@ class ApiKey:
     period_start: float | None = None
     period_tokens_used: int = 0
     allowed_cidrs: tuple[str, ...] | None = None
+    disabled_at: float | None = None
 
     invalid: tuple[str, ...] = ()
 
@@ -92,6 +93,7 @@ class ApiKey:
             period_start=read.optional_time("period_start", shown=True),
             period_tokens_used=read.integer("period_tokens_used"),
             allowed_cidrs=read.optional_texts("allowed_cidrs"),
+            disabled_at=read.optional_time("disabled_at"),
         )
         return replace(key, invalid=read.invalid) if read.invalid else key
 
@@ -100,14 +102,28 @@ class ApiKey:
         return self.state(now) == "active"
 
     def state(self, now: float) -> str:
-        """``active``, ``revoked``, ``expired`` or ``invalid`` (a stored limit no check lets in)."""
+        """``active``, ``revoked``, ``disabled`` (until enabled), ``expired`` or ``invalid`` (a stored
+        limit no check lets in)."""
         if self.invalid:
             return "invalid"
         if self.revoked_at is not None:
             return "revoked"
+        if self.disabled_at is not None:
+            return "disabled"
         if self.expires_at is not None and now >= self.expires_at:
             return "expired"
         return "active"
+
+    def listed_state(self, now: float) -> str:
+        """:meth:`state`, or ``exhausted`` for an active key whose token limit is reached this period."""
+        state = self.state(now)
+        if state == "active" and self.token_limit is not None and self.quota_used(now) >= self.token_limit:
+            return "exhausted"
+        return state
+
+    def next_reset(self, now: float) -> float | None:
+        """When the budget period's quota starts again from zero (``None``: lifetime budget)."""
+        return None if self.budget_period is None else period_bounds(self.budget_period, now)[1]
 
     def allows_model(self, name: str) -> bool:
         """Whether the allow-list (if any) contains ``name``."""
@@ -252,6 +268,17 @@ class KeyRepository:
             f"WHERE {column} = ? RETURNING {KEY_COLUMNS}"
         )
         return await self._write_one(sql, (now, now, ref), ref)
+
+    async def set_disabled(self, ref: int | str, disabled: bool) -> ApiKey:
+        """Disable a key (refused like a revoked one, idempotent) or enable it again. ``updated_at``
+        moves, so every verifier reloads the key within a second (``proxy.auth.verifier``)."""
+        now = time.time()
+        column = "id" if isinstance(ref, int) else "public_id"
+        sql = (
+            "UPDATE api_keys SET disabled_at = CASE WHEN ? THEN COALESCE(disabled_at, ?) END, updated_at = ? "
+            f"WHERE {column} = ? RETURNING {KEY_COLUMNS}"
+        )
+        return await self._write_one(sql, (disabled, now, now, ref), ref)
 
     async def update_key(
         self,
