@@ -64,7 +64,7 @@ def test_state_changes_need_the_csrf_token(console: Proxy, admin_client: Any) ->
     assert api.status_code == 201, api.text
     assert c.post("/api-keys", {"name": "with-token"}).status_code == 303
     names = [k["name"] for k in c.http.get("/api/api-keys").json()["keys"]]
-    assert names == ["json-header", "with-token"]
+    assert names == ["with-token", "json-header"]  # the list is newest first
     # The login form is protected too (no login CSRF).
     fresh = AdminClient(console)
     fresh.get("/login")

@@ -94,7 +94,7 @@ def test_a_token_acts_with_its_accounts_current_role_and_stops_with_the_account(
     assert _api(a, "PATCH", f"/api/users/{dora}", json={"action": "enable"}).status_code == 200
     assert httpx.get(url, headers=_bearer(full)).status_code == 401, "re-enabling does not bring the token back"
     names = [k["name"] for k in httpx.get(url, headers=_bearer(_make_token(a, "viewer")[0])).json()["keys"]]
-    assert names == ["while admin", "promoted again"]
+    assert names == ["promoted again", "while admin"]  # the list is newest first
     row = _api(a, "GET", "/api/tokens").json()["tokens"][0]
     assert row["owner"] == "dora" and row["user_id"] == dora and row["expires_at"] is None
     assert "secret_hash" not in str(row) and full.split("_")[2] not in str(row)
