@@ -124,14 +124,19 @@ async def edit_key(request: web.Request) -> web.Response:
     raise await done(request, here, f"key {after.name!r} saved")
 
 
+async def _recent_use(request: web.Request, key: ApiKey) -> str:
+    """What a confirmation says of the key's recent traffic (revoke and disable alike)."""
+    used = await recent_requests(request.app[db_key], api_key_id=key.id)
+    last = when(key.last_request_at)
+    return f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last})."
+
+
 @routes.get(r"/api-keys/{key_id:\d{1,15}}/revoke")
 async def confirm_revoke(request: web.Request) -> web.Response:
     require_admin(request)
     key = await _key(request)
-    used = await recent_requests(request.app[db_key], api_key_id=key.id)
-    last = when(key.last_request_at)
     consequences = [
-        f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last}).",
+        await _recent_use(request, key),
         "Every client that sends it is refused (401) at once, in every process; this cannot be undone.",
     ]
     return confirm_page(
@@ -159,10 +164,8 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def confirm_disable(request: web.Request) -> web.Response:
     require_admin(request)
     key = await _key(request)
-    used = await recent_requests(request.app[db_key], api_key_id=key.id)
-    last = when(key.last_request_at)
     consequences = [
-        f"{used:,} request{'s' if used != 1 else ''} in the last day used this key (last use: {last}).",
+        await _recent_use(request, key),
         "Every client that sends it is refused (401) within a second, in every process, until it is enabled again.",
     ]
     return confirm_page(
