@@ -43,6 +43,8 @@ def check_password(password: str, again: str | None = None) -> str:
         raise ValidationError(f"a password must be {MIN_LENGTH} to {MAX_LENGTH} characters long")
     if not password.strip():
         raise ValidationError("a password cannot be only spaces")
+    if any("\ud800" <= char <= "\udfff" for char in password):
+        raise ValidationError("a password must be text (it holds a lone UTF-16 surrogate)")
     if password.strip().lower() in common_passwords():
         raise ValidationError("this is one of the most common passwords, which attackers try first: choose another")
     estimate = zxcvbn(password[:ESTIMATED_CHARS])

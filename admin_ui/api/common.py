@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy.lifecycle.errors import DownloadError, LifecycleError, ModelStateError
 from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFoundError, ValidationError, VaultError
+from proxy.unicode_text import lone_surrogate
 
 Auth = Callable[[web.Request], Awaitable[None]]
 Audit = Callable[[web.Request, str, dict[str, Any]], Awaitable[None]]
@@ -60,6 +61,9 @@ def translate(exc: Exception) -> web.HTTPException:
     raise exc
 
 
+SURROGATE = "the body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -67,6 +71,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise error(400, "the body must be a JSON object", "invalid_request") from None
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON object", "invalid_request")
+    if lone_surrogate(await request.read(), body):
+        raise error(400, SURROGATE, "invalid_request")
     return body
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_ui.api.common import SURROGATE
 from admin_ui.appkeys import db_key, hasher_key, reports_key
 from admin_ui.audited import audit, key_view
 from admin_ui.forms import key_fields_from_json
@@ -25,15 +26,19 @@ from proxy.storage.errors import KeyNotFoundError, ValidationError
 from proxy.storage.key_list import key_query, read_key_page
 from proxy.storage.usage_report import UsageFilter
 from proxy.storage.users import UserRepository, check_role
+from proxy.unicode_text import lone_surrogate
 
 routes = web.RouteTableDef()
 
 
 async def _body(request: web.Request) -> Any:
     try:
-        return await request.json()
+        body = await request.json()
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
         raise ValidationError("the body must be JSON") from None
+    if lone_surrogate(await request.read(), body):
+        raise ValidationError(SURROGATE)
+    return body
 
 
 def _key_id(request: web.Request) -> int:

@@ -88,7 +88,7 @@ def verify_secret(secret_hash: str, secret: str) -> bool:
     """Whether ``secret`` matches ``secret_hash`` (slow: call it off the event loop)."""
     try:
         return _VERIFIER.verify(secret_hash, secret)
-    except VerifyMismatchError:
+    except (VerifyMismatchError, UnicodeEncodeError):  # a lone surrogate is no one's secret
         return False
     except (InvalidHashError, VerificationError) as exc:
         log.warning("a stored argon2 hash could not be checked: %s", type(exc).__name__)

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.errors import ApiError, bad_request
+from proxy.unicode_text import lone_surrogate
 
 MAX_DEPTH = 64  # OpenAI bodies nest a handful of levels (tool schemas perhaps a dozen or two)
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -46,6 +47,10 @@ async def read_json(request: web.Request) -> Any:
         raise bad_request(f"the request body is not valid JSON: {exc}") from None
     if not declared_json and not isinstance(body, dict):
         raise _not_json()
+    if lone_surrogate(raw, body):
+        raise bad_request(
+            "the request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+        )
     return body
 
 

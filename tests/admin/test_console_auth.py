@@ -151,6 +151,31 @@ def test_tokens_expire_and_are_listed_and_revoked_through_the_json_api(console: 
     assert "reauth.failed" in actions
 
 
+def test_a_lone_surrogate_in_a_password_or_any_json_field_is_a_400_every_time(
+    console: Proxy, admin_client: Any
+) -> None:
+    """issue 19 (the admin fuzzer): ``"current_password": "\\ud800"`` reached argon2, whose UTF-8 encoding
+    raised: a 500 on the first try (later tries met the login throttle first, so it came and went)."""
+    a: AdminClient = admin_client()
+    a.login("alice")
+    a.get("/")
+    headers = {"X-CSRF-Token": a.csrf, "Content-Type": "application/json"}
+    bodies = [
+        ("/api/tokens", b'{"name": "x", "scope": "viewer", "current_password": "\\ud800"}'),
+        ("/api/tokens", b'{"name": "x", "scope": "viewer", "current_password": "\\ud800"}'),
+        ("/api/api-keys", b'{"name": "a\\udc00b"}'),
+        ("/api/users", b'{"username": "eve", "role": "viewer", "password": "correct horse \\ud800 battery"}'),
+        ("/api/models", b'{"name": "m\\ud800", "repo_id": "a/b", "filename": "c.gguf"}'),
+    ]
+    for path, raw in bodies:
+        r = a.http.post(path, content=raw, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["status"] == 400, (path, r.status_code, r.text[:300])
+    assert _api(a, "GET", "/api/users").status_code == 200
+    # The rule itself, without a body parser in front of it:
+    with pytest.raises(ValidationError, match="surrogate"):
+        check_password("correct horse \ud800 battery staple")
+
+
 def test_changing_the_second_factor_password_or_tokens_asks_for_the_current_password(
     console: Proxy, admin_client: Any
 ) -> None:

@@ -203,3 +203,29 @@ def _wait_healthy(proxy: Proxy) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError("proxy did not start:\n" + proxy.log_path.read_text())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi \\ud800"}], "max_tokens": 2}',
+        b'{"model": "smollm2\\udfff", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}',
+        b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "user": "\\uD83D", "max_tokens": 2}',
+    ],
+)
+def test_a_lone_surrogate_escape_anywhere_in_a_body_is_a_400(proxy: Proxy, body: bytes) -> None:
+    """A lone ``\\ud800`` parses to a string no UTF-8 encoder takes: a 400 where the body is read,
+    not a 500 from whichever encoder (the ledger, the tokenizer, the daemon's frame) meets it first."""
+    import urllib.error
+    import urllib.request
+
+    key = proxy.make_key()
+    request = urllib.request.Request(
+        f"{proxy.base_url}/chat/completions",
+        data=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 400
+    assert "surrogate" in json.loads(caught.value.read())["error"]["message"]
