@@ -40,6 +40,9 @@ texts = (
     )
 )
 sendable = texts.filter(lambda t: t != "\ud800")  # a URL cannot carry a lone surrogate
+# A path parameter is one segment: its slashes encoded; "." and ".." are not values but dot segments,
+# which every client resolves before sending (``/api/tokens/../../revoke`` is ``/admin/revoke``).
+segments = sendable.filter(lambda t: t.strip(" ") not in (".", "..")).map(lambda t: quote(t, safe=""))
 numbers = (
     st.integers(1, 10**6)
     | st.integers(-(2**70), 2**70)
@@ -115,7 +118,7 @@ def requests(doc: dict[str, Any]) -> st.SearchStrategy[tuple[str, str, bytes, di
         choices.append(
             st.tuples(
                 st.just(method),
-                st.fixed_dictionaries({n: PATH_VALUES.get(n, sendable.map(quote)) for n in in_path}).map(
+                st.fixed_dictionaries({n: PATH_VALUES.get(n, segments) for n in in_path}).map(
                     lambda values, p=path: _fill(p, values)
                 ),
                 body,
