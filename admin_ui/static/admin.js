@@ -106,12 +106,14 @@ function chips(id, texts, none) {
   var el = document.getElementById(id);
   if (!el) { return; }
   if (!texts.length) { el.textContent = none; return; }
-  el.replaceChildren.apply(el, texts.map(function (text) {
+  var nodes = [];
+  texts.forEach(function (text) {
     var chip = document.createElement("span");
     chip.className = "chip";
     chip.textContent = text;
-    return chip;
-  }));
+    nodes.push(chip, document.createTextNode(" "));  // as the template spaces them
+  });
+  el.replaceChildren.apply(el, nodes);
 }
 
 function renderLive(data) {
