@@ -20,11 +20,13 @@ from proxy.storage.traffic import (
     ModelTraffic,
     Timing,
     Traffic,
+    days,
     decode_rate,
     last_hour,
     percentile,
     success_rate,
     summarize,
+    utc_days,
 )
 from proxy.storage.usage import UsageEvent, record_usage
 
@@ -132,6 +134,31 @@ def test_the_last_hour_reads_only_the_hour_from_a_real_ledger(tmp_path: Path) ->
     assert models == {"m-a": (2, 10 + 11 + 10 + 0, 1), "m-b": (2, 15 + 10, 1)}
 
 
+def test_whole_days_come_from_the_rollups(tmp_path: Path) -> None:
+    """issue 19: today and the last 7 days per model, from the rows' daily rollups (UTC days)."""
+    now = 1_000_000_000.0  # 2001-09-09 01:46:40 UTC
+    db_path = tmp_path / "app.db"
+    _write(
+        db_path,
+        [
+            _event(0, now - 60),
+            _event(1, now - 120, status=503, model="m-b", completion_tokens=0),
+            _event(2, now - 2 * 3600),  # yesterday (UTC)
+            _event(3, now - 8 * 86400),  # before the week
+        ],
+    )
+
+    async def read() -> tuple[Traffic, Traffic]:
+        async with Database.open(db_path) as db:
+            return await days(db, *utc_days(1, now)), await days(db, *utc_days(7, now))
+
+    today, week = asyncio.run(read())
+    assert (today.requests, today.errors, today.success_rate, today.total_tokens) == (2, 1, 0.5, 25)
+    assert [(m.model, m.requests, m.errors) for m in today.by_model] == [("m-a", 1, 0), ("m-b", 1, 1)]
+    assert (week.requests, week.errors) == (3, 1)
+    assert today.latency_p50_ms is None and today.tokens_per_second is None  # the rollups keep no times
+
+
 def test_the_hours_queries_use_the_time_index(tmp_path: Path) -> None:
     """On a big ledger the hour must be an index range, never a scan of the model index or the table."""
     from proxy.storage import traffic
@@ -142,4 +169,6 @@ def test_the_hours_queries_use_the_time_index(tmp_path: Path) -> None:
     for sql, params in ((traffic._COUNTS, (0.0,)), (traffic._SAMPLE, (0.0, 10))):
         plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "USING INDEX token_usage_events_created_at (created_at>?)" in plan, plan
+    plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {traffic._DAYS}", ("2025-01-01", "2025-01-07")))
+    assert "USING PRIMARY KEY (day>? AND day<?)" in plan, plan
     conn.close()

@@ -5,8 +5,8 @@ The page renders everything once (it reads fine without JavaScript). ``static/ad
 polls two JSON twins, both with the ``X-Console-Poll`` header so an open page does not keep an
 idle session alive: ``/admin/api/monitor`` (the live part: machine, per-minute requests, models)
 and ``/admin/api/dashboard`` (the cards' figures, :func:`traffic_figures`), which scripts can read
-too. The last hour comes from the ledger's time index (``proxy.storage.traffic``), today and the
-week from the daily rollups: no figure scans the whole ledger.
+too. The last hour comes from the ledger's time index, today and the week from one range of the
+daily rollups (``proxy.storage.traffic``): no figure scans the whole ledger.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, monitor_key, reports_key, runtime_key
-from proxy.storage.traffic import last_hour, success_rate
-from proxy.storage.usage_report import UsageFilter, UsageReport, requests_per_minute
+from admin_ui.appkeys import db_key, monitor_key, runtime_key
+from proxy.storage.traffic import Traffic, days, last_hour, utc_days
+from proxy.storage.usage_report import requests_per_minute
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -48,24 +48,17 @@ async def live(request: web.Request) -> dict[str, Any]:
     return {"system": sample, "requests_per_minute": rpm, "runtime": models}
 
 
-def _window(report: UsageReport, by_model: bool) -> dict[str, Any]:
-    """A rollup report's totals with their success rate (and its models, most requests first)."""
-    totals = report.totals
-    figures = {**totals, "success_rate": success_rate(totals["requests"], totals["errors"])}
-    if by_model:
-        keep = ("model", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors")
-        figures["by_model"] = [{k: m[k] for k in keep} for m in report.by_model]
-    return figures
+def _window(traffic: Traffic, by_model: bool) -> dict[str, Any]:
+    """Whole days' figures: their totals with the success rate (and their models, most requests first)."""
+    data = traffic.as_json()
+    keep = ("since", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "success_rate")
+    return {k: data[k] for k in keep + (("by_model",) if by_model else ())}
 
 
 async def traffic_figures(request: web.Request) -> dict[str, Any]:
     """The cards: the last hour (ledger), today (UTC) with its models, and the last 7 days (rollups)."""
-    reports = request.app[reports_key]
-    hour, today, week = await asyncio.gather(
-        last_hour(request.app[db_key]),
-        reports.report(UsageFilter.last_days(1)),
-        reports.report(UsageFilter.last_days(7)),
-    )
+    db = request.app[db_key]
+    hour, today, week = await asyncio.gather(last_hour(db), days(db, *utc_days(1)), days(db, *utc_days(7)))
     return {
         "time": time.time(),
         "last_hour": hour.as_json(),

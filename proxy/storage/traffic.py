@@ -1,13 +1,17 @@
 """The dashboard's traffic figures for the last hour: success rate, latency and TTFT percentiles,
 tokens per second, and requests, tokens and errors per model (issue 19).
 
-Everything is read from the ledger's ``created_at`` index, one hour of rows at most, never a scan
-of the whole ledger. Two reads, side by side on two reader connections:
+The last hour is read from the ledger's ``created_at`` index, one hour of rows at most, never a
+scan of the whole ledger. Two reads, side by side on two reader connections:
 
 - the counts (requests, tokens, errors per model) are exact: ``COUNT``/``SUM`` over the hour;
 - the percentiles and the decode rate come from the successful (2xx) rows, the newest
   :data:`SAMPLE_LIMIT` of them, so a busy hour costs a bounded read (an RK3588 NPU serves far fewer
   requests than that in an hour; the figures say how many rows they come from).
+
+Whole UTC days (today, the last 7 days) come from the daily rollups instead (:func:`days`): one
+range of ``usage_daily``'s primary key (it starts with the day) grouped by model, a few hundred
+rows a day however many requests they sum.
 
 The computations are pure functions (:func:`percentile`, :func:`success_rate`,
 :func:`decode_rate`): a window without rows has no rate and no percentile (``None``, shown as a
@@ -28,6 +32,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from proxy.storage.database import Database
@@ -38,6 +43,11 @@ _INDEX = "INDEXED BY token_usage_events_created_at"  # never the model index's f
 _COUNTS = (
     f"SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(status >= 400) "
     f"FROM token_usage_events {_INDEX} WHERE created_at >= ? GROUP BY model"
+)
+_DAYS = (
+    "SELECT model, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
+    "SUM(CASE WHEN status_class IN ('4xx', '5xx') THEN requests ELSE 0 END) "
+    "FROM usage_daily WHERE day BETWEEN ? AND ? GROUP BY model"
 )
 _SAMPLE = (
     f"SELECT latency_ms, ttft_ms, completion_tokens FROM token_usage_events {_INDEX} "
@@ -85,9 +95,13 @@ class Traffic:
     sampled: int
     by_model: tuple[ModelTraffic, ...]
 
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["total_tokens"] = self.prompt_tokens + self.completion_tokens
+        data["total_tokens"] = self.total_tokens
         data["by_model"] = [{**asdict(m), "total_tokens": m.total_tokens} for m in self.by_model]
         return data
 
@@ -156,6 +170,21 @@ async def last_hour(db: Database, now: float | None = None) -> Traffic:
         db.execute_read(lambda conn: _timings(conn, since)),
     )
     return summarize(since, counts, timings)
+
+
+async def days(db: Database, first: date, last: date) -> Traffic:
+    """Requests, tokens and errors per model over whole UTC days (inclusive), from the rollups; no
+    times (the rollups keep none), so no percentiles and no decode rate."""
+    rows = await db.execute_read(lambda conn: conn.execute(_DAYS, (first.isoformat(), last.isoformat())).fetchall())
+    counts = [ModelTraffic(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0)) for r in rows]
+    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+    return summarize(start, counts, [])
+
+
+def utc_days(n: int, now: float | None = None) -> tuple[date, date]:
+    """The first and last of the ``n`` UTC days ending today."""
+    today = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).date()
+    return today - timedelta(days=n - 1), today
 
 
 def _counts(conn: sqlite3.Connection, since: float) -> list[ModelTraffic]:
