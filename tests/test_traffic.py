@@ -172,3 +172,23 @@ def test_the_hours_queries_use_the_time_index(tmp_path: Path) -> None:
     plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {traffic._DAYS}", ("2025-01-01", "2025-01-07")))
     assert "USING PRIMARY KEY (day>? AND day<?)" in plan, plan
     conn.close()
+
+
+def test_a_busy_hour_samples_the_newest_rows_but_counts_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The times come from at most SAMPLE_LIMIT newest successes (a bounded read); counts stay exact."""
+    from proxy.storage import traffic
+
+    monkeypatch.setattr(traffic, "SAMPLE_LIMIT", 3)
+    now = 1_000_000.0
+    db_path = tmp_path / "app.db"
+    _write(db_path, [_event(i, now - 100 + i, latency_ms=100.0 * (i + 1)) for i in range(5)])
+
+    async def read() -> Traffic:
+        async with Database.open(db_path) as db:
+            return await last_hour(db, now=now)
+
+    hour = asyncio.run(read())
+    assert (hour.requests, hour.sampled) == (5, 3)
+    assert (hour.latency_p50_ms, hour.latency_p95_ms) == (400.0, 500.0)  # of 300, 400, 500: the newest three

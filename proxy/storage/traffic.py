@@ -38,7 +38,7 @@ from typing import Any
 from proxy.storage.database import Database
 
 HOUR = 3600.0
-SAMPLE_LIMIT = 20_000
+SAMPLE_LIMIT = 5_000  # a p95 from 5,000 requests is within a few ranks of the whole hour's
 _INDEX = "INDEXED BY token_usage_events_created_at"  # never the model index's full scan for GROUP BY model
 _COUNTS = (
     f"SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(status >= 400) "
