@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from admin_ui.monitor import SystemMonitor
+from proxy.errors import SettingsError
+from proxy.settings import load_settings
 
 
 def zone(board: Path, n: int, kind: str, milli: str) -> None:
@@ -50,3 +54,11 @@ def test_nvidia_fields_it_does_not_report_are_absent(tmp_path: Path) -> None:
     }
     smi.chmod(0o644)  # not executable: no NVIDIA GPU
     assert SystemMonitor(tmp_path, root=board).gpu() is None
+
+
+def test_the_monitor_root_must_be_a_directory(tmp_path: Path) -> None:
+    """``LLMSERVER_MONITOR_ROOT``: a host root mounted into a container; a wrong one stops start-up."""
+    assert load_settings({"LLMSERVER_MONITOR_ROOT": str(tmp_path)}).monitor_root == tmp_path
+    assert load_settings({}).monitor_root == Path("/")
+    with pytest.raises(SettingsError, match=r"LLMSERVER_MONITOR_ROOT=.*no such directory"):
+        load_settings({"LLMSERVER_MONITOR_ROOT": str(tmp_path / "absent")})
