@@ -199,7 +199,7 @@ async def api_audit(request: web.Request, action: str, details: dict[str, Any]) 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     app[hasher_key] = create_password_hasher(settings.argon2_profile)
-    app[monitor_key] = SystemMonitor(settings.database_path.parent)
+    app[monitor_key] = SystemMonitor(settings.database_path.parent, root=settings.monitor_root)
     app[reports_key] = UsageReports(app[db_key])
     yield
     app[login_gate_key].close()

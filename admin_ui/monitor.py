@@ -1,25 +1,36 @@
-"""The system monitor of the dashboard: CPU per core, memory, the data directory's disk, NPU and GPU.
+"""The system monitor of the dashboard: CPU per core, memory, the data directory's disk, NPU, GPU
+and the thermal zones.
 
 Everything is read from the kernel's files, never from a library that might be missing: CPU from
 the difference between two ``/proc/stat`` samples, memory from ``/proc/meminfo``, the disk with
 ``statvfs``. The NPU where the board exposes it (Rockchip RK3588: the rknpu driver's ``load``
-file in debugfs, its devfreq node for the frequency, the ``npu`` thermal zone for temperature);
-the GPU through ``nvidia-smi`` (NVIDIA) or devfreq (Mali). What a machine does not have is
-reported as absent (``None``), so the page can say "no NPU" instead of showing zeros.
+file in debugfs, its devfreq node for the frequency, the ``npu-thermal`` zone for temperature);
+the GPU through ``nvidia-smi`` (NVIDIA: load, memory, temperature) or devfreq (Mali, with the
+``gpu-thermal`` zone); every ``/sys/class/thermal/thermal_zone*`` as a named temperature
+(``soc-thermal`` is shown as ``soc``). What a machine does not have is reported as absent
+(``None``, an empty list, or a load of ``None`` when debugfs is readable by root only), so the
+page says "not available" instead of showing zeros.
+
+``root`` (``LLMSERVER_MONITOR_ROOT``) is where ``/proc``, ``/sys`` (and, other than ``/``,
+``usr/bin/nvidia-smi``) are found: the host's root as mounted into a container (as node_exporter's
+``--path.rootfs``), or a fake board in the tests.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +53,7 @@ class SystemMonitor:
             "disk": self.disk(),
             "npu": self.npu(),
             "gpu": self.gpu(),
+            "temperatures": self.temperatures(),
         }
 
     def cpu(self) -> list[float]:
@@ -88,12 +100,13 @@ class SystemMonitor:
         loads = [int(v) for v in re.findall(r"Core\d+:\s*(\d+)%", load_text)]
         if not loads:
             loads = [int(v) for v in re.findall(r"(\d+)%", load_text)]
-        return {"load": loads, "freq_hz": freq, "temp_c": temp}
+        return {"load": loads or None, "freq_hz": freq, "temp_c": temp}
 
     def gpu(self) -> dict[str, Any] | None:
         """NVIDIA through nvidia-smi, else a Mali GPU through devfreq; None when there is none."""
-        if shutil.which("nvidia-smi") and self.root == Path("/"):
-            return _nvidia()
+        found = self._nvidia_smi()
+        if found:
+            return _nvidia(found)
         devfreq = self._path("/sys/class/devfreq")
         freq = _devfreq(devfreq, ("gpu", "mali"))
         if freq is None:
@@ -107,8 +120,27 @@ class SystemMonitor:
             "name": "Mali",
             "load": load,
             "freq_hz": freq,
+            "memory_used": None,  # shared with the system: see memory
+            "memory_total": None,
             "temp_c": _thermal(self._path("/sys/class/thermal"), ("gpu",)),
         }
+
+    def _nvidia_smi(self) -> str | None:
+        """``nvidia-smi`` on the PATH; under another root, that root's ``usr/bin/nvidia-smi``."""
+        if self.root == Path("/"):
+            return shutil.which("nvidia-smi")
+        program = self._path("/usr/bin/nvidia-smi")
+        return str(program) if os.access(program, os.X_OK) else None
+
+    def temperatures(self) -> list[dict[str, Any]]:
+        """Every thermal zone with a readable temperature: its type without ``-thermal``, in °C."""
+        found = []
+        for zone in _zones(self._path("/sys/class/thermal")):
+            temp = _celsius(_read(zone / "temp"))
+            name = _read(zone / "type").strip().removesuffix("-thermal").removesuffix("_thermal")
+            if temp is not None and name:
+                found.append({"name": name[:40], "temp_c": temp})
+        return found
 
 
 def _read(path: Path) -> str:
@@ -133,24 +165,35 @@ def _devfreq(directory: Path, words: tuple[str, ...]) -> int | None:
     return None
 
 
-def _thermal(directory: Path, words: tuple[str, ...]) -> float | None:
+def _zones(directory: Path) -> list[Path]:
+    """``thermal_zone0``, ``thermal_zone1``, ... in number order."""
     try:
-        zones = sorted(directory.glob("thermal_zone*"))
+        zones = [z for z in directory.glob("thermal_zone*") if z.name[12:].isdigit()]
     except OSError:
-        return None
-    for zone in zones:
+        return []
+    return sorted(zones, key=lambda z: int(z.name[12:]))
+
+
+def _celsius(text: str) -> float | None:
+    """A thermal zone's ``temp`` (millidegrees) in degrees, to a tenth (as shown); None when unreadable."""
+    text = text.strip()
+    return round(int(text) / 1000.0, 1) if text.lstrip("-").isdigit() and len(text) < 10 else None
+
+
+def _thermal(directory: Path, words: tuple[str, ...]) -> float | None:
+    for zone in _zones(directory):
         if any(w in _read(zone / "type").lower() for w in words):
-            text = _read(zone / "temp").strip()
-            if text.lstrip("-").isdigit():
-                return int(text) / 1000.0
+            temp = _celsius(_read(zone / "temp"))
+            if temp is not None:
+                return temp
     return None
 
 
-def _nvidia() -> dict[str, Any] | None:
+def _nvidia(program: str) -> dict[str, Any] | None:
     query = "--query-gpu=name,utilization.gpu,memory.used,memory.total,temperature.gpu"
     try:
         out = subprocess.run(
-            ["nvidia-smi", query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=2
+            [program, query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=2
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         log.debug("nvidia-smi failed: %s", exc)
@@ -161,9 +204,18 @@ def _nvidia() -> dict[str, Any] | None:
     name, load, used, total, temp = parts
     mib = 1024 * 1024
     return {
-        "name": name,
-        "load": int(load),
-        "memory_used": int(used) * mib,
-        "memory_total": int(total) * mib,
-        "temp_c": float(temp),
+        "name": name[:80],
+        "load": _number(load, int),
+        "freq_hz": None,
+        "memory_used": _number(used, lambda v: int(v) * mib),
+        "memory_total": _number(total, lambda v: int(v) * mib),
+        "temp_c": _number(temp, float),
     }
+
+
+def _number(text: str, convert: Callable[[str], T]) -> T | None:
+    """nvidia-smi's field, or None for ``[N/A]`` (a field a card does not report)."""
+    try:
+        return convert(text)
+    except ValueError:
+        return None

@@ -72,6 +72,7 @@ class Settings:
     secure_cookies: bool = False  # the console is reached over https (a TLS-terminating reverse proxy)
     admin_bind_host: str = "127.0.0.1"
     admin_bind_port: int = 8444
+    monitor_root: Path = Path("/")  # where the dashboard reads /proc and /sys (a container's host mount)
 
     @property
     def budget_zone(self) -> ZoneInfo | timezone:
@@ -225,7 +226,15 @@ def _admin_settings(reader: _Reader) -> dict[str, Any]:
         "secure_cookies": reader.flag("LLMSERVER_SECURE_COOKIES"),
         "admin_bind_host": admin_host,
         "admin_bind_port": admin_port,
+        "monitor_root": reader.parse("LLMSERVER_MONITOR_ROOT", _directory, "/"),
     }
+
+
+def _directory(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError("no such directory")
+    return path
 
 
 def checked_settings(prog: str, env: Mapping[str, str] | None = None) -> Settings | None:

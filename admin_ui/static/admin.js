@@ -34,15 +34,97 @@ function setText(id, text) {
   if (el) { el.textContent = text; }
 }
 
+// The dashboard's figures, formatted as the page's template formats them (dashboard.html's macros).
+var FORMATS = {
+  num: function (v) { return v.toLocaleString("en-US"); },
+  ms: function (v) { return (v >= 10 ? Math.round(v).toLocaleString("en-US") : v.toFixed(1)) + " ms"; },
+  pct: function (v) { return (v * 100).toFixed(1) + " %"; },
+  rate: function (v) { return v.toFixed(1) + " tok/s"; }
+};
+
+function fmt(value, format) {
+  return value === null || value === undefined ? "—" : FORMATS[format](value);
+}
+
+function pick(data, path) {
+  return path.split(".").reduce(function (v, k) { return v === null || v === undefined ? v : v[k]; }, data);
+}
+
+function utc(seconds) {
+  return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
+function cell(text, cls) {
+  var td = document.createElement("td");
+  td.textContent = text;
+  if (cls) { td.className = cls; }
+  return td;
+}
+
+function modelRows(models) {
+  if (!models.length) {
+    var empty = cell("No requests.", "muted");
+    empty.colSpan = 4;
+    var tr = document.createElement("tr");
+    tr.appendChild(empty);
+    return [tr];
+  }
+  return models.map(function (m) {
+    var row = document.createElement("tr");
+    row.appendChild(cell(m.model));
+    [m.requests, m.total_tokens, m.errors].forEach(function (n) { row.appendChild(cell(fmt(n, "num"), "n")); });
+    return row;
+  });
+}
+
+function renderTraffic(data, section) {
+  section.querySelectorAll("[data-fig]").forEach(function (el) {
+    el.textContent = fmt(pick(data, el.dataset.fig), el.dataset.format);
+  });
+  section.querySelectorAll("tbody[data-rows]").forEach(function (tbody) {
+    tbody.replaceChildren.apply(tbody, modelRows(pick(data, tbody.dataset.rows) || []));
+  });
+  setText("traffic-updated", utc(data.time));
+}
+
+function degrees(t) { return t === null ? "" : ", " + t.toFixed(1) + " °C"; }
+
+function npuText(npu) {
+  if (!npu) { return "not available (no NPU on this machine)"; }
+  return "load " + (npu.load ? npu.load.join(" % / ") + " %" : "not available (debugfs is readable by root only)") +
+    (npu.freq_hz ? ", " + Math.round(npu.freq_hz / 1e6) + " MHz" : "") + degrees(npu.temp_c);
+}
+
+function gpuText(gpu) {
+  if (!gpu) { return "not available (no GPU on this machine)"; }
+  return gpu.name + ": load " + (gpu.load === null ? "not available" : gpu.load + " %") +
+    (gpu.memory_total ? ", memory " + formatBytes(gpu.memory_used) + " of " + formatBytes(gpu.memory_total) : "") +
+    degrees(gpu.temp_c);
+}
+
+function chips(id, texts, none) {
+  var el = document.getElementById(id);
+  if (!el) { return; }
+  if (!texts.length) { el.textContent = none; return; }
+  var nodes = [];
+  texts.forEach(function (text) {
+    var chip = document.createElement("span");
+    chip.className = "chip";
+    chip.textContent = text;
+    nodes.push(chip, document.createTextNode(" "));  // as the template spaces them
+  });
+  el.replaceChildren.apply(el, nodes);
+}
+
 function renderLive(data) {
   var s = data.system;
-  setText("cpu", s.cpu.map(function (c, i) { return "core " + i + ": " + c + " %"; }).join("  "));
+  chips("cpu", s.cpu.map(function (c, i) { return "core " + i + ": " + c.toFixed(1) + " %"; }), "");
   setText("memory", s.memory ? formatBytes(s.memory.used) + " of " + formatBytes(s.memory.total) : "not available");
   setText("disk", s.disk ? formatBytes(s.disk.used) + " of " + formatBytes(s.disk.total) + " (" + s.disk.path + ")" : "not available");
-  setText("npu", s.npu ? "load " + s.npu.load.join(" % / ") + " %" + (s.npu.freq_hz ? ", " + Math.round(s.npu.freq_hz / 1e6) + " MHz" : "") +
-    (s.npu.temp_c !== null ? ", " + s.npu.temp_c + " °C" : "") : "no NPU on this machine");
-  setText("gpu", s.gpu ? s.gpu.name + ": load " + s.gpu.load + " %" : "no GPU on this machine");
-  setText("updated", new Date(s.time * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC");
+  setText("npu", npuText(s.npu));
+  setText("gpu", gpuText(s.gpu));
+  chips("temperatures", s.temperatures.map(function (t) { return t.name + ": " + t.temp_c.toFixed(1) + " °C"; }), "not available");
+  setText("updated", utc(s.time));
   var rpm = data.requests_per_minute;
   setText("rpm-last", String(rpm[rpm.length - 1]));
   var spark = document.getElementById("rpm");
@@ -54,7 +136,7 @@ function renderLive(data) {
   if (models) {
     var rows = data.runtime.models.map(function (m) {
       var tr = document.createElement("tr");
-      [m.name, m.state].forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
+      [m.name, m.state].forEach(function (v) { tr.appendChild(cell(v)); });
       return tr;
     });
     var tbody = models.querySelector("tbody");
@@ -62,17 +144,21 @@ function renderLive(data) {
   }
 }
 
+// The dashboard's two refreshing parts: each [data-refresh] section polls its JSON twin every 5 s.
+var RENDERERS = { monitor: renderLive, traffic: renderTraffic };
+
 function setupLiveRefresh() {
-  var section = document.querySelector("[data-refresh]");
-  if (!section) { return; }
-  var url = section.dataset.refresh;
-  window.setInterval(function () {
-    if (document.hidden) { return; }
-    fetch(url, { credentials: "same-origin", headers: POLL_HEADERS })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (data) { if (data) { renderLive(data); } })
-      .catch(function () { /* the next tick tries again */ });
-  }, 5000);
+  document.querySelectorAll("[data-refresh]").forEach(function (section) {
+    var render = RENDERERS[section.dataset.render];
+    if (!render) { return; }
+    window.setInterval(function () {
+      if (document.hidden) { return; }
+      fetch(section.dataset.refresh, { credentials: "same-origin", headers: POLL_HEADERS })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) { if (data) { render(data, section); } })
+        .catch(function () { /* the next tick tries again */ });
+    }, 5000);
+  });
 }
 
 // The Models page: states, errors and download progress from /admin/api/models once a second.

@@ -1,20 +1,27 @@
-"""The dashboard: traffic today and over 7 days, requests per minute, running models, the machine.
+"""The dashboard: the last hour's traffic (success rate, latency and TTFT percentiles, tokens per
+second, per model), today and the last 7 days, requests per minute, running models, the machine.
 
-The page renders everything once (it reads fine without JavaScript); ``/admin/api/monitor``
-returns the live part as JSON, which ``static/admin.js`` polls every few seconds.
+The page renders everything once (it reads fine without JavaScript). ``static/admin.js`` then
+polls two JSON twins, both with the ``X-Console-Poll`` header so an open page does not keep an
+idle session alive: ``/admin/api/monitor`` (the live part: machine, per-minute requests, models)
+and ``/admin/api/dashboard`` (the cards' figures, :func:`traffic_figures`), which scripts can read
+too. The last hour comes from the ledger's time index, today and the week from one range of the
+daily rollups (``proxy.storage.traffic``): no figure scans the whole ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, monitor_key, reports_key, runtime_key
-from proxy.storage.usage_report import UsageFilter, requests_per_minute
+from admin_ui.appkeys import db_key, monitor_key, runtime_key
+from proxy.storage.traffic import Traffic, days, last_hour, utc_days
+from proxy.storage.usage_report import requests_per_minute
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -41,18 +48,37 @@ async def live(request: web.Request) -> dict[str, Any]:
     return {"system": sample, "requests_per_minute": rpm, "runtime": models}
 
 
+def _window(traffic: Traffic, by_model: bool) -> dict[str, Any]:
+    """Whole days' figures: their totals with the success rate (and their models, most requests first)."""
+    data = traffic.as_json()
+    keep = ("since", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "success_rate")
+    return {k: data[k] for k in keep + (("by_model",) if by_model else ())}
+
+
+async def traffic_figures(request: web.Request) -> dict[str, Any]:
+    """The cards: the last hour (ledger), today (UTC) with its models, and the last 7 days (rollups)."""
+    db = request.app[db_key]
+    hour, today, week = await asyncio.gather(last_hour(db), days(db, *utc_days(1)), days(db, *utc_days(7)))
+    return {
+        "time": time.time(),
+        "last_hour": hour.as_json(),
+        "today": _window(today, by_model=True),
+        "last_7_days": _window(week, by_model=False),
+    }
+
+
 @routes.get("/")
 async def dashboard(request: web.Request) -> web.Response:
-    reports = request.app[reports_key]
-    today, week, now = await asyncio.gather(
-        reports.report(UsageFilter.last_days(1)),
-        reports.report(UsageFilter.last_days(7)),
-        live(request),
-    )
-    context = {"today": today.totals, "week": week.totals, "week_days": week.by_day, "live": now}
-    return aiohttp_jinja2.render_template("dashboard.html", request, context)
+    figures, now = await asyncio.gather(traffic_figures(request), live(request))
+    return aiohttp_jinja2.render_template("dashboard.html", request, {**figures, "live": now})
 
 
 @routes.get("/api/monitor")
 async def monitor_json(request: web.Request) -> web.Response:
     return web.json_response(await live(request))
+
+
+@routes.get("/api/dashboard")
+async def dashboard_json(request: web.Request) -> web.Response:
+    """The dashboard's figures (``traffic_figures``) for the page's refresh and for scripts."""
+    return web.json_response(await traffic_figures(request))

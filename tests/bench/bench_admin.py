@@ -8,7 +8,10 @@
    the usage page ``/admin/reports`` (logged-in session) and ``/admin/api/usage`` (admin API token),
    each for the default 30 days and for all 90 days; the request log (``/admin/requests`` and
    ``/admin/api/requests``, issue 19): the first page and filtered pages 60 days deep by keyset
-   cursor, and a combination that matches nothing (one bounded scan). Target: p95 < 100 ms.
+   cursor, and a combination that matches nothing (one bounded scan); the dashboard (issue 19: the
+   page and ``/admin/api/dashboard``, whose last hour is read from the ledger's time index, about
+   2,300 rows of the 5 million; ``--hour-rows N`` adds N more in the last hour for a busy board).
+   Target: p95 < 100 ms.
 2. The rollup's cost on the proxy: the 1-token chat (``max_tokens=1``, sequential, keep-alive
    ``http.client``) through the proxy of this tree against the proxy of the commit before the admin
    console (``--base``, default ``a5850be``, unpacked with ``git archive`` into a temp directory, no
@@ -43,8 +46,9 @@ SESSION_KEY = secrets.token_hex(64)
 DAY = 86400.0
 
 
-def fill(path: Path, rows: int) -> None:
-    """``rows`` ledger rows and their rollups, by SQL (about 40 s for 5 million here)."""
+def fill(path: Path, rows: int, hour_rows: int = 0) -> None:
+    """``rows`` ledger rows and their rollups, by SQL (about 40 s for 5 million here); ``hour_rows``
+    more in the last hour (the dashboard's window)."""
     apply_migrations(path)
     conn = sqlite3.connect(path)
     now = time.time()
@@ -70,6 +74,18 @@ def fill(path: Path, rows: int) -> None:
         """,
         (rows, now, rows),
     )
+    if hour_rows:
+        conn.execute(
+            """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+            INSERT INTO token_usage_events (request_id, api_key_id, model, endpoint, prompt_tokens,
+                completion_tokens, status, latency_ms, ttft_ms, created_at)
+            SELECT 'h' || i, 1 + i % 50, 'model-' || (i % 3), 'chat.completions', 10 + i % 90, 1 + i % 200,
+                   CASE WHEN i % 97 = 0 THEN 500 ELSE 200 END, 50.0 + i % 900, 10.0 + i % 200, ? - i * 3500.0 / ?
+            FROM n
+            """,
+            (hour_rows, now, hour_rows),
+        )
     conn.execute("DELETE FROM usage_daily")
     conn.execute(
         """INSERT INTO usage_daily
@@ -151,23 +167,41 @@ def cli(env: dict[str, str], tree: Path, *argv: str, stdin: str = "") -> str:
     return done.stdout.splitlines()[-1]
 
 
-def bench_usage(tmp: Path, rows: int, n: int, keep: Path | None = None) -> None:
+def bench_usage(tmp: Path, rows: int, n: int, keep: Path | None = None, hour_rows: int = 0) -> None:
     db = keep or tmp / "big.db"
     t0 = time.monotonic()
     if db.exists():
         print(f"reusing {db}")
         return _time_usage(db, n)
-    fill(db, rows)
+    fill(db, rows, hour_rows)
     print(
-        f"filled {rows:,} ledger rows and their rollups in {time.monotonic() - t0:.0f} s "
+        f"filled {rows + hour_rows:,} ledger rows and their rollups in {time.monotonic() - t0:.0f} s "
         f"({db.stat().st_size / 1e9:.2f} GB)"
     )
     _time_usage(db, n)
 
 
 def _time_usage(db: Path, n: int) -> None:
+    """Time every page of :func:`bench_usage`, with a runtime daemon holding no model (the dashboard
+    asks it for its models; without one, each page would wait for the connection to give up)."""
+    sock = Path(tempfile.mkdtemp(prefix="llms-bench-", dir="/tmp"))
+    daemon = Daemon(f"ipc://{sock}/rt.sock", [], clean_env(db.parent), db.parent / "daemon.log")
+    daemon.start(ready_models=())
+    try:
+        _time_pages(db, n, daemon.endpoint)
+    finally:
+        daemon.terminate()
+
+
+def _time_pages(db: Path, n: int, runtime: str) -> None:
     port = free_port()
-    env = env_for(db, ROOT, LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}", LLMSERVER_ARGON2_PROFILE="test")
+    env = env_for(
+        db,
+        ROOT,
+        LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}",
+        LLMSERVER_ARGON2_PROFILE="test",
+        LLMSERVER_RUNTIME_ENDPOINT=runtime,
+    )
     if not sqlite3.connect(db).execute("SELECT 1 FROM users WHERE username = 'bench'").fetchone():
         cli(env, ROOT, "admin", "create-user", "bench", stdin="bench-password-123\n")
     token = cli(env, ROOT, "admin", "create-token", "bench", "--user", "bench", "--scope", "viewer")
@@ -204,6 +238,7 @@ def _time_usage(db: Path, n: int) -> None:
             ),
         ]
         cases += request_log_cases(cookie, token)
+        cases += dashboard_cases(cookie, token)
         for name, path, headers in cases:
             ms = timed_gets(port, path, n, headers)
             p95 = pct(ms, 0.95)
@@ -236,6 +271,16 @@ def request_log_cases(cookie: str, token: str) -> list[tuple[str, str, dict[str,
             f"/admin/api/requests?model=model-1&endpoint=none&before={deep}",
             bearer,
         ),
+    ]
+
+
+def dashboard_cases(cookie: str, token: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The dashboard (issue 19): the page (it also asks the runtime, which ``admin serve`` here has
+    not, and samples the machine) and its figures alone, as the page's poll and scripts read them."""
+    return [
+        ("dashboard page", "/admin/", {"Cookie": cookie}),
+        ("/admin/api/dashboard (poll)", "/admin/api/dashboard", {"Cookie": cookie, "X-Console-Poll": "1"}),
+        ("/admin/api/dashboard (token)", "/admin/api/dashboard", {"Authorization": f"Bearer {token}"}),
     ]
 
 
@@ -320,12 +365,13 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--base", default="a5850be")
+    parser.add_argument("--hour-rows", type=int, default=0, help="more ledger rows in the last hour")
     parser.add_argument("--db", type=Path, help="keep the filled database here and reuse it on the next run")
     parser.add_argument("--skip", choices=("usage", "chat"), action="append", default=[])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-admin-") as tmp:
         if "usage" not in args.skip:
-            bench_usage(Path(tmp), args.rows, args.requests, args.db)
+            bench_usage(Path(tmp), args.rows, args.requests, args.db, args.hour_rows)
         if "chat" not in args.skip:
             bench_chat(Path(tmp), args.base, args.chats, args.rounds)
 
