@@ -89,9 +89,10 @@ def time_chart(ident: str, title: str, starts: Sequence[float], hours: int, seri
     shown = [v for s in series for v in s.values if v is not None]
     scale = value_scale(max(shown, default=0.0))
     plot_h, slot = HEIGHT - BOTTOM - TOP, (WIDTH - RIGHT - LEFT) / max(n, 1)
+    per_unit = plot_h / scale.top
 
     def y_of(value: float) -> float:
-        return round(TOP + plot_h * (1 - scale.fraction(value)), 2)
+        return round(HEIGHT - BOTTOM - min(max(value, 0.0), scale.top) * per_unit, 2)
 
     y_ticks = [Tick(y_of(t), short_number(t)) for t in scale.ticks]
     first = int(starts[0] // (hours * 3600)) if n else 0
@@ -100,7 +101,7 @@ def time_chart(ident: str, title: str, starts: Sequence[float], hours: int, seri
         Tick(round(LEFT + (i + 0.5) * slot, 2), time_label(starts[i], hours, with_year=len(years) > 1))
         for i in time_ticks(first, n, hours, most=4 if len(years) > 1 else 6)
     ]
-    columns = [_column(i, starts[i], hours, slot, series, y_of) for i in range(n)]
+    columns = _columns(starts, hours, slot, series, y_of)
     lines = [_line(s, slot, y_of) for s in series if s.kind == "line"]
     return Chart(
         ident,
@@ -114,19 +115,22 @@ def time_chart(ident: str, title: str, starts: Sequence[float], hours: int, seri
     )
 
 
-def _column(
-    i: int, start: float, hours: int, slot: float, series: Sequence[Series], y_of: Callable[[float], float]
-) -> Column:
-    x = LEFT + i * slot
-    gap = min(slot * 0.15, 2.0)
-    bars = []
-    for s in series:
-        value = s.values[i]
-        if s.kind == "bar" and value:
-            top = y_of(value)
-            bars.append(Bar(s.css, round(x + gap / 2, 2), top, round(max(slot - gap, 0.5), 2), round(y_of(0) - top, 2)))
-    parts = [f"{s.name} {_value(s.values[i], s.unit)}" for s in series]
-    return Column(round(x, 2), round(slot, 2), f"{time_title(start, hours)}: " + ", ".join(parts), bars)
+def _columns(
+    starts: Sequence[float], hours: int, slot: float, series: Sequence[Series], y_of: Callable[[float], float]
+) -> list[Column]:
+    """One column per bucket: its bars (each from the baseline) and its title with every series' value."""
+    texts = [[f"{s.name} {_value(v, s.unit)}" for v in s.values] for s in series]
+    tops = [(s.css, [y_of(v) if v else None for v in s.values]) for s in series if s.kind == "bar"]
+    base, gap = y_of(0), min(slot * 0.15, 2.0)
+    width = round(max(slot - gap, 0.5), 2)
+    columns = []
+    for i, start in enumerate(starts):
+        x = LEFT + i * slot
+        left = round(x + gap / 2, 2)
+        bars = [Bar(css, left, y, width, round(base - y, 2)) for css, ys in tops if (y := ys[i]) is not None]
+        title = f"{time_title(start, hours)}: " + ", ".join(t[i] for t in texts)
+        columns.append(Column(round(x, 2), round(slot, 2), title, bars))
+    return columns
 
 
 def _value(value: float | None, unit: str) -> str:

@@ -10,6 +10,7 @@ above the largest value, with 1, 2, 2.5 or 5 times a power of ten between ticks,
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -112,7 +113,7 @@ def time_label(start: float, hours: int, with_year: bool = False) -> str:
 
 def time_title(start: float, hours: int) -> str:
     """A bucket's full name for its hover title: ``2026-11-02`` or ``2026-11-02 14:00-15:00 UTC``."""
-    moment = datetime.fromtimestamp(start, timezone.utc)
+    moment = time.gmtime(start)
     if hours == 1:
-        return f"{moment:%Y-%m-%d %H}:00-{(moment.hour + 1) % 24:02d}:00 UTC"
-    return f"{moment:%Y-%m-%d} (UTC)"
+        return time.strftime("%Y-%m-%d %H:00-", moment) + f"{(moment.tm_hour + 1) % 24:02d}:00 UTC"
+    return time.strftime("%Y-%m-%d (UTC)", moment)

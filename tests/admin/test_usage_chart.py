@@ -12,6 +12,7 @@ import pytest
 
 from admin_ui.charts.figure import HEIGHT, LEFT, RIGHT, TOP, WIDTH, Series, time_chart
 from admin_ui.charts.scale import nice_step, short_number, time_label, time_ticks, value_scale
+from admin_ui.charts.svg import svg
 from admin_ui.charts.usage import draw
 from proxy.storage.usage_series import SeriesPoint
 
@@ -125,3 +126,13 @@ def test_the_usage_charts_of_a_series() -> None:
     assert tokens.columns[1].title == "2026-11-02 (UTC): total 150, prompt 100"
     assert latency.columns[0].title.endswith("p50 none, p95 none")
     assert "p50 107.6 ms" in latency.columns[1].title
+
+
+def test_the_svg_has_its_namespace_a_title_per_column_and_escapes_text() -> None:
+    chart = time_chart("c", "<b>x</b>", days(3), 24, [Series("<i>n</i>", "r", [1, 2, 3])])
+    drawing = str(svg(chart))
+    assert drawing.startswith('<svg viewBox="0 0 400 210"') and 'xmlns="http://www.w3.org/2000/svg"' in drawing
+    assert drawing.count('<g class="col"><title>') == 3 and drawing.count('class="hit"') == 3
+    assert "<b>" not in drawing and "<i>" not in drawing and "&lt;i&gt;n&lt;/i&gt; 3" in drawing
+    assert "No requests" not in drawing
+    assert "No requests in this period" in str(svg(time_chart("c", "t", days(2), 24, [Series("n", "r", [0, 0])])))

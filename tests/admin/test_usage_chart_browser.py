@@ -9,6 +9,7 @@ import asyncio
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -91,12 +92,12 @@ def test_usage_charts_have_axes_hover_values_and_an_hourly_switch(console: Proxy
     assert re.search(r"p50 [\d,.]+ ms, p95 [\d,.]+ ms$", latency), latency
     shoot(page, "usage-charts")
 
-    page.locator("#bucket-hour").click()  # the switch keeps the filter, draws the last 7 days by hour
+    page.locator("#bucket-hour").click()  # the switch keeps the filter, draws the last 72 hours by hour
     expect(page).to_have_url(re.compile(r"bucket=hour"))
     expect(page.locator("#bucket-hour")).to_have_attribute("aria-current", "true")
     expect(page.locator("#chart-requests figcaption")).to_contain_text("Requests per hour")
-    expect(page.locator("#chart-requests g.col")).to_have_count(7 * 24)
-    expect(page.locator("#chart-cut")).to_contain_text("last 7 days")
+    expect(page.locator("#chart-requests g.col")).to_have_count(72)
+    expect(page.locator("#chart-cut")).to_contain_text("last 72 hours")
     newest = events[0]
     hour = time.strftime("%Y-%m-%d %H:00", time.gmtime(newest.created_at))
     assert hover_title(page, page.locator("#chart-requests"), hour).startswith(f"{hour}-")
@@ -114,7 +115,7 @@ def test_usage_charts_have_axes_hover_values_and_an_hourly_switch(console: Proxy
     key_title = hover_title(page, page.locator("#key-chart-requests"), today)
     assert key_title.startswith(f"{today} (UTC): requests {len(alphas)},")
     page.locator("#bucket-hour").click()
-    expect(page.locator("#key-chart-requests g.col")).to_have_count(7 * 24)
+    expect(page.locator("#key-chart-requests g.col")).to_have_count(72)
     shoot(page, "key-charts")
 
 
@@ -140,3 +141,20 @@ def test_a_model_has_its_own_charts_and_a_phone_reads_them(console: Proxy, pages
     assert label is not None and label["height"] >= 9  # text still legible after the viewBox scaling
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shoot(page, "model-charts")
+
+
+def test_the_charts_points_in_the_json_api(console: Proxy, admin_client: Any) -> None:
+    """issue 19: ``GET /admin/api/usage/series``, the charts' twin for scripts; a bad bucket is a 400 naming it."""
+    events, keys = seed(console)
+    client = admin_client()
+    assert client.login("alice").status_code == 303
+    body = client.get("/api/usage/series", params={"bucket": "hour", "key": keys["beta"]}).json()
+    assert body["bucket"] == "hour" and body["cut"] is True and len(body["points"]) == 72
+    first = datetime.fromisoformat(body["points"][0]["start"].replace("Z", "+00:00")).timestamp()
+    betas = [e for e in events if e.api_key_id == keys["beta"] and e.created_at >= first]
+    assert sum(p["requests"] for p in body["points"]) == len(betas) > 0
+    busy = next(p for p in body["points"] if p["requests"] and not p["errors"])
+    assert busy["p50_ms"] > 0 and busy["p95_ms"] >= busy["p50_ms"] and busy["start"].endswith(":00:00Z")
+    refused = client.get("/api/usage/series", params={"bucket": "week"})
+    assert refused.status_code == 400 and "bucket" in refused.text
+    assert client.get("/reports", params={"bucket": "week"}).status_code == 400

@@ -6,7 +6,9 @@
    recursive CTE spreading requests over 90 days, 50 keys, 3 models, 2 endpoints, 2xx/4xx/5xx) and
    the matching rollups (the migration's own GROUP BY). ``llmserver admin serve`` on it; timed:
    the usage page ``/admin/reports`` (logged-in session) and ``/admin/api/usage`` (admin API token),
-   each for the default 30 days and for all 90 days; the request log (``/admin/requests`` and
+   each for the default 30 days and for all 90 days; the usage charts by hour, a model's view and a
+   key's page with their charts (issue 19, from the hourly rollups; the first answer of each, before
+   anything was cached, printed too); the request log (``/admin/requests`` and
    ``/admin/api/requests``, issue 19): the first page and filtered pages 60 days deep by keyset
    cursor, and a combination that matches nothing (one bounded scan). Target: p95 < 100 ms.
 2. The rollup's cost on the proxy: the 1-token chat (``max_tokens=1``, sequential, keep-alive
@@ -36,10 +38,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from proxy.storage.migrate import apply_migrations  # noqa: E402
+from proxy.storage.migrate import MIGRATIONS_DIR, apply_migrations  # noqa: E402
 from tests.harness import Daemon, clean_env, demo_spec, free_port  # noqa: E402
 
 SESSION_KEY = secrets.token_hex(64)
+FIRST: dict[str, float] = {}  # each path's first answer, before anything it reads was cached
 DAY = 86400.0
 
 
@@ -78,8 +81,15 @@ def fill(path: Path, rows: int) -> None:
         FROM token_usage_events GROUP BY 1, 2, 3, 4, 5"""
     )
     conn.commit()
+    conn.executescript(f"BEGIN; DELETE FROM usage_hourly; DELETE FROM usage_hourly_key; {hourly_backfill()} COMMIT;")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+def hourly_backfill() -> str:
+    """The hourly rollups' migration's own backfill from the ledger (issue 19's charts)."""
+    text = (MIGRATIONS_DIR / "20250110040000_usage_hourly.sql").read_text()
+    return text.split("-- backfill:", 1)[1].strip()
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -88,6 +98,7 @@ def pct(samples: list[float], q: float) -> float:
 
 
 def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[float]:
+    """``n`` timed GETs after 3 untimed ones; the first of those (a cold cache) is ``FIRST[path]``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     out = []
     for i in range(n + 3):
@@ -99,6 +110,8 @@ def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[fl
             raise RuntimeError(f"{path}: {r.status} {body[:200]!r}")
         if i >= 3:  # warm-up
             out.append((time.perf_counter() - t0) * 1000)
+        elif i == 0:
+            FIRST[path] = (time.perf_counter() - t0) * 1000
     conn.close()
     return out
 
@@ -166,8 +179,26 @@ def bench_usage(tmp: Path, rows: int, n: int, keep: Path | None = None) -> None:
 
 
 def _time_usage(db: Path, n: int) -> None:
+    """The pages against ``admin serve`` with a runtime daemon (no model) to answer the key page's model
+    list, as in a deployment (without one, each key page would wait out the console's runtime timeout)."""
+    sock = Path(tempfile.mkdtemp(prefix="llms-bench-", dir="/tmp"))
+    daemon = Daemon(f"ipc://{sock}/rt.sock", [], clean_env(db.parent), db.parent / "daemon.log")
+    daemon.start(ready_models=())
+    try:
+        _serve_and_time(db, n, daemon.endpoint)
+    finally:
+        daemon.terminate()
+
+
+def _serve_and_time(db: Path, n: int, runtime: str) -> None:
     port = free_port()
-    env = env_for(db, ROOT, LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}", LLMSERVER_ARGON2_PROFILE="test")
+    env = env_for(
+        db,
+        ROOT,
+        LLMSERVER_ADMIN_BIND_ADDRESS=f"127.0.0.1:{port}",
+        LLMSERVER_ARGON2_PROFILE="test",
+        LLMSERVER_RUNTIME_ENDPOINT=runtime,
+    )
     if not sqlite3.connect(db).execute("SELECT 1 FROM users WHERE username = 'bench'").fetchone():
         cli(env, ROOT, "admin", "create-user", "bench", stdin="bench-password-123\n")
     token = cli(env, ROOT, "admin", "create-token", "bench", "--user", "bench", "--scope", "viewer")
@@ -203,17 +234,32 @@ def _time_usage(db: Path, n: int) -> None:
                 {"Authorization": f"Bearer {token}"},
             ),
         ]
+        cases += chart_cases(cookie, since90, today)
         cases += request_log_cases(cookie, token)
         for name, path, headers in cases:
             ms = timed_gets(port, path, n, headers)
             p95 = pct(ms, 0.95)
             print(
                 f"{name:40s} p50 {statistics.median(ms):6.1f} ms  p95 {p95:6.1f} ms  "
-                f"{'PASS' if p95 < 100 else 'MISS'} (< 100 ms)"
+                f"{'PASS' if p95 < 100 else 'MISS'} (< 100 ms)  first {FIRST[path]:6.1f} ms"
             )
     finally:
         server.terminate()
         server.wait(10)
+
+
+def chart_cases(cookie: str, since90: str, today: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The usage charts (issue 19: hourly rollups): hourly buckets, a model's view, a key's page."""
+    session = {"Cookie": cookie}
+    return [
+        ("usage page, hourly (last 7 of 30 days)", "/admin/reports?bucket=hour", session),
+        ("usage page, 90 days, hourly", f"/admin/reports?since={since90}&until={today}&bucket=hour", session),
+        ("model view, 30 days", "/admin/reports?model=model-1", session),
+        ("model view, hourly", "/admin/reports?model=model-1&bucket=hour", session),
+        ("model view, 90 days", f"/admin/reports?model=model-2&since={since90}&until={today}", session),
+        ("key page (30 days daily)", "/admin/api-keys/7", session),
+        ("key page, hourly", "/admin/api-keys/8?bucket=hour", session),
+    ]
 
 
 def request_log_cases(cookie: str, token: str) -> list[tuple[str, str, dict[str, str]]]:
