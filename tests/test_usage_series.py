@@ -125,3 +125,18 @@ async def test_closed_buckets_are_kept_and_the_open_one_is_read_each_time(db: Da
     db.execute_read = counting  # type: ignore[method-assign]
     await series.series(query, now=now)
     assert len(scanned) == 1  # the open hours only: the closed ones came from memory
+
+
+@pytest.mark.asyncio
+async def test_a_distant_range_replaces_the_kept_run_instead_of_spanning_the_gap(db: Database) -> None:
+    now = NOV2 + 30 * HOUR
+    series = UsageSeries(db)
+    await record_usage(db, event(1, NOV2 + 2 * HOUR, None))
+    await record_usage(db, event(2, NOV2 - 400 * 24 * HOUR, None))  # more than a year before
+    recent = SeriesQuery.of(UsageFilter("2026-11-01", "2026-11-02"), "day")
+    old = SeriesQuery.of(UsageFilter("2025-09-01", "2025-09-30"), "day")
+    assert [p.requests for p in await series.series(recent, now=now)] == [0, 1]
+    assert sum(p.requests for p in await series.series(old, now=now)) == 1
+    ((low, high, _),) = series._runs.values()
+    assert (low, high) == (old.first, old.last)  # the year between was never read nor kept
+    assert [p.requests for p in await series.series(recent, now=now)] == [0, 1]

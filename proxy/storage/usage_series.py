@@ -136,7 +136,8 @@ class UsageSeries:
 
     For each of those the cache holds one contiguous run of closed buckets (those with traffic, by
     number) and the run's bounds; a query reads from the rollup only the closed buckets outside
-    the run (which then grows to cover them) and the open ones. Least recently used out after
+    the run (which then grows to cover them) and the open ones. A query whose range neither
+    overlaps nor touches the run starts a new one, so the run never spans a gap nobody asked for. Least recently used out after
     ``size`` filters.
     """
 
@@ -157,7 +158,7 @@ class UsageSeries:
     async def _closed(self, query: SeriesQuery, end: int) -> dict[int, SeriesPoint]:
         ident = (query.bucket, query.api_key_id, query.model)
         low, high, points = self._runs.pop(ident, (query.first, query.first - 1, {}))
-        if high < low:  # nothing read yet
+        if high < low or query.first > high + 1 or end < low - 1:  # nothing read yet, or not next to the run
             points = await _scan(self._db, query, query.first, end)
             low, high = query.first, end
         else:
