@@ -15,7 +15,7 @@ from proxy.storage.database import Database
 from proxy.storage.latency import BOUNDS, BUCKETS, bucket_of, percentile
 from proxy.storage.migrate import MIGRATIONS_DIR
 from proxy.storage.usage import UsageEvent, record_usage
-from proxy.storage.usage_report import UsageFilter
+from proxy.storage.usage_report import UsageFilter, usage_report
 from proxy.storage.usage_series import SeriesQuery, UsageSeries, usage_series
 
 NOV2 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()
@@ -140,3 +140,18 @@ async def test_a_distant_range_replaces_the_kept_run_instead_of_spanning_the_gap
     ((low, high, _),) = series._runs.values()
     assert (low, high) == (old.first, old.last)  # the year between was never read nor kept
     assert [p.requests for p in await series.series(recent, now=now)] == [0, 1]
+
+
+@pytest.mark.asyncio
+async def test_the_report_counts_each_keys_endpoints_most_used_first(db: Database, repo: KeyRepository) -> None:
+    """The per-key endpoint counts, now summed in one pass over the rollup cells (not one pass per key)."""
+    _, alpha = await repo.create_key("alpha")
+    _, beta = await repo.create_key("beta")
+    for i, (key, endpoint) in enumerate(
+        [(alpha, "completions"), (alpha, "embeddings"), (alpha, "embeddings"), (beta, "completions")]
+    ):
+        await record_usage(db, UsageEvent(f"e{i}", key.id, "m", endpoint, 1, 1, 200, created_at=NOV2 + i))
+    report = await usage_report(db, UsageFilter("2026-11-02", "2026-11-02"))
+    endpoints = {row["key_name"]: row["endpoints"] for row in report.by_key}
+    assert endpoints == {"alpha": {"embeddings": 2, "completions": 1}, "beta": {"completions": 1}}
+    assert list(endpoints["alpha"]) == ["embeddings", "completions"]

@@ -137,8 +137,8 @@ class UsageSeries:
     For each of those the cache holds one contiguous run of closed buckets (those with traffic, by
     number) and the run's bounds; a query reads from the rollup only the closed buckets outside
     the run (which then grows to cover them) and the open ones. A query whose range neither
-    overlaps nor touches the run starts a new one, so the run never spans a gap nobody asked for. Least recently used out after
-    ``size`` filters.
+    overlaps nor touches the run starts a new one, so the run never spans a gap nobody asked for.
+    Least recently used out after ``size`` filters.
     """
 
     def __init__(self, db: Database, size: int = 64) -> None:
