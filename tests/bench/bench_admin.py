@@ -252,7 +252,7 @@ def chart_cases(cookie: str, since90: str, today: str) -> list[tuple[str, str, d
     """The usage charts (issue 19: hourly rollups): hourly buckets, a model's view, a key's page."""
     session = {"Cookie": cookie}
     return [
-        ("usage page, hourly (last 7 of 30 days)", "/admin/reports?bucket=hour", session),
+        ("usage page, hourly (last 72 h of 30 days)", "/admin/reports?bucket=hour", session),
         ("usage page, 90 days, hourly", f"/admin/reports?since={since90}&until={today}&bucket=hour", session),
         ("model view, 30 days", "/admin/reports?model=model-1", session),
         ("model view, hourly", "/admin/reports?model=model-1&bucket=hour", session),
