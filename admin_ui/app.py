@@ -47,6 +47,7 @@ from admin_ui.appkeys import (
     principal_key,
     reports_key,
     runtime_key,
+    series_key,
     settings_key,
 )
 from admin_ui.audited import audit
@@ -74,6 +75,7 @@ from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
+from proxy.storage.usage_series import UsageSeries
 from runtime.api.client import RuntimeClient
 
 HERE = Path(__file__).resolve().parent
@@ -201,6 +203,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[hasher_key] = create_password_hasher(settings.argon2_profile)
     app[monitor_key] = SystemMonitor(settings.database_path.parent, root=settings.monitor_root)
     app[reports_key] = UsageReports(app[db_key])
+    app[series_key] = UsageSeries(app[db_key])
     yield
     app[login_gate_key].close()
 

@@ -13,6 +13,7 @@ from proxy.auth.gate import Argon2Gate
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
+from proxy.storage.usage_series import UsageSeries
 
 
 class ModelLister(Protocol):
@@ -42,6 +43,7 @@ runtime_key = web.AppKey("admin_runtime", ModelLister)
 hasher_key = web.AppKey("admin_hasher", PasswordHasher)
 monitor_key = web.AppKey("admin_monitor", SystemMonitor)
 reports_key = web.AppKey("admin_reports", UsageReports)
+series_key = web.AppKey("admin_series", UsageSeries)
 login_gate_key = web.AppKey("admin_login_gate", Argon2Gate)
 
 principal_key = web.RequestKey("admin_principal", Principal)

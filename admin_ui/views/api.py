@@ -13,8 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from admin_ui.api.common import SURROGATE
-from admin_ui.appkeys import db_key, hasher_key, reports_key
+from admin_ui.appkeys import db_key, hasher_key, reports_key, series_key
 from admin_ui.audited import audit, key_view
+from admin_ui.charts.usage import bucket_of, read_series
 from admin_ui.forms import key_fields_from_json
 from admin_ui.passwords import checked_password, generate_password, hash_password
 from admin_ui.security import require_admin
@@ -123,6 +124,15 @@ async def usage(request: web.Request) -> web.Response:
     flt = usage_filter(request.query)
     report = await request.app[reports_key].report(flt)
     return web.json_response({"filter": flt.__dict__, **report.as_json()})
+
+
+@routes.get("/api/usage/series")
+async def usage_series(request: web.Request) -> web.Response:
+    """The charts' points (issue 19): per hour or day, requests, errors, tokens, p50/p95 latency."""
+    flt, bucket = usage_filter(request.query), bucket_of(request.query)
+    points, cut = await read_series(request.app[series_key], flt, bucket)
+    body = {"filter": flt.__dict__, "bucket": bucket, "cut": cut, "points": [p.as_json() for p in points]}
+    return web.json_response(body)
 
 
 @routes.get("/usage")

@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, hasher_key, reports_key
+from admin_ui.appkeys import db_key, hasher_key, reports_key, series_key
 from admin_ui.audited import audit, key_view
+from admin_ui.charts.usage import bucket_of, usage_charts
 from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed, take
 from admin_ui.forms import PERIODS, key_fields_from_form
@@ -104,8 +105,11 @@ async def _key(request: web.Request) -> ApiKey:
 @routes.get(r"/api-keys/{key_id:\d{1,15}}")
 async def key_page(request: web.Request) -> web.Response:
     key = await _key(request)
-    report = await request.app[reports_key].report(UsageFilter.last_days(30, api_key_id=key.id))
+    flt = UsageFilter.last_days(30, api_key_id=key.id)
+    report = await request.app[reports_key].report(flt)
     context = {"key": key, "report": report, "models": await model_names(request), "periods": PERIODS}
+    context["charts"] = await usage_charts(request.app[series_key], flt, bucket_of(request.query), "key-chart")
+    context["switch"] = {b: urlencode({"bucket": b}) for b in ("day", "hour")}
     return aiohttp_jinja2.render_template("key.html", request, context)
 
 

@@ -1,17 +1,18 @@
-"""The usage page (charts and tables from the daily rollups), its CSV export, and its filters."""
+"""The usage page (charts from the hourly rollup, tables from the daily ones), its CSV export, and its filters."""
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import date, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.api.common import csv_cell
-from admin_ui.appkeys import reports_key
+from admin_ui.appkeys import reports_key, series_key
+from admin_ui.charts.usage import bucket_of, usage_charts
 from proxy.storage.bounds import parse_int
 from proxy.storage.usage_report import UsageFilter, UsageReport
 
@@ -30,53 +31,24 @@ def usage_filter(query: Any) -> UsageFilter:
     )
 
 
-def bars(rows: list[dict[str, Any]], label: str, value: str, width: int = 600, height: int = 120) -> dict[str, Any]:
-    """Geometry of an SVG bar chart (drawn by the template: no script, no inline style)."""
-    top = max([r[value] for r in rows] + [1])
-    step = width / max(len(rows), 1)
-    items = []
-    for i, row in enumerate(rows):
-        h = round(height * row[value] / top, 1)
-        items.append(
-            {
-                "x": round(i * step, 1),
-                "y": round(height - h, 1),
-                "w": max(round(step - 2, 1), 1),
-                "h": h,
-                "label": row[label],
-                "value": row[value],
-            }
-        )
-    return {"width": width, "height": height, "bars": items, "max": top}
-
-
-MAX_CHART_DAYS = 400  # a longer range is drawn with its days that had traffic only
-
-
-def every_day(rows: list[dict[str, Any]], since: str, until: str) -> list[dict[str, Any]]:
-    """One row per day from ``since`` to ``until``, zeros for days without traffic: a quiet day
-    shows as a gap in the chart, not as the next busy day moved up beside the last one."""
-    first, last = date.fromisoformat(since), date.fromisoformat(until)
-    if (last - first).days >= MAX_CHART_DAYS:
-        return rows
-    have = {row["day"]: row for row in rows}
-    days = (first + timedelta(days=i) for i in range((last - first).days + 1))
-    return [have.get(d.isoformat()) or {"day": d.isoformat(), "total_tokens": 0, "requests": 0} for d in days]
-
-
 @routes.get("/reports")
 async def usage_page(request: web.Request) -> web.Response:
     flt = usage_filter(request.query)
+    bucket = bucket_of(request.query)
     report = await request.app[reports_key].report(flt)
-    days = every_day(report.by_day, flt.since, flt.until)
     context = {
         "flt": flt,
         "report": report,
-        "tokens_chart": bars(days, "day", "total_tokens"),
-        "requests_chart": bars(days, "day", "requests"),
+        "charts": await usage_charts(request.app[series_key], flt, bucket),
         "query": request.query_string,
+        "switch": {b: _with(request.query, bucket=b) for b in ("day", "hour")},
     }
     return aiohttp_jinja2.render_template("usage.html", request, context)
+
+
+def _with(query: Any, **changes: str) -> str:
+    """The page's query string with ``changes`` (the hourly/daily switch keeps the filter)."""
+    return urlencode({**{k: v for k, v in query.items() if v}, **changes})
 
 
 @routes.get("/reports.csv")

@@ -14,7 +14,9 @@ writer had queued. It returns only once that transaction committed, so a respons
 before finishing is never delivered without its usage on disk.
 
 Rollups: the same transaction adds the row to its ``usage_daily`` rollup (UTC day, key, model,
-endpoint, status class) with one UPSERT, so the usage pages read rollups, never the raw ledger.
+endpoint, status class) and to its ``usage_hourly`` one (UTC hour, key, model, with a latency
+histogram: ``proxy.storage.hourly``), one UPSERT each, so the usage pages and charts read rollups,
+never the raw ledger.
 
 Budget periods (``proxy.storage.budget``): a key with a ``budget_period`` is checked against its
 period counter, which :func:`reserve_on` zeroes lazily when the period has turned; a reservation
@@ -39,6 +41,7 @@ from zoneinfo import ZoneInfo
 from proxy.storage.budget import format_reset, period_bounds
 from proxy.storage.database import Database
 from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.hourly import add_to_hourly_on
 from proxy.storage.owner import gone_owners
 
 _EVENT_COLUMNS = (
@@ -152,6 +155,7 @@ def record_usage_on(conn: sqlite3.Connection, event: UsageEvent, reservation: Re
             event.created_at,
         ),
     )
+    add_to_hourly_on(conn, event)
     return int(event_id)
 
 

@@ -94,10 +94,10 @@ def test_an_admin_creates_a_key_uses_it_sees_it_and_revokes_it(console: Proxy, p
     row = page.locator("#usage-keys tr", has_text="browser key")
     expect(row).to_contain_text(str(used))
     expect(page.locator("#usage-requests")).to_have_text("1")
-    # Every day of the default 30 is a bar, the quiet ones of height 0: only today's has a height.
-    bars = page.get_by_role("img", name="Requests per day").locator("rect")
-    expect(bars).to_have_count(30)
-    assert [b.get_attribute("height") for b in bars.all()].count("0.0") == 29
+    # Every day of the default 30 is a column (issue 19: with its hover title), only today's has a bar.
+    columns = page.get_by_role("img", name="Requests per day").locator("g.col")
+    expect(columns).to_have_count(30)
+    assert [c.locator("rect.s-requests").count() for c in columns.all()].count(0) == 29
     page.get_by_role("link", name="Dashboard").click()
     expect(page.locator("#today-requests")).to_have_text("1")
     expect(page.locator("#models")).to_contain_text("smollm2")

@@ -6,7 +6,9 @@
    recursive CTE spreading requests over 90 days, 50 keys, 3 models, 2 endpoints, 2xx/4xx/5xx) and
    the matching rollups (the migration's own GROUP BY). ``llmserver admin serve`` on it; timed:
    the usage page ``/admin/reports`` (logged-in session) and ``/admin/api/usage`` (admin API token),
-   each for the default 30 days and for all 90 days; the request log (``/admin/requests`` and
+   each for the default 30 days and for all 90 days; the usage charts by hour, a model's view and a
+   key's page with their charts (issue 19, from the hourly rollups; the first answer of each, before
+   anything was cached, printed too); the request log (``/admin/requests`` and
    ``/admin/api/requests``, issue 19): the first page and filtered pages 60 days deep by keyset
    cursor, and a combination that matches nothing (one bounded scan); the dashboard (issue 19: the
    page and ``/admin/api/dashboard``, whose last hour is read from the ledger's time index, about
@@ -39,10 +41,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from proxy.storage.migrate import apply_migrations  # noqa: E402
+from proxy.storage.migrate import MIGRATIONS_DIR, apply_migrations  # noqa: E402
 from tests.harness import Daemon, clean_env, demo_spec, free_port  # noqa: E402
 
 SESSION_KEY = secrets.token_hex(64)
+FIRST: dict[str, float] = {}  # each path's first answer, before anything it reads was cached
 DAY = 86400.0
 
 
@@ -94,8 +97,15 @@ def fill(path: Path, rows: int, hour_rows: int = 0) -> None:
         FROM token_usage_events GROUP BY 1, 2, 3, 4, 5"""
     )
     conn.commit()
+    conn.executescript(f"BEGIN; DELETE FROM usage_hourly; DELETE FROM usage_hourly_key; {hourly_backfill()} COMMIT;")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+def hourly_backfill() -> str:
+    """The hourly rollups' migration's own backfill from the ledger (issue 19's charts)."""
+    text = (MIGRATIONS_DIR / "20250110040000_usage_hourly.sql").read_text()
+    return text.split("-- backfill:", 1)[1].strip()
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -104,6 +114,7 @@ def pct(samples: list[float], q: float) -> float:
 
 
 def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[float]:
+    """``n`` timed GETs after 3 untimed ones; the first of those (a cold cache) is ``FIRST[path]``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     out = []
     for i in range(n + 3):
@@ -115,6 +126,8 @@ def timed_gets(port: int, path: str, n: int, headers: dict[str, str]) -> list[fl
             raise RuntimeError(f"{path}: {r.status} {body[:200]!r}")
         if i >= 3:  # warm-up
             out.append((time.perf_counter() - t0) * 1000)
+        elif i == 0:
+            FIRST[path] = (time.perf_counter() - t0) * 1000
     conn.close()
     return out
 
@@ -237,6 +250,7 @@ def _time_pages(db: Path, n: int, runtime: str) -> None:
                 {"Authorization": f"Bearer {token}"},
             ),
         ]
+        cases += chart_cases(cookie, since90, today)
         cases += request_log_cases(cookie, token)
         cases += dashboard_cases(cookie, token)
         for name, path, headers in cases:
@@ -244,11 +258,25 @@ def _time_pages(db: Path, n: int, runtime: str) -> None:
             p95 = pct(ms, 0.95)
             print(
                 f"{name:40s} p50 {statistics.median(ms):6.1f} ms  p95 {p95:6.1f} ms  "
-                f"{'PASS' if p95 < 100 else 'MISS'} (< 100 ms)"
+                f"{'PASS' if p95 < 100 else 'MISS'} (< 100 ms)  first {FIRST[path]:6.1f} ms"
             )
     finally:
         server.terminate()
         server.wait(10)
+
+
+def chart_cases(cookie: str, since90: str, today: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The usage charts (issue 19: hourly rollups): hourly buckets, a model's view, a key's page."""
+    session = {"Cookie": cookie}
+    return [
+        ("usage page, hourly (last 72 h of 30 days)", "/admin/reports?bucket=hour", session),
+        ("usage page, 90 days, hourly", f"/admin/reports?since={since90}&until={today}&bucket=hour", session),
+        ("model view, 30 days", "/admin/reports?model=model-1", session),
+        ("model view, hourly", "/admin/reports?model=model-1&bucket=hour", session),
+        ("model view, 90 days", f"/admin/reports?model=model-2&since={since90}&until={today}", session),
+        ("key page (30 days daily)", "/admin/api-keys/7", session),
+        ("key page, hourly", "/admin/api-keys/8?bucket=hour", session),
+    ]
 
 
 def request_log_cases(cookie: str, token: str) -> list[tuple[str, str, dict[str, str]]]:
