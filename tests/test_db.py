@@ -246,6 +246,38 @@ async def test_commits_never_checkpoint_and_the_wal_stays_bounded(tmp_path: Path
         conn.close()
 
 
+class StarvedCheckpointer(Checkpointer):
+    """A checkpoint thread that gets little CPU, as on 2 cores at load 15: each pass starts late."""
+
+    def _passive(self, conn: sqlite3.Connection) -> tuple[int, bool]:
+        time.sleep(0.1)
+        return super()._passive(conn)
+
+
+@pytest.mark.asyncio
+async def test_a_starved_checkpoint_thread_holds_the_writer_back_instead_of_letting_the_wal_grow(
+    tmp_path: Path,
+) -> None:
+    """The WAL reached 28-32 MB (limit 16) when other work starved the checkpoint thread: the writer,
+    never waiting, outran it. Beyond a backlog the writer now waits for the round under way."""
+    path = tmp_path / "app.db"
+    largest = 0
+    async with Database.open(path, checkpointer=StarvedCheckpointer(every=25, interval=0.05)) as db:
+        key_id = await db.execute_write(insert_key)
+        for i in range(1200):
+            await record_usage(db, event(f"s{i}", key_id))
+            if i % 10 == 0:
+                largest = max(largest, wal_size(path))
+        waits = db.checkpointer.stats.waits
+    assert largest < 4 * 1024 * 1024, f"the WAL reached {largest} bytes"
+    assert waits > 0
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM token_usage_events").fetchone()[0] == 1200
+    finally:
+        conn.close()
+
+
 @pytest.mark.asyncio
 async def test_a_reader_holding_the_wal_makes_the_checkpointer_restart_it(tmp_path: Path) -> None:
     path = tmp_path / "app.db"

@@ -20,6 +20,11 @@ writes):
   ``PASSIVE`` has fallen behind ``restart_after`` times in a row, or the WAL holds more than
   ``max_wal_pages`` frames, a ``RESTART`` checkpoint (writer held off) waits up to ``restart_wait``
   seconds for the readers to move on;
+- a thread that gets no CPU checkpoints nothing: on a starved machine (2 cores at load 15) the writer
+  outran it and the WAL reached 30 MB. Once ``backlog`` transactions have committed since the last
+  pass began, the writer waits (in :meth:`begin_write`) for the round under way to end, as SQLite's
+  own automatic checkpoint would have made a commit wait, so the WAL stays bounded whatever the
+  scheduler does;
 - at shutdown, after the last write, a ``TRUNCATE`` checkpoint leaves an empty WAL file.
 """
 
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 200  # commits: the ledger writes about 5 pages a commit, so about SQLite's 1000 pages
+BACKLOG = 2  # times ``every``: commits since the last pass began beyond which the writer waits for the round
 CHECKPOINT_INTERVAL = 1.0  # seconds after the first commit not yet checkpointed
 MAX_WAL_PAGES = 4000  # about 16 MB with 4 KiB pages: beyond it, RESTART
 RESTART_AFTER = 5  # PASSIVE checkpoints in a row that could not copy every frame: RESTART
@@ -54,6 +60,7 @@ class CheckpointStats:
     restarts: int = 0  # RESTART checkpoints tried
     restarts_busy: int = 0  # of which gave up waiting for readers
     failures: int = 0  # checkpoints that raised
+    waits: int = 0  # times the writer waited for a round because it had outrun the thread (backlog)
     wal_pages: int = 0  # frames in the WAL at the last checkpoint
 
 
@@ -86,6 +93,8 @@ class Checkpointer:
         self._holding = False
         self._stopping = False
         self._lagging = 0  # PASSIVE checkpoints in a row that fell behind
+        self._backlog = every * BACKLOG
+        self._rounds = 0  # rounds ended (the writer waiting for one watches this)
         self._thread: threading.Thread | None = None
 
     def start(self, conn: sqlite3.Connection) -> None:
@@ -101,6 +110,11 @@ class Checkpointer:
     def begin_write(self) -> None:
         """The writer is about to begin a transaction: wait while a checkpoint holds writes off."""
         with self._lock:
+            if self._pending >= self._backlog and self.running and not self._stopping:
+                self.stats.waits += 1
+                self._due.notify()
+                rounds = self._rounds
+                self._gate.wait_for(lambda: self._rounds != rounds or self._stopping or not self.running, timeout=5.0)
             while self._holding:
                 self._gate.wait()
             self._writing = True
@@ -134,9 +148,17 @@ class Checkpointer:
                 except Exception:  # a bug: log it and keep checkpointing rather than let the WAL grow
                     self.stats.failures += 1
                     log.exception("WAL checkpoint failed")
+                finally:
+                    self._round_ended()
             self._final(conn)
         finally:
             conn.close()
+            self._round_ended()  # a writer waiting on a thread that ended waits no longer
+
+    def _round_ended(self) -> None:
+        with self._lock:
+            self._rounds += 1
+            self._gate.notify_all()
 
     def _wait_until_due(self) -> bool:
         """Block until a checkpoint is due (True) or the checkpointer is stopping (False)."""
