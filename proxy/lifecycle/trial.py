@@ -26,7 +26,7 @@ from runtime.api.protocol import Done, SamplingParams
 log = logging.getLogger(__name__)
 
 PROMPT = "Say hello in one short sentence."
-MAX_TOKENS = 16
+MAX_TOKENS = 8
 TIMEOUT = 60.0  # seconds, the queue wait included
 
 
