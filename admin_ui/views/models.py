@@ -260,9 +260,8 @@ async def edit_model(request: web.Request) -> web.Response:
     await audit(
         request, "model.change", f"model {name}", before={k: getattr(before, k) for k in changed}, after=changed
     )
-    applies = (
-        " (it applies when the model next loads: stop it and start it)" if record.actual_state == "running" else ""
-    )
+    reload = "params" in changed and record.actual_state == "running"
+    applies = " (it is loaded again with the new parameters)" if reload else ""
     raise await done(request, HERE, f"model {name} saved{applies}")
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.admin.conftest import AdminClient
 from tests.harness import Proxy
 from tests.lifecycle.conftest import demo_gguf
@@ -106,3 +108,60 @@ def test_a_test_answers_a_latency_is_audited_bills_no_key_and_needs_a_loaded_mod
     cold = c.http.post("/api/models/cold/test", headers=csrf)
     assert cold.status_code == 409 and "not loaded" in cold.json()["error"]["message"]
     assert c.http.post("/api/models/nothing/test", headers=csrf).status_code == 404
+
+
+def _runtime_model(endpoint: str, name: str) -> dict[str, Any] | None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.api.client import RuntimeClient
+
+    async def ask() -> list[dict[str, Any]]:
+        async with RuntimeClient(endpoint, connect_wait=0.2) as client:
+            return await client.models()
+
+    with ThreadPoolExecutor(1) as pool:
+        models = pool.submit(asyncio.run, ask()).result()
+    return next((m for m in models if m["name"] == name), None)
+
+
+@pytest.mark.timeout(300)  # two loads with their warm-ups, on a busy machine
+def test_an_edit_of_a_running_model_loads_it_again_with_the_new_parameters(
+    make_daemon: Any, make_proxy: Any, tmp_path: Any
+) -> None:
+    """issue 19: the edit form's n_ctx reaches the runtime (the reconciler loads the model again)."""
+    import time
+
+    from tests.admin.conftest import SESSION_KEY, add_user
+
+    daemon = make_daemon("--no-demo").start(ready_models=())
+    proxy = make_proxy(
+        daemon.endpoint, LLMSERVER_SESSION_KEY=SESSION_KEY, LLMSERVER_MODEL_CONFIG_DIR=str(tmp_path / "config")
+    ).start()
+    add_user(proxy, "alice")
+    c = AdminClient(proxy)
+    try:
+        c.login("alice")
+        c.get("/models")
+        csrf = {"X-CSRF-Token": c.csrf}
+        body = {"name": "smol", "local_path": str(demo_gguf()), "params": {"n_ctx": 512}, "start": True}
+        assert c.http.post("/api/models", json=body, headers=csrf).status_code == 201
+
+        def held(n_ctx: int) -> dict[str, Any] | None:
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                info = _runtime_model(daemon.endpoint, "smol")
+                if info and info["state"] == "ready" and info["params"] == {"n_ctx": n_ctx}:
+                    return info
+                time.sleep(0.5)
+            return None
+
+        first = held(512)
+        assert first is not None and first["context"] == 512
+        changed = c.http.patch("/api/models/smol", json={"params": {"n_ctx": 1024}}, headers=csrf)
+        assert changed.status_code == 200, changed.text
+        second = held(1024)
+        assert second is not None and second["context"] == 1024, _runtime_model(daemon.endpoint, "smol")
+        assert second["memory_bytes"] > first["memory_bytes"]  # the larger context's cache
+    finally:
+        c.close()
