@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin.conftest import AdminClient
+from tests.admin.conftest import AdminClient, add_user
 from tests.harness import Proxy
 from tests.lifecycle.conftest import demo_gguf
 
@@ -109,6 +109,15 @@ def test_a_test_answers_a_latency_is_audited_bills_no_key_and_needs_a_loaded_mod
     assert cold.status_code == 409 and "not loaded" in cold.json()["error"]["message"]
     assert c.http.post("/api/models/nothing/test", headers=csrf).status_code == 404
 
+    add_user(console, "victor", role="viewer")  # a viewer reads the sizes but neither tests nor edits
+    v: AdminClient = admin_client()
+    v.login("victor")
+    page = v.get("/models").text
+    assert 'data-field="disk_bytes"' in page and "Edit smollm2" not in page and "Test smollm2" not in page
+    assert v.get("/models/smollm2/edit").status_code == 403
+    assert v.http.post("/api/models/smollm2/test", headers={"X-CSRF-Token": v.csrf}).status_code == 403
+    assert v.post("/models/smollm2/test").status_code == 403
+
 
 def _runtime_model(endpoint: str, name: str) -> dict[str, Any] | None:
     import asyncio
@@ -132,7 +141,7 @@ def test_an_edit_of_a_running_model_loads_it_again_with_the_new_parameters(
     """issue 19: the edit form's n_ctx reaches the runtime (the reconciler loads the model again)."""
     import time
 
-    from tests.admin.conftest import SESSION_KEY, add_user
+    from tests.admin.conftest import SESSION_KEY
 
     daemon = make_daemon("--no-demo").start(ready_models=())
     proxy = make_proxy(
