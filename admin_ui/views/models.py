@@ -229,32 +229,33 @@ async def test_model(request: web.Request) -> web.Response:
     raise await done(request, HERE, said, test={"text": result.text[:300]})
 
 
-@routes.get("/models/{name}/edit")
-async def edit_page(request: web.Request) -> web.Response:
+async def _edited(request: web.Request) -> ModelRecord:
+    """The model the edit page is about (404 for a bad or unknown name)."""
     require_admin(request)
-    registry = _registry(request)
     try:
-        record = await registry.store.get(check_model_name(request.match_info["name"]))
+        return await _registry(request).store.get(check_model_name(request.match_info["name"]))
     except StorageError as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
-    context = {"m": record, "hf_tokens": await registry.tokens.list()}
+
+
+@routes.get("/models/{name}/edit")
+async def edit_page(request: web.Request) -> web.Response:
+    context = {"m": await _edited(request), "hf_tokens": await _registry(request).tokens.list()}
     return aiohttp_jinja2.render_template("model_edit.html", request, context)
 
 
 @routes.post("/models/{name}/edit")
 async def edit_model(request: web.Request) -> web.Response:
     """The edit form: parameters, keep-alive, voices, token; a refused form comes back filled in."""
-    require_admin(request)
-    form, registry = await request.post(), _registry(request)
+    before = await _edited(request)
+    name, form = before.name, await request.post()
     try:
-        name = check_model_name(request.match_info["name"])
-        before = await registry.store.get(name)
         fields = form_params(form, before.params, before.kind)
         fields["hf_token_id"] = _token_id(form)
-        record = await registry.set_fields(name, **fields)
+        record = await _registry(request).set_fields(name, **fields)
     except (StorageError, LifecycleError) as exc:
         field = getattr(exc, "field", None)
-        back = f"{HERE}/{request.match_info['name']}/edit"
+        back = f"{HERE}/{name}/edit"
         raise await failed(request, back, str(exc), FORM_NAMES.get(field or "", field), form, "edit") from None
     changed = {k: v for k, v in fields.items() if getattr(before, k) != getattr(record, k)}
     await audit(

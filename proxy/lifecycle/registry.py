@@ -313,6 +313,8 @@ class Registry:
         """Change params, keep-alive, token... of a registered model."""
         _only(fields, CHANGEABLE, "these fields cannot be changed")
         check_model_fields(fields)  # bounded before the parameters' own checks read them
+        if fields.get("hf_token_id") is not None:
+            await self.tokens.get(fields["hf_token_id"])  # a valid id that exists, or an error naming it
         if fields.get("params") is not None:
             before = await self.store.get(name)
             check_model_params(fields["params"], fields.get("backend") or before.backend, before.kind)
