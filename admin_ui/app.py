@@ -120,7 +120,7 @@ def create_admin_app(
     app.cleanup_ctx.append(_runtime(settings, runtime))
     app.cleanup_ctx.append(_services)
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
-    setup_model_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
+    setup_model_routes(app, shared, auth=api_auth, audit=api_audit, runtime=lambda: app[runtime_key], prefix="/api")
     setup_hf_token_routes(app, shared, auth=api_admin_auth, audit=api_audit, prefix="/api")
     setup_request_routes(app, lambda: app[db_key], auth=api_auth, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")

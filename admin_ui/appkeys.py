@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from argon2 import PasswordHasher
 
 from admin_ui.monitor import SystemMonitor
 from proxy.auth.gate import Argon2Gate
+from proxy.lifecycle.trial import ModelRuntime
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
 from proxy.storage.usage_series import UsageSeries
 
 
-class ModelLister(Protocol):
-    """What the console needs of the runtime client: its list of models with their state."""
-
-    async def models(self) -> list[dict[str, Any]]: ...
+class ModelLister(ModelRuntime, Protocol):
+    """What the console needs of the runtime client: its list of models with their state (and
+    memory), and one short generation for a model's test."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.lifecycle.errors import DownloadError, LifecycleError, ModelStateError
+from proxy.lifecycle.trial import TrialError
 from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFoundError, ValidationError, VaultError
 from proxy.unicode_text import lone_surrogate
 
@@ -51,6 +52,7 @@ def translate(exc: Exception) -> web.HTTPException:
         (TokenNotFoundError, 404, "not_found"),
         (ModelStateError, 409, "conflict"),
         (DownloadError, 502, "download_failed"),
+        (TrialError, 502, "test_failed"),
         (VaultError, 503, "vault_unavailable"),
         (LifecycleError, 500, "lifecycle_error"),
         (StorageError, 500, "storage_error"),

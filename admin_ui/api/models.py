@@ -16,7 +16,14 @@ POST     /admin/api/models/{name}/pull       download (202)
 POST     /admin/api/models/{name}/cancel     cancel a running download
 POST     /admin/api/models/{name}/start      want it running
 POST     /admin/api/models/{name}/stop       want it stopped
+POST     /admin/api/models/{name}/test       one short generation, timed (an admin action)
 =======  ==================================  ===========================================
+
+A model's JSON carries what the console adds to its row (``proxy.lifecycle.status``): the
+``actions`` that fit its state, ``disk_bytes``, ``memory_bytes`` when loaded (from the runtime, which
+is asked with a short wait; without an answer the figure is null) and ``error_short``. ``test``
+answers the latency and the text (``proxy.lifecycle.trial``: bounded, one at a time per model,
+audited, billed to no key).
 """
 
 from __future__ import annotations
@@ -33,20 +40,34 @@ from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error
 from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.registry import Registry
 from proxy.lifecycle.service import Lifecycle
+from proxy.lifecycle.status import model_status
+from proxy.lifecycle.trial import ModelRuntime
 from proxy.storage.errors import StorageError
 from proxy.storage.models import check_model_name
+from runtime.api.errors import RuntimeClientError
 
 log = logging.getLogger(__name__)
 
 lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
 tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
+model_runtime_key: web.AppKey[Callable[[], ModelRuntime]] = web.AppKey("admin_model_runtime")
+RUNTIME_WAIT = 1.0  # seconds the model list waits for the runtime's memory figures
 
 
 def setup_model_routes(
-    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+    app: web.Application,
+    lifecycle: Lifecycle,
+    *,
+    auth: Auth,
+    audit: Audit = no_audit,
+    runtime: Callable[[], ModelRuntime] | None = None,
+    prefix: str = "/admin/api",
 ) -> None:
-    """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
+    """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``);
+    ``runtime`` gives the runtime client (memory figures, the test), once it is open."""
     app[lifecycle_key] = lifecycle
+    if runtime is not None:
+        app[model_runtime_key] = runtime
     app[auth_key] = auth
     app[audit_key] = audit
     app[tasks_key] = set()
@@ -60,6 +81,7 @@ def setup_model_routes(
     app.router.add_delete(base + "/{name}", remove_model)
     for action in ("pull", "cancel", "start", "stop"):
         app.router.add_post(base + "/{name}/" + action, model_action)
+    app.router.add_post(base + "/{name}/test", test_model)
 
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
@@ -103,16 +125,45 @@ def background(request: web.Request, work: Callable[[], Awaitable[Any]], what: s
     task.add_done_callback(tasks.discard)
 
 
+def model_runtime(request: web.Request) -> ModelRuntime:
+    provider = request.app.get(model_runtime_key)
+    if provider is None:
+        raise error(503, "this console has no runtime to ask", "runtime_unavailable")
+    return provider()
+
+
+async def loaded_models(request: web.Request) -> dict[str, dict[str, Any]]:
+    """The runtime's models by name (state, memory), or nothing when it does not answer at once."""
+    if model_runtime_key not in request.app:
+        return {}
+    try:
+        models = await asyncio.wait_for(request.app[model_runtime_key]().models(), RUNTIME_WAIT)
+    except (RuntimeClientError, OSError, asyncio.TimeoutError) as exc:
+        log.debug("model list without the runtime's figures: %s", exc)
+        return {}
+    return {str(m.get("name")): m for m in models if isinstance(m, dict)}
+
+
 async def list_models(request: web.Request) -> web.Response:
     await guard(request)
     records = await _call(_registry(request).store.list())
-    return web.json_response({"models": [r.to_json() for r in records]})
+    loaded = await loaded_models(request)
+    return web.json_response({"models": [model_status(r, loaded) for r in records]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     await guard(request)
     record = await _call(_registry(request).store.get(_name(request)))
-    return web.json_response(record.to_json())
+    return web.json_response(model_status(record, await loaded_models(request)))
+
+
+async def test_model(request: web.Request) -> web.Response:
+    """One short generation through the runtime with its latency (bounded; see ``trial``)."""
+    await guard(request)
+    name = _name(request)
+    result = await _call(request.app[lifecycle_key].test(model_runtime(request), name))
+    await audited(request, "model.test", name=name, latency_ms=result.latency_ms, tokens=result.completion_tokens)
+    return web.json_response(result.to_json())
 
 
 async def add_model(request: web.Request) -> web.Response:

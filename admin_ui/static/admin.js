@@ -171,6 +171,15 @@ function renderModel(row, m) {
   set("actual_state", m.actual_state);
   set("download_state", m.download_state);
   set("error", m.error || "");
+  set("error_short", m.error_short || "");
+  var box = row.querySelector('[data-field="error_box"]');
+  if (box) { box.hidden = !m.error; }
+  set("disk_bytes", m.disk_bytes === null ? "—" : formatBytes(m.disk_bytes));
+  set("memory", m.memory_bytes ? formatBytes(m.memory_bytes) + " in memory" : "");
+  // Only the actions that fit the state (issue 19): the server says which.
+  row.querySelectorAll("form[data-action]").forEach(function (form) {
+    form.hidden = m.actions.indexOf(form.dataset.action) < 0;
+  });
   var progress = row.querySelector('[data-field="progress"]');
   var percent = m.download_progress === null ? 0 : Math.round(m.download_progress * 1000) / 10;
   if (progress) { progress.value = percent; }

@@ -1,6 +1,13 @@
 """The Models page: every registered model with its state and live download progress, and the
 actions of the lifecycle (register, "Run" a Hugging Face id, download, cancel, start, stop, remove).
 
+Issue 19: a row offers only the actions that fit its state (``proxy.lifecycle.status``; a form
+posted from a stale page for one that no longer fits comes back with the reason), shows its size on
+disk and the memory it holds when loaded, and its error cut short with the whole of it a click away.
+A model's parameters (``n_ctx``, ``n_threads``, keep-alive, voices) are set in the register form and
+changed on its edit page (``/admin/models/{name}/edit``). "Test" runs one short generation through
+the runtime and says how long it took (``proxy.lifecycle.trial``: bounded, audited, billed to no key).
+
 Forms post here (CSRF checked by the console's middleware), act through the same
 :class:`~proxy.lifecycle.registry.Registry` as the JSON API and the CLI, write an audit entry and
 redirect back (post/redirect/get; a refused form comes back filled in, ``admin_ui.flash``). Removing
@@ -17,14 +24,16 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.models import background, lifecycle_key
+from admin_ui.api.models import background, lifecycle_key, loaded_models, model_runtime
 from admin_ui.appkeys import db_key
 from admin_ui.audited import audit
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
 from admin_ui.security import require_admin
 from proxy.lifecycle.errors import LifecycleError, ModelStateError
+from proxy.lifecycle.params import form_params
 from proxy.lifecycle.registry import Registry
+from proxy.lifecycle.status import model_status, unfit
 from proxy.storage.bounds import parse_int
 from proxy.storage.errors import StorageError
 from proxy.storage.impact import keys_only_for, recent_requests
@@ -33,7 +42,15 @@ from proxy.storage.models import KINDS, ModelRecord, check_model_name
 routes = web.RouteTableDef()
 
 HERE = "/admin/models"
-FORM_NAMES = {"files": "file", "run.source_repo": "spec", "run.files": "spec"}  # inputs named otherwise
+FORM_NAMES = {  # inputs named otherwise than the field an error names
+    "files": "file",
+    "run.source_repo": "spec",
+    "run.files": "spec",
+    "params.n_ctx": "n_ctx",
+    "params.n_threads": "n_threads",
+    "params.voices": "voices",
+}
+LABELS = {"pull": "Download", "cancel": "Cancel", "start": "Start", "retry": "Retry", "stop": "Stop", "test": "Test"}
 
 
 def _registry(request: web.Request) -> Registry:
@@ -42,7 +59,13 @@ def _registry(request: web.Request) -> Registry:
 
 async def _page(request: web.Request) -> web.Response:
     registry = _registry(request)
-    context = {"models": await registry.store.list(), "hf_tokens": await registry.tokens.list(), "kinds": KINDS}
+    loaded = await loaded_models(request)
+    context = {
+        "models": [model_status(r, loaded) for r in await registry.store.list()],
+        "hf_tokens": await registry.tokens.list(),
+        "kinds": KINDS,
+        "labels": LABELS,
+    }
     return aiohttp_jinja2.render_template("models.html", request, context)
 
 
@@ -79,6 +102,7 @@ async def register_model(request: web.Request) -> web.Response:
 
 def _register_fields(form: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {"kind": str(form.get("kind", "llm"))}
+    fields.update({k: v for k, v in form_params(form, {}, fields["kind"]).items() if v})
     repo, file, path = (str(form.get(k, "") or "").strip() for k in ("source_repo", "file", "local_path"))
     if repo:
         fields["source_repo"] = repo
@@ -157,7 +181,7 @@ async def removal_impact(request: web.Request, record: ModelRecord, models: list
     return said
 
 
-@routes.post(r"/models/{name}/{action:(pull|cancel|start|stop|remove)}")
+@routes.post(r"/models/{name}/{action:(pull|cancel|start|retry|stop|remove)}")
 async def model_action(request: web.Request) -> web.Response:
     require_admin(request)
     action, registry = request.match_info["action"], _registry(request)
@@ -165,6 +189,10 @@ async def model_action(request: web.Request) -> web.Response:
         name = check_model_name(request.match_info["name"])
         if action == "remove" and not confirmed(await request.post()):
             raise web.HTTPSeeOther(f"{HERE}/{name}/remove")
+        why = unfit(await registry.store.get(name), action)
+        if why is not None:  # posted from a page older than the model's state
+            raise ModelStateError(why)
+        action = "start" if action == "retry" else action
         await _act(request, registry, name, action)
     except (StorageError, LifecycleError) as exc:
         raise await _refused(request, exc) from None
@@ -179,6 +207,63 @@ DONE = {
     "stop": "stopping",
     "remove": "removed",
 }
+
+
+@routes.post("/models/{name}/test")
+async def test_model(request: web.Request) -> web.Response:
+    """One short generation through the runtime; the page says how long it took."""
+    require_admin(request)
+    try:
+        name = check_model_name(request.match_info["name"])
+        result = await request.app[lifecycle_key].test(model_runtime(request), name)
+    except (StorageError, LifecycleError) as exc:
+        raise await _refused(request, exc) from None
+    await audit(
+        request,
+        "model.test",
+        f"model {name}",
+        after={"name": name, "latency_ms": result.latency_ms, "tokens": result.completion_tokens},
+    )
+    first = "" if result.first_text_ms is None else f", first text after {result.first_text_ms:,.0f} ms"
+    said = f"model {name} answered in {result.latency_ms:,.0f} ms ({result.completion_tokens} tokens{first})"
+    raise await done(request, HERE, said, test={"text": result.text[:300]})
+
+
+async def _edited(request: web.Request) -> ModelRecord:
+    """The model the edit page is about (404 for a bad or unknown name)."""
+    require_admin(request)
+    try:
+        return await _registry(request).store.get(check_model_name(request.match_info["name"]))
+    except StorageError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+
+
+@routes.get("/models/{name}/edit")
+async def edit_page(request: web.Request) -> web.Response:
+    context = {"m": await _edited(request), "hf_tokens": await _registry(request).tokens.list()}
+    return aiohttp_jinja2.render_template("model_edit.html", request, context)
+
+
+@routes.post("/models/{name}/edit")
+async def edit_model(request: web.Request) -> web.Response:
+    """The edit form: parameters, keep-alive, voices, token; a refused form comes back filled in."""
+    before = await _edited(request)
+    name, form = before.name, await request.post()
+    try:
+        fields = form_params(form, before.params, before.kind)
+        fields["hf_token_id"] = _token_id(form)
+        record = await _registry(request).set_fields(name, **fields)
+    except (StorageError, LifecycleError) as exc:
+        field = getattr(exc, "field", None)
+        back = f"{HERE}/{name}/edit"
+        raise await failed(request, back, str(exc), FORM_NAMES.get(field or "", field), form, "edit") from None
+    changed = {k: v for k, v in fields.items() if getattr(before, k) != getattr(record, k)}
+    await audit(
+        request, "model.change", f"model {name}", before={k: getattr(before, k) for k in changed}, after=changed
+    )
+    reload = "params" in changed and record.actual_state == "running"
+    applies = " (it is loaded again with the new parameters)" if reload else ""
+    raise await done(request, HERE, f"model {name} saved{applies}")
 
 
 async def _act(request: web.Request, registry: Registry, name: str, action: str) -> None:

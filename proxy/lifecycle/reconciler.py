@@ -17,6 +17,9 @@ A model whose row holds a value no check lets in (``keep_alive`` stored as the t
 older version) is logged once and left alone; any other model's failure is logged and the pass goes
 on, so one row never stops the loop for the others.
 
+A model whose parameters were changed while it was loaded is loaded again with them once it is not
+busy (the runtime reports the parameters each model was loaded with).
+
 Idle unload: a model with a ``keep_alive`` that has not been asked for during that many seconds
 (and has nothing queued or running) is unloaded and marked ``idle``. :meth:`ensure` (called by
 admission for every request) notes the use and, for an idle model, loads it and waits, so the
@@ -175,6 +178,9 @@ class Reconciler:
             return
         if info is not None and info.get("state") in ("ready", "loading"):
             self._idle.discard(name)
+            if _params_changed(record, info):
+                await self._reload(record, info)
+                return
             await self._running(record, info)
             return
         if name in self._idle or name in self._loads:
@@ -190,6 +196,15 @@ class Reconciler:
             await self._maybe_idle(record, info)
         else:
             await self._set(record, actual_state=state)
+
+    async def _reload(self, record: ModelRecord, info: dict[str, Any]) -> None:
+        """The model's parameters were changed (the console's edit page, ``models set``): load it again
+        with them once it has nothing queued or running (issue 19)."""
+        if info.get("queued") or info.get("running") or record.name in self._loads:
+            return
+        log.info("model %s: its parameters changed; loading it again with them", record.name)
+        await self._unload(record.name)
+        self._start_load(record)
 
     async def _maybe_idle(self, record: ModelRecord, info: dict[str, Any]) -> None:
         if record.keep_alive is None:
@@ -288,6 +303,12 @@ class Reconciler:
         loaded = await asyncio.shield(task)
         self._used[name] = time.monotonic()
         return loaded
+
+
+def _params_changed(record: ModelRecord, info: dict[str, Any]) -> bool:
+    """Whether the runtime holds the model loaded with other parameters than its row's."""
+    held = info.get("params")
+    return info.get("state") == "ready" and isinstance(held, dict) and held != dict(record.params)
 
 
 def _actual(info: dict[str, Any]) -> str:

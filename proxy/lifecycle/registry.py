@@ -27,6 +27,7 @@ from typing import Any
 
 from proxy.lifecycle.download import Downloader, Fetched, Progress
 from proxy.lifecycle.errors import DownloadCancelledError, DownloadError, LifecycleError, ModelStateError
+from proxy.lifecycle.params import check_model_params
 from proxy.lifecycle.quant import pick_gguf
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.hf_tokens import TokenStore
@@ -87,6 +88,7 @@ class Registry:
             await self.tokens.get(fields["hf_token_id"])  # a valid id that exists, or an error naming it
         if "backend" not in fields:
             fields["backend"] = _backend_for(fields)
+        check_model_params(fields.get("params") or {}, fields["backend"], fields.get("kind", "llm"))
         record = await self.store.create(name, **fields)
         log.info("model %s registered", name)
         return record
@@ -279,6 +281,8 @@ class Registry:
 
     async def start(self, name: str) -> ModelRecord:
         record = await self.store.get(name)
+        if record.kind == "llm" and record.download_state == "downloading":
+            raise ModelStateError(f"model {name!r} is downloading: it can start once its download is done")
         if record.kind == "llm" and not record.local_path:
             raise ModelStateError(f"model {name!r} is not downloaded yet: pull it first")
         record = await self.store.update(
@@ -308,6 +312,12 @@ class Registry:
     async def set_fields(self, name: str, /, **fields: Any) -> ModelRecord:
         """Change params, keep-alive, token... of a registered model."""
         _only(fields, CHANGEABLE, "these fields cannot be changed")
+        check_model_fields(fields)  # bounded before the parameters' own checks read them
+        if fields.get("hf_token_id") is not None:
+            await self.tokens.get(fields["hf_token_id"])  # a valid id that exists, or an error naming it
+        if fields.get("params") is not None:
+            before = await self.store.get(name)
+            check_model_params(fields["params"], fields.get("backend") or before.backend, before.kind)
         record = await self.store.update(name, **fields)
         self._on_change()
         return record

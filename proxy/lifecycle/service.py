@@ -21,6 +21,7 @@ from proxy.lifecycle.download import Downloader
 from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.reconciler import Reconciler, RuntimeControl
 from proxy.lifecycle.registry import Registry
+from proxy.lifecycle.trial import Generator, TrialResult, Trials
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError
 from proxy.storage.hf_tokens import TokenStore
@@ -49,6 +50,7 @@ class Lifecycle:
         self.reconciler: Reconciler | None = None
         self._task: asyncio.Task[None] | None = None
         self._pull_watch: asyncio.Task[None] | None = None
+        self.trials = Trials()
 
     async def start(self, db: Database, runtime: RuntimeControl | None) -> None:
         """Open the registry; with a runtime, also run the reconciler (its first pass at once)."""
@@ -90,6 +92,11 @@ class Lifecycle:
         if self._registry is None:
             raise LifecycleError("the model lifecycle is not started")
         return self._registry
+
+    async def test(self, runtime: Generator, name: str) -> TrialResult:
+        """One short, timed generation of ``name`` (the console's "Test" button; see ``trial``)."""
+        record = await self.registry.store.get(name)
+        return await self.trials.run(runtime, record, self.ensure)
 
     def idle_models(self) -> frozenset[str]:
         """For the model list: models unloaded for idleness, served on demand (none without a reconciler)."""

@@ -76,6 +76,11 @@ class Backend(ABC):
         """The model's context in its own tokens, once loaded (None: not known)."""
         return None
 
+    def memory_bytes(self) -> int | None:
+        """About how much memory the loaded model holds (weights and context cache), in bytes;
+        None where the backend cannot say (the ``models`` answer then leaves it out)."""
+        return None
+
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         """``text`` as the model's own token ids (thread-safe: called beside a running generation)."""
         raise BackendError("this model's backend cannot tokenize", code=ERR_BAD_REQUEST)

@@ -59,6 +59,7 @@ class LlamaCppBackend(Backend):
         self._template: ChatTemplate | None = None
         self._n_ctx = 0
         self._embedding = False
+        self._memory: int | None = None
 
     def load(self, config: ModelConfig) -> None:
         kwargs = _check_params(config.params)
@@ -79,6 +80,7 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {config.path}: {exc}") from None
         self._n_ctx = self._llm.n_ctx()
+        self._memory = _footprint(self._llm)
         self._template = self._chat_template()
 
     def _chat_template(self) -> ChatTemplate | None:
@@ -252,6 +254,9 @@ class LlamaCppBackend(Backend):
     def context_length(self) -> int | None:
         return self._n_ctx or None
 
+    def memory_bytes(self) -> int | None:
+        return self._memory
+
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special))
 
@@ -305,6 +310,26 @@ def _last_logits(llm: Any) -> Callable[[], Any]:
     n_vocab = llm.n_vocab()
     ctx = llm._ctx.ctx
     return lambda: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+
+
+KV_BYTES = 2  # llama.cpp keeps its K and V caches in f16 unless told otherwise
+
+
+def _footprint(llm: Any) -> int | None:
+    """The loaded model's weights plus its K/V cache for the whole context, in bytes: what llama.cpp
+    allocates for it (an estimate in the way of Ollama's ``ps``; compute buffers come on top)."""
+    import llama_cpp
+
+    model = llm.model
+    try:
+        weights = int(llama_cpp.llama_model_size(model))
+        layers, embd = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_embd(model)
+        heads, kv_heads = llama_cpp.llama_model_n_head(model), llama_cpp.llama_model_n_head_kv(model)
+    except (AttributeError, OSError) as exc:  # an older libllama without these functions
+        log.debug("no memory figure: %s", exc)
+        return None
+    kv_width = embd * kv_heads // heads if heads else embd
+    return weights + 2 * llm.n_ctx() * layers * kv_width * KV_BYTES
 
 
 def _check_params(params: dict[str, Any]) -> dict[str, Any]:

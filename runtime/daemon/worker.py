@@ -280,7 +280,18 @@ class ModelWorker:
             "served": self.served,
             "warm_ms": None if self.warm_ms is None else round(self.warm_ms, 1),
             "context": self._backend.context_length() if self._backend is not None else None,
+            "memory_bytes": self._memory(),
         }
+
+    def _memory(self) -> int | None:
+        """What the loaded model holds in memory (issue 19); a backend that cannot say is None."""
+        if self._backend is None or self.state != "ready":
+            return None
+        try:
+            return self._backend.memory_bytes()
+        except Exception:  # a figure for a page; never a reason to fail the model list
+            log.exception("model %s: its memory figure failed", self.config.name)
+            return None
 
 
 class TextStream:

@@ -243,3 +243,22 @@ async def test_an_unwritable_config_directory_is_a_clear_error(db: Database, tmp
     blocker.write_text("not a directory")
     with pytest.raises(ConfigFileError, match="LLMSERVER_MODEL_CONFIG_DIR"):
         await ModelStore(db, blocker / "config").create("m", local_path="/m.gguf")
+
+
+def test_the_command_line_refuses_a_bad_context_or_thread_count_naming_it(tmp_path: Path) -> None:
+    """issue 19: the parameters the console's forms offer are checked for ``models add`` and ``models set``
+    too (one check in the registry), before anything is stored."""
+    env = clean_env(tmp_path)
+    env.update(LLMSERVER_DATABASE_URL=f"sqlite:///{tmp_path}/app.db", LLMSERVER_MODEL_CONFIG_DIR=str(tmp_path / "c"))
+
+    def models(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "llmserver.cli", "models", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    refused = models("add", "m", "--path", "/m.gguf", "--param", "n_ctx=-5")
+    assert refused.returncode != 0 and "params.n_ctx" in refused.stderr, refused.stderr
+    assert models("add", "m", "--path", "/m.gguf", "--param", "n_ctx=1024").returncode == 0
+    refused = models("set", "m", 'params={"n_threads": 0}')
+    assert refused.returncode != 0 and "params.n_threads" in refused.stderr, refused.stderr
+    shown = models("show", "m")
+    assert '"n_ctx": 1024' in shown.stdout and "n_threads" not in shown.stdout
