@@ -37,6 +37,16 @@ browser = shared.browser  # the Chromium fixture
 SHOTS = ARTIFACTS / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 HEADER_MAX = 64  # px, the menu closed, at 390 px
+FIRST_COLUMNS = {  # page: (its list table, the columns that come first: what a row is, then its state)
+    "keys": ("#keys", ["Name", "State"]),
+    "models": ("#model-table", ["Name", "Actual"]),
+    "requests": ("#requests", ["Time (UTC)", "Status", "Model"]),
+    "users": ("main table", ["Name", "State"]),
+    "tokens": ("#tokens", ["Name", "State"]),
+    "hf-tokens": ("main table", ["Label", "Default"]),
+    "audit": ("#audit", ["Action", "Target"]),
+    "usage": ("#usage-keys", ["Key", "Requests"]),
+}
 MODEL = "smollm2"
 
 pytestmark = pytest.mark.timeout(420)
@@ -211,6 +221,11 @@ def test_every_page_at_1280_and_390_px(
         page.goto(admin_url(proxy, path))
         expect(page.locator("main h1")).to_be_visible()
         shoot(page, name, problems, measures)
+        if name in FIRST_COLUMNS:  # what a phone shows before any sideways scrolling
+            table, first = FIRST_COLUMNS[name]
+            headers = page.locator(f"{table} thead th").all_inner_texts()
+            if headers[: len(first)] != first:
+                problems.append(f"{name}: the table's first columns are {headers[: len(first)]}, not {first}")
     page.goto(admin_url(proxy, "/requests"))
     page.locator("#requests tbody a").first.click()
     expect(page.locator("#request-detail")).to_be_visible()
