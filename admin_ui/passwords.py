@@ -38,7 +38,7 @@ def common_passwords() -> frozenset[str]:
 def check_password(password: str, again: str | None = None) -> str:
     """``password`` if acceptable (and equal to ``again`` when given); else ``ValidationError``."""
     if again is not None and password != again:
-        raise ValidationError("the two passwords differ")
+        raise ValidationError("the two passwords differ", field="again")
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         raise ValidationError(f"a password must be {MIN_LENGTH} to {MAX_LENGTH} characters long")
     if not password.strip():

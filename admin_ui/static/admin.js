@@ -204,7 +204,31 @@ function setupModelRefresh() {
   }, 1000);
 }
 
+// The header's menu, a <details> that works without JavaScript (issue 19). With it: Escape or a
+// click elsewhere closes it on a phone; a browser without ::details-content (which admin.css uses
+// to show the links on a wide screen) gets the menu opened while the screen is wide.
+function setupMenu() {
+  var menu = document.getElementById("menu");
+  if (!menu) { return; }
+  var wide = window.matchMedia("(min-width: 56rem)");
+  if (!CSS.supports("selector(::details-content)")) {
+    var follow = function () { menu.open = wide.matches; };
+    follow();
+    wide.addEventListener("change", follow);
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && menu.open && !wide.matches) {
+      menu.open = false;
+      menu.querySelector("summary").focus();
+    }
+  });
+  document.addEventListener("click", function (event) {
+    if (menu.open && !wide.matches && !menu.contains(event.target)) { menu.open = false; }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  setupMenu();
   setupCopyButtons();
   setupLiveRefresh();
   setupModelRefresh();

@@ -68,7 +68,7 @@ async def change_password(request: web.Request) -> web.Response:
     try:
         new = await checked_password(str(form.get("new", "")), str(form.get("again", "")))
     except ValidationError as exc:
-        raise await failed(request, HERE, str(exc), "new", form, which="password") from None
+        raise await failed(request, HERE, str(exc), exc.field or "new", form, which="password") from None
     after = await UserRepository(request.app[db_key]).set_password(
         user.id, await hash_password(new, request.app[hasher_key])
     )

@@ -48,12 +48,12 @@ def _key_id(request: web.Request) -> int:
 
 @routes.get("/api/api-keys")
 async def list_keys(request: web.Request) -> web.Response:
-    """A page of keys (``q``, ``state``, ``sort``, ``after``, ``limit``: ``proxy.storage.key_list``)."""
+    """A page of keys (``q``, ``state``, ``sort``, ``after`` or ``before``, ``limit``: ``proxy.storage.key_list``)."""
     q = key_query(request.query)
     page = await read_key_page(request.app[db_key], q)
     now = time.time()
     keys = [{**key_view(k), "state": k.listed_state(now), "quota_used": k.quota_used(now)} for k in page.keys]
-    return web.json_response({"keys": keys, "next": page.next_cursor})
+    return web.json_response({"keys": keys, "next": page.next_cursor, "previous": page.previous_cursor})
 
 
 @routes.post("/api/api-keys")

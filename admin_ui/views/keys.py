@@ -61,7 +61,8 @@ async def list_keys(request: web.Request) -> web.Response:
         "states": STATES,
         "sorts": SORTS,
         "next": urlencode({**params, "after": page.next_cursor}) if page.next_cursor else None,
-        "first": urlencode(params) if request.query.get("after") else None,
+        "previous": urlencode({**params, "before": page.previous_cursor}) if page.previous_cursor else None,
+        "first": urlencode(params) if page.previous_cursor or (q.after and not page.keys) else None,
         "error": error,
     }
     return aiohttp_jinja2.render_template("keys.html", request, context, status=400 if error else 200)

@@ -80,8 +80,11 @@ async def _throttled(request: web.Request, subjects: list[str], template: str) -
     return response
 
 
-def _page(request: web.Request, template: str, error: str | None, status: int = 200) -> web.Response:
-    context = {"error": error, "next": safe_next(request.query.get("next"))}
+def _page(
+    request: web.Request, template: str, error: str | None, status: int = 200, username: str = ""
+) -> web.Response:
+    """A login page; a refused one keeps the user name that was typed (never the password)."""
+    context = {"error": error, "next": safe_next(request.query.get("next")), "username": username}
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
@@ -99,7 +102,7 @@ async def login_submit(request: web.Request) -> web.Response:
         async with _gated(request, name) as bucket:
             return await _password_step(request, bucket, name, password, safe_next(str(form.get("next", ""))))
     except _Refused as refused:
-        response = _page(request, "login.html", BUSY, refused.status)
+        response = _page(request, "login.html", BUSY, refused.status, name)
         response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
         return response
 
@@ -114,7 +117,7 @@ async def _password_step(request: web.Request, bucket: str, name: str, password:
     if not ok or user is None or user.disabled:
         await LoginThrottle(request.app[db_key]).failed(subjects)
         await audit(request, "login.failed", target=name or None, actor=name or "anonymous")
-        return _page(request, "login.html", WRONG, 401)
+        return _page(request, "login.html", WRONG, 401, name)
     if user.totp_enabled:
         return await _second_step(request, user, nxt)
     await LoginThrottle(request.app[db_key]).succeeded(subjects[:1])  # its own account's failures only

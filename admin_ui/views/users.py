@@ -137,8 +137,8 @@ async def change_user(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther(f"{HERE}/{user_id}/disable")
     try:
         user, password = await apply_user_action(request, user_id, action, str(form.get("role", "")))
-    except ValidationError as exc:
-        raise await failed(request, HERE, str(exc)) from None
+    except ValidationError as exc:  # said in the user's row, beside its buttons
+        raise await failed(request, f"{HERE}#user-{user_id}", str(exc), "action", which=f"user-{user_id}") from None
     if password is not None:
         raise await done(
             request, HERE, f"new password for {user.username}", shown_password=password, shown_for=user.username

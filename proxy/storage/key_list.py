@@ -2,7 +2,9 @@
 
 A page is the keys after a cursor, the sort value and id of the last key of the previous page, in
 the sort's order with ``id`` breaking ties, so every key appears on exactly one page however many
-keys are created or revoked between pages. The cursor is opaque to clients (base64 JSON).
+keys are created or revoked between pages. The cursor is opaque to clients (base64 JSON). The way
+back (``before``, the first key of the next page) flips the comparison and the order, then reverses
+the rows; a way back that reaches the start is the first page, whole.
 
 ==========  ======================================  ==========
 sort        order                                   index
@@ -28,7 +30,7 @@ import binascii
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from proxy.storage.api_keys import KEY_COLUMNS, ApiKey
@@ -36,7 +38,7 @@ from proxy.storage.bounds import check_text
 from proxy.storage.budget import PERIODS, period_bounds
 from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
-from proxy.storage.request_log import FilterError, page_size
+from proxy.storage.request_log import PAGE_SIZE, FilterError, page_size
 
 STATES = ("active", "revoked", "disabled", "expired", "exhausted")
 SORTS = {  # name: (SQL expression, descending)
@@ -72,22 +74,26 @@ class KeyQuery:
     state: str | None = None
     sort: str = "created"
     after: tuple[Any, int] | None = None
-    limit: int = 50
+    limit: int = PAGE_SIZE
+    before: tuple[Any, int] | None = None  # the way back: the keys just before this cursor
 
     def params(self) -> dict[str, str]:
-        """The query's parameters without the cursor (for links that keep the filter)."""
+        """The query's parameters without the cursor (for links that keep the filter and the page size)."""
         shown = {"q": self.search or "", "state": self.state or "", "sort": self.sort}
+        if self.limit != PAGE_SIZE:
+            shown["limit"] = str(self.limit)
         return {k: v for k, v in shown.items() if v}
 
 
 @dataclass(frozen=True)
 class KeyPage:
     keys: list[ApiKey]
-    next_cursor: str | None
+    next_cursor: str | None  # ``after`` of the next page; None: this is the last page
+    previous_cursor: str | None = None  # ``before`` of the previous page; None: this is the first page
 
 
 def key_query(query: Any) -> KeyQuery:
-    """The parameters ``q``, ``state``, ``sort``, ``after`` and ``limit`` of ``query`` (a mapping)."""
+    """The parameters ``q``, ``state``, ``sort``, ``after`` or ``before``, and ``limit`` of ``query`` (a mapping)."""
     search = str(query.get("q", "")).strip()
     try:
         text = check_text("q", search, max_length=MAX_SEARCH) if search else None
@@ -99,18 +105,27 @@ def key_query(query: Any) -> KeyQuery:
     sort = str(query.get("sort", "")).strip() or "created"
     if sort not in SORTS:
         raise FilterError("sort", f"must be one of {', '.join(SORTS)}")
-    after = str(query.get("after", "")).strip()
-    return KeyQuery(text, state, sort, _parse_cursor(after, sort) if after else None, page_size(query))
+    after, before = (str(query.get(name, "")).strip() for name in ("after", "before"))
+    if after and before:
+        raise FilterError("before", "give after or before, not both")
+    return KeyQuery(
+        text,
+        state,
+        sort,
+        after=_parse_cursor(after, sort, "after") if after else None,
+        limit=page_size(query),
+        before=_parse_cursor(before, sort, "before") if before else None,
+    )
 
 
-def _parse_cursor(text: str, sort: str) -> tuple[Any, int]:
+def _parse_cursor(text: str, sort: str, field: str) -> tuple[Any, int]:
     try:
         value, key_id = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
     except (ValueError, TypeError, binascii.Error, UnicodeError):
-        raise FilterError("after", "not a page cursor (use the next link of the previous page)") from None
+        raise FilterError(field, "not a page cursor (use the links of the page)") from None
     wanted = str if sort == "name" else (int, float)
     if not isinstance(key_id, int) or isinstance(value, bool) or not isinstance(value, wanted):
-        raise FilterError("after", "not a cursor of this sort (use the next link of the previous page)")
+        raise FilterError(field, "not a cursor of this sort (use the links of the page)")
     return value, key_id
 
 
@@ -131,18 +146,22 @@ def _where(q: KeyQuery, now: float) -> tuple[str, dict[str, Any]]:
         conditions.append("(name LIKE :like ESCAPE '\\' OR public_id = :exact OR last_four = :exact)")
     if q.state:
         conditions.append(f"({_STATE_SQL[q.state]})")
-    if q.after is not None:
+    cursor = q.after if q.after is not None else q.before
+    if cursor is not None:
         expr, descending = SORTS[q.sort]
-        params.update(value=q.after[0], id=q.after[1])
-        conditions.append(f"({expr}, id) {'<' if descending else '>'} (:value, :id)")
+        params.update(value=cursor[0], id=cursor[1])
+        smaller = descending == (q.after is not None)  # onward in a descending sort, back in an ascending one
+        conditions.append(f"({expr}, id) {'<' if smaller else '>'} (:value, :id)")
     return " AND ".join(conditions), params
 
 
 async def read_key_page(db: Database, q: KeyQuery, now: float | None = None) -> KeyPage:
-    """Up to ``q.limit`` keys of the query, in its sort, after its cursor."""
-    where, params = _where(q, time.time() if now is None else now)
+    """Up to ``q.limit`` keys of the query, in its sort, after (or just before) its cursor."""
+    now = time.time() if now is None else now
+    where, params = _where(q, now)
     expr, descending = SORTS[q.sort]
-    order = "DESC" if descending else "ASC"
+    back = q.before is not None
+    order = "DESC" if descending != back else "ASC"  # the way back reads in the opposite order
     sql = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE {where} ORDER BY {expr} {order}, id {order} LIMIT :limit"
 
     def read(conn: sqlite3.Connection) -> list[ApiKey]:
@@ -151,4 +170,10 @@ async def read_key_page(db: Database, q: KeyQuery, now: float | None = None) -> 
     keys = await db.execute_read(read)
     more = len(keys) > q.limit
     keys = keys[: q.limit]
-    return KeyPage(keys, _cursor(keys[-1], q.sort) if more else None)
+    if back:
+        if not more:  # nothing before these: the first page, whole
+            return await read_key_page(db, replace(q, before=None), now)
+        keys.reverse()
+        return KeyPage(keys, _cursor(keys[-1], q.sort), _cursor(keys[0], q.sort))
+    previous = _cursor(keys[0], q.sort) if q.after is not None and keys else None
+    return KeyPage(keys, _cursor(keys[-1], q.sort) if more else None, previous)

@@ -121,6 +121,28 @@ def test_pages_stay_whole_while_keys_are_added(keyed: Any, console: Proxy) -> No
     assert ids == [k.id for k in sorted(keys, key=ORDERS["created"][0], reverse=True)]
 
 
+@pytest.mark.parametrize("sort", list(ORDERS))
+def test_previous_pages_walk_back_to_the_first(keyed: Any, sort: str) -> None:
+    """issue 19: the keys list had only "next". ``previous`` (the ``before`` cursor: the comparison and
+    the order flipped, the rows reversed) gives back each page as it was on the way out, in its order,
+    and the first page has no ``previous``; a way back that reaches the start is the whole first page."""
+    client, _ = keyed
+    pages = [client.get("/api/api-keys", params={"sort": sort, "limit": 6}).json()]
+    assert pages[0]["previous"] is None
+    while pages[-1]["next"] is not None:
+        pages.append(client.get("/api/api-keys", params={"sort": sort, "limit": 6, "after": pages[-1]["next"]}).json())
+    assert len(pages) == -(-KEYS // 6) and all(p["previous"] for p in pages[1:])
+    for earlier, later in zip(reversed(pages[:-1]), reversed(pages[1:]), strict=True):
+        back = client.get("/api/api-keys", params={"sort": sort, "limit": 6, "before": later["previous"]}).json()
+        assert [k["id"] for k in back["keys"]] == [k["id"] for k in earlier["keys"]]
+        assert (back["previous"], back["next"]) == (earlier["previous"], earlier["next"])
+    # Six back from the third key would run past the start: the answer is the first page, whole.
+    two = client.get("/api/api-keys", params={"sort": sort, "limit": 2}).json()
+    second = client.get("/api/api-keys", params={"sort": sort, "limit": 2, "after": two["next"]}).json()
+    short = client.get("/api/api-keys", params={"sort": sort, "limit": 6, "before": second["previous"]}).json()
+    assert [k["id"] for k in short["keys"]] == [k["id"] for k in pages[0]["keys"]] and short["previous"] is None
+
+
 @pytest.mark.parametrize("state", ["active", "revoked", "expired", "exhausted"])
 def test_state_filter_matches_each_keys_state(keyed: Any, state: str) -> None:
     """issue 19: each state filter gives exactly the keys in that state (exhausted: the limit reached in
@@ -158,6 +180,8 @@ def test_search_by_name_public_id_and_last_four(keyed: Any) -> None:
         ({"limit": "0"}, "limit"),
         ({"limit": "10000"}, "limit"),
         ({"after": "not-a-cursor"}, "after"),
+        ({"before": "not-a-cursor"}, "before"),
+        ({"before": "WzEsIDFd", "after": "WzEsIDFd"}, "before"),  # both ways at once
         ({"after": "WyJ4IiwgMV0=", "sort": "created"}, "after"),  # a name cursor given to another sort
         ({"q": "x" * 201}, "q"),
         ({"q": "a\u202eb"}, "q"),

@@ -32,23 +32,33 @@ def listed_ids(page: Page) -> list[int]:
 
 
 def test_a_viewer_searches_filters_and_pages_the_keys(console: Proxy, pages: Any) -> None:
-    """issue 19: pages of 10 show every key once, newest first; the state filter and the search narrow
-    the list and stay in the form; a bad value is a readable message, not a 500."""
+    """issue 19: pages of 10 show every key once, newest first, and "previous" walks them back; the
+    state filter and the search narrow the list and stay in the form; a bad value is a readable
+    message, not a 500."""
     keys = seed_keys(console)
     add_user(console, "vera", role="viewer")
     page: Page = pages()
     login(page, console, "vera")
     page.goto(admin_url(console, "/api-keys?limit=10"))
     expect(page.locator("#keys tbody tr")).to_have_count(10)
-    seen = listed_ids(page)
+    expect(page.locator("#previous-page")).to_have_count(0)
+    pages_out = [listed_ids(page)]
     while page.locator("#next-page").count():
         page.locator("#next-page").click()
         expect(page.locator("#first-page")).to_be_visible()
-        seen += listed_ids(page)
+        pages_out.append(listed_ids(page))
+    seen = [key_id for ids in pages_out for key_id in ids]
     assert seen == [k.id for k in sorted(keys, key=lambda k: (k.created_at, k.id), reverse=True)]
     assert len(set(seen)) == KEYS
+    # The way back (issue 19: there was only "next"): "← Previous" shows each page again, to the first.
+    pages_back = [listed_ids(page)]
+    while page.locator("#previous-page").count():
+        page.locator("#previous-page").click()
+        pages_back.append(listed_ids(page))
+    assert pages_back == pages_out[::-1]
+    expect(page.locator("#first-page")).to_have_count(0)
+    expect(page.locator("#next-page")).to_be_visible()
 
-    page.locator("#first-page").click()
     form = page.locator("#key-filters")
     form.get_by_label("State").select_option("exhausted")
     form.get_by_role("button", name="Show").click()
