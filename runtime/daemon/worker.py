@@ -36,7 +36,7 @@ from runtime.backends.base import BACKEND_KINDS, Backend, BackendError, Outcome,
 from runtime.daemon.errors import BusyError
 from runtime.daemon.job import Job, Outbox, err
 from runtime.daemon.jobs import run_job
-from runtime.daemon.memory import check_fits
+from runtime.daemon.memory import check_fits, give_back_memory
 from runtime.daemon.modelfile import check_model_file
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ class ModelWorker:
         with self._lock:
             if self.state != "ready":
                 raise BusyError(f"model {self.config.name!r} is {self.state}")
-            assert self._backend is not None
-            self._backend.admit(job.spec)  # BackendError: a request this model cannot serve
+            backend = self._backend
+            assert backend is not None  # ready: loaded, and not unloaded before the state changed
+            backend.admit(job.spec)  # BackendError: a request this model cannot serve
             waiting = len(self._queue)
             if waiting >= self._options.depth:
                 raise BusyError(f"model {self.config.name!r} queue is full ({self._options.depth} waiting)")
@@ -171,6 +172,8 @@ class ModelWorker:
                 self._backend.unload()
             except Exception:
                 log.exception("unloading %s failed", self.config.name)
+            self._backend = None
+            give_back_memory()
         self.state = "unloaded"
 
     def _serve(self, job: Job) -> None:
@@ -222,14 +225,16 @@ class ModelWorker:
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         """With the model's tokenizer, on the caller's thread (read-only, beside a generation)."""
-        if self._backend is None or self.state != "ready":
+        backend = self._backend  # once: an unload sets it to None on the worker's thread
+        if backend is None or self.state != "ready":
             raise BusyError(f"model {self.config.name!r} is {self.state}")
-        return self._backend.tokenize(text, add_special)
+        return backend.tokenize(text, add_special)
 
     def detokenize(self, tokens: list[int]) -> str:
-        if self._backend is None or self.state != "ready":
+        backend = self._backend
+        if backend is None or self.state != "ready":
             raise BusyError(f"model {self.config.name!r} is {self.state}")
-        return self._backend.detokenize(tokens)
+        return backend.detokenize(tokens)
 
     def _finish(self, job: Job, outcome: Outcome, queue_ms: float, rest: str) -> None:
         counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
@@ -249,6 +254,7 @@ class ModelWorker:
         self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
 
     def describe(self) -> dict[str, Any]:
+        backend = self._backend  # once: an unload sets it to None on the worker's thread
         return {
             "name": self.config.name,
             "backend": self.config.backend,
@@ -262,8 +268,8 @@ class ModelWorker:
             "running": self.running is not None,
             "served": self.served,
             "warm_ms": None if self.warm_ms is None else round(self.warm_ms, 1),
-            "context": self._backend.context_length() if self._backend is not None else None,
-            **(self._backend.info() if self._backend is not None else {}),
+            "context": backend.context_length() if backend is not None else None,
+            **(backend.info() if backend is not None else {}),
         }
 
 

@@ -99,7 +99,9 @@ class PiperBackend(SpeechBackend):
         return {
             "voices": list(self._voices),
             "sample_rate": first.sample_rate if first else None,
-            "programs": [p.pid for p in self._programs.values() if p.alive()],
+            "programs": [
+                {"voice": voice, "length_scale": scale, "pid": p.pid} for (voice, scale), p in self._programs.items()
+            ],
         }
 
     def speak(self, spec: SpeakSpec, emit: EmitAudio, cancelled: Cancelled) -> SpeechOutcome:

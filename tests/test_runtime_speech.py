@@ -1,0 +1,267 @@
+"""Issue 23: local text-to-speech and transcription in the runtime daemon, for real: the daemon as a
+subprocess over ZeroMQ, Piper's own program with the packaged joe voice, faster-whisper with the
+packaged Whisper tiny.en. Nothing here is faked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.api.audio import AudioChunk
+from runtime.api.client import RuntimeClient
+from runtime.api.errors import RuntimeRequestError
+from runtime.api.models import parse_model_spec
+from runtime.api.protocol import SamplingParams
+from runtime.api.speech import speak, transcribe
+from tests.harness import Daemon, clean_env
+from tests.speech_local import (
+    PARAGRAPH,
+    PIPER_SPEC,
+    SENTENCE,
+    SPEECH_MODELS,
+    TWO_SENTENCES,
+    WHISPER_SPEC,
+    encode,
+    wav_of,
+    word_error_rate,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(scope="module")
+def speech_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon with the packaged voice and transcriber, one request waiting per model at most."""
+    d = tmp_path_factory.mktemp("speech-daemon")
+    sock_dir = Path(f"/tmp/llms-speech-{os.getpid()}")
+    sock_dir.mkdir(parents=True, exist_ok=True)
+    env = clean_env(d)
+    env["LLMSERVER_RUNTIME_QUEUE_DEPTH"] = "1"
+    args = ["--no-demo", "--model", PIPER_SPEC, "--model", WHISPER_SPEC]
+    daemon = Daemon(f"ipc://{sock_dir}/rt.sock", args, env, d / "daemon.log")
+    daemon.start(ready_models=SPEECH_MODELS, timeout=110)
+    yield daemon
+    daemon.terminate()
+    shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+async def spoken(client: RuntimeClient, text: str, **kw: Any) -> tuple[list[AudioChunk], dict[str, Any]]:
+    chunks = []
+    async with speak(client, "piper", text, **kw) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+    assert stream.done is not None
+    return chunks, stream.done
+
+
+async def model(client: RuntimeClient, name: str) -> dict[str, Any]:
+    return next(m for m in await client.models() if m["name"] == name)
+
+
+async def program(client: RuntimeClient, scale: float = 1.0) -> int:
+    """The pid of the joe voice's Piper program at length scale ``scale``."""
+    programs = (await model(client, "piper"))["programs"]
+    (pid,) = [p["pid"] for p in programs if p["voice"] == "joe" and p["length_scale"] == scale]
+    return int(pid)
+
+
+async def test_speak_a_sentence_and_transcribe_it_back(speech_daemon: Daemon) -> None:
+    """issue 23: each sentence's audio comes as its own frame; Whisper hears the words spoken."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        chunks, done = await spoken(client, TWO_SENTENCES)
+        heard = await transcribe(client, "whisper", wav_of(chunks), word_timestamps=True)
+    assert [c.text for c in chunks] == [
+        "The quick brown fox jumps over the lazy dog.",
+        "Then it runs far away into the green forest.",
+    ]
+    assert {c.sample_rate for c in chunks} == {22050} and all(c.seconds > 1 for c in chunks)
+    assert done["sentences"] == 2 and done["characters"] == len(TWO_SENTENCES)
+    assert done["audio_seconds"] == pytest.approx(sum(c.seconds for c in chunks), abs=0.01)
+    assert word_error_rate(TWO_SENTENCES, heard["text"]) <= 0.2, heard["text"]
+    assert heard["language"] == "en"
+    assert heard["duration"] == pytest.approx(done["audio_seconds"], abs=0.05)
+    segment = heard["segments"][0]
+    assert 0 <= segment["start"] < segment["end"] <= heard["duration"] + 0.1
+    starts = [w["start"] for s in heard["segments"] for w in s["words"]]
+    assert len(starts) >= 15 and starts == sorted(starts)
+
+
+async def test_first_audio_arrives_before_the_text_is_spoken(speech_daemon: Daemon) -> None:
+    """issue 23: audio streams sentence by sentence: the first long before the whole paragraph."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        started = time.perf_counter()
+        arrivals = []
+        async with speak(client, "piper", PARAGRAPH) as stream:
+            async for _ in stream:
+                arrivals.append(time.perf_counter() - started)
+    total = time.perf_counter() - started
+    assert len(arrivals) == 6
+    assert arrivals[0] < total / 2, (arrivals, total)
+    assert stream.done is not None and stream.done["perf"]["first_audio_ms"] < stream.done["perf"]["synth_ms"] / 2
+
+
+async def test_speed_is_the_engines_length_scale(speech_daemon: Daemon) -> None:
+    """issue 23: speed 2 halves the length scale: the same words in about half the time."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        normal, _ = await spoken(client, SENTENCE)
+        fast, _ = await spoken(client, SENTENCE, speed=2.0)
+        heard = await transcribe(client, "whisper", wav_of(fast))
+    ratio = sum(c.seconds for c in fast) / sum(c.seconds for c in normal)
+    assert 0.4 < ratio < 0.65, ratio
+    assert {c.sample_rate for c in fast} == {22050}  # not resampled
+    assert word_error_rate(SENTENCE, heard["text"]) <= 0.2, heard["text"]
+
+
+async def test_a_voice_the_model_lacks_is_refused_naming_its_voices(speech_daemon: Daemon) -> None:
+    """issue 23: refused before it is queued (no audio, no accepted), the voices named."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        stream = speak(client, "piper", SENTENCE, voice="alloy")
+        with pytest.raises(RuntimeRequestError) as caught:
+            await stream.admitted()
+        assert caught.value.code == "bad_request" and caught.value.extra.get("param") == "voice"
+        assert "'alloy'" in caught.value.message and "joe" in caught.value.message
+        chunks, _ = await spoken(client, SENTENCE, voice="joe")
+    assert chunks
+
+
+async def test_requests_a_model_cannot_serve_are_refused_by_kind(speech_daemon: Daemon) -> None:
+    """issue 23: a generate on a voice, a speak on a transcriber, text with nothing to say."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        with pytest.raises(RuntimeRequestError, match="text-to-speech model, not a text model"):
+            async with client.generate("piper", prompt="Hi", params=SamplingParams(max_tokens=2)) as gen:
+                await gen.admitted()
+        with pytest.raises(RuntimeRequestError, match="speech-to-text model, not a text-to-speech model"):
+            await spoken_by(client, "whisper", SENTENCE)
+        with pytest.raises(RuntimeRequestError, match="nothing to speak"):
+            await spoken(client, "... !!! ---")
+
+
+async def spoken_by(client: RuntimeClient, name: str, text: str) -> None:
+    async with speak(client, name, text) as stream:
+        await stream.admitted()
+
+
+@pytest.mark.parametrize(("container", "codec"), [("mp3", "libmp3lame"), ("ogg", "libopus"), ("flac", "flac")])
+async def test_uploads_of_common_formats_are_decoded(speech_daemon: Daemon, container: str, codec: str) -> None:
+    """issue 23: the daemon decodes any common format (PyAV), not WAV alone."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        chunks, _ = await spoken(client, SENTENCE)
+        heard = await transcribe(client, "whisper", encode(chunks, container, codec))
+    assert word_error_rate(SENTENCE, heard["text"]) <= 0.2, heard["text"]
+
+
+async def test_transcription_options_and_bad_uploads(speech_daemon: Daemon) -> None:
+    """issue 23: language, prompt and temperature are honoured; what cannot be is a bad_request naming the field."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        chunks, _ = await spoken(client, SENTENCE)
+        heard = await transcribe(
+            client, "whisper", wav_of(chunks), language="en", prompt="A fox and a dog.", temperature=0.2
+        )
+        assert word_error_rate(SENTENCE, heard["text"]) <= 0.2, heard["text"]
+        assert {s["temperature"] for s in heard["segments"]} == {0.2}
+        assert "words" not in heard["segments"][0]
+        for options, param in (({"language": "fr"}, "language"), ({"task": "translate"}, "model")):
+            with pytest.raises(RuntimeRequestError) as caught:
+                await transcribe(client, "whisper", wav_of(chunks), **options)
+            assert caught.value.code == "bad_request" and caught.value.extra.get("param") == param
+        for junk in (b"this is not audio at all" * 100, os.urandom(50_000)):
+            with pytest.raises(RuntimeRequestError) as caught:
+                await transcribe(client, "whisper", junk)
+            assert caught.value.code == "bad_request" and caught.value.extra.get("param") == "file"
+            assert "not audio" in caught.value.message
+        again = await transcribe(client, "whisper", wav_of(chunks))  # unharmed
+    assert word_error_rate(SENTENCE, again["text"]) <= 0.2
+
+
+async def test_abort_mid_synthesis_stops_the_work(speech_daemon: Daemon) -> None:
+    """issue 23: a client that leaves after the first sentence stops Piper between (or within) sentences;
+    the next request hears only its own words."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        async with speak(client, "piper", PARAGRAPH * 3) as stream:
+            async for _ in stream:
+                break  # leaving the stream aborts the request on the daemon
+        stopped_by = time.monotonic() + 3
+        while (await model(client, "piper"))["running"]:
+            assert time.monotonic() < stopped_by, "the aborted synthesis went on"
+            await asyncio.sleep(0.05)
+        chunks, done = await spoken(client, SENTENCE)
+        heard = await transcribe(client, "whisper", wav_of(chunks))
+    assert [c.text for c in chunks] == [SENTENCE] and done["sentences"] == 1
+    assert word_error_rate(SENTENCE, heard["text"]) <= 0.2, heard["text"]
+
+
+async def test_a_piper_crash_fails_its_request_not_the_daemon(speech_daemon: Daemon) -> None:
+    """issue 23: Piper killed mid-request: that request is a backend_error, the next one gets a new Piper."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        before = await program(client)
+        with pytest.raises(RuntimeRequestError) as caught:
+            async with speak(client, "piper", PARAGRAPH) as stream:
+                async for _ in stream:
+                    os.kill(before, signal.SIGKILL)
+        assert caught.value.code == "backend_error" and "exited" in caught.value.message
+        assert speech_daemon.alive()
+        chunks, _ = await spoken(client, SENTENCE)
+        after = await program(client)
+    assert chunks and after != before
+
+
+async def test_a_full_queue_is_busy(speech_daemon: Daemon) -> None:
+    """issue 23: speech requests queue like text (depth 1 here): one more is busy at once."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        streams = [speak(client, "piper", SENTENCE) for _ in range(3)]
+        outcomes = await asyncio.gather(*(s.admitted() for s in streams), return_exceptions=True)
+        for s in streams:
+            await s.aclose()
+    assert [o for o in outcomes if isinstance(o, int)] == [0, 1]
+    (refused,) = [o for o in outcomes if isinstance(o, RuntimeRequestError)]
+    assert refused.code == "busy"
+
+
+async def test_speech_models_report_in_the_model_list(speech_daemon: Daemon) -> None:
+    """issue 23: kind, voices or languages, state."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        piper, whisper = await model(client, "piper"), await model(client, "whisper")
+    assert (piper["kind"], piper["state"], piper["voices"], piper["sample_rate"]) == ("tts", "ready", ["joe"], 22050)
+    assert (whisper["kind"], whisper["state"], whisper["languages"]) == ("stt", "ready", ["en"])
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_unload_frees_and_load_again(make_daemon: Any) -> None:
+    """issue 23: unloading a voice ends its Piper; unloading Whisper gives its memory back; both load again."""
+    daemon = make_daemon("--no-demo", "--model", PIPER_SPEC, "--model", WHISPER_SPEC)
+    daemon.start(ready_models=SPEECH_MODELS, timeout=110)
+    async with RuntimeClient(daemon.endpoint) as client:
+        piper = await program(client)
+        await client.unload("piper")
+        await _until(lambda: not Path(f"/proc/{piper}").exists(), "the voice's Piper program outlived its model")
+        loaded_rss = _rss(daemon.proc.pid)
+        await client.unload("whisper")
+        freed = f"unloading Whisper did not give back 30 MiB of the daemon's {loaded_rss / 2**20:.0f} MiB"
+        await _until(lambda: loaded_rss - _rss(daemon.proc.pid) > 30 * 2**20, freed)
+        assert [m["name"] for m in await client.models()] == []
+        await client.load(parse_model_spec(PIPER_SPEC), timeout=110)
+        await client.load(parse_model_spec(WHISPER_SPEC), timeout=110)
+        chunks, _ = await spoken(client, SENTENCE)
+        heard = await transcribe(client, "whisper", wav_of(chunks))
+    assert word_error_rate(SENTENCE, heard["text"]) <= 0.2
+
+
+async def _until(condition: Callable[[], bool], message: str, within: float = 15.0) -> None:
+    end = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < end, message
+        await asyncio.sleep(0.05)
