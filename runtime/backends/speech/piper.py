@@ -1,7 +1,7 @@
 """The ``piper`` backend: text to speech with Piper voices, each run as its own program.
 
 A model is one or more voices. ``path`` is the first voice's ``.onnx`` (its ``.onnx.json`` beside
-it); the ``voices`` parameter lists them all, ``|``-separated, each either the name of a voice
+it); the ``voices`` parameter lists them all, ``|``- or ``,``-separated, each either the name of a voice
 package (``runtime.backends.speech.packages``) or ``NAME:PATH`` to a Piper voice file. Without it the
 model has the one voice at ``path``, named by the ``voice`` parameter or after the file
 (``en_US-joe-medium.onnx`` -> ``joe``).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -164,7 +165,7 @@ def _voices(config: ModelConfig) -> list[Voice]:
     if listed is None:
         name = str(config.params.get("voice") or _name_from_file(Path(config.path)))
         return [_voice_at(name, Path(config.path))]
-    entries = listed if isinstance(listed, list) else str(listed).split("|")
+    entries = listed if isinstance(listed, list) else re.split(r"[|,]", str(listed))
     voices = []
     for entry in (str(e).strip() for e in entries if str(e).strip()):
         name, sep, path = entry.partition(":")
