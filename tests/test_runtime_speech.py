@@ -265,3 +265,17 @@ async def _until(condition: Callable[[], bool], message: str, within: float = 15
     while not condition():
         assert time.monotonic() < end, message
         await asyncio.sleep(0.05)
+
+
+async def test_a_killed_daemon_leaves_no_piper_behind(make_daemon: Any) -> None:
+    """issue 23: a daemon killed with SIGKILL: its Piper programs end (their input closes) and the next
+    daemon's load removes the folder they wrote into."""
+    first = make_daemon("--no-demo", "--model", PIPER_SPEC).start(ready_models=("piper",), timeout=110)
+    async with RuntimeClient(first.endpoint) as client:
+        piper = await program(client)
+    folders = list(Path("/tmp").glob(f"llmserver-piper-{first.proc.pid}-*"))
+    assert len(folders) == 1
+    first.kill()
+    await _until(lambda: not Path(f"/proc/{piper}").exists(), "Piper outlived its daemon")
+    second = make_daemon("--no-demo", "--model", PIPER_SPEC).start(ready_models=("piper",), timeout=110)
+    assert second.alive() and not folders[0].exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ from runtime.backends.speech.speechbase import SpeechBackend
 log = logging.getLogger(__name__)
 
 EXTRA_PROGRAMS = 1  # programs kept beyond one per voice (for requests at another speed)
+_FOLDER = "llmserver-piper-"  # + the daemon's pid: where its Piper programs write their files
 _LOAD_LINE = "Ready."  # said once at load: the voice proves it works, and its first costs are paid
 
 
@@ -63,7 +65,8 @@ class PiperBackend(SpeechBackend):
         if importlib.util.find_spec("piper") is None:
             raise BackendError(f"Piper (piper-tts) is not installed: {SPEECH_EXTRA}", ERR_LOAD_FAILED)
         self._voices = {v.name: v for v in _voices(config)}
-        self._folder = Path(tempfile.mkdtemp(prefix=f"llmserver-piper-{config.name}-"))
+        _sweep_folders()
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER}{os.getpid()}-{config.name}-"))
         try:
             for voice in self._voices.values():
                 self._say_once(voice)
@@ -158,6 +161,14 @@ class PiperBackend(SpeechBackend):
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+def _sweep_folders() -> None:
+    """Remove the folders of daemons that died without unloading (SIGKILL): named after their pid."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER}*"):
+        pid = folder.name[len(_FOLDER) :].partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _voices(config: ModelConfig) -> list[Voice]:
