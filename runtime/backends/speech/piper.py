@@ -99,13 +99,13 @@ class PiperBackend(SpeechBackend):
         return voice
 
     def info(self) -> dict[str, Any]:
-        first = next(iter(self._voices.values()), None)
+        """Called on the daemon's main thread while the worker's may start or end programs: the dicts
+        are copied in one step (``list`` of a dict view runs in C, under the GIL) before being read."""
+        voices, programs = list(self._voices.values()), list(self._programs.items())
         return {
-            "voices": list(self._voices),
-            "sample_rate": first.sample_rate if first else None,
-            "programs": [
-                {"voice": voice, "length_scale": scale, "pid": p.pid} for (voice, scale), p in self._programs.items()
-            ],
+            "voices": [v.name for v in voices],
+            "sample_rate": voices[0].sample_rate if voices else None,
+            "programs": [{"voice": voice, "length_scale": scale, "pid": p.pid} for (voice, scale), p in programs],
         }
 
     def speak(self, spec: SpeakSpec, emit: EmitAudio, cancelled: Cancelled) -> SpeechOutcome:
