@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runtime.api.audio import AudioChunk
+from runtime.api.audio import MAX_SPEAK_CHARS, AudioChunk
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeRequestError
 from runtime.api.models import parse_model_spec
@@ -279,3 +279,22 @@ async def test_a_killed_daemon_leaves_no_piper_behind(make_daemon: Any) -> None:
     await _until(lambda: not Path(f"/proc/{piper}").exists(), "Piper outlived its daemon")
     second = make_daemon("--no-demo", "--model", PIPER_SPEC).start(ready_models=("piper",), timeout=110)
     assert second.alive() and not folders[0].exists()
+
+
+async def test_bad_speech_requests_are_refused_on_the_wire(speech_daemon: Daemon) -> None:
+    """issue 23: empty text, a megabyte of text, a speed out of range, a transcribe without its audio
+    frame: each a bad_request naming the field, before any work; the daemon unharmed."""
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        for text, kw, says in (
+            ("   ", {}, "'input' must be a non-empty string"),
+            ("word " * 200_000, {}, f"longer than {MAX_SPEAK_CHARS} characters"),
+            (SENTENCE, {"speed": 4.5}, "'speed' must be a number from 0.25 to 4"),
+        ):
+            with pytest.raises(RuntimeRequestError, match=says) as caught:
+                await spoken(client, text, **kw)
+            assert caught.value.code == "bad_request"
+        with pytest.raises(RuntimeRequestError, match="second frame") as caught:
+            await client.call("transcribe", {"model": "whisper"})
+        assert caught.value.code == "bad_request"
+        chunks, _ = await spoken(client, SENTENCE)
+    assert chunks
