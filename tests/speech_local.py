@@ -12,7 +12,7 @@ from runtime.api.audio import AudioChunk
 from runtime.backends.speech.packages import WHISPER_PACKAGE, voice_package_path
 
 PIPER_SPEC = f"piper=piper:{voice_package_path('joe')},voices=joe"
-WHISPER_SPEC = f"whisper=whisper:{WHISPER_PACKAGE.path().parent},n_threads=2"
+WHISPER_SPEC = f"whisper=whisper:{WHISPER_PACKAGE.path().parent},n_threads=2,max_audio_seconds=60"
 SPEECH_MODELS = ("piper", "whisper")
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."

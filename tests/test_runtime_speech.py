@@ -177,6 +177,11 @@ async def test_transcription_options_and_bad_uploads(speech_daemon: Daemon) -> N
                 await transcribe(client, "whisper", junk)
             assert caught.value.code == "bad_request" and caught.value.extra.get("param") == "file"
             assert "not audio" in caught.value.message
+        # 70 s of near silence: a small FLAC, but past the model's 60 s limit (max_audio_seconds=60)
+        long = [AudioChunk(b"\x01\x00" * 22050 * 70, 22050)]
+        with pytest.raises(RuntimeRequestError, match="longer than 60 seconds") as caught:
+            await transcribe(client, "whisper", encode(long, "flac", "flac"))
+        assert caught.value.code == "bad_request" and caught.value.extra.get("param") == "file"
         again = await transcribe(client, "whisper", wav_of(chunks))  # unharmed
     assert word_error_rate(SENTENCE, again["text"]) <= 0.2
 

@@ -2,16 +2,16 @@
 
 ``path`` is a CTranslate2 Whisper model folder (``model.bin``, ``config.json``, ``tokenizer.json``...)
 or its ``model.bin``; parameters ``compute_type`` (default ``int8``), ``n_threads`` (0: CTranslate2's
-choice) and ``beam_size`` (5). An upload in any format FFmpeg reads is decoded with PyAV (which comes
-with faster-whisper) to 16 kHz mono in the worker thread; one that is not audio is a ``bad_request``
-naming the file. Segments carry their timestamps, and words theirs when asked. A request is looked
-at for cancellation between segments.
+choice), ``beam_size`` (5) and ``max_audio_seconds`` (7200). An upload in any format FFmpeg reads is
+decoded with PyAV (which comes with faster-whisper) to 16 kHz mono in the worker thread (``decode``);
+one that is not audio, or longer than ``max_audio_seconds``, is a ``bad_request`` naming the file.
+Segments carry their timestamps, and words theirs when asked. A request is looked at for cancellation
+between segments.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
 import time
 from pathlib import Path
@@ -21,12 +21,13 @@ from runtime.api.audio import TranscribeSpec
 from runtime.api.models import ModelConfig
 from runtime.api.protocol import ERR_BAD_REQUEST, ERR_LOAD_FAILED
 from runtime.backends.base import BackendError, Cancelled, Spec
+from runtime.backends.speech.decode import SAMPLE_RATE, decode_upload
 from runtime.backends.speech.packages import SPEECH_EXTRA
 from runtime.backends.speech.speechbase import SpeechBackend
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000  # what Whisper hears
+MAX_AUDIO_SECONDS = 7200.0  # two hours: 460 MB of samples while they are heard
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # temperature 0: raised while a segment decodes badly
 
 
@@ -37,6 +38,7 @@ class WhisperBackend(SpeechBackend):
         self._model: Any = None
         self._languages: tuple[str, ...] = ()
         self._beam_size = 5
+        self._max_seconds = MAX_AUDIO_SECONDS
 
     def weights(self, config: ModelConfig) -> str:
         path = Path(config.path)
@@ -50,6 +52,7 @@ class WhisperBackend(SpeechBackend):
         folder = Path(self.weights(config)).parent
         params = config.params
         self._beam_size = int(params.get("beam_size", 5))
+        self._max_seconds = float(params.get("max_audio_seconds", MAX_AUDIO_SECONDS))
         try:
             self._model = WhisperModel(
                 str(folder),
@@ -90,7 +93,7 @@ class WhisperBackend(SpeechBackend):
 
     def transcribe(self, spec: TranscribeSpec, cancelled: Cancelled) -> dict[str, Any]:
         started = time.perf_counter()
-        audio = _decode(spec.audio)
+        audio = decode_upload(spec.audio, self._max_seconds)
         decoded = time.perf_counter()
         segments, info = self._model.transcribe(
             audio,
@@ -119,19 +122,6 @@ class WhisperBackend(SpeechBackend):
 
     def unload(self) -> None:
         self._model = None  # CTranslate2 frees the weights with the last reference
-
-
-def _decode(data: bytes) -> Any:
-    """The upload as 16 kHz mono float32 samples; a clear bad_request when it is not audio."""
-    from faster_whisper.audio import decode_audio
-
-    try:
-        audio = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
-    except Exception as exc:  # PyAV's errors for a file that is not (or not only) audio
-        raise BackendError(f"the file is not audio this server can decode: {exc}", ERR_BAD_REQUEST, "file") from None
-    if not len(audio):
-        raise BackendError("the file holds no audio", ERR_BAD_REQUEST, "file")
-    return audio
 
 
 def _segment(segment: Any, words: bool) -> dict[str, Any]:
