@@ -18,9 +18,10 @@ import pytest
 from runtime.api.audio import MAX_SPEAK_CHARS, AudioChunk
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeRequestError
-from runtime.api.models import parse_model_spec
+from runtime.api.models import ModelConfig, parse_model_spec
 from runtime.api.protocol import SamplingParams
 from runtime.api.speech import speak, transcribe
+from runtime.backends.speech.packages import VOICE_PACKAGES
 from tests.harness import Daemon, clean_env
 from tests.speech_local import (
     PARAGRAPH,
@@ -308,3 +309,21 @@ async def test_bad_speech_requests_are_refused_on_the_wire(speech_daemon: Daemon
         assert caught.value.code == "bad_request"
         chunks, _ = await spoken(client, SENTENCE)
     assert chunks
+
+
+async def test_a_voice_piper_cannot_open_fails_its_load_with_pipers_words(
+    speech_daemon: Daemon, tmp_path: Path
+) -> None:
+    """issue 23: a broken voice file: the load fails with what Piper said; the daemon serves on."""
+    broken = tmp_path / "en_US-broken-medium.onnx"
+    broken.write_bytes(b"not an onnx model" * 100)
+    config = VOICE_PACKAGES["joe"].path().with_name("en_US-joe-medium.onnx.json")
+    (tmp_path / "en_US-broken-medium.onnx.json").write_bytes(config.read_bytes())
+    async with RuntimeClient(speech_daemon.endpoint) as client:
+        with pytest.raises(RuntimeRequestError) as caught:
+            await client.load(ModelConfig("broken", "piper", str(broken)), timeout=110)
+        assert caught.value.code == "load_failed"
+        assert "Piper program for en_US-broken-medium.onnx exited" in caught.value.message
+        assert "broken" not in [m["name"] for m in await client.models() if m["state"] != "failed"]
+        chunks, _ = await spoken(client, SENTENCE)
+    assert chunks and not list(tmp_path.glob("*.wav"))
