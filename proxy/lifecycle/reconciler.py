@@ -11,7 +11,9 @@ hold up the others.
 Back-off: a load that fails sets the row's error, counts the failure and waits 2, 4, 8... seconds
 (at most 5 minutes) before the next try; a runtime restart or an admin action starts over. Models
 the runtime was started with (``--model``) are registered on sight, marked ``from_runtime``.
-TTS and STT models are served by the inference service: wanting one running only marks it running.
+A TTS or STT model is served by the inference service (wanting one running only marks it running),
+unless its backend is a local speech backend (``piper``, ``whisper``: issue 23): that one is loaded,
+unloaded and idled in the runtime like a text model.
 
 A model whose row holds a value no check lets in (``keep_alive`` stored as the text ``'inf'`` by an
 older version) is logged once and left alone; any other model's failure is logged and the pass goes
@@ -42,6 +44,7 @@ from runtime.api.models import ModelConfig
 
 log = logging.getLogger(__name__)
 
+LOCAL_SPEECH_BACKENDS = ("piper", "whisper")  # speech models the runtime loads (the others are remote)
 MAX_BACKOFF = 300.0
 LOAD_TIMEOUT = 600.0
 
@@ -134,6 +137,7 @@ class Reconciler:
             with contextlib.suppress(ValidationError):  # another process registered it just now
                 await self.store.create(
                     name,
+                    kind=str(info.get("kind", "llm")),
                     backend=str(info.get("backend", "llamacpp")),
                     local_path=str(info.get("path", "")) or None,
                     params=dict(info.get("params") or {}),
@@ -166,7 +170,7 @@ class Reconciler:
 
     async def _converge(self, record: ModelRecord, info: dict[str, Any] | None) -> None:
         name = record.name
-        if record.kind != "llm":
+        if record.kind != "llm" and record.backend not in LOCAL_SPEECH_BACKENDS:
             want = "running" if record.desired_state == "running" else "stopped"
             await self._set(record, actual_state=want)
             return

@@ -166,7 +166,7 @@ class RuntimeClient:
         return f"{self._prefix}{next(self._ids)}"
 
     async def _send(self, req: Request) -> None:
-        frame = encode_request(req)
+        frame = [encode_request(req), req.payload] if req.payload else [encode_request(req)]
         if self._try_send(frame):
             return
         # Not connected: wait a little (a restarting daemon), never longer than the deadline.
@@ -181,11 +181,11 @@ class RuntimeClient:
             await asyncio.sleep(0.005)
         raise RuntimeUnavailableError(f"runtime daemon not reachable at {self.endpoint}")
 
-    def _try_send(self, frame: bytes) -> bool:
+    def _try_send(self, frame: list[bytes]) -> bool:
         if self._sock is None:
             raise RuntimeUnavailableError("the runtime client is closed")
         try:
-            self._sock.send(frame, zmq.NOBLOCK)
+            self._sock.send_multipart(frame, zmq.NOBLOCK)
             return True
         except zmq.Again:
             return False

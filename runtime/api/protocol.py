@@ -23,6 +23,10 @@ Added backwards-compatibly in version 1 (issue 12):
   ``detokenize`` ``{"model", "tokens": [int...]}`` -> ``result`` ``{"content": str}``, with the
   model's own tokenizer.
 
+Added backwards-compatibly in version 1 (issue 23): ``speak`` and ``transcribe`` (``runtime.api.audio``).
+A request message may carry one more frame after its JSON: raw bytes the op takes (a ``transcribe``'s
+audio file), kept out of the JSON so that megabytes are neither base64-encoded nor parsed.
+
 Reply (daemon -> client)::
 
     {"v": 1, "id": "<request id>", "type": "<type>", ...type fields}
@@ -42,7 +46,10 @@ from runtime.api.output import OutputSpec, OutputSpecError, parse_output
 
 PROTOCOL_VERSION = 1
 
-OPS = frozenset({"hello", "ping", "models", "load", "unload", "generate", "abort", "embed", "tokenize", "detokenize"})
+OPS = frozenset(
+    {"hello", "ping", "models", "load", "unload", "generate", "abort", "embed", "tokenize", "detokenize"}
+    | {"speak", "transcribe"}
+)
 
 # Error codes carried by ``error`` frames.
 ERR_BAD_REQUEST = "bad_request"
@@ -105,6 +112,7 @@ class Request:
     op: str
     deadline: float
     body: dict[str, Any] = field(default_factory=dict)
+    payload: bytes = b""  # the message's optional second frame (raw bytes, e.g. a transcribe's audio)
 
 
 @dataclass(frozen=True)
@@ -186,7 +194,7 @@ def encode_request(req: Request) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def decode_request(frame: bytes) -> Request:
+def decode_request(frame: bytes, payload: bytes = b"") -> Request:
     obj = _load(frame)
     if obj.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}", ERR_UNSUPPORTED_VERSION)
@@ -198,7 +206,7 @@ def decode_request(frame: bytes) -> Request:
         raise ProtocolError(f"unknown op {op!r}")
     if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
         raise ProtocolError("'deadline' must be a number (unix seconds)")
-    return Request(id=rid, op=op, deadline=float(deadline), body=obj)
+    return Request(id=rid, op=op, deadline=float(deadline), body=obj, payload=payload)
 
 
 def encode_reply(reply: Reply) -> bytes:

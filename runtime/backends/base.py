@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from runtime.api.audio import AudioChunk, SpeakSpec, TranscribeSpec
 from runtime.api.errors import RuntimeServiceError
 from runtime.api.models import ModelConfig
-from runtime.api.protocol import ERR_BAD_REQUEST, GenerateSpec, SamplingParams
+from runtime.api.protocol import ERR_BAD_REQUEST, EmbedSpec, GenerateSpec, SamplingParams
 
 
 class Emit(Protocol):
@@ -28,11 +29,19 @@ class Emit(Protocol):
 
 
 Cancelled = Callable[[], bool]
+EmitAudio = Callable[[AudioChunk], None]  # where a speech backend puts each sentence's audio
+Spec = GenerateSpec | EmbedSpec | SpeakSpec | TranscribeSpec
 
 BACKENDS = {
     "llamacpp": "runtime.backends.llamacpp:LlamaCppBackend",
     "rkllm": "runtime.backends.rkllm.backend:RKLLMBackend",
+    "piper": "runtime.backends.speech.piper:PiperBackend",
+    "whisper": "runtime.backends.speech.whisper:WhisperBackend",
 }
+# What each backend's models do: the model kinds of the registry (llm, tts, stt).
+BACKEND_KINDS = {"llamacpp": "llm", "rkllm": "llm", "piper": "tts", "whisper": "stt"}
+_OPS_OF_KIND = {"llm": (GenerateSpec, EmbedSpec), "tts": (SpeakSpec,), "stt": (TranscribeSpec,)}
+_WORDS = {"llm": "a text model", "tts": "a text-to-speech model", "stt": "a speech-to-text model"}
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,22 @@ class Outcome:
     logprobs: tuple[dict[str, Any], ...] | None = None  # one entry per token (runtime.api.output)
 
 
+@dataclass(frozen=True)
+class SpeechOutcome:
+    """How a synthesis ended: ``finish_reason`` "stop" or "aborted", and what it made."""
+
+    finish_reason: str
+    audio_seconds: float
+    sample_rate: int
+    sentences: int
+    first_audio_ms: float  # from the start of the work to the first sentence's audio
+    synth_ms: float
+
+
 class Backend(ABC):
     """One loaded model."""
+
+    kind = "llm"  # what its requests are: text (llm), text-to-speech (tts) or speech-to-text (stt)
 
     @abstractmethod
     def load(self, config: ModelConfig) -> None:
@@ -62,6 +85,33 @@ class Backend(ABC):
     @abstractmethod
     def unload(self) -> None:
         """Free the model. Safe to call twice."""
+
+    def weights(self, config: ModelConfig) -> str:
+        """The file the model's weights are in: the daemon checks it is a regular file and that it
+        fits in memory before :meth:`load` (a backend whose path is a folder names the file in it)."""
+        return config.path
+
+    def admit(self, spec: Spec) -> None:
+        """Refuse at once (BackendError) a request this model cannot serve, before it is queued."""
+        if not isinstance(spec, _OPS_OF_KIND[self.kind]):
+            wanted = next(k for k, ops in _OPS_OF_KIND.items() if isinstance(spec, ops))
+            raise BackendError(
+                f"model {spec.model!r} is {_WORDS[self.kind]}, not {_WORDS[wanted]}",
+                code=ERR_BAD_REQUEST,
+                param="model",
+            )
+
+    def info(self) -> dict[str, Any]:
+        """What the daemon's model list says of this model beyond its state (voices, languages...)."""
+        return {}
+
+    def speak(self, spec: SpeakSpec, emit: EmitAudio, cancelled: Cancelled) -> SpeechOutcome:
+        """Synthesise ``spec.input``, one ``emit`` per sentence; stop soon after ``cancelled()``."""
+        raise BackendError("this model's backend does not speak", code=ERR_BAD_REQUEST)
+
+    def transcribe(self, spec: TranscribeSpec, cancelled: Cancelled) -> dict[str, Any]:
+        """The ``result`` body of a ``transcribe`` (``runtime.api.audio``)."""
+        raise BackendError("this model's backend does not transcribe", code=ERR_BAD_REQUEST)
 
     def warm(self) -> None:
         """Pay a model's first-request costs now, right after ``load`` (compute buffers allocated,

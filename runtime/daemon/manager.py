@@ -19,8 +19,10 @@ from runtime.api.protocol import (
     ERR_BUSY,
     ERR_UNKNOWN_MODEL,
 )
+from runtime.backends.base import BackendError
 from runtime.daemon.errors import BusyError
-from runtime.daemon.worker import Job, ModelWorker, Outbox, WorkerOptions, _err
+from runtime.daemon.job import Job, Outbox, err
+from runtime.daemon.worker import ModelWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class ModelManager:
         self._jobs[job.rid] = (worker, job)
         try:
             return worker.submit(job)
-        except BusyError:
+        except (BusyError, BackendError):
             self._jobs.pop(job.rid, None)
             raise
 
@@ -113,7 +115,7 @@ class ModelManager:
 
     def unknown(self, name: str) -> dict[str, Any]:
         known = ", ".join(sorted(self._workers)) or "none"
-        return _err(ERR_UNKNOWN_MODEL, f"model {name!r} is not loaded (loaded: {known})")
+        return err(ERR_UNKNOWN_MODEL, f"model {name!r} is not loaded (loaded: {known})")
 
     def busy(self, exc: BusyError) -> dict[str, Any]:
-        return _err(ERR_BUSY, str(exc))
+        return err(ERR_BUSY, str(exc))

@@ -9,10 +9,15 @@ top), so a refusal is never wrong; a load that passes may still be tight.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
 from pathlib import Path
 
 from runtime.backends.base import BackendError
+
+log = logging.getLogger(__name__)
 
 MEMINFO = Path("/proc/meminfo")
 
@@ -41,3 +46,18 @@ def check_fits(path: str, meminfo: Path = MEMINFO) -> None:
             f"{available / 2**30:.1f} GiB is available (unload another model or use a smaller quantisation)",
             code="load_failed",
         )
+
+
+def give_back_memory() -> None:
+    """Return the heap pages freed by an unload to the kernel (glibc's ``malloc_trim``).
+
+    glibc keeps freed memory in its arenas for the next allocation: unloading Whisper tiny.en gave
+    back 21 of its 112 MiB without this, 82 with it (issue 23), so an unload made no room for the
+    next model. A C library without ``malloc_trim`` (musl) returns large blocks by itself.
+    """
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is None:
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)

@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 from runtime import __version__
+from runtime.api.audio import SpeakSpec, TranscribeSpec, parse_speak, parse_transcribe
 from runtime.api.errors import ModelSpecError, RuntimeServiceError
 from runtime.api.models import ModelConfig, check_model_name, model_config_from_wire
 from runtime.api.probe import probe_endpoint
@@ -34,18 +35,22 @@ from runtime.api.protocol import (
     ERR_SHUTTING_DOWN,
     ERR_UNKNOWN_MODEL,
     PROTOCOL_VERSION,
+    EmbedSpec,
+    GenerateSpec,
     ProtocolError,
     Request,
     decode_request,
     parse_embed,
     parse_generate,
 )
+from runtime.backends.base import BackendError
 from runtime.daemon.errors import BusyError
+from runtime.daemon.job import Job
 from runtime.daemon.manager import ModelManager
 from runtime.daemon.settings import RuntimeSettings
 from runtime.daemon.socket import RouterOutbox, SharedRouter
 from runtime.daemon.tokenizer import TokenizerPool
-from runtime.daemon.worker import Job, ModelWorker, WorkerOptions
+from runtime.daemon.worker import ModelWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +177,14 @@ class RuntimeServer:
             frames = self._router.recv()
             if frames is None:
                 return
-            if len(frames) != 2:
+            if len(frames) not in (2, 3):  # identity, request and its optional payload (issue 23)
                 log.warning("dropping a message of %d frames", len(frames))
                 continue
-            self._handle(frames[0], frames[1])
+            self._handle(frames[0], frames[1], frames[2] if len(frames) == 3 else b"")
 
-    def _handle(self, identity: bytes, frame: bytes) -> None:
+    def _handle(self, identity: bytes, frame: bytes, payload: bytes = b"") -> None:
         try:
-            req = decode_request(frame)
+            req = decode_request(frame, payload)
         except ProtocolError as exc:
             self._error(identity, _guess_id(frame), exc.code, str(exc))
             return
@@ -270,14 +275,15 @@ class RuntimeServer:
 
     def _op_embed(self, identity: bytes, req: Request) -> None:
         """Queued on the model's worker like a generation; answered with one ``result``."""
-        spec = parse_embed(req.body)
-        job = Job(rid=req.id, identity=identity, spec=spec, deadline=req.deadline)
-        try:
-            self.manager.submit(job)
-        except KeyError:
-            self._reply(identity, req.id, "error", self.manager.unknown(spec.model))
-        except BusyError as exc:
-            self._reply(identity, req.id, "error", self.manager.busy(exc))
+        self._queue(identity, req, parse_embed(req.body))
+
+    def _op_speak(self, identity: bytes, req: Request) -> None:
+        """Streamed like a generation: ``accepted``, one ``audio`` per sentence, ``done`` (issue 23)."""
+        self._queue(identity, req, parse_speak(req.body))
+
+    def _op_transcribe(self, identity: bytes, req: Request) -> None:
+        """Queued like an ``embed``; the audio file is the message's payload frame (issue 23)."""
+        self._queue(identity, req, parse_transcribe(req.body, req.payload))
 
     def _op_tokenize(self, identity: bytes, req: Request) -> None:
         content, add_special = req.body.get("content"), req.body.get("add_special", True)
@@ -304,18 +310,26 @@ class RuntimeServer:
         )
 
     def _op_generate(self, identity: bytes, req: Request) -> None:
-        rid, body = req.id, req.body
-        spec = parse_generate(body)
-        job = Job(rid=rid, identity=identity, spec=spec, deadline=req.deadline)
+        self._queue(identity, req, parse_generate(req.body))
+
+    def _queue(
+        self, identity: bytes, req: Request, spec: GenerateSpec | EmbedSpec | SpeakSpec | TranscribeSpec
+    ) -> None:
+        """Queue a job on its model's worker; a streamed one (generate, speak) is told its position."""
+        job = Job(rid=req.id, identity=identity, spec=spec, deadline=req.deadline)
         try:
             position = self.manager.submit(job)
         except KeyError:
-            self._reply(identity, rid, "error", self.manager.unknown(spec.model))
+            self._reply(identity, req.id, "error", self.manager.unknown(spec.model))
             return
         except BusyError as exc:
-            self._reply(identity, rid, "error", self.manager.busy(exc))
+            self._reply(identity, req.id, "error", self.manager.busy(exc))
             return
-        self._reply(identity, rid, "accepted", {"position": position})
+        except BackendError as exc:  # a request the model cannot serve (an unknown voice...)
+            self._reply(identity, req.id, "error", exc.frame())
+            return
+        if isinstance(spec, (GenerateSpec, SpeakSpec)):
+            self._reply(identity, req.id, "accepted", {"position": position})
 
 
 def _guess_id(frame: bytes) -> str:

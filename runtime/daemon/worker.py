@@ -1,8 +1,9 @@
 """One loaded model: a backend, a worker thread and a bounded FIFO in front of it.
 
-A ``Job`` is one queued ``generate``; the worker runs jobs one at a time and sends their text through
-a ``TextStream`` to the ``Outbox`` (the daemon's shared ROUTER socket): the first piece at once, then
-at most one frame per stream interval, the last text together with ``done`` in one message.
+A ``Job`` (``runtime.daemon.job``) is one queued ``generate``, ``embed``, ``speak`` or ``transcribe``;
+the worker runs jobs one at a time. A generation's text goes through a ``TextStream`` to the ``Outbox``
+(the daemon's shared ROUTER socket): the first piece at once, then at most one frame per stream
+interval, the last text together with ``done`` in one message. The other jobs are in ``jobs``.
 
 Each worker runs at a lower priority than the daemon's main thread (and the threads llama.cpp starts
 from it inherit that), so the hop that delivers a token preempts the arithmetic of the next one
@@ -18,8 +19,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from runtime.api.models import ModelConfig
 from runtime.api.protocol import (
@@ -27,26 +28,18 @@ from runtime.api.protocol import (
     ERR_BACKEND,
     ERR_DEADLINE,
     Done,
-    EmbedSpec,
     GenerateSpec,
     Perf,
     done_to_body,
 )
-from runtime.backends.base import Backend, BackendError, Outcome, create_backend
+from runtime.backends.base import BACKEND_KINDS, Backend, BackendError, Outcome, create_backend
 from runtime.daemon.errors import BusyError
-from runtime.daemon.memory import check_fits
+from runtime.daemon.job import Job, Outbox, err
+from runtime.daemon.jobs import run_job
+from runtime.daemon.memory import check_fits, give_back_memory
 from runtime.daemon.modelfile import check_model_file
 
 log = logging.getLogger(__name__)
-
-
-class Outbox(Protocol):
-    """Where workers put replies; the server sends them on the ROUTER."""
-
-    def delta(self, identity: bytes, rid: str, text: str) -> None: ...
-
-    def end(self, identity: bytes, rid: str, kind: str, body: dict[str, Any], text: str = "") -> None:
-        """The request's last frame (``done`` or ``error``), after ``text`` not sent yet, in one message."""
 
 
 @dataclass(frozen=True)
@@ -54,19 +47,6 @@ class WorkerOptions:
     depth: int = 8  # jobs waiting before ``busy``
     stream_interval: float = 0.0  # seconds between two text messages of one job, after its first
     nice: int = 0  # how many levels below the daemon the model's threads run
-
-
-@dataclass
-class Job:
-    rid: str
-    identity: bytes
-    spec: GenerateSpec | EmbedSpec
-    deadline: float
-    enqueued: float = field(default_factory=time.perf_counter)
-    aborted: threading.Event = field(default_factory=threading.Event)
-
-    def cancelled(self) -> bool:
-        return self.aborted.is_set() or time.time() > self.deadline
 
 
 class ModelWorker:
@@ -97,6 +77,9 @@ class ModelWorker:
         with self._lock:
             if self.state != "ready":
                 raise BusyError(f"model {self.config.name!r} is {self.state}")
+            backend = self._backend
+            assert backend is not None  # ready: loaded, and not unloaded before the state changed
+            backend.admit(job.spec)  # BackendError: a request this model cannot serve
             waiting = len(self._queue)
             if waiting >= self._options.depth:
                 raise BusyError(f"model {self.config.name!r} queue is full ({self._options.depth} waiting)")
@@ -155,9 +138,10 @@ class ModelWorker:
 
     def _load(self) -> bool:
         try:
-            check_model_file(self.config.path)
-            check_fits(self.config.path)
             backend = create_backend(self.config.backend)
+            weights = backend.weights(self.config)
+            check_model_file(weights)
+            check_fits(weights)
             backend.load(self.config)
         except BackendError as exc:
             self.state, self.error = "failed", str(exc)
@@ -188,18 +172,20 @@ class ModelWorker:
                 self._backend.unload()
             except Exception:
                 log.exception("unloading %s failed", self.config.name)
+            self._backend = None
+            give_back_memory()
         self.state = "unloaded"
 
     def _serve(self, job: Job) -> None:
         out = self._outbox
         if job.aborted.is_set():
-            out.end(job.identity, job.rid, "error", _err(ERR_ABORTED, "aborted before it ran"))
+            out.end(job.identity, job.rid, "error", err(ERR_ABORTED, "aborted before it ran"))
             return
         if time.time() > job.deadline:
-            out.end(job.identity, job.rid, "error", _err(ERR_DEADLINE, "deadline passed in the queue"))
+            out.end(job.identity, job.rid, "error", err(ERR_DEADLINE, "deadline passed in the queue"))
             return
-        if isinstance(job.spec, EmbedSpec):
-            self._embed(job, job.spec)
+        if not isinstance(job.spec, GenerateSpec):
+            self._answer(job)
             return
         started = time.perf_counter()
         self.running = job
@@ -212,7 +198,7 @@ class ModelWorker:
             return
         except Exception as exc:
             log.exception("generate on %s failed", self.config.name)
-            error = _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}")
+            error = err(ERR_BACKEND, f"{type(exc).__name__}: {exc}")
             out.end(job.identity, job.rid, "error", error, text.rest())
             return
         finally:
@@ -220,40 +206,41 @@ class ModelWorker:
             self.served += 1
         self._finish(job, outcome, (started - job.enqueued) * 1000, text.rest())
 
-    def _embed(self, job: Job, spec: EmbedSpec) -> None:
-        """An ``embed`` job: one ``result`` (or ``error``) frame."""
+    def _answer(self, job: Job) -> None:
+        """An ``embed``, ``speak`` or ``transcribe`` job (``runtime.daemon.jobs``): its last frame."""
         assert self._backend is not None
         self.running = job
+        queue_ms = (time.perf_counter() - job.enqueued) * 1000
         try:
-            vectors, tokens = self._backend.embed(list(spec.inputs), job.cancelled)
+            kind, body = run_job(self._backend, job, self._outbox, queue_ms)
         except BackendError as exc:
-            self._outbox.end(job.identity, job.rid, "error", exc.frame())
-            return
+            kind, body = "error", exc.frame()
         except Exception as exc:
-            log.exception("embed on %s failed", self.config.name)
-            self._outbox.end(job.identity, job.rid, "error", _err(ERR_BACKEND, f"{type(exc).__name__}: {exc}"))
-            return
+            log.exception("%s on %s failed", type(job.spec).__name__, self.config.name)
+            kind, body = "error", err(ERR_BACKEND, f"{type(exc).__name__}: {exc}")
         finally:
             self.running = None
             self.served += 1
-        self._outbox.end(job.identity, job.rid, "result", {"embeddings": vectors, "prompt_tokens": tokens})
+        self._outbox.end(job.identity, job.rid, kind, body)
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         """With the model's tokenizer, on the caller's thread (read-only, beside a generation)."""
-        if self._backend is None or self.state != "ready":
+        backend = self._backend  # once: an unload sets it to None on the worker's thread
+        if backend is None or self.state != "ready":
             raise BusyError(f"model {self.config.name!r} is {self.state}")
-        return self._backend.tokenize(text, add_special)
+        return backend.tokenize(text, add_special)
 
     def detokenize(self, tokens: list[int]) -> str:
-        if self._backend is None or self.state != "ready":
+        backend = self._backend
+        if backend is None or self.state != "ready":
             raise BusyError(f"model {self.config.name!r} is {self.state}")
-        return self._backend.detokenize(tokens)
+        return backend.detokenize(tokens)
 
     def _finish(self, job: Job, outcome: Outcome, queue_ms: float, rest: str) -> None:
         counts = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
         if outcome.finish_reason == "aborted":
             code, why = (ERR_ABORTED, "aborted") if job.aborted.is_set() else (ERR_DEADLINE, "deadline passed")
-            self._outbox.end(job.identity, job.rid, "error", {**_err(code, why), **counts})
+            self._outbox.end(job.identity, job.rid, "error", {**err(code, why), **counts})
             return
         tps = outcome.completion_tokens / (outcome.decode_ms / 1000) if outcome.decode_ms > 0 else 0.0
         done = Done(
@@ -267,9 +254,11 @@ class ModelWorker:
         self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
 
     def describe(self) -> dict[str, Any]:
+        backend = self._backend  # once: an unload sets it to None on the worker's thread
         return {
             "name": self.config.name,
             "backend": self.config.backend,
+            "kind": BACKEND_KINDS.get(self.config.backend, "llm"),
             "path": self.config.path,
             "params": self.config.params,
             "state": self.state,
@@ -279,16 +268,17 @@ class ModelWorker:
             "running": self.running is not None,
             "served": self.served,
             "warm_ms": None if self.warm_ms is None else round(self.warm_ms, 1),
-            "context": self._backend.context_length() if self._backend is not None else None,
-            "memory_bytes": self._memory(),
+            "context": backend.context_length() if backend is not None else None,
+            "memory_bytes": self._memory(backend),
+            **(backend.info() if backend is not None else {}),
         }
 
-    def _memory(self) -> int | None:
+    def _memory(self, backend: Backend | None) -> int | None:
         """What the loaded model holds in memory (issue 19); a backend that cannot say is None."""
-        if self._backend is None or self.state != "ready":
+        if backend is None or self.state != "ready":
             return None
         try:
-            return self._backend.memory_bytes()
+            return backend.memory_bytes()
         except Exception:  # a figure for a page; never a reason to fail the model list
             log.exception("model %s: its memory figure failed", self.config.name)
             return None
@@ -333,7 +323,3 @@ def _lower_priority(by: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
     except OSError as exc:  # a sandbox without setpriority: run at the daemon's priority
         log.warning("could not lower the model thread's priority: %s", exc)
-
-
-def _err(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message}
