@@ -54,11 +54,11 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         env=env,
     )
     module, migrations = where.stdout.split()
-    assert module.startswith(str(purelib)) and migrations.startswith(str(purelib)), where.stdout
-    assert sorted(p.name for p in Path(migrations).glob("*.sql")) == sorted(
-        p.name for p in (ROOT / "proxy/storage/migrations").glob("*.sql")
-    )
     shared = venv / "share" / "llmserver"
+    # issue 20: the SQL files live in the checkout's top-level migrations/; the wheel ships them as data.
+    assert module.startswith(str(purelib)) and Path(migrations) == shared.resolve() / "migrations", where.stdout
+    shipped = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    assert shipped and sorted(p.name for p in Path(migrations).glob("*.sql")) == shipped
     for name in ("llmserver-runtime.service", "llmserver-proxy.service", "llmserver.sysusers.conf", "install.sh"):
         assert (shared / "systemd" / name).read_text() == (ROOT / "systemd" / name).read_text()
     assert (shared / "config" / "llmserver.env.example").is_file()
@@ -69,7 +69,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert run(llmserver, "--version", cwd=tmp_path, env=env).stdout.strip() == "llmserver 0.1.0"
     for script in ("llmserver-runtime", "llmserver-proxy"):
         assert run(venv / "bin" / script, "--help", cwd=tmp_path, env=env).returncode == 0
-    assert run(llmserver, "migrate", cwd=tmp_path, env=env).returncode == 0  # the .sql files are in the wheel
+    migrated = run(llmserver, "migrate", cwd=tmp_path, env=env)  # the .sql files are in the wheel
+    assert migrated.returncode == 0 and f"applied {', '.join(p[:-4] for p in shipped)}" in migrated.stdout, migrated
     doctor = run(llmserver, "doctor", cwd=tmp_path, env=env)
     assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
     assert "is migrated" in doctor.stdout and "runtime daemon not reachable" in doctor.stdout
