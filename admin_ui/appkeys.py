@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from argon2 import PasswordHasher
@@ -13,12 +13,13 @@ from proxy.auth.gate import Argon2Gate
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
+from runtime.api.state import ModelState
 
 
 class ModelLister(Protocol):
     """What the console needs of the runtime client: its list of models with their state."""
 
-    async def models(self) -> list[dict[str, Any]]: ...
+    async def models(self) -> list[ModelState]: ...
 
 
 @dataclass(frozen=True)

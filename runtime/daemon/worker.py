@@ -32,6 +32,7 @@ from runtime.api.protocol import (
     Perf,
     done_to_body,
 )
+from runtime.api.state import ModelState
 from runtime.backends.base import Backend, BackendError, Outcome, create_backend
 from runtime.daemon.errors import BusyError
 from runtime.daemon.memory import check_fits
@@ -267,20 +268,21 @@ class ModelWorker:
         self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.config.name,
-            "backend": self.config.backend,
-            "path": self.config.path,
-            "params": self.config.params,
-            "state": self.state,
-            "error": self.error,
-            "queued": len(self._queue),
-            "queue_depth": self._options.depth,
-            "running": self.running is not None,
-            "served": self.served,
-            "warm_ms": None if self.warm_ms is None else round(self.warm_ms, 1),
-            "context": self._backend.context_length() if self._backend is not None else None,
-        }
+        """This model as the ``models`` and ``hello`` answers carry it (:class:`ModelState` on the wire)."""
+        return ModelState(
+            name=self.config.name,
+            backend=self.config.backend,
+            path=self.config.path,
+            params=self.config.params,
+            state=self.state,
+            error=self.error,
+            queued=len(self._queue),
+            queue_depth=self._options.depth,
+            running=self.running is not None,
+            served=self.served,
+            warm_ms=None if self.warm_ms is None else round(self.warm_ms, 1),
+            context=self._backend.context_length() if self._backend is not None else None,
+        ).to_wire()
 
 
 class TextStream:
