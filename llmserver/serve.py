@@ -33,13 +33,8 @@ from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, metrics_key, runtime_key
-from proxy.connection.handler import (
-    ACCEPT_BACKLOG,
-    AcceptErrorFilter,
-    ConnectionGuard,
-    GuardedAppRunner,
-    connection_limit,
-)
+from proxy.connection.handler import ConnectionGuard, GuardedAppRunner
+from proxy.connection.limits import ACCEPT_BACKLOG, AcceptErrorFilter, connection_limit
 from proxy.middleware import hide_server_version
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError
