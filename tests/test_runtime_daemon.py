@@ -306,4 +306,4 @@ async def test_quick_requests_leave_nothing_behind(shared_daemon: Daemon) -> Non
         one = SamplingParams(max_tokens=1, temperature=0.0)
         for _ in range(5):
             await asyncio.gather(*(collect(client, prompt="Hi", params=one) for _ in range(10)))
-        assert (await client.hello())["active"] == 0
+        assert (await client.hello()).active == 0

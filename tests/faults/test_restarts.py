@@ -276,7 +276,7 @@ def test_every_load_warms_the_model_before_it_is_ready(make_daemon: type[Daemon]
             assert result.status == 200 and result.done, result
             timings.append(time.monotonic() - started)
         print(
-            f"FAULT reload warm-up {model['warm_ms']:.0f} ms; then requests {timings[0] * 1000:.0f} ms,"
+            f"FAULT reload warm-up {model.warm_ms:.0f} ms; then requests {timings[0] * 1000:.0f} ms,"
             f" {timings[1] * 1000:.0f} ms"
         )
     finally:
