@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from llmserver.envfile import SECRETS_NAME, secrets_file
 from proxy.errors import ProxyError, SettingsError
@@ -32,6 +31,7 @@ from proxy.storage.vault import Vault, parse_hex_key
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import ModelSpecError, RuntimeClientError
 from runtime.api.models import parse_model_spec
+from runtime.api.state import FAILED, ModelState
 from runtime.backends.rkllm.device import MIN_DRIVER, find_npu
 
 OK, NOTE, PROBLEM = "ok", "note", "PROBLEM"
@@ -272,7 +272,7 @@ def _writable(directory: Path) -> bool:
 # -- runtime and NPU ----------------------------------------------------------------------------
 
 
-def check_runtime(settings: Settings) -> tuple[list[dict[str, Any]] | None, list[Finding]]:
+def check_runtime(settings: Settings) -> tuple[list[ModelState] | None, list[Finding]]:
     """The runtime's models (None when unreachable) and the findings."""
     endpoint = settings.runtime_endpoint
     try:
@@ -282,25 +282,23 @@ def check_runtime(settings: Settings) -> tuple[list[dict[str, Any]] | None, list
         return None, [problem("runtime", str(exc) or f"no answer from {endpoint} in time", fix)]
     found = []
     for m in models:
-        if m["state"] == "failed":
-            found.append(problem("runtime", f"model {m['name']} failed to load: {m.get('error')}", "see its log"))
-    names = ", ".join(f"{m['name']} ({m['backend']}, {m['state']})" for m in models) or "no models"
+        if m.state == FAILED:
+            found.append(problem("runtime", f"model {m.name} failed to load: {m.error}", "see its log"))
+    names = ", ".join(f"{m.name} ({m.backend}, {m.state})" for m in models) or "no models"
     if not models:
         found.append(note("runtime", "the runtime serves no models (set LLMSERVER_RUNTIME_MODELS)"))
     found.append(ok("runtime", f"answers at {endpoint}: {names}"))
     return models, found
 
 
-async def _models(endpoint: str) -> list[dict[str, Any]]:
+async def _models(endpoint: str) -> list[ModelState]:
     async with RuntimeClient(endpoint, connect_wait=1.0) as client:
         await asyncio.wait_for(client.ping(timeout=2.0), 3.0)
         return await asyncio.wait_for(client.models(), 3.0)
 
 
-def check_npu(env: Mapping[str, str], models: list[dict[str, Any]] | None, root: Path = Path("/")) -> list[Finding]:
-    wanted = "=rkllm:" in env.get("LLMSERVER_RUNTIME_MODELS", "") or any(
-        m.get("backend") == "rkllm" for m in models or []
-    )
+def check_npu(env: Mapping[str, str], models: list[ModelState] | None, root: Path = Path("/")) -> list[Finding]:
+    wanted = "=rkllm:" in env.get("LLMSERVER_RUNTIME_MODELS", "") or any(m.backend == "rkllm" for m in models or [])
     device = find_npu(root)
     if device is None:
         if wanted:

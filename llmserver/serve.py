@@ -2,7 +2,7 @@
 
 ``web.run_app`` cannot take a request handler of our own, so this is its loop written out (for the
 proxy, and for the console served alone): an
-:class:`~proxy.connection.GuardedAppRunner` (header, write and connection limits, protocol errors in
+:class:`~proxy.connection.handler.GuardedAppRunner` (header, write and connection limits, protocol errors in
 the OpenAI envelope), one TCP site, a loop exception handler that turns failed ``accept()`` calls
 into one warning a minute, and a clean stop on SIGINT or SIGTERM. Start-up problems (the port taken,
 the database not writable) surface as :class:`ServeError`, one sentence naming the setting or path.
@@ -33,13 +33,8 @@ from llmserver.supervision.sdnotify import Notifier
 from proxy import accesslog
 from proxy.app import create_app
 from proxy.appkeys import db_key, lifecycle_key, metrics_key, runtime_key
-from proxy.connection import (
-    ACCEPT_BACKLOG,
-    AcceptErrorFilter,
-    ConnectionGuard,
-    GuardedAppRunner,
-    connection_limit,
-)
+from proxy.connection.handler import ConnectionGuard, GuardedAppRunner
+from proxy.connection.limits import ACCEPT_BACKLOG, AcceptErrorFilter, connection_limit
 from proxy.middleware import hide_server_version
 from proxy.settings import Settings
 from proxy.storage.errors import StorageError

@@ -38,6 +38,7 @@ from proxy.storage.errors import StorageError
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeClientError
 from runtime.api.probe import probe_endpoint
+from runtime.api.state import FAILED, READY
 
 _SECRETS = {"LLMSERVER_ENCRYPTION_KEY": 32, "LLMSERVER_SESSION_KEY": 64}
 
@@ -165,17 +166,17 @@ async def wait_for_models(endpoint: str, daemon: subprocess.Popen[bytes], timeou
             except RuntimeClientError:
                 await asyncio.sleep(0.1)
                 continue
-            if hello.get("pid") != daemon.pid:  # another daemon took the endpoint meanwhile: ours refuses
+            if hello.pid != daemon.pid:  # another daemon took the endpoint meanwhile: ours refuses
                 await asyncio.sleep(0.1)
                 continue
-            models = hello["models"]
+            models = hello.models
             # The daemon registers its start-up models before it answers anything: an empty list
             # is final (nothing configured and no demo package), not "not yet".
-            if all(m["state"] in ("ready", "failed") for m in models):
-                failed = [f"{m['name']}: {m['error']}" for m in models if m["state"] == "failed"]
+            if all(m.state in (READY, FAILED) for m in models):
+                failed = [f"{m.name}: {m.error}" for m in models if m.state == FAILED]
                 if failed:
                     raise DaemonFailed("; ".join(failed))
-                return [m["name"] for m in models]
+                return [m.name for m in models]
             await asyncio.sleep(0.1)
     raise DaemonFailed(f"models not ready after {timeout:.0f}s")
 

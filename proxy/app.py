@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     app[lifecycle_key] = Lifecycle(
         settings.model_config_dir, settings.hf_cache, settings.vault() if settings.encryption_key else None
     )
-    app.cleanup_ctx.append(_lifecycle(reconcile=runtime is None))
+    app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.extend([_reclaimer, _services, _retention])  # reservations owned before any request
     app.cleanup_ctx.append(_warmup)
     setup_routes(app)
@@ -105,17 +105,12 @@ def _given_runtime(runtime: Runtime) -> Callable[[web.Application], AsyncIterato
     return given
 
 
-def _lifecycle(reconcile: bool) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The model registry; with the real runtime also the reconciler (a scripted fake has no load)."""
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        runtime = app[runtime_key]
-        await app[lifecycle_key].start(app[db_key], runtime if reconcile else None)  # type: ignore[arg-type]
-        await app[lifecycle_key].serve()
-        yield
-        await app[lifecycle_key].close()
-
-    return lifecycle
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """The model registry and the reconciler that makes the runtime hold what it says."""
+    await app[lifecycle_key].start(app[db_key], app[runtime_key])
+    await app[lifecycle_key].serve()
+    yield
+    await app[lifecycle_key].close()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

@@ -123,7 +123,7 @@ def _from_http(exc: web.HTTPException) -> ApiError:
         return ApiError(404, "unknown URL", code="unknown_url")
     if exc.status == 405:
         return ApiError(405, "method not allowed for this URL", code="method_not_allowed")
-    if exc.status == 408:  # a body past its deadline (proxy.connection.BodyTimeoutError)
+    if exc.status == 408:  # a body past its deadline (proxy.connection.handler.BodyTimeoutError)
         return ApiError(408, exc.text or "the request body was not received in time", code="request_timeout")
     return ApiError(exc.status, exc.reason, code=None)
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ApiError
 from runtime.api.errors import RuntimeClientError, RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.api.models import ModelConfig
 from runtime.api.output import OutputSpec
 from runtime.api.protocol import (
     ERR_ABORTED,
@@ -30,6 +31,7 @@ from runtime.api.protocol import (
     Done,
     SamplingParams,
 )
+from runtime.api.state import READY, Hello, ModelState
 
 
 class RuntimeStream(Protocol):
@@ -48,9 +50,16 @@ class RuntimeStream(Protocol):
 
 
 class Runtime(Protocol):
-    """What the proxy needs of a runtime daemon (or of several)."""
+    """What the proxy needs of a runtime daemon (or of several). ``hello``, ``load`` and ``unload``
+    are for the model lifecycle's reconciler (``proxy.lifecycle.reconciler.RuntimeControl``)."""
 
-    async def models(self) -> list[dict[str, Any]]: ...
+    async def hello(self) -> Hello: ...
+
+    async def models(self) -> list[ModelState]: ...
+
+    async def load(self, config: ModelConfig, timeout: float = 300.0) -> ModelState: ...
+
+    async def unload(self, name: str) -> None: ...
 
     async def ping(self, timeout: float = 1.0) -> dict[str, Any]: ...
 
@@ -104,9 +113,9 @@ class ModelCatalog:
         if now - self._fetched > (self._ttl if ttl is None else ttl):
             listed = await self._runtime.models()
             self._models = {
-                m["name"]: ModelInfo(m["name"], m["backend"], m["state"], self._created, _context(m))
+                m.name: ModelInfo(m.name, m.backend, m.state, self._created, m.context)
                 for m in listed
-                if m.get("state") == "ready"
+                if m.state == READY
             }
             for name in self._idle() if self._idle is not None else ():
                 self._models.setdefault(name, ModelInfo(name, "", "idle", self._created))
@@ -129,11 +138,6 @@ class ModelCatalog:
         """The model's context length as of the last fetch (None: unknown, e.g. a model not loaded)."""
         info = self._models.get(name)
         return info.context if info is not None else None
-
-
-def _context(model: dict[str, Any]) -> int | None:
-    value = model.get("context")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # Protocol error code -> (HTTP status, OpenAI type, OpenAI code, retry-after seconds or None).

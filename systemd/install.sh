@@ -38,6 +38,9 @@ if [ -z "$DESTDIR" ] && [ -z "$SKIP_PACKAGE" ]; then
     "$PREFIX/.venv/bin/pip" install --quiet --upgrade pip wheel setuptools
     CMAKE_ARGS=$(make -s -C "$SRC" backend-flags BACKEND="$BACKEND" | sed 's/^.*CMAKE_ARGS=//')
     export CMAKE_ARGS
+    # pip builds in the checkout's build/, where setuptools never deletes a module moved away since:
+    # start from an empty one, or an upgrade ships stale modules beside their replacements.
+    rm -rf "$SRC/build"
     "$PREFIX/.venv/bin/pip" install --quiet "$SRC"
 fi
 

@@ -5,18 +5,25 @@ Each model has a :class:`Script`: the pieces of text it produces, an error it re
 queueing (``refuse``), an error it fails with after some pieces (``fail_after``/``failure``), a
 delay between pieces, or ``hang`` (never ends until aborted). Every stream is kept in ``streams``
 so a test can see whether the proxy aborted it.
+
+Like the daemon, it answers ``hello`` (a boot id, its models) and ``load``/``unload``, so the proxy's
+model lifecycle (the reconciler) runs against it as against the real one: a model loaded gets the
+default script, an unloaded one is gone, ``restart()`` forgets everything under a new boot id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.api.errors import RuntimeClientError, RuntimeUnavailableError
+from runtime.api.errors import RuntimeClientError, RuntimeRequestError, RuntimeUnavailableError
+from runtime.api.models import ModelConfig
 from runtime.api.output import OutputSpec
-from runtime.api.protocol import Done, Perf, SamplingParams
+from runtime.api.protocol import ERR_UNKNOWN_MODEL, PROTOCOL_VERSION, Done, Perf, SamplingParams
+from runtime.api.state import READY, Hello, ModelState
 
 
 @dataclass
@@ -71,11 +78,33 @@ class FakeRuntime:
     scripts: dict[str, Script] = field(default_factory=lambda: {"fake": Script()})
     down: bool = False
     streams: list[FakeStream] = field(default_factory=list)
+    loads: list[ModelConfig] = field(default_factory=list)  # every load asked for, in order
+    boot_id: str = field(default_factory=lambda: os.urandom(8).hex())
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
-    async def models(self) -> list[dict[str, Any]]:
+    async def hello(self) -> Hello:
         self._check()
-        return [{"name": name, "backend": "fake", "state": "ready"} for name in self.scripts]
+        return Hello(PROTOCOL_VERSION, "fake", self.boot_id, os.getpid(), 0, tuple(await self.models()))
+
+    async def models(self) -> list[ModelState]:
+        self._check()
+        return [ModelState(name, "fake", READY, path=f"/fake/{name}") for name in self.scripts]
+
+    async def load(self, config: ModelConfig, timeout: float = 300.0) -> ModelState:
+        self._check()
+        self.loads.append(config)
+        self.scripts.setdefault(config.name, Script())
+        return ModelState(config.name, config.backend, READY, path=config.path, params=dict(config.params))
+
+    async def unload(self, name: str) -> None:
+        self._check()
+        if self.scripts.pop(name, None) is None:
+            raise RuntimeRequestError(ERR_UNKNOWN_MODEL, f"model {name!r} is not loaded")
+
+    def restart(self) -> None:
+        """The daemon restarted: no model loaded, a new boot id."""
+        self.scripts.clear()
+        self.boot_id = os.urandom(8).hex()
 
     async def ping(self, timeout: float = 1.0) -> dict[str, Any]:
         self._check()
@@ -91,9 +120,11 @@ class FakeRuntime:
         output: OutputSpec | None = None,
         timeout: float = 300.0,
     ) -> FakeStream:
-        script = (
-            Script(refuse=RuntimeUnavailableError("the fake runtime is down")) if self.down else self.scripts[model]
-        )
+        if self.down:
+            script = Script(refuse=RuntimeUnavailableError("the fake runtime is down"))
+        else:  # as the daemon: a model it does not hold is refused before queueing
+            unknown = RuntimeRequestError(ERR_UNKNOWN_MODEL, f"model {model!r} is not loaded")
+            script = self.scripts.get(model) or Script(refuse=unknown)
         stream = FakeStream(script, params or SamplingParams())
         self.streams.append(stream)
         return stream

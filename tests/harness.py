@@ -71,7 +71,7 @@ async def wait_ready(endpoint: str, models: tuple[str, ...], timeout: float, dae
             if daemon is not None and not daemon.alive():
                 raise RuntimeError(f"daemon exited early:\n{daemon.log_text()}")
             try:
-                states = {m["name"]: m["state"] for m in await client.models()}
+                states = {m.name: m.state for m in await client.models()}
             except Exception:
                 await asyncio.sleep(0.1)
                 continue

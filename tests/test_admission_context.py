@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx2 as httpx
 import openai
@@ -18,15 +17,16 @@ from openai import OpenAI
 
 from proxy.metering.tokens import count_text
 from runtime.api.client import RuntimeClient
+from runtime.api.state import ModelState
 from tests.harness import Daemon, Proxy
 
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # the demo model goes on counting for as long as it may
 
 
-def _smollm2(endpoint: str) -> dict[str, Any]:
-    async def describe() -> dict[str, Any]:
+def _smollm2(endpoint: str) -> ModelState:
+    async def describe() -> ModelState:
         async with RuntimeClient(endpoint) as client:
-            return next(m for m in await client.models() if m["name"] == "smollm2")
+            return next(m for m in await client.models() if m.name == "smollm2")
 
     return asyncio.run(describe())
 
@@ -35,7 +35,7 @@ def test_a_prompt_beyond_the_context_is_refused_before_the_queue(
     proxy: Proxy, shared_daemon: Daemon, openai_client: Callable[..., OpenAI]
 ) -> None:
     """Old code: Open WebUI's 6,593-token "Hello" queued behind other requests and got its 400 after 10-102 s."""
-    assert _smollm2(shared_daemon.endpoint)["context"] == 2048
+    assert _smollm2(shared_daemon.endpoint).context == 2048
     key = proxy.make_key("too-long")
     client = openai_client(proxy.base_url, key)
     busy = openai_client(proxy.base_url, proxy.make_key("occupier"), timeout=180)
@@ -44,7 +44,7 @@ def test_a_prompt_beyond_the_context_is_refused_before_the_queue(
             lambda: busy.completions.create(model="smollm2", prompt=COUNTING, max_tokens=200, temperature=0)
         )
         deadline = time.monotonic() + 30
-        while not _smollm2(shared_daemon.endpoint)["running"]:
+        while not _smollm2(shared_daemon.endpoint).running:
             assert time.monotonic() < deadline and not occupier.done()
             time.sleep(0.05)
         before = _smollm2(shared_daemon.endpoint)
@@ -56,7 +56,7 @@ def test_a_prompt_beyond_the_context_is_refused_before_the_queue(
         occupier.result(180)
     assert err.value.code == "context_length_exceeded" and "2048" in err.value.message
     assert waited < 2.0, f"the refusal took {waited:.1f} s"
-    assert after["running"] and after["served"] == before["served"]  # the daemon never queued it
+    assert after.running and after.served == before.served  # the daemon never queued it
     rows = proxy.query(
         "SELECT status, prompt_tokens, completion_tokens FROM token_usage_events "
         "WHERE api_key_id = (SELECT id FROM api_keys WHERE name = 'too-long')"

@@ -16,7 +16,7 @@ import pytest
 
 from proxy.storage.database import WAL_SIZE_LIMIT, Database, resolve_path
 from proxy.storage.errors import DatabaseClosedError, DatabaseError
-from proxy.storage.migrate import apply_migrations
+from proxy.storage.migrate import MIGRATIONS_DIR, apply_migrations, known_migrations
 from proxy.storage.usage import UsageEvent, record_usage
 from proxy.storage.walcheckpoint import Checkpointer
 
@@ -69,6 +69,22 @@ def test_resolve_path_accepts_sqlite_urls(url: str, expected: Path) -> None:
 def test_resolve_path_refuses_everything_else(url: str) -> None:
     with pytest.raises(ValueError):
         resolve_path(url)
+
+
+def test_the_migrations_are_read_from_the_top_level_folder_of_the_checkout() -> None:
+    """issue 20: the design card's layout puts migrations/ beside proxy/ and runtime/; a checkout (make
+    run, make test) reads them there (tests/test_packaging.py: the installed wheel ships its own)."""
+    assert MIGRATIONS_DIR == REPO / "migrations"
+    assert known_migrations()[0] == "20250101000000_init"
+    assert not (REPO / "proxy" / "storage" / "migrations").exists()
+
+
+def test_an_installation_without_its_migrations_is_refused_by_name(tmp_path: Path) -> None:
+    """Never a database without tables: no SQL files where they should be is a clear error."""
+    with pytest.raises(DatabaseError, match=f"no database migrations in {tmp_path}"):
+        apply_migrations(tmp_path / "app.db", tmp_path)
+    with pytest.raises(DatabaseError, match="the installation is incomplete"):
+        known_migrations(tmp_path)
 
 
 def test_migrations_apply_once_and_leave_a_sound_wal_database(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def runtime_queue(daemon: Daemon) -> int:
 
     async def queued() -> int:
         async with RuntimeClient(daemon.endpoint, connect_wait=0.2) as client:
-            return sum(int(m["queued"]) for m in await client.models())
+            return sum(m.queued for m in await client.models())
 
     return asyncio.run(queued())
 

@@ -89,9 +89,9 @@ async def test_many_clients_with_aborts_get_whole_streams(shared_daemon: Daemon)
         assert results.count("ok") >= 8
         # Abandoned work is aborted, not left running: the daemon drains to idle.
         end = time.monotonic() + 10
-        while (await clients[0].hello())["active"] and time.monotonic() < end:
+        while (await clients[0].hello()).active and time.monotonic() < end:
             await asyncio.sleep(0.05)
-        assert (await clients[0].hello())["active"] == 0
+        assert (await clients[0].hello()).active == 0
     finally:
         for c in clients:
             await c.close()

@@ -180,7 +180,7 @@ async def test_sigkill_mid_stream_then_restart_with_the_same_client(make_daemon:
         _, done = await collect(client, messages=HELLO, params=SamplingParams(max_tokens=3))
         assert done.completion_tokens == 3
         (model,) = await client.models()
-        assert model["served"] == 1, "the request sent while the daemon was down must not run later"
+        assert model.served == 1, "the request sent while the daemon was down must not run later"
 
 
 async def test_bad_loads_get_errors_and_the_daemon_keeps_serving(shared_daemon: Daemon, tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ async def test_bad_loads_get_errors_and_the_daemon_keeps_serving(shared_daemon: 
         assert err.value.code == "unknown_model"
         _pieces, done = await collect(client, messages=HELLO, params=SamplingParams(max_tokens=3))
         assert done.completion_tokens == 3
-        states = {m["name"]: m["state"] for m in await client.models()}
+        states = {m.name: m.state for m in await client.models()}
     assert states["smollm2"] == "ready" and states["truncated"] == "failed"
     assert shared_daemon.alive()
 
@@ -224,7 +224,7 @@ async def test_load_generate_unload_over_the_wire(make_daemon: type[Daemon]) -> 
     async with RuntimeClient(daemon.endpoint) as client:
         assert await client.models() == []
         info = await client.load(ModelConfig("tiny", "llamacpp", str(demo_model_path()), {"n_threads": 2}))
-        assert info["state"] == "ready"
+        assert info.state == "ready" and info.name == "tiny" and info.context
         async with client.generate("tiny", messages=HELLO, params=SamplingParams(max_tokens=4)) as s:
             text = "".join([t async for t in s])
         assert text and s.done is not None and s.done.completion_tokens == 4
@@ -233,7 +233,7 @@ async def test_load_generate_unload_over_the_wire(make_daemon: type[Daemon]) -> 
             await client.unload("tiny")
         assert err.value.code == "unknown_model"
         hello = await client.hello()
-        assert hello["protocol"] == 1
+        assert hello.protocol == 1 and hello.pid == daemon.proc.pid and hello.models == ()
 
 
 async def test_sigterm_aborts_inflight_work_and_exits_zero(make_daemon: type[Daemon]) -> None:
@@ -306,4 +306,4 @@ async def test_quick_requests_leave_nothing_behind(shared_daemon: Daemon) -> Non
         one = SamplingParams(max_tokens=1, temperature=0.0)
         for _ in range(5):
             await asyncio.gather(*(collect(client, prompt="Hi", params=one) for _ in range(10)))
-        assert (await client.hello())["active"] == 0
+        assert (await client.hello()).active == 0

@@ -64,7 +64,7 @@ async def spoken(client: RuntimeClient, text: str, **kw: Any) -> tuple[list[Audi
 
 
 async def model(client: RuntimeClient, name: str) -> dict[str, Any]:
-    return next(m for m in await client.models() if m["name"] == name)
+    return next(m.to_wire() for m in await client.models() if m.name == name)
 
 
 async def program(client: RuntimeClient, scale: float = 1.0) -> int:
@@ -263,7 +263,7 @@ async def test_unload_frees_and_load_again(make_daemon: Any) -> None:
         await client.unload("whisper")
         freed = f"unloading Whisper did not give back 30 MiB of the daemon's {loaded_rss / 2**20:.0f} MiB"
         await _until(lambda: loaded_rss - _rss(daemon.proc.pid) > 30 * 2**20, freed)
-        assert [m["name"] for m in await client.models()] == []
+        assert [m.name for m in await client.models()] == []
         await client.load(parse_model_spec(PIPER_SPEC), timeout=110)
         await client.load(parse_model_spec(WHISPER_SPEC), timeout=110)
         chunks, _ = await spoken(client, SENTENCE)
@@ -324,6 +324,6 @@ async def test_a_voice_piper_cannot_open_fails_its_load_with_pipers_words(
             await client.load(ModelConfig("broken", "piper", str(broken)), timeout=110)
         assert caught.value.code == "load_failed"
         assert "Piper program for en_US-broken-medium.onnx exited" in caught.value.message
-        assert "broken" not in [m["name"] for m in await client.models() if m["state"] != "failed"]
+        assert "broken" not in [m.name for m in await client.models() if m.state != "failed"]
         chunks, _ = await spoken(client, SENTENCE)
     assert chunks and not list(tmp_path.glob("*.wav"))

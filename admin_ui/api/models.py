@@ -141,7 +141,7 @@ async def loaded_models(request: web.Request) -> dict[str, dict[str, Any]]:
     except (RuntimeClientError, OSError, asyncio.TimeoutError) as exc:
         log.debug("model list without the runtime's figures: %s", exc)
         return {}
-    return {str(m.get("name")): m for m in models if isinstance(m, dict)}
+    return {m.name: m.to_wire() for m in models}
 
 
 async def list_models(request: web.Request) -> web.Response:

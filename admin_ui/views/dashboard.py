@@ -35,7 +35,7 @@ async def running_models(request: web.Request) -> dict[str, Any]:
     except Exception as exc:  # any failure of the runtime is shown, not raised
         log.info("runtime unreachable for the dashboard: %s", exc)
         return {"models": [], "error": "the runtime is not reachable"}
-    return {"models": [{"name": m.get("name"), "state": m.get("state")} for m in models], "error": None}
+    return {"models": [{"name": m.name, "state": m.state} for m in models], "error": None}
 
 
 async def live(request: web.Request) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from llmserver.supervision.sdnotify import Notifier
 from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeClientError
 from runtime.api.protocol import SamplingParams
+from runtime.api.state import LOADING, READY
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ class RuntimeSupervisor(threading.Thread):
             except RuntimeClientError:
                 await asyncio.sleep(RETRY_EVERY)
                 continue
-            if not any(m["state"] == "loading" for m in models):
-                return [m["name"] for m in models if m["state"] == "ready"]
+            if not any(m.state == LOADING for m in models):
+                return [m.name for m in models if m.state == READY]
             self._notifier.status("loading models")
             await asyncio.sleep(RETRY_EVERY)
         return None

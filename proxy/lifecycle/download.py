@@ -15,7 +15,8 @@ One model is a list of files of one repository at one revision: named files (a `
 4. Each file's sha256 is checked against the Hub's; a mismatch deletes the blob and fails.
 
 Progress and cancellation ride on the ``tqdm_class`` hook the client offers: every chunk written
-reports the bytes done, and raises :class:`DownloadCancelledError` once a cancel was asked for.
+reports the bytes done, and raises :class:`DownloadCancelledError` once a cancel was asked for
+(:mod:`proxy.lifecycle.progress`); failures are told apart in :mod:`proxy.lifecycle.failure`.
 The endpoint is the client's own (``HF_ENDPOINT``, read by ``huggingface_hub``) unless given.
 """
 
@@ -29,12 +30,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from proxy.lifecycle.cache import cached_files, offline, write_ref
 from proxy.lifecycle.errors import DownloadCancelledError, DownloadError
+from proxy.lifecycle.failure import translate
 from proxy.lifecycle.partial import keep_partial, resume_leftover, sha256_file
-from proxy.lifecycle.redact import redact_urls
+from proxy.lifecycle.progress import progress_bar_class
 
 log = logging.getLogger(__name__)
 
@@ -213,106 +214,6 @@ def verify(path: Path, remote: RemoteFile) -> None:
         f"{remote.name}: the downloaded file does not match the Hub's checksum (size {size}, expected "
         f"{remote.size}); it was deleted: pull again"
     )
-
-
-def progress_bar_class(
-    report: Callable[[int], Any], cancel: threading.Event, show: bool, on_cancel: Callable[[], None] | None = None
-) -> type:
-    """A tqdm-like class for ``huggingface_hub``'s ``tqdm_class``: reports bytes, honours ``cancel``
-    (``on_cancel`` first, to keep the partial file)."""
-
-    class _Bar:
-        def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
-            self.n = initial
-            self._shown: Any = None
-            if show:
-                from tqdm import tqdm
-
-                desc = kwargs.get("desc")
-                self._shown = tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc)
-
-        def __enter__(self) -> _Bar:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.close()
-
-        def update(self, n: int | float | None = 1) -> None:
-            self.n += int(n or 0)
-            if self._shown is not None:
-                self._shown.update(n)
-            report(self.n)
-            if cancel.is_set():
-                if on_cancel is not None:
-                    on_cancel()
-                raise DownloadCancelledError("the download was cancelled")
-
-        def close(self) -> None:
-            if self._shown is not None:
-                self._shown.close()
-                self._shown = None
-
-        def set_postfix_str(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def set_description(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-    return _Bar
-
-
-def translate(
-    exc: BaseException,
-    repo: str,
-    revision: str | None,
-    token: str | None,
-    endpoint: str,
-    filename: str | None = None,
-) -> DownloadError:
-    """One clear message per way a download fails; never the token."""
-    from huggingface_hub import errors
-
-    at = f" at revision {revision}" if revision else ""
-    what = f"{repo}/{filename}" if filename else repo
-    if isinstance(exc, errors.GatedRepoError):
-        if token:
-            return DownloadError(
-                f"{repo} is a gated repository and the token has no access to it: accept its conditions on "
-                "the Hub with the account that owns the token"
-            )
-        return DownloadError(
-            f"{repo} is a gated repository: it needs a Hugging Face token of an account that accepted its "
-            "conditions (add one with `llmserver vault add` or the admin console, then choose it for the model)"
-        )
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return DownloadError(f"{repo} has no revision {revision!r}")
-    if isinstance(exc, errors.EntryNotFoundError) and not isinstance(exc, errors.LocalEntryNotFoundError):
-        return DownloadError(f"{what} does not exist{at}")
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        extra = " or the token has no access to it" if token else " (or it is private: choose a token for it)"
-        return DownloadError(f"the repository {repo} was not found{extra}")
-    if isinstance(exc, errors.HfHubHTTPError) and exc.response is not None and exc.response.status_code == 401:
-        return DownloadError(f"the Hub refused the Hugging Face token for {repo}: it is invalid or expired")
-    if isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, ConnectionError)) or _is_network(
-        exc
-    ):
-        return DownloadError(
-            f"cannot reach the Hugging Face Hub at {endpoint} to fetch {what} (no network?). Set HF_HUB_OFFLINE=1 "
-            "to use files already in LLMSERVER_HF_CACHE, or register the model with a local path (--path)"
-        )
-    if isinstance(exc, OSError) and exc.errno == 28:
-        return DownloadError(f"the disk is full while downloading {what}: free some space and pull again")
-    return DownloadError(f"downloading {what} failed: {type(exc).__name__}: {redact_urls(_first_line(exc))}")
-
-
-def _is_network(exc: BaseException) -> bool:
-    import httpx2
-
-    return isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def _fetched(paths: list[Path], commit: str, names: list[str], patterns: Sequence[str], sha: str | None) -> Fetched:

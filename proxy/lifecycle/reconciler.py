@@ -41,6 +41,7 @@ from proxy.storage.errors import ModelNotFoundError, StorageError, ValidationErr
 from proxy.storage.models import ModelRecord, ModelStore, check_model_name
 from runtime.api.errors import RuntimeClientError, RuntimeRequestError
 from runtime.api.models import ModelConfig
+from runtime.api.state import FAILED, LOADING, READY, Hello, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,11 @@ LOAD_TIMEOUT = 600.0
 class RuntimeControl(Protocol):
     """What the reconciler needs of the runtime client."""
 
-    async def hello(self) -> dict[str, Any]: ...
+    async def hello(self) -> Hello: ...
 
-    async def load(self, config: ModelConfig, timeout: float = 300.0) -> dict[str, Any]: ...
+    async def load(self, config: ModelConfig, timeout: float = 300.0) -> ModelState: ...
 
-    async def unload(self, name: str) -> dict[str, Any]: ...
+    async def unload(self, name: str) -> None: ...
 
 
 class Reconciler:
@@ -106,8 +107,8 @@ class Reconciler:
             except RuntimeClientError as exc:
                 log.debug("runtime not reachable: %s", exc)
                 return
-            self._note_boot(str(hello.get("boot_id", "")))
-            loaded = {m["name"]: m for m in hello.get("models", [])}
+            self._note_boot(hello.boot_id)
+            loaded = {m.name: m for m in hello.models}
             records = await self.store.list()
             await self._unload_removed(loaded, {r.name for r in records})
             await self._adopt(loaded)
@@ -124,7 +125,7 @@ class Reconciler:
             self._restarted = True
         self._boot_id = boot_id
 
-    async def _adopt(self, loaded: dict[str, dict[str, Any]]) -> None:
+    async def _adopt(self, loaded: dict[str, ModelState]) -> None:
         """Register models the runtime holds that the registry does not know (``--model``)."""
         for name, info in loaded.items():
             if await self.store.find(name) is not None:
@@ -137,10 +138,10 @@ class Reconciler:
             with contextlib.suppress(ValidationError):  # another process registered it just now
                 await self.store.create(
                     name,
-                    kind=str(info.get("kind", "llm")),
-                    backend=str(info.get("backend", "llamacpp")),
-                    local_path=str(info.get("path", "")) or None,
-                    params=dict(info.get("params") or {}),
+                    kind=info.kind,
+                    backend=info.backend or "llamacpp",
+                    local_path=info.path or None,
+                    params=dict(info.params),
                     desired_state="running",
                     actual_state=_actual(info),
                     download_state="local",
@@ -148,7 +149,7 @@ class Reconciler:
                 )
                 log.info("model %s (started by the runtime's --model) registered", name)
 
-    async def _converge_one(self, record: ModelRecord, info: dict[str, Any] | None) -> None:
+    async def _converge_one(self, record: ModelRecord, info: ModelState | None) -> None:
         """One model's step; whatever goes wrong with it is logged and the pass goes on to the next
         (a bad row must not stop the reconciler for every model, issue 19)."""
         if record.invalid:
@@ -168,7 +169,7 @@ class Reconciler:
         except Exception:
             log.exception("reconciling model %s failed", record.name)
 
-    async def _converge(self, record: ModelRecord, info: dict[str, Any] | None) -> None:
+    async def _converge(self, record: ModelRecord, info: ModelState | None) -> None:
         name = record.name
         if record.kind != "llm" and record.backend not in LOCAL_SPEECH_BACKENDS:
             want = "running" if record.desired_state == "running" else "stopped"
@@ -180,7 +181,7 @@ class Reconciler:
                 await self._unload(name)
             await self._set(record, actual_state="stopped")
             return
-        if info is not None and info.get("state") in ("ready", "loading"):
+        if info is not None and info.state in (READY, LOADING):
             self._idle.discard(name)
             if _params_changed(record, info):
                 await self._reload(record, info)
@@ -193,7 +194,7 @@ class Reconciler:
             return
         self._start_load(record)
 
-    async def _running(self, record: ModelRecord, info: dict[str, Any]) -> None:
+    async def _running(self, record: ModelRecord, info: ModelState) -> None:
         state = _actual(info)
         if state == "running":
             await self._set(record, actual_state="running", error=None, failures=0, retry_at=None)
@@ -201,19 +202,19 @@ class Reconciler:
         else:
             await self._set(record, actual_state=state)
 
-    async def _reload(self, record: ModelRecord, info: dict[str, Any]) -> None:
+    async def _reload(self, record: ModelRecord, info: ModelState) -> None:
         """The model's parameters were changed (the console's edit page, ``models set``): load it again
         with them once it has nothing queued or running (issue 19)."""
-        if info.get("queued") or info.get("running") or record.name in self._loads:
+        if info.busy or record.name in self._loads:
             return
         log.info("model %s: its parameters changed; loading it again with them", record.name)
         await self._unload(record.name)
         self._start_load(record)
 
-    async def _maybe_idle(self, record: ModelRecord, info: dict[str, Any]) -> None:
+    async def _maybe_idle(self, record: ModelRecord, info: ModelState) -> None:
         if record.keep_alive is None:
             return
-        if info.get("queued") or info.get("running"):  # busy now: the keep-alive counts from its end
+        if info.busy:  # busy now: the keep-alive counts from its end
             self._used[record.name] = time.monotonic()
             return
         last = self._used.setdefault(record.name, time.monotonic())
@@ -224,7 +225,7 @@ class Reconciler:
         await self._unload(record.name)
         await self._set(record, actual_state="idle")
 
-    async def _unload_removed(self, loaded: dict[str, dict[str, Any]], registered: set[str]) -> None:
+    async def _unload_removed(self, loaded: dict[str, ModelState], registered: set[str]) -> None:
         """A model removed from the registry since the last pass is unloaded (and not adopted again)."""
         for name in list(loaded):
             if name in self._known and name not in registered and name not in self._loads:
@@ -309,11 +310,10 @@ class Reconciler:
         return loaded
 
 
-def _params_changed(record: ModelRecord, info: dict[str, Any]) -> bool:
+def _params_changed(record: ModelRecord, info: ModelState) -> bool:
     """Whether the runtime holds the model loaded with other parameters than its row's."""
-    held = info.get("params")
-    return info.get("state") == "ready" and isinstance(held, dict) and held != dict(record.params)
+    return info.state == READY and info.params != dict(record.params)
 
 
-def _actual(info: dict[str, Any]) -> str:
-    return {"ready": "running", "loading": "loading", "failed": "failed"}.get(str(info.get("state")), "stopped")
+def _actual(info: ModelState) -> str:
+    return {READY: "running", LOADING: "loading", FAILED: "failed"}.get(info.state, "stopped")

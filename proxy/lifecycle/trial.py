@@ -22,6 +22,7 @@ from proxy.lifecycle.status import unfit
 from proxy.storage.models import ModelRecord
 from runtime.api.errors import RuntimeClientError, RuntimeRequestError
 from runtime.api.protocol import Done, SamplingParams
+from runtime.api.state import ModelState
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Generator(Protocol):
 class ModelRuntime(Generator, Protocol):
     """The runtime as the console sees it: its models (with state and memory) and a generation."""
 
-    async def models(self) -> list[dict[str, Any]]: ...
+    async def models(self) -> list[ModelState]: ...
 
 
 class TrialError(LifecycleError):

@@ -27,6 +27,7 @@ from proxy.metering.tokens import count_text, encoding
 from proxy.upstream import Runtime
 from runtime.api.errors import RuntimeClientError
 from runtime.api.protocol import SamplingParams
+from runtime.api.state import LOADING, READY
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,11 @@ class Warmup:
                 log.debug("warm-up: the runtime did not answer (%s); retrying", exc)
                 await asyncio.sleep(RETRY_EVERY)
                 continue
-            if any(m.get("state") == "loading" for m in models):
+            if any(m.state == LOADING for m in models):
                 self.state = "pending: a model is still loading"
                 await asyncio.sleep(RETRY_EVERY)
                 continue
-            return [str(m["name"]) for m in models if m.get("state") == "ready"]
+            return [m.name for m in models if m.state == READY]
 
     async def _warm(self, model: str) -> None:
         self.state = f"pending: warming up {model}"

@@ -18,7 +18,7 @@ that finds the file locked past the busy timeout is tried again until :data:`WRI
 have passed (so a lock held 8 s by another program delays writes, it does not lose them); after
 that, and for a full disk, the jobs fail with :class:`DatabaseBusyError` (``temporary``: the proxy
 answers 503 with ``retry-after``). Such an incident is logged when it starts and when writes work
-again, not once per failed job (:class:`Incident`).
+again, not once per failed job (:class:`~proxy.storage.faults.Incident`).
 
 Checkpoints: the writer never checkpoints the WAL itself (``wal_autocheckpoint = 0``), so no commit
 pays for copying the WAL into the database file; a :class:`~proxy.storage.walcheckpoint.Checkpointer` thread
@@ -30,18 +30,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.storage.errors import DatabaseBusyError, DatabaseClosedError, DatabaseError, StorageError
+from proxy.storage.errors import DatabaseClosedError, DatabaseError, StorageError
+from proxy.storage.faults import Incident, disk_full, is_temporary, translate
+from proxy.storage.jobs import WriteJob, WriterStats, deliver, deliver_results
 from proxy.storage.migrate import BUSY_TIMEOUT_MS, apply_migrations
 from proxy.storage.owed import Owed
 from proxy.storage.walcheckpoint import Checkpointer
@@ -49,13 +49,9 @@ from proxy.storage.walcheckpoint import Checkpointer
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], Any]
-_Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 WRITE_RETRY_SECONDS = 30.0  # how long the writer keeps trying to get a lock another process holds
-_TEMPORARY_CODES = {5, 6, 13}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL
-DISK_FULL_BYTES = 256 * 1024
 # An oversized WAL (after a burst, or readers that held it) is cut back to this when it starts over.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
@@ -94,91 +90,6 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "NORMAL") 
     return conn
 
 
-def is_temporary(exc: sqlite3.Error, path: Path | None = None) -> bool:
-    """A full disk or a lock held elsewhere (``sqlite_errorcode`` on 3.11+, the message on 3.10).
-
-    SQLite reports some writes that fail for lack of space (the WAL, its index) as a plain I/O
-    error; with ``path`` such an error counts as "full" when its filesystem has no space left.
-    """
-    code = getattr(exc, "sqlite_errorcode", None)
-    text = str(exc).lower()
-    if code is not None and (code & 0xFF) in _TEMPORARY_CODES:
-        return True
-    if code is None and ("is full" in text or "locked" in text):
-        return True
-    return path is not None and "i/o error" in text and disk_full(path)
-
-
-def disk_full(path: Path) -> bool:
-    """Whether the filesystem holding ``path`` has (almost) no space left for unprivileged writes."""
-    try:
-        stats = os.statvfs(path.parent)
-    except OSError:
-        return False
-    return stats.f_bavail * stats.f_frsize < DISK_FULL_BYTES
-
-
-def translate(exc: sqlite3.Error, what: str, path: Path | None = None) -> DatabaseError:
-    """The storage error for a sqlite error: :class:`DatabaseBusyError` when it is temporary."""
-    temporary = is_temporary(exc, path)
-    if temporary and path is not None and disk_full(path):
-        what = f"{what} (the disk holding {path} is full)"
-    error = (DatabaseBusyError if temporary else DatabaseError)(f"{what}: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-class Incident:
-    """Logs a run of temporary failures (disk full, locked) once when it starts and once when it ends.
-
-    On a nearly full disk some transactions still fit and others do not; the incident ends only at
-    the first success :data:`QUIET` seconds after the last failure, so a flapping disk is one incident.
-    """
-
-    QUIET = 10.0
-    RECENT = 3.0  # a write failed this recently: the database counts as not writable (Database.unwritable)
-
-    def __init__(self) -> None:
-        self.failures = 0
-        self._last_failure = 0.0
-        self._failing = False  # the last write failed
-
-    def failing(self) -> bool:
-        """Whether a write failed in the last :data:`RECENT` seconds and none has worked since."""
-        return self._failing and time.monotonic() - self._last_failure < self.RECENT
-
-    def failed(self, exc: BaseException) -> None:
-        if self.failures == 0:
-            log.error("the database cannot be written (%s); requests answer 503 until it can", exc)
-        self.failures += 1
-        self._last_failure = time.monotonic()
-        self._failing = True
-
-    def recovered(self) -> None:
-        self._failing = False
-        if self.failures and time.monotonic() - self._last_failure >= self.QUIET:
-            log.warning("the database is writable again (%d write(s) failed meanwhile)", self.failures)
-            self.failures = 0
-
-
-@dataclass
-class WriterStats:
-    """Counters kept by the writer thread (read them for metrics and tests)."""
-
-    transactions: int = 0
-    jobs: int = 0
-    failed_jobs: int = 0
-    failed_transactions: int = 0
-
-
-@dataclass
-class _Job:
-    fn: WriteFn
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    delivered: bool = False
-
-
 class Database:
     """One writer thread with the only write connection, a checkpoint thread, a few reader threads."""
 
@@ -199,7 +110,7 @@ class Database:
         self._synchronous = synchronous
         self._max_batch = max_batch
         self._reader_count = readers
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: stop
+        self._queue: queue.SimpleQueue[WriteJob | None] = queue.SimpleQueue()  # None: stop
         self._writer: threading.Thread | None = None
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_conns: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
@@ -295,7 +206,7 @@ class Database:
             raise DatabaseClosedError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, future, loop))
+        self._queue.put(WriteJob(fn, future, loop))
         return future
 
     async def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -335,9 +246,9 @@ class Database:
         finally:
             conn.close()
 
-    def _next_batch(self) -> tuple[list[_Job], bool]:
+    def _next_batch(self) -> tuple[list[WriteJob], bool]:
         """Block for one item, then take whatever else is queued (up to ``max_batch``)."""
-        batch: list[_Job] = []
+        batch: list[WriteJob] = []
         item = self._queue.get()
         while item is not None:
             batch.append(item)
@@ -349,7 +260,7 @@ class Database:
                 return batch, False
         return batch, True
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[WriteJob]) -> None:
         """One transaction for ``batch``; it waits while the checkpoint thread holds writes off."""
         self.checkpointer.begin_write()
         try:
@@ -370,8 +281,8 @@ class Database:
                 log.debug("database locked by another process; trying again")
                 time.sleep(0.05)
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        done: list[tuple[_Job, Any]] = []
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[WriteJob]) -> None:
+        done: list[tuple[WriteJob, Any]] = []
         try:
             self._begin(conn)
             for job in batch:
@@ -386,9 +297,9 @@ class Database:
         self.stats.jobs += len(done)
         if len(done) == len(batch):
             self.incident.recovered()
-        _deliver_results(done)
+        deliver_results(done)
 
-    def _fail_batch(self, conn: sqlite3.Connection, batch: list[_Job], exc: Exception) -> None:
+    def _fail_batch(self, conn: sqlite3.Connection, batch: list[WriteJob], exc: Exception) -> None:
         """The transaction itself failed: roll back and fail every job not already answered."""
         temporary = isinstance(exc, sqlite3.Error) and is_temporary(exc, self.path)
         if temporary:
@@ -409,9 +320,9 @@ class Database:
         for job in batch:
             if not job.delivered:
                 self.stats.failed_jobs += 1
-                _deliver(job, None, error)
+                deliver(job, None, error)
 
-    def _run_job(self, conn: sqlite3.Connection, job: _Job) -> tuple[bool, Any]:
+    def _run_job(self, conn: sqlite3.Connection, job: WriteJob) -> tuple[bool, Any]:
         """Run one job in a savepoint; deliver its failure at once, return (ok, value)."""
         conn.execute("SAVEPOINT job")
         try:
@@ -427,40 +338,7 @@ class Database:
                 self.incident.failed(exc)
             else:
                 log.warning("write job failed: %s", exc, exc_info=not isinstance(exc, StorageError))
-            _deliver(job, None, error)
+            deliver(job, None, error)
             return False, None
         conn.execute("RELEASE job")
         return True, value
-
-
-def _deliver(job: _Job, value: Any, error: BaseException | None) -> None:
-    """Answer one job on its event loop."""
-    job.delivered = True
-    _settle_on(job.loop, [(job.future, value, error)])
-
-
-def _deliver_results(done: list[tuple[_Job, Any]]) -> None:
-    """Answer committed jobs: one wake-up per event loop, not one per job."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
-    for job, value in done:
-        job.delivered = True
-        by_loop.setdefault(job.loop, []).append((job.future, value, None))
-    for loop, results in by_loop.items():
-        _settle_on(loop, results)
-
-
-def _settle_on(loop: asyncio.AbstractEventLoop, results: list[_Result]) -> None:
-    try:
-        loop.call_soon_threadsafe(_settle, results)
-    except RuntimeError:  # the caller's loop is closed; nobody is waiting any more
-        log.debug("results of %d write jobs dropped: their event loop is closed", len(results))
-
-
-def _settle(results: list[_Result]) -> None:
-    for future, value, error in results:
-        if future.done():  # the caller was cancelled; the write happened anyway
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)

@@ -5,11 +5,17 @@ the file 0600 before SQLite opens it (SQLite gives the WAL and shared-memory fil
 file's mode). Existing ones are tightened, with a warning, since they were most likely created by
 an older version: the files to 0600, the directory by removing access for "other" (a group given to
 it on purpose, as systemd's ``StateDirectoryMode=0750``, is kept).
+
+The SQL files live in the repository's top-level ``migrations/`` folder (the design card's layout).
+A checkout (``make run``, ``make test``, an editable install) reads them there; the wheel ships them
+as data files in ``<prefix>/share/llmserver/migrations``, found through the installed distribution's
+file list, so a ``--user`` or ``--prefix`` install finds them as well as a venv.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import logging
 import os
 import shutil
@@ -23,12 +29,30 @@ from proxy.storage.errors import DatabaseBusyError, DatabaseError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"  # shipped inside the package
 BUSY_TIMEOUT_MS = 5000
+
+
+def find_migrations_dir() -> Path:
+    """The folder of the SQL migrations: the checkout's ``migrations/``, else the installed wheel's."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "setup.cfg").is_file() and (root / "migrations").is_dir():
+        return root / "migrations"
+    try:
+        files = importlib.metadata.distribution("llmserver").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.parts[-3:-1] == ("llmserver", "migrations") and file.suffix == ".sql":
+            return Path(str(file.locate())).resolve().parent
+    return root / "migrations"  # missing: applying or listing them says so
+
+
+MIGRATIONS_DIR = find_migrations_dir()
 
 
 def apply_migrations(path: Path, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     """Create the file if needed, switch it to WAL and apply pending migrations; their ids."""
+    _check_present(migrations_dir)
     try:
         make_private(path)
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
@@ -48,6 +72,12 @@ def apply_migrations(path: Path, migrations_dir: Path = MIGRATIONS_DIR) -> list[
     if applied:
         log.info("applied migrations %s to %s", ", ".join(applied), path)
     return applied
+
+
+def _check_present(migrations_dir: Path) -> None:
+    """A broken install (no SQL files where they should be) stops here, not as a database without tables."""
+    if not any(migrations_dir.glob("*.sql")):
+        raise DatabaseError(f"no database migrations in {migrations_dir}: the installation is incomplete")
 
 
 def make_private(path: Path) -> None:
@@ -100,6 +130,7 @@ def _no_space(path: Path) -> bool:
 
 def known_migrations(migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     """The ids of the migrations this code ships, in order."""
+    _check_present(migrations_dir)
     return sorted(path.stem for path in migrations_dir.glob("*.sql"))
 
 

@@ -14,6 +14,9 @@ Usage::
             async for text in stream:
                 ...
         print(stream.done.completion_tokens)
+
+The stream is :class:`runtime.api.stream.GenerateStream`; each request's replies wait in an
+:class:`runtime.api.inbox.Inbox`.
 """
 
 from __future__ import annotations
@@ -23,33 +26,21 @@ import itertools
 import logging
 import os
 import time
-from collections import deque
-from types import TracebackType
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from runtime.api.errors import RuntimeRequestError, RuntimeTimeoutError, RuntimeUnavailableError
+from runtime.api.errors import RuntimeUnavailableError
+from runtime.api.inbox import GONE, Inbox, as_error
 from runtime.api.models import ModelConfig
 from runtime.api.output import OutputSpec, output_to_wire
-from runtime.api.protocol import (
-    Done,
-    ProtocolError,
-    Reply,
-    Request,
-    SamplingParams,
-    decode_reply,
-    done_from_body,
-    encode_request,
-    params_to_wire,
-)
+from runtime.api.protocol import ProtocolError, Request, SamplingParams, decode_reply, encode_request, params_to_wire
+from runtime.api.state import Hello, ModelState
+from runtime.api.stream import GenerateStream
 from runtime.api.transport import readable
 
 log = logging.getLogger(__name__)
-
-_GONE = Reply("", "_gone")
-_GRACE = 1.0
 
 
 class RuntimeClient:
@@ -67,7 +58,7 @@ class RuntimeClient:
         self._heartbeat_ms = heartbeat_ms
         self._ids = itertools.count()
         self._prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
-        self._pending: dict[str, _Inbox] = {}
+        self._pending: dict[str, Inbox] = {}
         self._connected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -158,11 +149,12 @@ class RuntimeClient:
 
     def _fail_all(self) -> None:
         for inbox in self._pending.values():
-            inbox.put(_GONE)
+            inbox.put(GONE)
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
+        """A request id no other request of this client has."""
         return f"{self._prefix}{next(self._ids)}"
 
     async def _send(self, req: Request) -> None:
@@ -192,36 +184,51 @@ class RuntimeClient:
         finally:
             self._drain()
 
+    async def open(self, req: Request) -> Inbox:
+        """Register the inbox of ``req``, then send it (so no reply can arrive before its inbox)."""
+        inbox = self._pending[req.id] = Inbox(req.deadline, req.op)
+        try:
+            await self._send(req)
+        except BaseException:
+            self.release(req.id)
+            raise
+        return inbox
+
+    def release(self, rid: str) -> None:
+        """Forget the request ``rid`` and stop its deadline timer."""
+        inbox = self._pending.pop(rid, None)
+        if inbox is not None:
+            inbox.close()
+
     async def call(self, op: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Send one request and wait for its ``result``."""
         timeout = self.timeout if timeout is None else timeout
-        req = Request(self._new_id(), op, time.time() + timeout, body or {})
-        inbox = _Inbox(req.deadline, op)
-        self._pending[req.id] = inbox
+        req = Request(self.new_id(), op, time.time() + timeout, body or {})
+        inbox = await self.open(req)
         try:
-            await self._send(req)
             reply = await inbox.get()
         finally:
-            self._pending.pop(req.id, None)
-            inbox.close()
+            self.release(req.id)
         if reply.type == "result":
             return reply.body
-        raise _as_error(reply)
+        raise as_error(reply)
 
     async def ping(self, timeout: float = 1.0) -> dict[str, Any]:
         return await self.call("ping", timeout=timeout)
 
-    async def hello(self) -> dict[str, Any]:
-        return await self.call("hello")
+    async def hello(self) -> Hello:
+        return Hello.from_wire(await self.call("hello"))
 
-    async def models(self) -> list[dict[str, Any]]:
-        return list((await self.call("models"))["models"])
+    async def models(self) -> list[ModelState]:
+        return [ModelState.from_wire(m) for m in (await self.call("models"))["models"]]
 
-    async def load(self, config: ModelConfig, timeout: float = 300.0) -> dict[str, Any]:
-        return await self.call("load", config.to_wire(), timeout=timeout)
+    async def load(self, config: ModelConfig, timeout: float = 300.0) -> ModelState:
+        """Load ``config``'s model; its state once ready (a failed load raises the daemon's error)."""
+        return ModelState.from_wire(await self.call("load", config.to_wire(), timeout=timeout))
 
-    async def unload(self, name: str) -> dict[str, Any]:
-        return await self.call("unload", {"name": name})
+    async def unload(self, name: str) -> None:
+        """Start unloading ``name`` (its queued requests fail; the daemon lists it as unloading)."""
+        await self.call("unload", {"name": name})
 
     def generate(
         self,
@@ -240,7 +247,7 @@ class RuntimeClient:
             body["messages"] = messages
         if prompt is not None:
             body["prompt"] = prompt
-        req = Request(self._new_id(), "generate", time.time() + timeout, body)
+        req = Request(self.new_id(), "generate", time.time() + timeout, body)
         return GenerateStream(self, req)
 
     async def embed(self, model: str, inputs: list[str], timeout: float = 300.0) -> dict[str, Any]:
@@ -255,166 +262,8 @@ class RuntimeClient:
         return str((await self.call("detokenize", {"model": model, "tokens": tokens}))["content"])
 
     async def abort(self, rid: str) -> None:
-        req = Request(self._new_id(), "abort", time.time() + 5, {"target": rid})
+        req = Request(self.new_id(), "abort", time.time() + 5, {"target": rid})
         try:
             await self._send(req)
         except RuntimeUnavailableError:
             pass  # the daemon is gone, so is the work
-
-
-class GenerateStream:
-    """One streamed generation: ``async for text in stream``; then ``stream.done``.
-
-    Leaving ``async with`` (or calling ``aclose``) before the end aborts the work on
-    the daemon; so does cancelling the task that iterates.
-    """
-
-    def __init__(self, client: RuntimeClient, req: Request) -> None:
-        self._client, self._req = client, req
-        self._inbox: _Inbox | None = None
-        self._started = False
-        self._finished = False
-        self._peeked: list[Reply] = []
-        self.position: int | None = None
-        self.done: Done | None = None
-        self.error: RuntimeRequestError | None = None
-
-    @property
-    def id(self) -> str:
-        return self._req.id
-
-    async def __aenter__(self) -> GenerateStream:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self._inbox = _Inbox(self._req.deadline, "generate")
-        self._client._pending[self._req.id] = self._inbox
-        try:
-            await self._client._send(self._req)
-        except BaseException:
-            self._finish()
-            raise
-
-    async def admitted(self) -> int:
-        """Wait until the daemon has queued the request; its queue position.
-
-        Raises the daemon's refusal (busy, unknown model...) before any text is read.
-        """
-        await self.start()
-        while self.position is None:
-            reply = await self._next_reply()
-            if reply.type == "accepted":
-                self.position = int(reply.body.get("position", 0))
-            elif reply.type == "error":
-                self._finish()
-                self.error = _as_error(reply)
-                raise self.error
-            else:
-                self._peeked.append(reply)
-                break
-        return self.position or 0
-
-    async def _next_reply(self) -> Reply:
-        if self._peeked:
-            return self._peeked.pop(0)
-        assert self._inbox is not None
-        try:
-            return await self._inbox.get()
-        except BaseException:
-            await self.aclose()
-            raise
-
-    def __aiter__(self) -> GenerateStream:
-        return self
-
-    async def __anext__(self) -> str:
-        if not self._started:
-            await self.start()
-        while not self._finished or self._peeked:
-            reply = await self._next_reply()
-            if reply.type == "delta":
-                return str(reply.body.get("text", ""))
-            if reply.type == "accepted":
-                self.position = int(reply.body.get("position", 0))
-                continue
-            self._finish()
-            if reply.type == "done":
-                self.done = done_from_body(reply.body)
-                break
-            self.error = _as_error(reply)
-            raise self.error
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        if self._started and not self._finished:
-            self._finish()
-            await self._client.abort(self._req.id)
-
-    def _finish(self) -> None:
-        self._finished = True
-        self._client._pending.pop(self._req.id, None)
-        if self._inbox is not None:
-            self._inbox.close()
-
-
-class _Inbox:
-    """The replies of one request as they arrive, and the one task waiting for them.
-
-    The deadline is one timer per request (plus a grace, so the daemon's own deadline
-    error arrives first), not a timeout per reply.
-    """
-
-    __slots__ = ("_expired", "_items", "_op", "_timer", "_waiter")
-
-    def __init__(self, deadline: float, op: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._items: deque[Reply] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._op, self._expired = op, False
-        self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.time()) + _GRACE, self._expire)
-
-    def put(self, reply: Reply) -> None:
-        self._items.append(reply)
-        self._wake()
-
-    def _expire(self) -> None:
-        self._expired = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> Reply:
-        while not self._items:
-            if self._expired:
-                raise RuntimeTimeoutError(f"runtime gave no answer to {self._op} before its deadline")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        reply = self._items.popleft()
-        if reply is _GONE:
-            raise RuntimeUnavailableError("the runtime daemon went away during the request")
-        return reply
-
-    def close(self) -> None:
-        self._timer.cancel()
-
-
-def _as_error(reply: Reply) -> RuntimeRequestError:
-    body = dict(reply.body)
-    code = str(body.pop("code", "error"))
-    message = str(body.pop("message", "runtime error"))
-    return RuntimeRequestError(code, message, body)

@@ -21,8 +21,9 @@ from types import TracebackType
 from typing import Any
 
 from runtime.api.audio import AudioChunk, SpeakSpec, TranscribeSpec, chunk_from_body, speak_to_wire, transcribe_to_wire
-from runtime.api.client import RuntimeClient, _as_error, _Inbox
+from runtime.api.client import RuntimeClient
 from runtime.api.errors import RuntimeRequestError
+from runtime.api.inbox import Inbox, as_error
 from runtime.api.protocol import Reply, Request
 
 
@@ -37,7 +38,7 @@ def speak(
 ) -> SpeechStream:
     """Start synthesising ``text``: the stream yields one :class:`AudioChunk` per sentence."""
     body = speak_to_wire(SpeakSpec(model, text, voice, speed))
-    return SpeechStream(client, Request(client._new_id(), "speak", time.time() + timeout, body))
+    return SpeechStream(client, Request(client.new_id(), "speak", time.time() + timeout, body))
 
 
 async def transcribe(
@@ -46,22 +47,19 @@ async def transcribe(
     """The transcript of ``audio`` (a whole file in any common format): text, language, duration,
     segments. ``options``: ``language``, ``prompt``, ``temperature``, ``word_timestamps``, ``task``."""
     spec = replace(TranscribeSpec(model, audio), **options)
-    req = Request(client._new_id(), "transcribe", time.time() + timeout, transcribe_to_wire(spec), audio)
-    inbox = _Inbox(req.deadline, "transcribe")
-    client._pending[req.id] = inbox
+    req = Request(client.new_id(), "transcribe", time.time() + timeout, transcribe_to_wire(spec), audio)
+    inbox = await client.open(req)
     finished = False
     try:
-        await client._send(req)
         reply = await inbox.get()
         finished = True
     finally:
-        client._pending.pop(req.id, None)
-        inbox.close()
+        client.release(req.id)
         if not finished:
             await client.abort(req.id)  # cancelled or timed out: the daemon stops the work
     if reply.type == "result":
         return reply.body
-    raise _as_error(reply)
+    raise as_error(reply)
 
 
 class SpeechStream:
@@ -69,7 +67,7 @@ class SpeechStream:
 
     def __init__(self, client: RuntimeClient, req: Request) -> None:
         self._client, self._req = client, req
-        self._inbox: _Inbox | None = None
+        self._inbox: Inbox | None = None
         self._finished = False
         self._peeked: list[Reply] = []
         self.position: int | None = None
@@ -92,12 +90,10 @@ class SpeechStream:
     async def start(self) -> None:
         if self._inbox is not None:
             return
-        self._inbox = _Inbox(self._req.deadline, "speak")
-        self._client._pending[self._req.id] = self._inbox
         try:
-            await self._client._send(self._req)
+            self._inbox = await self._client.open(self._req)
         except BaseException:
-            self._finish()
+            self._finished = True
             raise
 
     async def admitted(self) -> int:
@@ -110,7 +106,7 @@ class SpeechStream:
                 self.position = int(reply.body.get("position", 0))
             elif reply.type == "error":
                 self._finish()
-                self.error = _as_error(reply)
+                self.error = as_error(reply)
                 raise self.error
             else:
                 self._peeked.append(reply)
@@ -143,7 +139,7 @@ class SpeechStream:
             if reply.type == "done":
                 self.done = reply.body
                 break
-            self.error = _as_error(reply)
+            self.error = as_error(reply)
             raise self.error
         raise StopAsyncIteration
 
@@ -154,6 +150,4 @@ class SpeechStream:
 
     def _finish(self) -> None:
         self._finished = True
-        self._client._pending.pop(self._req.id, None)
-        if self._inbox is not None:
-            self._inbox.close()
+        self._client.release(self._req.id)

@@ -32,6 +32,7 @@ from runtime.api.protocol import (
     Perf,
     done_to_body,
 )
+from runtime.api.state import ModelState
 from runtime.backends.base import BACKEND_KINDS, Backend, BackendError, Outcome, create_backend
 from runtime.daemon.errors import BusyError
 from runtime.daemon.job import Job, Outbox, err
@@ -254,24 +255,25 @@ class ModelWorker:
         self._outbox.end(job.identity, job.rid, "done", done_to_body(done), rest)
 
     def describe(self) -> dict[str, Any]:
+        """This model as the ``models`` and ``hello`` answers carry it (:class:`ModelState` on the wire)."""
         backend = self._backend  # once: an unload sets it to None on the worker's thread
-        return {
-            "name": self.config.name,
-            "backend": self.config.backend,
-            "kind": BACKEND_KINDS.get(self.config.backend, "llm"),
-            "path": self.config.path,
-            "params": self.config.params,
-            "state": self.state,
-            "error": self.error,
-            "queued": len(self._queue),
-            "queue_depth": self._options.depth,
-            "running": self.running is not None,
-            "served": self.served,
-            "warm_ms": None if self.warm_ms is None else round(self.warm_ms, 1),
-            "context": backend.context_length() if backend is not None else None,
-            "memory_bytes": self._memory(backend),
-            **(backend.info() if backend is not None else {}),
-        }
+        return ModelState(
+            name=self.config.name,
+            backend=self.config.backend,
+            kind=BACKEND_KINDS.get(self.config.backend, "llm"),
+            path=self.config.path,
+            params=self.config.params,
+            state=self.state,
+            error=self.error,
+            queued=len(self._queue),
+            queue_depth=self._options.depth,
+            running=self.running is not None,
+            served=self.served,
+            warm_ms=None if self.warm_ms is None else round(self.warm_ms, 1),
+            context=backend.context_length() if backend is not None else None,
+            memory_bytes=self._memory(backend),
+            info=backend.info() if backend is not None else {},
+        ).to_wire()
 
     def _memory(self, backend: Backend | None) -> int | None:
         """What the loaded model holds in memory (issue 19); a backend that cannot say is None."""

@@ -14,6 +14,7 @@ from admin_ui.session import session_valid
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.users import User
+from runtime.api.state import ModelState
 from tests.admin.conftest import PASSWORD, AdminClient, add_user, admin_url
 from tests.harness import Proxy
 
@@ -206,7 +207,7 @@ def test_the_console_refuses_to_start_with_a_malformed_session_key(make_proxy: A
 
 
 class _NoRuntime:
-    async def models(self) -> list[dict[str, object]]:
+    async def models(self) -> list[ModelState]:
         raise ConnectionError("no runtime here")
 
 

@@ -127,7 +127,7 @@ def _runtime_model(endpoint: str, name: str) -> dict[str, Any] | None:
 
     async def ask() -> list[dict[str, Any]]:
         async with RuntimeClient(endpoint, connect_wait=0.2) as client:
-            return await client.models()
+            return [m.to_wire() for m in await client.models()]
 
     with ThreadPoolExecutor(1) as pool:
         models = pool.submit(asyncio.run, ask()).result()

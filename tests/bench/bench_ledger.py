@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from proxy.auth.apikey import create_password_hasher, key_minter
 from proxy.storage.api_keys import KeyRepository
-from proxy.storage.database import Database, _Job
+from proxy.storage.database import Database
+from proxy.storage.jobs import WriteJob
 from proxy.storage.usage import Reservation, UsageEvent, record_usage, reserve
 
 
@@ -35,7 +36,7 @@ class TimedDatabase(Database):
         super().__init__(*args, **kwargs)
         self.commit_ms: list[float] = []
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[WriteJob]) -> None:
         started = time.perf_counter()
         super()._run_batch(conn, batch)
         self.commit_ms.append((time.perf_counter() - started) * 1000)

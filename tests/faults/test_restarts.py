@@ -21,6 +21,7 @@ from proxy.auth.apikey import key_minter
 from proxy.storage.api_keys import KeyRepository
 from proxy.storage.database import Database
 from runtime.api.client import RuntimeClient
+from runtime.api.state import ModelState
 from tests.faults.clients import Streamed, stream_chat
 from tests.faults.test_runtime_faults import LoggedUp
 from tests.harness import ROOT, Daemon, Proxy, clean_env, demo_spec, free_port
@@ -196,10 +197,10 @@ def test_a_runtime_killed_with_requests_in_flight_releases_their_reservations(
     assert reserved == 0 and isinstance(used, int) and used > 0  # the delivered part is billed
 
 
-def runtime_models(endpoint: str) -> dict[str, dict[str, object]]:
-    async def ask() -> dict[str, dict[str, object]]:
+def runtime_models(endpoint: str) -> dict[str, ModelState]:
+    async def ask() -> dict[str, ModelState]:
         async with RuntimeClient(endpoint, connect_wait=2) as client:
-            return {str(m["name"]): m for m in await client.models()}
+            return {m.name: m for m in await client.models()}
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, ask()).result()
@@ -255,19 +256,19 @@ def test_every_load_warms_the_model_before_it_is_ready(make_daemon: type[Daemon]
     """Old code: only the proxy's start-up warm-up ran a first generation; a model loaded again by the
     reconciler (after a runtime restart, or a keep-alive) paid its first decode in a user's request."""
     daemon = make_daemon("--model", demo_spec(n_threads=2)).start()
-    assert runtime_models(daemon.endpoint)["smollm2"].get("warm_ms") is not None, "a model loaded at start"
+    assert runtime_models(daemon.endpoint)["smollm2"].warm_ms is not None, "a model loaded at start"
     proxy: Proxy = make_proxy(daemon.endpoint).start()  # type: ignore[operator]
     key = proxy.make_key()
     wait_registered(proxy, "smollm2")
     again = restart_runtime_without_models(daemon)
     try:
         end = time.monotonic() + 120
-        while runtime_models(again.endpoint).get("smollm2", {}).get("state") != "ready":
+        while (m := runtime_models(again.endpoint).get("smollm2")) is None or m.state != "ready":
             assert time.monotonic() < end, "not loaded again"
             time.sleep(0.1)
         model = runtime_models(again.endpoint)["smollm2"]
-        assert isinstance(model.get("warm_ms"), float), model  # warmed before it said ready
-        assert model["served"] == 0  # the warm-up is no request
+        assert isinstance(model.warm_ms, float), model  # warmed before it said ready
+        assert model.served == 0  # the warm-up is no request
         timings = []
         for _ in range(2):
             started = time.monotonic()
@@ -275,7 +276,7 @@ def test_every_load_warms_the_model_before_it_is_ready(make_daemon: type[Daemon]
             assert result.status == 200 and result.done, result
             timings.append(time.monotonic() - started)
         print(
-            f"FAULT reload warm-up {model['warm_ms']:.0f} ms; then requests {timings[0] * 1000:.0f} ms,"
+            f"FAULT reload warm-up {model.warm_ms:.0f} ms; then requests {timings[0] * 1000:.0f} ms,"
             f" {timings[1] * 1000:.0f} ms"
         )
     finally:

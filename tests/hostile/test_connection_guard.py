@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from proxy.connection import AcceptErrorFilter, connection_limit
+from proxy.connection.limits import AcceptErrorFilter, connection_limit
 
 
 def test_failed_accepts_are_one_warning_without_traceback(caplog: pytest.LogCaptureFixture) -> None:

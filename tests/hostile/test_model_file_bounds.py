@@ -92,7 +92,7 @@ async def test_a_looping_chat_template_stops_when_the_client_leaves_and_at_its_b
         stopped = time.monotonic()
         while await busy_for(pid, 1.0) > 0.3:
             assert time.monotonic() - stopped < RENDER_SECONDS + 10, "the template still runs after stop"
-        assert not any(m["name"] == "loop" for m in await client.models())
+        assert not any(m.name == "loop" for m in await client.models())
         await stream.aclose()
     assert daemon.alive()
 
@@ -107,7 +107,7 @@ async def test_a_fifo_as_model_path_fails_its_load_with_one_message(make_daemon:
             await client.load(ModelConfig("fifo", "llamacpp", str(fifo)), timeout=15)
         assert caught.value.code == "load_failed"
         assert caught.value.message == f"model path {fifo} is a named pipe (FIFO), not a model file"
-        states = {m["name"]: m["state"] for m in await client.models()}
+        states = {m.name: m.state for m in await client.models()}
         assert states["fifo"] == "failed"
         directory = ModelConfig("dir", "llamacpp", str(tmp_path))
         with pytest.raises(RuntimeRequestError, match="is a directory, not a model file"):

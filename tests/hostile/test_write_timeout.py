@@ -9,7 +9,7 @@ import time
 import pytest
 from aiohttp import web
 
-from proxy.connection import ConnectionGuard, GuardedAppRunner
+from proxy.connection.handler import ConnectionGuard, GuardedAppRunner
 from proxy.piecewise import PIECE
 from tests.harness import free_port
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import AppRunner, BaseRunner
 
 from proxy.app import create_app
-from proxy.appkeys import metrics_key
+from proxy.appkeys import lifecycle_key, metrics_key, warmup_key
 from proxy.settings import Settings
 from proxy.storage.api_keys import KeyRepository
 from proxy.storage.database import Database
@@ -42,6 +43,19 @@ class InProcess:
         finally:
             conn.close()
 
+    async def settled(self) -> None:
+        """Wait for the start-up work: the reconciler's first pass registered the fake's models (as the
+        real daemon's ``--model`` ones are) and the warm-up is done (``/readyz`` is 200), so a test
+        starts from the same state every time, however loaded the machine."""
+        store = self.server.app[lifecycle_key].registry.store
+        for _ in range(500):
+            if {r.name for r in await store.list()} >= set(self.runtime.scripts):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the reconciler did not register the fake runtime's models")
+        await asyncio.wait_for(self.server.app[warmup_key].done.wait(), 60)
+
     def requests(self) -> list[FakeStream]:
         """The runtime streams of client requests (not the proxy's one-token warm-up at start)."""
         return [s for s in self.runtime.streams if s.params.max_tokens > 1]
@@ -65,4 +79,6 @@ async def app(db: Database, repo: KeyRepository, tmp_path: Path) -> AsyncIterato
     runtime = FakeRuntime()
     server = ProductionLikeServer(create_app(settings, runtime=runtime, db=db))
     async with TestClient(server) as http:
-        yield InProcess(http, server, runtime, db, repo)
+        app = InProcess(http, server, runtime, db, repo)
+        await app.settled()
+        yield app

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from proxy.appkeys import lifecycle_key
 from proxy.openai.sse import ChunkWriter
 from runtime.api.errors import RuntimeRequestError, RuntimeUnavailableError
 from tests.fake_runtime import Script
@@ -104,7 +105,6 @@ async def test_deadline_mid_request_is_504_that_sdks_do_not_retry(app: InProcess
         ("context_length_exceeded", 400, "context_length_exceeded"),
         ("bad_request", 400, "invalid_request"),  # e.g. a NUL in the prompt: not a context-length error
         ("busy", 503, "model_busy"),
-        ("unknown_model", 404, "model_not_found"),
     ],
 )
 @pytest.mark.asyncio
@@ -117,6 +117,27 @@ async def test_each_runtime_refusal_maps_to_its_own_error_and_costs_nothing(
     assert r.status == status
     assert (await r.json())["error"]["code"] == openai_code
     assert one_row(app, key_id)[:3] == (status, 0, 0)
+    no_reservation(app, key_id)
+
+
+@pytest.mark.asyncio
+async def test_a_model_the_runtime_does_not_hold_is_coming_while_wanted_and_unknown_once_stopped(
+    app: InProcess,
+) -> None:
+    """issue 20: the reconciler runs in-process too (the fake answers hello/load/unload). The runtime's
+    ``unknown_model`` for a model the registry wants running is a 503 with retry-after (it is on its
+    way back); once an admin stopped it, a 404. Neither costs anything."""
+    app.runtime.scripts["fake"] = Script(refuse=RuntimeRequestError("unknown_model", "refused: unknown_model"))
+    key, key_id = await app.key(token_limit=10_000)
+    r = await app.http.post(CHAT, json=chat(), headers=auth(key))
+    assert r.status == 503 and r.headers["retry-after"], await r.text()
+    await app.server.app[lifecycle_key].registry.stop("fake")
+    r = await app.http.post(CHAT, json=chat(), headers=auth(key))
+    assert r.status == 404 and (await r.json())["error"]["code"] == "model_not_found"
+    rows = app.rows(
+        "SELECT status, prompt_tokens, completion_tokens FROM token_usage_events WHERE api_key_id = ?", key_id
+    )
+    assert sorted(rows) == [(404, 0, 0), (503, 0, 0)]
     no_reservation(app, key_id)
 
 
@@ -160,7 +181,7 @@ async def test_a_failing_ledger_write_is_500_counted_logged_and_leaks_no_reserva
 @pytest.mark.asyncio
 async def test_readyz_says_so_when_the_database_is_gone(app: InProcess) -> None:
     r = await app.http.get("/readyz")
-    assert r.status == 200
+    assert r.status == 200, await r.text()
     await app.db.close()
     r = await app.http.get("/readyz")
     assert r.status == 503

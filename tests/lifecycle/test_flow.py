@@ -203,7 +203,7 @@ def _runtime_models(daemon: Daemon) -> dict[str, str]:
 
     async def models() -> dict[str, str]:
         async with RuntimeClient(daemon.endpoint) as client:
-            return {m["name"]: m["state"] for m in await client.models()}
+            return {m.name: m.state for m in await client.models()}
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, models()).result()

@@ -29,64 +29,28 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import resource
 import socket
 import sys
 import termios
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from proxy.connection.limits import RateLimitedWarning
+from proxy.connection.rejection import protocol_error, raw_response
 from proxy.errors import ApiError
 from proxy.middleware import SERVER
 from proxy.piecewise import release, send_in_pieces
 
 log = logging.getLogger(__name__)
 
-FD_RESERVE = 128  # descriptors kept for the database, the runtime socket, logs, threads and uploads' files
-# The listening socket's backlog: asyncio accepts up to this many connections per wake-up, and they
-# hold their descriptors an iteration or two before the bound can close others to make room (a flood
-# of reconnecting clients ran the process out of descriptors: every upload failed with EMFILE, issue
-# 18). The bound leaves room for two such bursts besides FD_RESERVE.
-ACCEPT_BACKLOG = 64
 WRITE_HIGH_WATER = 64 * 1024
-WARN_EVERY = 60.0
-
-
-def connection_limit(configured: int) -> int:
-    """``configured``, or (0) the open-file limit minus :data:`FD_RESERVE` and two accept bursts
-    (:data:`ACCEPT_BACKLOG`), never above that limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    ceiling = max(16, soft - FD_RESERVE - 2 * ACCEPT_BACKLOG) if soft != resource.RLIM_INFINITY else 65_536
-    return min(configured, ceiling) if configured else ceiling
-
-
-@dataclass
-class RateLimitedWarning:
-    """Logs ``message`` at most once per ``every`` seconds, with how often it happened meanwhile."""
-
-    message: str
-    every: float = WARN_EVERY
-    _last: float = -WARN_EVERY * 2
-    _suppressed: int = 0
-
-    def __call__(self, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last < self.every:
-            self._suppressed += 1
-            return
-        more = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
-        log.warning(self.message + more, *args)
-        self._last, self._suppressed = now, 0
 
 
 class BodyTimeoutError(web.HTTPRequestTimeout):
@@ -266,7 +230,7 @@ class GuardedHandler(RequestHandler):
             self.close()
             return
         error = ApiError(408, "the request headers were not received in time", code="request_timeout")
-        transport.write(_raw_response(error))
+        transport.write(raw_response(error))
         transport.close()
 
     def body_late(self) -> None:
@@ -327,7 +291,7 @@ class GuardedHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("the response had started; no error response can follow")
         log.debug("rejected a malformed HTTP request (%d, %s)", status, type(exc).__name__ if exc else "-")
-        error = _protocol_error(status, exc)
+        error = protocol_error(status, exc)
         response = web.Response(status=error.status, body=error.body(), content_type="application/json")
         response.headers["Server"] = SERVER
         response.force_close()
@@ -342,29 +306,6 @@ def _send_queue(sock: socket.socket | None) -> int:
         return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
     except OSError:
         return 0
-
-
-def _protocol_error(status: int, exc: BaseException | None) -> ApiError:
-    if isinstance(exc, LineTooLong) or (exc is not None and "too long" in str(exc).lower()):
-        return ApiError(431, "the request line or a header is too large", code="request_header_too_large")
-    if isinstance(exc, BadHttpMethod):
-        return ApiError(400, "the request method is not valid HTTP", code="invalid_http_request")
-    if status == 400:
-        return ApiError(400, "the request is not valid HTTP/1.1", code="invalid_http_request")
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return ApiError(status, phrase.lower(), type=kind, code=None)
-
-
-def _raw_response(error: ApiError) -> bytes:
-    """A whole HTTP/1.1 response for a connection that never got as far as a request object."""
-    body = error.body()
-    phrase = HTTPStatus(error.status).phrase
-    head = (
-        f"HTTP/1.1 {error.status} {phrase}\r\nServer: {SERVER}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 class GuardedServer(web.Server):
@@ -391,18 +332,3 @@ class GuardedAppRunner(web.AppRunner):
         server.__class__ = GuardedServer
         server.guard = self._guard  # type: ignore[attr-defined]
         return server
-
-
-class AcceptErrorFilter:
-    """A loop exception handler: a failed ``accept()`` (EMFILE) becomes one warning a minute,
-    without a traceback; everything else goes to the default handler."""
-
-    def __init__(self) -> None:
-        self._warn = RateLimitedWarning("accept() failed (%s): too many open files; excess connections wait")
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
-            self._warn(exc.strerror or exc)
-            return
-        loop.default_exception_handler(context)
