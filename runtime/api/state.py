@@ -20,7 +20,6 @@ class ModelState:
 
     name: str
     backend: str = ""
-    kind: str = "llm"  # llm, embedding, tts or stt (``runtime.backends.base.BACKEND_KINDS``)
     state: str = ""  # READY, LOADING, FAILED or UNLOADING
     path: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -31,6 +30,7 @@ class ModelState:
     served: int = 0
     warm_ms: float | None = None
     context: int | None = None  # the model's context length in its own tokens, once loaded
+    kind: str = "llm"  # llm, embedding, tts or stt (``runtime.backends.base.BACKEND_KINDS``)
     memory_bytes: int | None = None  # what the loaded model holds in memory, when its backend can say
     info: dict[str, Any] = field(default_factory=dict)  # the backend's own figures (voices, languages...)
 
