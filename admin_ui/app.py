@@ -49,7 +49,7 @@ from admin_ui.appkeys import (
     runtime_key,
     settings_key,
 )
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.flash import take
 from admin_ui.monitor import SystemMonitor
 from admin_ui.security import UNSAFE, auth_middleware, headers_middleware, headers_on_prepare
@@ -72,6 +72,7 @@ from proxy.auth.apikey import create_password_hasher
 from proxy.auth.gate import Argon2Gate
 from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
+from proxy.storage.audit import Actor
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
 from runtime.api.client import RuntimeClient
@@ -118,8 +119,8 @@ def create_admin_app(
     app.cleanup_ctx.append(_runtime(settings, runtime))
     app.cleanup_ctx.append(_services)
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
-    setup_model_routes(app, shared, auth=api_auth, audit=api_audit, prefix="/api")
-    setup_hf_token_routes(app, shared, auth=api_admin_auth, audit=api_audit, prefix="/api")
+    setup_model_routes(app, shared, auth=api_auth, prefix="/api")
+    setup_hf_token_routes(app, shared, auth=api_admin_auth, prefix="/api")
     setup_request_routes(app, lambda: app[db_key], auth=api_auth, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
@@ -172,7 +173,7 @@ def _own_lifecycle(app: web.Application, settings: Settings) -> Lifecycle:
     return own
 
 
-async def api_auth(request: web.Request) -> None:
+async def api_auth(request: web.Request) -> Actor:
     """The model and token API's check. The console's middleware has already authenticated the
     request (session plus CSRF on a change, or an admin API token); here: only ``admin`` writes."""
     principal = request.get(principal_key)
@@ -180,20 +181,16 @@ async def api_auth(request: web.Request) -> None:
         raise api_error(401, "log in, or send an admin API token", "unauthorized")
     if request.method in UNSAFE and not principal.can_write:
         raise api_error(403, "this account (or token) may only read", "forbidden")
+    return actor_of(request)
 
 
-async def api_admin_auth(request: web.Request) -> None:
+async def api_admin_auth(request: web.Request) -> Actor:
     """The Hugging Face token API's check: admins only, for reading too (labels name accounts and
     providers; the console's page is admin only as well)."""
-    await api_auth(request)
+    actor = await api_auth(request)
     if not request[principal_key].can_write:
         raise api_error(403, "Hugging Face tokens are for admins only", "forbidden")
-
-
-async def api_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
-    """An audit entry for a model or token action: its target and details (never a secret)."""
-    target = f"model {details['name']}" if "name" in details else f"hf token {details.get('id')}"
-    await audit(request, action, target, after=details)
+    return actor
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

@@ -1,9 +1,10 @@
 """What the admin API handlers share: the swappable auth check, error translation, JSON bodies.
 
 Authentication is a dependency: ``setup_*_routes(app, ..., auth=...)`` takes an async callable that
-raises ``web.HTTPException`` for a request that may not act (the console passes its session + CSRF
-or admin-API-token check, ``admin_ui.app.api_auth``). ``audit`` is called after every successful
-change with the action and its target (the console's audit log). Errors are
+raises ``web.HTTPException`` for a request that may not act and otherwise answers who acts (the
+console passes its session + CSRF or admin-API-token check, ``admin_ui.app.api_auth``). That
+:class:`~proxy.storage.audit.Actor` goes down with every change (``by=``), whose audit row is written
+in the change's own transaction (issue 20). Errors are
 ``{"error": {"status", "message", "type", "field"?}}``, the console's envelope plus a machine-readable
 type and, for a bad value, the field at fault.
 """
@@ -17,18 +18,13 @@ from typing import Any
 from aiohttp import web
 
 from proxy.lifecycle.errors import DownloadError, LifecycleError, ModelStateError
+from proxy.storage.audit import Actor
 from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFoundError, ValidationError, VaultError
 from proxy.unicode_text import lone_surrogate
 
-Auth = Callable[[web.Request], Awaitable[None]]
-Audit = Callable[[web.Request, str, dict[str, Any]], Awaitable[None]]
+Auth = Callable[[web.Request], Awaitable[Actor]]
 
 auth_key: web.AppKey[Auth] = web.AppKey("admin_api_auth")
-audit_key: web.AppKey[Audit] = web.AppKey("admin_api_audit")
-
-
-async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
-    return None
 
 
 def error(status: int, message: str, kind: str, field: str | None = None) -> web.HTTPException:
@@ -81,9 +77,6 @@ def csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-async def guard(request: web.Request) -> None:
-    await request.app[auth_key](request)
-
-
-async def audited(request: web.Request, action: str, **details: Any) -> None:
-    await request.app[audit_key](request, action, details)
+async def guard(request: web.Request) -> Actor:
+    """Who acts (the ``auth`` dependency's answer); an HTTP error if nobody may."""
+    return await request.app[auth_key](request)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, json_body, no_audit, translate
+from admin_ui.api.common import Auth, auth_key, error, json_body, translate
 from proxy.lifecycle.service import Lifecycle
+from proxy.storage.audit import Actor
 from proxy.storage.errors import StorageError
 from proxy.storage.hf_tokens import TokenStore
 
@@ -19,14 +20,13 @@ tokens_auth_key: web.AppKey[Auth] = web.AppKey("admin_hf_tokens_auth")
 
 
 def setup_hf_token_routes(
-    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, prefix: str = "/admin/api"
 ) -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[tokens_lifecycle_key] = lifecycle
     app[tokens_auth_key] = auth
     if auth_key not in app:
         app[auth_key] = auth
-        app[audit_key] = audit
     base = f"{prefix}/hf-tokens"
     app.router.add_get(base, list_tokens)
     app.router.add_post(base, add_token)
@@ -34,8 +34,8 @@ def setup_hf_token_routes(
     app.router.add_post(base + "/{id}/default", make_default)
 
 
-async def guard(request: web.Request) -> None:
-    await request.app[tokens_auth_key](request)
+async def guard(request: web.Request) -> Actor:
+    return await request.app[tokens_auth_key](request)
 
 
 def _store(request: web.Request) -> TokenStore:
@@ -56,32 +56,31 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 async def add_token(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     body = await json_body(request)
     try:
-        stored = await _store(request).add(body.get("label"), body.get("token"), default=bool(body.get("default")))
+        stored = await _store(request).add(
+            body.get("label"), body.get("token"), default=bool(body.get("default")), by=by
+        )
     except StorageError as exc:
         raise translate(exc) from None
-    await audited(request, "hf_token.add", id=stored.id, label=stored.label)
     return web.json_response(stored.to_json(), status=201)
 
 
 async def delete_token(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     token_id = _id(request)
     try:
-        await request.app[tokens_lifecycle_key].registry.delete_token(token_id)
+        await request.app[tokens_lifecycle_key].registry.delete_token(token_id, by=by)
     except StorageError as exc:
         raise translate(exc) from None
-    await audited(request, "hf_token.delete", id=token_id)
     return web.Response(status=204)
 
 
 async def make_default(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     try:
-        stored = await _store(request).set_default(_id(request))
+        stored = await _store(request).set_default(_id(request), by=by)
     except StorageError as exc:
         raise translate(exc) from None
-    await audited(request, "hf_token.default", id=stored.id)
     return web.json_response(stored.to_json())

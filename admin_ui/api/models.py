@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, guard, json_body, no_audit, translate
+from admin_ui.api.common import Auth, auth_key, error, guard, json_body, translate
 from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.registry import Registry
 from proxy.lifecycle.service import Lifecycle
@@ -42,13 +42,10 @@ lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
 tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
 
 
-def setup_model_routes(
-    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
-) -> None:
+def setup_model_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth, prefix: str = "/admin/api") -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[lifecycle_key] = lifecycle
     app[auth_key] = auth
-    app[audit_key] = audit
     app[tasks_key] = set()
     app.cleanup_ctx.append(_background_tasks)
     base = f"{prefix}/models"
@@ -116,55 +113,49 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def add_model(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     body = await json_body(request)
     name = body.pop("name", None)
     start = bool(body.pop("start", False))
     registry = _registry(request)
-    record = await _call(registry.add(name, **body))
+    record = await _call(registry.add(name, by=by, **body))
     if start and record.local_path:
-        record = await _call(registry.start(record.name))
-    await audited(request, "model.add", name=record.name)
+        record = await _call(registry.start(record.name, by=by))
     return web.json_response(record.to_json(), status=201)
 
 
 async def change_model(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     body = await json_body(request)
-    record = await _call(_registry(request).set_fields(_name(request), **body))
-    await audited(request, "model.change", name=record.name, fields=sorted(body))
+    record = await _call(_registry(request).set_fields(_name(request), by=by, **body))
     return web.json_response(record.to_json())
 
 
 async def remove_model(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     name = _name(request)
-    await _call(_registry(request).remove(name))
-    await audited(request, "model.remove", name=name)
+    await _call(_registry(request).remove(name, by=by))
     return web.Response(status=204)
 
 
 async def model_action(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     name, action = _name(request), request.path.rsplit("/", 1)[-1]
     registry = _registry(request)
     if action == "pull":
         record = await _call(registry.store.get(name))
-        background(request, lambda: registry.pull(name), f"downloading {name}")
-        await audited(request, "model.pull", name=name)
+        background(request, lambda: registry.pull(name, by=by), f"downloading {name}")
         return web.json_response(record.to_json(), status=202)
     if action == "cancel":
-        if not registry.cancel(name):
+        if not await registry.cancel_pull(name, by=by):
             raise error(409, f"no download of {name!r} is running", "conflict")
-        await audited(request, "model.cancel", name=name)
         return web.json_response({"name": name, "cancelling": True}, status=202)
-    record = await _call(registry.start(name) if action == "start" else registry.stop(name))
-    await audited(request, f"model.{action}", name=name)
+    record = await _call(registry.start(name, by=by) if action == "start" else registry.stop(name, by=by))
     return web.json_response(record.to_json())
 
 
 async def run_model(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     body = await json_body(request)
     spec = body.get("spec")
     if not isinstance(spec, str) or not spec:
@@ -173,10 +164,7 @@ async def run_model(request: web.Request) -> web.Response:
     registry = _registry(request)
     plan = await _call(registry.plan_run(spec, body.get("name"), token_id))
     fields = {k: body[k] for k in ("params", "keep_alive", "hf_token_id") if body.get(k) is not None}
-    created = await registry.store.find(plan.name) is None
-    if created:
-        await _call(registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields))
+    created = await _call(registry.begin_run(plan, by=by, **fields))
     background(request, lambda: registry.run(plan, forget_on_failure=created), f"running {plan.name}")
-    await audited(request, "model.run", name=plan.name, repo=plan.repo, file=plan.file)
     answer = {"name": plan.name, "repo": plan.repo, "file": plan.file, "reason": plan.reason}
     return web.json_response(answer, status=202)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from admin_ui.api.common import SURROGATE
 from admin_ui.appkeys import db_key, hasher_key, reports_key
-from admin_ui.audited import audit, key_view
+from admin_ui.audited import actor_of, key_view
 from admin_ui.forms import key_fields_from_json
 from admin_ui.passwords import checked_password, generate_password, hash_password
 from admin_ui.security import require_admin
@@ -59,8 +59,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     principal = require_admin(request)
     fields = key_fields_from_json(await _body(request), partial=False)
-    full_key, key = await repository(request).create_key(user_id=principal.user_id, **fields)
-    await audit(request, "api_key.create", f"key {key.id}", after=key_view(key))
+    full_key, key = await repository(request).create_key(user_id=principal.user_id, by=actor_of(request), **fields)
     return web.json_response({"key": key_view(key), "full_key": full_key}, status=201)
 
 
@@ -80,8 +79,7 @@ async def update_key(request: web.Request) -> web.Response:
     before = await repository(request).get_key(_key_id(request))
     if before is None:
         raise KeyNotFoundError(f"no API key {_key_id(request)}")
-    after = await repository(request).update_key(before.id, **fields)
-    await audit(request, "api_key.update", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).update_key(before.id, by=actor_of(request), **fields)
     return web.json_response({"key": key_view(after)})
 
 
@@ -91,8 +89,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     before = await repository(request).get_key(_key_id(request))
     if before is None:
         raise KeyNotFoundError(f"no API key {_key_id(request)}")
-    after = await repository(request).revoke_key(before.id)
-    await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).revoke_key(before.id, by=actor_of(request))
     return web.json_response({"key": key_view(after)})
 
 
@@ -112,9 +109,7 @@ async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
     before = await repository(request).get_key(_key_id(request))
     if before is None:
         raise KeyNotFoundError(f"no API key {_key_id(request)}")
-    after = await repository(request).set_disabled(before.id, disabled)
-    action = "api_key.disable" if disabled else "api_key.enable"
-    await audit(request, action, f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).set_disabled(before.id, disabled, by=actor_of(request))
     return web.json_response({"key": key_view(after)})
 
 
@@ -167,8 +162,8 @@ async def create_user(request: web.Request) -> web.Response:
         await hash_password(password, request.app[hasher_key]),
         check_role(str(body.get("role", "viewer"))),
         change_required=True,  # generated or chosen by an admin: the account chooses its own at first login
+        by=actor_of(request),
     )
-    await audit(request, "user.create", f"user {user.username}", after=user.public())
     answer: dict[str, Any] = {"user": user.public()}
     if given is None:
         answer["password"] = password  # generated: shown this once

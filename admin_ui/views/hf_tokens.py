@@ -11,7 +11,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.api.hf_tokens import tokens_lifecycle_key
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
 from admin_ui.security import require_admin
@@ -33,14 +33,13 @@ async def tokens_page(request: web.Request) -> web.Response:
 async def add_token(request: web.Request) -> web.Response:
     require_admin(request)
     form = await request.post()
-    store = request.app[tokens_lifecycle_key].registry.tokens
+    store, by = request.app[tokens_lifecycle_key].registry.tokens, actor_of(request)
     try:
         stored = await store.add(
-            str(form.get("label", "")), str(form.get("token", "")), default=bool(form.get("default"))
+            str(form.get("label", "")), str(form.get("token", "")), default=bool(form.get("default")), by=by
         )
     except (StorageError, LifecycleError) as exc:
         raise await failed(request, HERE + "#add-token", str(exc), getattr(exc, "field", None), form) from None
-    await audit(request, "hf_token.add", f"hf token {stored.id}", after={"id": stored.id, "label": stored.label})
     raise await done(request, HERE, f"token {stored.label!r} stored")
 
 
@@ -81,10 +80,9 @@ async def token_action(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther(f"{HERE}/{token_id}/delete")
     try:
         if action == "delete":
-            await registry.delete_token(token_id)
+            await registry.delete_token(token_id, by=actor_of(request))
         else:
-            await registry.tokens.set_default(token_id)
+            await registry.tokens.set_default(token_id, by=actor_of(request))
     except (StorageError, LifecycleError) as exc:
         raise await failed(request, HERE, str(exc)) from None
-    await audit(request, f"hf_token.{action}", f"hf token {token_id}", after={"id": token_id})
     raise await done(request, HERE, f"token {token_id}: {'deleted' if action == 'delete' else 'now the default'}")

@@ -13,7 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.appkeys import db_key, hasher_key, reports_key
-from admin_ui.audited import audit, key_view
+from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed, take
 from admin_ui.forms import PERIODS, key_fields_from_form
@@ -72,10 +72,9 @@ async def create_key(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         fields = key_fields_from_form(form)
-        full_key, key = await repository(request).create_key(user_id=principal.user_id, **fields)
+        full_key, key = await repository(request).create_key(user_id=principal.user_id, by=actor_of(request), **fields)
     except ValidationError as exc:
         raise await failed(request, "/admin/api-keys#create-key", str(exc), _input(exc.field), form) from None
-    await audit(request, "api_key.create", f"key {key.id}", after=key_view(key))
     raise await done(request, "/admin/api-keys/created", full_key=full_key, key_id=key.id)
 
 
@@ -117,10 +116,9 @@ async def edit_key(request: web.Request) -> web.Response:
     here = f"/admin/api-keys/{before.id}"
     try:
         fields = key_fields_from_form(form)
-        after = await repository(request).update_key(before.id, **fields)
+        after = await repository(request).update_key(before.id, by=actor_of(request), **fields)
     except ValidationError as exc:
         raise await failed(request, here + "#edit-key", str(exc), _input(exc.field), form) from None
-    await audit(request, "api_key.update", f"key {after.id}", key_view(before), key_view(after))
     raise await done(request, here, f"key {after.name!r} saved")
 
 
@@ -155,8 +153,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     before = await _key(request)
     if not confirmed(await request.post()):
         raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/revoke")
-    after = await repository(request).revoke_key(before.id)
-    await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).revoke_key(before.id, by=actor_of(request))
     raise await done(request, "/admin/api-keys", f"key {after.name!r} revoked")
 
 
@@ -184,8 +181,7 @@ async def disable_key(request: web.Request) -> web.Response:
     before = await _key(request)
     if not confirmed(await request.post()):
         raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/disable")
-    after = await repository(request).set_disabled(before.id, True)
-    await audit(request, "api_key.disable", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).set_disabled(before.id, True, by=actor_of(request))
     raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} disabled")
 
 
@@ -194,6 +190,5 @@ async def enable_key(request: web.Request) -> web.Response:
     require_admin(request)
     before = await _key(request)
     await request.post()
-    after = await repository(request).set_disabled(before.id, False)
-    await audit(request, "api_key.enable", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).set_disabled(before.id, False, by=actor_of(request))
     raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} enabled")

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from admin_ui.api.common import json_body
 from admin_ui.appkeys import Principal, db_key
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed
 from admin_ui.reauth import confirm_password
@@ -106,19 +106,18 @@ async def make_token(request: web.Request, body: dict[str, Any]) -> tuple[str, A
     if not isinstance(scope, str):
         raise ValidationError("the scope must be a string", field="scope")
     full, token = await AdminTokenRepository(request.app[db_key]).create(
-        name, scope, principal.name, user.id, body.get("expires_in_days")
+        name, scope, principal.name, user.id, body.get("expires_in_days"), by=actor_of(request)
     )
-    await audit(request, "admin_token.create", f"token {token.id}", after=token.public())
     return full, token
 
 
 async def revoke(request: web.Request) -> AdminToken:
     require_admin(request)
     token_id = int(request.match_info["token_id"])
-    token = await AdminTokenRepository(request.app[db_key]).revoke(token_id) if token_id < 2**63 else None
+    repo = AdminTokenRepository(request.app[db_key])
+    token = await repo.revoke(token_id, by=actor_of(request)) if token_id < 2**63 else None
     if token is None:
         raise web.HTTPNotFound(text=f"no admin API token {request.match_info['token_id']}")
-    await audit(request, "admin_token.revoke", f"token {token.id}", after=token.public())
     return token
 
 

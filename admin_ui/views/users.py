@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.appkeys import db_key, hasher_key
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
 from admin_ui.passwords import generate_password, hash_password
@@ -42,12 +42,12 @@ async def create_user(request: web.Request) -> web.Response:
             await hash_password(password, request.app[hasher_key]),
             role,
             change_required=True,
+            by=actor_of(request),
         )
     except ValidationError as exc:
         raise await failed(request, HERE + "#create-user", str(exc), exc.field, form) from None
     except UserExistsError as exc:
         raise await failed(request, HERE + "#create-user", str(exc), "username", form) from None
-    await audit(request, "user.create", f"user {user.username}", after=user.public())
     raise await done(request, HERE, f"user {user.username} created", shown_password=password, shown_for=user.username)
 
 
@@ -64,20 +64,19 @@ async def apply_user_action(
         raise ValidationError("you cannot disable yourself or change your own role", field="action")
     if before.id == principal.user_id and action == "reset-password":  # it would skip re-authentication
         raise ValidationError("change your own password on your Account page (it asks for the current one)", "action")
-    password = None
+    password, by = None, actor_of(request)
     if action == "disable":
-        after = await repo.set_disabled(user_id, True)
+        after = await repo.set_disabled(user_id, True, by=by)
     elif action == "enable":
-        after = await repo.set_disabled(user_id, False)
+        after = await repo.set_disabled(user_id, False, by=by)
     elif action == "reset-password":
         password = generate_password()
         hashed = await hash_password(password, request.app[hasher_key])
-        after = await repo.set_password(user_id, hashed, change_required=True)
+        after = await repo.set_password(user_id, hashed, change_required=True, by=by)
     elif action == "role":
-        after = await repo.set_role(user_id, check_role(role or ""))
+        after = await repo.set_role(user_id, check_role(role or ""), by=by)
     else:
         raise ValidationError("action must be disable, enable, reset-password or role", field="action")
-    await audit(request, f"user.{action}", f"user {after.username}", before.public(), after.public())
     return after, password
 
 
