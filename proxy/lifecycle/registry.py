@@ -277,12 +277,13 @@ class Registry:
         return True
 
     async def cancel_pull(self, name: str, *, by: Actor | None = None) -> bool:
-        """:meth:`cancel`, audited as ``model.cancel`` (the pull itself writes ``cancelled`` as it stops)."""
-        if not self.cancel(name):
+        """:meth:`cancel`, audited as ``model.cancel`` first (the pull itself writes ``cancelled`` as it
+        stops): a cancel whose audit row cannot be written is not made."""
+        if check_model_name(name) not in self._cancels:
             return False
         if by is not None:
             await record_event(self.store.db, by, Audit("model.cancel", f"model {name}", after={"name": name}))
-        return True
+        return self.cancel(name)
 
     async def settle_pulls(self) -> list[str]:
         """Mark ``interrupted`` the pulls whose process is gone or silent; their names.
