@@ -36,8 +36,12 @@ from aiohttp_session import get_session
 
 from admin_ui.api.common import error as api_error
 from admin_ui.api.hf_tokens import setup_hf_token_routes
+from admin_ui.api.keys import setup_key_routes
 from admin_ui.api.models import setup_model_routes
+from admin_ui.api.reports import setup_report_routes
 from admin_ui.api.requests import setup_request_routes
+from admin_ui.api.tokens import setup_token_routes
+from admin_ui.api.users import setup_user_routes
 from admin_ui.appkeys import (
     ModelLister,
     db_key,
@@ -56,7 +60,6 @@ from admin_ui.security import UNSAFE, auth_middleware, headers_middleware, heade
 from admin_ui.session import csrf_token, setup_sessions
 from admin_ui.views import (
     account,
-    api,
     audit_log,
     dashboard,
     hf_tokens,
@@ -80,7 +83,7 @@ from runtime.api.client import RuntimeClient
 HERE = Path(__file__).resolve().parent
 LOGIN_THREADS = 1  # argon2 threads for console logins (API keys have their own: LLMSERVER_ARGON2_CONCURRENCY)
 LOGINS_PER_ADDRESS = 2  # login attempts one client address (or one account name) may have in flight
-VIEWS = (login, dashboard, keys, requests, usage, users, audit_log, account, tokens, api, models, hf_tokens)
+VIEWS = (login, dashboard, keys, requests, usage, users, audit_log, account, tokens, models, hf_tokens)
 
 
 def create_admin_app(
@@ -119,8 +122,12 @@ def create_admin_app(
     app.cleanup_ctx.append(_runtime(settings, runtime))
     app.cleanup_ctx.append(_services)
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
+    setup_key_routes(app, auth=api_auth, prefix="/api")
+    setup_user_routes(app, auth=api_auth, prefix="/api")
+    setup_token_routes(app, auth=api_auth, prefix="/api")
+    setup_report_routes(app, auth=api_auth, prefix="/api", per_key="/usage")
     setup_model_routes(app, shared, auth=api_auth, prefix="/api")
-    setup_hf_token_routes(app, shared, auth=api_admin_auth, prefix="/api")
+    setup_hf_token_routes(app, shared, auth=api_auth, prefix="/api")
     setup_request_routes(app, lambda: app[db_key], auth=api_auth, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
@@ -173,24 +180,18 @@ def _own_lifecycle(app: web.Application, settings: Settings) -> Lifecycle:
     return own
 
 
-async def api_auth(request: web.Request) -> Actor:
-    """The model and token API's check. The console's middleware has already authenticated the
-    request (session plus CSRF on a change, or an admin API token); here: only ``admin`` writes."""
+async def api_auth(request: web.Request, admin_only: bool) -> Actor:
+    """The JSON API's one auth dependency (``admin_ui.api.common.guard``). The console's middleware
+    has already authenticated the request (session plus CSRF on a change, or an admin API token);
+    here: only ``admin`` writes, and reads ``admin_only`` (users, tokens, Hugging Face tokens)."""
     principal = request.get(principal_key)
     if principal is None:
         raise api_error(401, "log in, or send an admin API token", "unauthorized")
     if request.method in UNSAFE and not principal.can_write:
         raise api_error(403, "this account (or token) may only read", "forbidden")
+    if admin_only and not principal.can_write:
+        raise api_error(403, "this is for admins only", "forbidden")
     return actor_of(request)
-
-
-async def api_admin_auth(request: web.Request) -> Actor:
-    """The Hugging Face token API's check: admins only, for reading too (labels name accounts and
-    providers; the console's page is admin only as well)."""
-    actor = await api_auth(request)
-    if not request[principal_key].can_write:
-        raise api_error(403, "Hugging Face tokens are for admins only", "forbidden")
-    return actor
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from argon2 import PasswordHasher
 
 from admin_ui.monitor import SystemMonitor
 from proxy.auth.gate import Argon2Gate
+from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
@@ -43,6 +44,7 @@ hasher_key = web.AppKey("admin_hasher", PasswordHasher)
 monitor_key = web.AppKey("admin_monitor", SystemMonitor)
 reports_key = web.AppKey("admin_reports", UsageReports)
 login_gate_key = web.AppKey("admin_login_gate", Argon2Gate)
+lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
 
 principal_key = web.RequestKey("admin_principal", Principal)
 client_addr_key = web.RequestKey("admin_client_addr", str)

@@ -21,15 +21,15 @@ POST     /admin/api/models/{name}/stop       want it stopped
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
 
-from admin_ui.api.common import Auth, auth_key, error, guard, json_body, translate
+from admin_ui.api.common import FLAG, NULL, TEXT, Auth, auth_key, error, guard, read_body, translate
+from admin_ui.appkeys import lifecycle_key
+from admin_ui.background import background, setup_background
 from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.registry import Registry
 from proxy.lifecycle.service import Lifecycle
@@ -38,16 +38,32 @@ from proxy.storage.models import check_model_name
 
 log = logging.getLogger(__name__)
 
-lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
-tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
+OPTIONAL_TEXT, LIST, OBJECT = (str, NULL), (list, NULL), (dict, NULL)
+OPTIONAL_ID, SECONDS = (int, NULL), (int, float, NULL)
+CHANGE: dict[str, tuple[type, ...]] = {
+    "backend": TEXT,
+    "files": LIST,
+    "patterns": LIST,
+    "revision": OPTIONAL_TEXT,
+    "local_path": OPTIONAL_TEXT,
+}
+CHANGE |= {"params": OBJECT, "hf_token_id": OPTIONAL_ID, "keep_alive": SECONDS}
+ADD: dict[str, tuple[type, ...]] = {"name": TEXT, "start": FLAG, "kind": TEXT, "source_repo": OPTIONAL_TEXT, **CHANGE}
+RUN: dict[str, tuple[type, ...]] = {
+    "spec": TEXT,
+    "name": OPTIONAL_TEXT,
+    "params": OBJECT,
+    "keep_alive": SECONDS,
+    "hf_token_id": OPTIONAL_ID,
+}
 
 
 def setup_model_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth, prefix: str = "/admin/api") -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[lifecycle_key] = lifecycle
-    app[auth_key] = auth
-    app[tasks_key] = set()
-    app.cleanup_ctx.append(_background_tasks)
+    if auth_key not in app:
+        app[auth_key] = auth
+    setup_background(app)
     base = f"{prefix}/models"
     app.router.add_get(base, list_models)
     app.router.add_post(base, add_model)
@@ -57,16 +73,6 @@ def setup_model_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth
     app.router.add_delete(base + "/{name}", remove_model)
     for action in ("pull", "cancel", "start", "stop"):
         app.router.add_post(base + "/{name}/" + action, model_action)
-
-
-async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
-    yield
-    running = [*app[tasks_key]]
-    for task in running:
-        task.cancel()
-    for task in running:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 def _registry(request: web.Request) -> Registry:
@@ -87,19 +93,6 @@ async def _call(work: Awaitable[Any]) -> Any:
         raise translate(exc) from None
 
 
-def background(request: web.Request, work: Callable[[], Awaitable[Any]], what: str) -> None:
-    async def run() -> None:
-        try:
-            await work()
-        except (StorageError, LifecycleError) as exc:  # the error is on the model's row
-            log.warning("%s: %s", what, exc)
-
-    task = asyncio.ensure_future(run())
-    tasks = request.app[tasks_key]
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-
-
 async def list_models(request: web.Request) -> web.Response:
     await guard(request)
     records = await _call(_registry(request).store.list())
@@ -114,8 +107,8 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def add_model(request: web.Request) -> web.Response:
     by = await guard(request)
-    body = await json_body(request)
-    name = body.pop("name", None)
+    body = await read_body(request, ADD, required=("name",))
+    name = body.pop("name")
     start = bool(body.pop("start", False))
     registry = _registry(request)
     record = await _call(registry.add(name, by=by, **body))
@@ -126,7 +119,7 @@ async def add_model(request: web.Request) -> web.Response:
 
 async def change_model(request: web.Request) -> web.Response:
     by = await guard(request)
-    body = await json_body(request)
+    body = await read_body(request, CHANGE)
     record = await _call(_registry(request).set_fields(_name(request), by=by, **body))
     return web.json_response(record.to_json())
 
@@ -156,9 +149,9 @@ async def model_action(request: web.Request) -> web.Response:
 
 async def run_model(request: web.Request) -> web.Response:
     by = await guard(request)
-    body = await json_body(request)
-    spec = body.get("spec")
-    if not isinstance(spec, str) or not spec:
+    body = await read_body(request, RUN, required=("spec",))
+    spec = body["spec"]
+    if not spec:
         raise error(400, "'spec' must be REPO or REPO:FILE", "invalid_request")
     token_id = body.get("hf_token_id")
     registry = _registry(request)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.hf_tokens import tokens_lifecycle_key
+from admin_ui.appkeys import lifecycle_key
 from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
@@ -25,7 +25,7 @@ HERE = "/admin/hf-tokens"
 @routes.get("/hf-tokens")
 async def tokens_page(request: web.Request) -> web.Response:
     require_admin(request)
-    tokens = await request.app[tokens_lifecycle_key].registry.tokens.list()
+    tokens = await request.app[lifecycle_key].registry.tokens.list()
     return aiohttp_jinja2.render_template("hf_tokens.html", request, {"hf_tokens": tokens})
 
 
@@ -33,7 +33,7 @@ async def tokens_page(request: web.Request) -> web.Response:
 async def add_token(request: web.Request) -> web.Response:
     require_admin(request)
     form = await request.post()
-    store, by = request.app[tokens_lifecycle_key].registry.tokens, actor_of(request)
+    store, by = request.app[lifecycle_key].registry.tokens, actor_of(request)
     try:
         stored = await store.add(
             str(form.get("label", "")), str(form.get("token", "")), default=bool(form.get("default")), by=by
@@ -46,7 +46,7 @@ async def add_token(request: web.Request) -> web.Response:
 @routes.get(r"/hf-tokens/{token_id:\d{1,15}}/delete")
 async def confirm_delete(request: web.Request) -> web.Response:
     require_admin(request)
-    registry = request.app[tokens_lifecycle_key].registry
+    registry = request.app[lifecycle_key].registry
     token = await registry.tokens.get(int(request.match_info["token_id"]))
     users = [m.name for m in await registry.store.list() if m.hf_token_id == token.id]
     said = []
@@ -75,7 +75,7 @@ async def confirm_delete(request: web.Request) -> web.Response:
 async def token_action(request: web.Request) -> web.Response:
     require_admin(request)
     token_id, action = int(request.match_info["token_id"]), request.match_info["action"]
-    registry = request.app[tokens_lifecycle_key].registry
+    registry = request.app[lifecycle_key].registry
     if action == "delete" and not confirmed(await request.post()):
         raise web.HTTPSeeOther(f"{HERE}/{token_id}/delete")
     try:

@@ -12,15 +12,15 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, hasher_key, reports_key
+from admin_ui.actions import key_repository as repository
+from admin_ui.appkeys import db_key, reports_key
 from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed, take
 from admin_ui.forms import PERIODS, key_fields_from_form
 from admin_ui.security import require_admin
 from admin_ui.views.dashboard import running_models
-from proxy.auth.apikey import key_minter
-from proxy.storage.api_keys import ApiKey, KeyRepository
+from proxy.storage.api_keys import ApiKey
 from proxy.storage.errors import KeyNotFoundError, ValidationError
 from proxy.storage.impact import recent_requests
 from proxy.storage.key_list import SORTS, STATES, KeyPage, KeyQuery, key_query, read_key_page
@@ -30,10 +30,6 @@ from proxy.storage.users import UserRepository
 
 routes = web.RouteTableDef()
 FORM_NAMES = {"expires_at": "expires"}  # a field's input name where it differs from the field
-
-
-def repository(request: web.Request) -> KeyRepository:
-    return KeyRepository(request.app[db_key], key_minter(request.app[hasher_key]))
 
 
 async def model_names(request: web.Request) -> list[str]:

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.models import background, lifecycle_key
-from admin_ui.appkeys import db_key
+from admin_ui.appkeys import db_key, lifecycle_key
 from admin_ui.audited import actor_of
+from admin_ui.background import background
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
 from admin_ui.security import require_admin

@@ -35,8 +35,9 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin_ui.api.models import lifecycle_key, tasks_key
 from admin_ui.app import create_admin_app
+from admin_ui.appkeys import lifecycle_key
+from admin_ui.background import tasks_key
 from llmserver.cli import build_parser
 from proxy.auth.apikey import create_password_hasher, hash_secret, key_minter
 from proxy.lifecycle.service import Lifecycle

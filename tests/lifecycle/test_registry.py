@@ -33,7 +33,7 @@ ADMIN = "admin-test-token"
 def bearer_auth(token: str) -> Auth:
     """A bearer check standing in for the console's authentication (tested in tests/admin)."""
 
-    async def check(request: web.Request) -> Actor:
+    async def check(request: web.Request, admin_only: bool = False) -> Actor:
         if request.headers.get("Authorization") != f"Bearer {token}":
             raise error(401, "authentication required", "unauthorized")
         return Actor("token:test", request.remote or "unknown")

@@ -1,0 +1,55 @@
+"""Reading the console's records: ``/admin/api/usage`` (from the daily rollups, filtered as the usage
+page is), ``/admin/usage`` (per key, the original middleware's figures) and ``/admin/api/audit`` (the
+audit log, filtered as its page is: ``admin_ui.filters``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin_ui.actions import key_repository
+from admin_ui.api.common import Auth, auth_key, guard
+from admin_ui.appkeys import reports_key
+from admin_ui.filters import audit_entries, usage_filter
+
+
+def setup_report_routes(
+    app: web.Application, *, auth: Auth, prefix: str = "/admin/api", per_key: str = "/admin/usage"
+) -> None:
+    """Add the routes under ``prefix``, and the per-key figures at ``per_key``."""
+    if auth_key not in app:
+        app[auth_key] = auth
+    app.router.add_get(f"{prefix}/usage", usage)
+    app.router.add_get(per_key, usage_per_key)
+    app.router.add_get(f"{prefix}/audit", audit)
+
+
+async def usage(request: web.Request) -> web.Response:
+    await guard(request)
+    flt = usage_filter(request.query)
+    report = await request.app[reports_key].report(flt)
+    return web.json_response({"filter": flt.__dict__, **report.as_json()})
+
+
+async def usage_per_key(request: web.Request) -> web.Response:
+    """Per key: requests, tokens, last request, requests per endpoint."""
+    await guard(request)
+    keys = await key_repository(request).list_keys()
+    rows = [
+        {
+            "id": k.id,
+            "name": k.name,
+            "last_four": k.last_four,
+            "total_requests": k.request_count,
+            "total_tokens": k.tokens_used,
+            "last_request_at": k.last_request_at,
+            "requests_per_endpoint": dict(k.endpoint_counts),
+        }
+        for k in keys
+    ]
+    return web.json_response({"keys": rows})
+
+
+async def audit(request: web.Request) -> web.Response:
+    await guard(request)
+    entries = await audit_entries(request)
+    return web.json_response({"entries": [e.as_json() for e in entries]})
