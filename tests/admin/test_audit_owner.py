@@ -206,7 +206,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 
 @pytest_asyncio.fixture
-async def console(tmp_path: Path, hub: Hub) -> AsyncIterator[Console]:
+async def local_console(tmp_path: Path, hub: Hub) -> AsyncIterator[Console]:
     """alice's session on an in-process console over a seeded database."""
     settings = Settings(
         session_key=b"k" * 64,
@@ -457,32 +457,32 @@ async def _until(check: Callable[[], Any], what: str, seconds: float = 15.0) -> 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("change", "case"), _params())
 async def test_every_admin_change_is_audited_in_its_own_transaction(
-    change: str, case: Case | None, console: Console
+    change: str, case: Case | None, local_console: Console
 ) -> None:
     """issue 20: a change and its audit row are one transaction, for every route and command."""
     assert case is not None, f"{change} changes state: add its case to CASES (or its reason to NOT_CHANGES)"
     if case.setup is not None:
-        await case.setup(console)
-    before = _dump(console.db_path)
+        await case.setup(local_console)
+    before = _dump(local_console.db_path)
     if not case.event:
-        _refuse_audit(console.db_path, True)
-        await case.act(console)
-        await console.settled()
-        assert case.kept is None or case.kept(console), f"{change} was made although its audit row was refused"
-        _refuse_audit(console.db_path, False)
-        assert _dump(console.db_path) == before, f"{change} changed state although its audit row was refused"
-    last = _sql(console.db_path, "SELECT COALESCE(MAX(id), 0) FROM admin_audit")[0][0]
-    status = await case.act(console)
-    assert status < 400, f"{change}: {status} {console.said}"
+        _refuse_audit(local_console.db_path, True)
+        await case.act(local_console)
+        await local_console.settled()
+        assert case.kept is None or case.kept(local_console), f"{change} was made although its audit row was refused"
+        _refuse_audit(local_console.db_path, False)
+        assert _dump(local_console.db_path) == before, f"{change} changed state although its audit row was refused"
+    last = _sql(local_console.db_path, "SELECT COALESCE(MAX(id), 0) FROM admin_audit")[0][0]
+    status = await case.act(local_console)
+    assert status < 400, f"{change}: {status} {local_console.said}"
     query = f"SELECT actor, source, action FROM admin_audit WHERE id > {last} AND action = '{case.action}'"
-    rows = await _until(lambda: _sql(console.db_path, query), f"no {case.action} row for {change}")
+    rows = await _until(lambda: _sql(local_console.db_path, query), f"no {case.action} row for {change}")
     actor, source, _ = rows[0]
     if change.startswith("cli "):
         assert (actor, source) == (f"cli:{getpass.getuser()}", "cli")
     elif not case.event:
         assert actor == "alice" and source == "127.0.0.1", rows
     if not case.event:
-        await _until(lambda: _dump(console.db_path) != before, f"{change} made no change")
+        await _until(lambda: _dump(local_console.db_path) != before, f"{change} made no change")
 
 
 def test_every_case_is_a_route_or_command_that_exists() -> None:
