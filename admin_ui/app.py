@@ -4,10 +4,10 @@
 serve``); the proxy passes providers for its own (``db=lambda: ...``) so one process keeps one
 database writer. The same goes for the model lifecycle: ``lifecycle=`` gives the proxy's (so an
 action in the console pokes the proxy's reconciler at once); alone, the console makes its own,
-registry only (the proxy's reconciler, polling the database, acts on what it changes). The model
-and Hugging Face token JSON API (``admin_ui.api``) answers at ``/admin/api/models`` and
-``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`; for the
-tokens, :func:`api_admin_auth`).
+registry only (the proxy's reconciler, polling the database, acts on what it changes). The JSON
+API (``admin_ui.api``, one module per resource) answers under ``/admin/api`` behind the console's own
+authentication: :func:`api_auth` is its one auth dependency. Pages (``admin_ui.views``) and API
+modules never import each other; what both need is in ``admin_ui.actions`` and ``admin_ui.filters``.
 
 Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer to inner:
 security headers and errors, the encrypted session, authentication and CSRF.
