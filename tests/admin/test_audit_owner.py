@@ -109,7 +109,7 @@ def cli_commands() -> list[str]:
 
 
 NOT_CHANGES = {
-    "cli up": "runs the services; its first account and key are audited as 'llmserver up' (tests/test_up.py)",
+    "cli up": "runs the services; its first account and key are audited as 'llmserver up' (test_up.py)",
     "cli proxy": "runs the proxy",
     "cli runtime": "runs the runtime daemon",
     "cli chat": "a client of the proxy",
