@@ -1,9 +1,8 @@
 """``/admin/api/hf-tokens``: add, list, delete and choose the default Hugging Face token.
 
 A token goes in once (``POST {"label", "token", "default"?}``) and never comes out: every answer
-holds the label and the last four characters only. These routes have their own ``auth`` check
-(the console's lets admins only, for reading too, as its Hugging Face tokens page does:
-``guard(request, admin_only=True)``).
+holds the label and the last four characters only. Admins only, for reading too, as the Hugging Face
+tokens page (``guard(request, admin_only=True)``).
 """
 
 from __future__ import annotations
