@@ -15,13 +15,22 @@ from admin_ui.reauth import confirm_password
 from admin_ui.security import require_admin
 from proxy.auth.apikey import key_minter
 from proxy.storage.admin_tokens import AdminToken, AdminTokenRepository
-from proxy.storage.api_keys import KeyRepository
-from proxy.storage.errors import ValidationError
+from proxy.storage.api_keys import ApiKey, KeyRepository
+from proxy.storage.errors import KeyNotFoundError, ValidationError
 from proxy.storage.users import User, UserNotFoundError, UserRepository, check_role
 
 
 def key_repository(request: web.Request) -> KeyRepository:
     return KeyRepository(request.app[db_key], key_minter(request.app[hasher_key]))
+
+
+async def requested_key(request: web.Request) -> ApiKey:
+    """The key of the route's ``{key_id}``; ``KeyNotFoundError`` (404) when there is none."""
+    key_id = int(request.match_info["key_id"])
+    key = await key_repository(request).get_key(key_id)
+    if key is None:
+        raise KeyNotFoundError(f"no API key {key_id}")
+    return key
 
 
 async def apply_user_action(

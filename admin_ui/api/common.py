@@ -69,6 +69,12 @@ def translate(exc: Exception) -> web.HTTPException:
     raise exc
 
 
+def install_auth(app: web.Application, auth: Auth) -> None:
+    """The app's auth dependency (the first ``setup_*_routes`` call sets it; the console passes one)."""
+    if auth_key not in app:
+        app[auth_key] = auth
+
+
 async def guard(request: web.Request, *, admin_only: bool = False) -> Actor:
     """Who acts (the ``auth`` dependency's answer); an HTTP error if nobody may."""
     return await request.app[auth_key](request, admin_only)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_ui.api.common import FLAG, TEXT, Auth, auth_key, error, guard, read_body, translate
+from admin_ui.api.common import FLAG, TEXT, Auth, error, guard, install_auth, read_body, translate
 from admin_ui.appkeys import lifecycle_key
 from proxy.lifecycle.service import Lifecycle
 from proxy.storage.errors import StorageError
@@ -23,8 +23,7 @@ def setup_hf_token_routes(
 ) -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[lifecycle_key] = lifecycle
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     base = f"{prefix}/hf-tokens"
     app.router.add_get(base, list_tokens)
     app.router.add_post(base, add_token)

@@ -10,11 +10,10 @@ import time
 from aiohttp import web
 
 from admin_ui.actions import key_repository
-from admin_ui.api.common import NULL, TEXT, WHOLE, Auth, auth_key, guard, read_body
+from admin_ui.actions import requested_key as _key
+from admin_ui.api.common import NULL, TEXT, WHOLE, Auth, guard, install_auth, read_body
 from admin_ui.appkeys import db_key, principal_key, reports_key
 from admin_ui.forms import key_fields_from_json
-from proxy.storage.api_keys import ApiKey
-from proxy.storage.errors import KeyNotFoundError
 from proxy.storage.key_list import key_query, read_key_page
 from proxy.storage.usage_report import UsageFilter
 
@@ -31,8 +30,7 @@ FIELDS |= {"allowed_models": LIST, "allowed_cidrs": LIST, "expires_at": (int, fl
 
 def setup_key_routes(app: web.Application, *, auth: Auth, prefix: str = "/admin/api") -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     base, one = f"{prefix}/api-keys", prefix + r"/api-keys/{key_id:\d{1,15}}"
     app.router.add_get(base, list_keys)
     app.router.add_post(base, create_key)
@@ -59,14 +57,6 @@ async def create_key(request: web.Request) -> web.Response:
     owner = request[principal_key].user_id
     full_key, key = await key_repository(request).create_key(user_id=owner, by=by, **fields)
     return web.json_response({"key": key.public(), "full_key": full_key}, status=201)
-
-
-async def _key(request: web.Request) -> ApiKey:
-    key_id = int(request.match_info["key_id"])
-    key = await key_repository(request).get_key(key_id)
-    if key is None:
-        raise KeyNotFoundError(f"no API key {key_id}")
-    return key
 
 
 async def get_key(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_ui.api.common import FLAG, NULL, TEXT, Auth, auth_key, error, guard, read_body, translate
+from admin_ui.api.common import FLAG, NULL, TEXT, Auth, error, guard, install_auth, read_body, translate
 from admin_ui.appkeys import lifecycle_key
 from admin_ui.background import background, setup_background
 from proxy.lifecycle.errors import LifecycleError
@@ -61,8 +61,7 @@ RUN: dict[str, tuple[type, ...]] = {
 def setup_model_routes(app: web.Application, lifecycle: Lifecycle, *, auth: Auth, prefix: str = "/admin/api") -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
     app[lifecycle_key] = lifecycle
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     setup_background(app)
     base = f"{prefix}/models"
     app.router.add_get(base, list_models)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin_ui.actions import key_repository
-from admin_ui.api.common import Auth, auth_key, guard
+from admin_ui.api.common import Auth, guard, install_auth
 from admin_ui.appkeys import reports_key
 from admin_ui.filters import audit_entries, usage_filter
 
@@ -16,8 +16,7 @@ def setup_report_routes(
     app: web.Application, *, auth: Auth, prefix: str = "/admin/api", per_key: str = "/admin/usage"
 ) -> None:
     """Add the routes under ``prefix``, and the per-key figures at ``per_key``."""
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     app.router.add_get(f"{prefix}/usage", usage)
     app.router.add_get(per_key, usage_per_key)
     app.router.add_get(f"{prefix}/audit", audit)

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_ui.api.common import Auth, auth_key, error, guard
+from admin_ui.api.common import Auth, error, guard, install_auth
 from admin_ui.export import csv_cell
 from admin_ui.filters import Query, parsed
 from proxy.storage.database import Database
@@ -65,8 +65,7 @@ def setup_request_routes(
 ) -> None:
     """Add the routes under ``prefix``; ``db`` gives the database once the app has started."""
     app[requests_db_key] = db
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     base = f"{prefix}/requests"
     app.router.add_get(base, list_requests)
     app.router.add_get(f"{base}.csv", export_requests)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin_ui.actions import make_token, revoke_token
-from admin_ui.api.common import NULL, TEXT, Auth, auth_key, guard, read_body
+from admin_ui.api.common import NULL, TEXT, Auth, guard, install_auth, read_body
 from admin_ui.appkeys import db_key
 from proxy.storage.admin_tokens import AdminTokenRepository
 
@@ -15,8 +15,7 @@ CREATE = {"name": TEXT, "scope": TEXT, "expires_in_days": (int, NULL), "current_
 
 def setup_token_routes(app: web.Application, *, auth: Auth, prefix: str = "/admin/api") -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     app.router.add_get(f"{prefix}/tokens", list_tokens)
     app.router.add_post(f"{prefix}/tokens", create_token)
     app.router.add_post(prefix + r"/tokens/{token_id:\d{1,15}}/revoke", revoke)

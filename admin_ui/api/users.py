@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from admin_ui.actions import apply_user_action
-from admin_ui.api.common import NULL, TEXT, Auth, auth_key, guard, read_body
+from admin_ui.api.common import NULL, TEXT, Auth, guard, install_auth, read_body
 from admin_ui.appkeys import db_key, hasher_key
 from admin_ui.passwords import checked_password, generate_password, hash_password
 from proxy.storage.users import UserRepository, check_role
@@ -20,8 +20,7 @@ CHANGE = {"action": TEXT, "role": (str, NULL)}
 
 def setup_user_routes(app: web.Application, *, auth: Auth, prefix: str = "/admin/api") -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
-    if auth_key not in app:
-        app[auth_key] = auth
+    install_auth(app, auth)
     app.router.add_get(f"{prefix}/users", list_users)
     app.router.add_post(f"{prefix}/users", create_user)
     app.router.add_patch(prefix + r"/users/{user_id:\d{1,15}}", change_user)

@@ -13,6 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin_ui.actions import key_repository as repository
+from admin_ui.actions import requested_key as _key
 from admin_ui.appkeys import db_key, reports_key
 from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed, when
@@ -21,7 +22,7 @@ from admin_ui.forms import PERIODS, key_fields_from_form
 from admin_ui.security import require_admin
 from admin_ui.views.dashboard import running_models
 from proxy.storage.api_keys import ApiKey
-from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.errors import ValidationError
 from proxy.storage.impact import recent_requests
 from proxy.storage.key_list import SORTS, STATES, KeyPage, KeyQuery, key_query, read_key_page
 from proxy.storage.request_log import FilterError
@@ -86,14 +87,6 @@ async def key_created(request: web.Request) -> web.Response:
 
 def _input(field: str | None) -> str | None:
     return FORM_NAMES.get(field or "", field)
-
-
-async def _key(request: web.Request) -> ApiKey:
-    key_id = int(request.match_info["key_id"])
-    key = await repository(request).get_key(key_id)
-    if key is None:
-        raise KeyNotFoundError(f"no API key {key_id}")
-    return key
 
 
 @routes.get(r"/api-keys/{key_id:\d{1,15}}")
