@@ -4,10 +4,10 @@
 serve``); the proxy passes providers for its own (``db=lambda: ...``) so one process keeps one
 database writer. The same goes for the model lifecycle: ``lifecycle=`` gives the proxy's (so an
 action in the console pokes the proxy's reconciler at once); alone, the console makes its own,
-registry only (the proxy's reconciler, polling the database, acts on what it changes). The model
-and Hugging Face token JSON API (``admin_ui.api``) answers at ``/admin/api/models`` and
-``/admin/api/hf-tokens`` behind the console's own authentication (:func:`api_auth`; for the
-tokens, :func:`api_admin_auth`).
+registry only (the proxy's reconciler, polling the database, acts on what it changes). The JSON
+API (``admin_ui.api``, one module per resource) answers under ``/admin/api`` behind the console's own
+authentication: :func:`api_auth` is its one auth dependency. Pages (``admin_ui.views``) and API
+modules never import each other; what both need is in ``admin_ui.actions`` and ``admin_ui.filters``.
 
 Nothing happens at import; resources open in ``cleanup_ctx``. Middlewares, outer to inner:
 security headers and errors, the encrypted session, authentication and CSRF.
@@ -36,8 +36,12 @@ from aiohttp_session import get_session
 
 from admin_ui.api.common import error as api_error
 from admin_ui.api.hf_tokens import setup_hf_token_routes
+from admin_ui.api.keys import setup_key_routes
 from admin_ui.api.models import setup_model_routes
+from admin_ui.api.reports import setup_report_routes
 from admin_ui.api.requests import setup_request_routes
+from admin_ui.api.tokens import setup_token_routes
+from admin_ui.api.users import setup_user_routes
 from admin_ui.appkeys import (
     ModelLister,
     db_key,
@@ -50,14 +54,13 @@ from admin_ui.appkeys import (
     series_key,
     settings_key,
 )
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.flash import take
 from admin_ui.monitor import SystemMonitor
 from admin_ui.security import UNSAFE, auth_middleware, headers_middleware, headers_on_prepare
 from admin_ui.session import csrf_token, setup_sessions
 from admin_ui.views import (
     account,
-    api,
     audit_log,
     dashboard,
     hf_tokens,
@@ -73,6 +76,7 @@ from proxy.auth.apikey import create_password_hasher
 from proxy.auth.gate import Argon2Gate
 from proxy.lifecycle.service import Lifecycle
 from proxy.settings import Settings
+from proxy.storage.audit import Actor
 from proxy.storage.database import Database
 from proxy.storage.usage_report import UsageReports
 from proxy.storage.usage_series import UsageSeries
@@ -81,7 +85,7 @@ from runtime.api.client import RuntimeClient
 HERE = Path(__file__).resolve().parent
 LOGIN_THREADS = 1  # argon2 threads for console logins (API keys have their own: LLMSERVER_ARGON2_CONCURRENCY)
 LOGINS_PER_ADDRESS = 2  # login attempts one client address (or one account name) may have in flight
-VIEWS = (login, dashboard, keys, requests, usage, users, audit_log, account, tokens, api, models, hf_tokens)
+VIEWS = (login, dashboard, keys, requests, usage, users, audit_log, account, tokens, models, hf_tokens)
 
 
 def create_admin_app(
@@ -120,8 +124,12 @@ def create_admin_app(
     app.cleanup_ctx.append(_runtime(settings, runtime))
     app.cleanup_ctx.append(_services)
     shared = lifecycle() if lifecycle is not None else _own_lifecycle(app, settings)
-    setup_model_routes(app, shared, auth=api_auth, audit=api_audit, runtime=lambda: app[runtime_key], prefix="/api")
-    setup_hf_token_routes(app, shared, auth=api_admin_auth, audit=api_audit, prefix="/api")
+    setup_key_routes(app, auth=api_auth, prefix="/api")
+    setup_user_routes(app, auth=api_auth, prefix="/api")
+    setup_token_routes(app, auth=api_auth, prefix="/api")
+    setup_report_routes(app, auth=api_auth, prefix="/api", per_key="/usage")
+    setup_model_routes(app, shared, auth=api_auth, runtime=lambda: app[runtime_key], prefix="/api")
+    setup_hf_token_routes(app, shared, auth=api_auth, prefix="/api")
     setup_request_routes(app, lambda: app[db_key], auth=api_auth, prefix="/api")
     app.router.add_static("/static/", HERE / "static", name="static")
     for view in VIEWS:
@@ -174,28 +182,18 @@ def _own_lifecycle(app: web.Application, settings: Settings) -> Lifecycle:
     return own
 
 
-async def api_auth(request: web.Request) -> None:
-    """The model and token API's check. The console's middleware has already authenticated the
-    request (session plus CSRF on a change, or an admin API token); here: only ``admin`` writes."""
+async def api_auth(request: web.Request, admin_only: bool) -> Actor:
+    """The JSON API's one auth dependency (``admin_ui.api.common.guard``). The console's middleware
+    has already authenticated the request (session plus CSRF on a change, or an admin API token);
+    here: only ``admin`` writes, and reads ``admin_only`` (users, tokens, Hugging Face tokens)."""
     principal = request.get(principal_key)
     if principal is None:
         raise api_error(401, "log in, or send an admin API token", "unauthorized")
     if request.method in UNSAFE and not principal.can_write:
         raise api_error(403, "this account (or token) may only read", "forbidden")
-
-
-async def api_admin_auth(request: web.Request) -> None:
-    """The Hugging Face token API's check: admins only, for reading too (labels name accounts and
-    providers; the console's page is admin only as well)."""
-    await api_auth(request)
-    if not request[principal_key].can_write:
-        raise api_error(403, "Hugging Face tokens are for admins only", "forbidden")
-
-
-async def api_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
-    """An audit entry for a model or token action: its target and details (never a secret)."""
-    target = f"model {details['name']}" if "name" in details else f"hf token {details.get('id')}"
-    await audit(request, action, target, after=details)
+    if admin_only and not principal.can_write:
+        raise api_error(403, "this is for admins only", "forbidden")
+    return actor_of(request)
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from argon2 import PasswordHasher
 
 from admin_ui.monitor import SystemMonitor
 from proxy.auth.gate import Argon2Gate
+from proxy.lifecycle.service import Lifecycle
 from proxy.lifecycle.trial import ModelRuntime
 from proxy.settings import Settings
 from proxy.storage.database import Database
@@ -45,6 +46,7 @@ monitor_key = web.AppKey("admin_monitor", SystemMonitor)
 reports_key = web.AppKey("admin_reports", UsageReports)
 series_key = web.AppKey("admin_series", UsageSeries)
 login_gate_key = web.AppKey("admin_login_gate", Argon2Gate)
+lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
 
 principal_key = web.RequestKey("admin_principal", Principal)
 client_addr_key = web.RequestKey("admin_client_addr", str)

@@ -1,4 +1,10 @@
-"""Audit entries for admin actions, with who and from where taken from the request."""
+"""Who makes an admin change, taken from the request: its principal and client address (issue 20).
+
+A change passes ``by=actor_of(request)`` to the storage or registry method that makes it, which
+writes the audit row in the change's own transaction (``proxy.storage.audit``); no handler writes an
+audit row for a change itself. Events that are their own change (a login, a refused
+re-authentication) are :func:`audit_event`.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +14,30 @@ from typing import Any
 from aiohttp import web
 
 from admin_ui.appkeys import client_addr_key, db_key, principal_key
-from proxy.storage.audit import record_audit
+from proxy.storage.api_keys import ApiKey
+from proxy.storage.audit import Actor, Audit, record_event
 
 
-async def audit(
+def actor_of(request: web.Request) -> Actor:
+    """The request's principal (``alice``, ``token:ci``) from its client address."""
+    principal = request.get(principal_key)
+    return Actor(principal.name if principal is not None else "anonymous", request.get(client_addr_key) or "unknown")
+
+
+async def audit_event(
     request: web.Request,
     action: str,
     target: str | None = None,
-    before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
     actor: str | None = None,
 ) -> None:
-    """Record ``action`` by the request's principal (or ``actor``, for a login) from its client address."""
-    principal = request.get(principal_key)
-    who = actor or (principal.name if principal is not None else "anonymous")
-    await record_audit(request.app[db_key], who, request[client_addr_key], action, target, before, after)
+    """Record the event ``action`` by the request's principal (or ``actor``, for a login)."""
+    by = actor_of(request)
+    if actor is not None:
+        by = Actor(actor, by.source)
+    await record_event(request.app[db_key], by, Audit(action, target, after=after))
 
 
-def key_view(key: Any) -> dict[str, Any]:
-    """The public fields of an API key (for pages, the JSON API and the audit log; never the hash)."""
-    return {
-        "id": key.id,
-        "public_id": key.public_id,
-        "name": key.name,
-        "last_four": key.last_four,
-        "user_id": key.user_id,
-        "created_at": key.created_at,
-        "revoked_at": key.revoked_at,
-        "disabled_at": key.disabled_at,
-        "expires_at": key.expires_at,
-        "token_limit": key.token_limit,
-        "budget_period": key.budget_period,
-        "tokens_used": key.tokens_used,
-        "tokens_reserved": key.tokens_reserved,
-        "request_count": key.request_count,
-        "last_request_at": key.last_request_at,
-        "endpoint_counts": dict(key.endpoint_counts),
-        "allowed_models": None if key.allowed_models is None else list(key.allowed_models),
-        "allowed_cidrs": None if key.allowed_cidrs is None else list(key.allowed_cidrs),
-        "rpm_limit": key.rpm_limit,
-        "tpm_limit": key.tpm_limit,
-    }
+def key_view(key: ApiKey) -> dict[str, Any]:
+    """The public fields of an API key (``ApiKey.public``; never the hash)."""
+    return key.public()

@@ -15,7 +15,7 @@ import math
 from aiohttp import web
 
 from admin_ui.appkeys import db_key
-from admin_ui.audited import audit
+from admin_ui.audited import audit_event
 from admin_ui.passwords import password_matches
 from proxy.storage.users import LoginThrottle, User
 
@@ -31,5 +31,5 @@ async def confirm_password(request: web.Request, user: User, given: object, acti
     if isinstance(given, str) and given and await password_matches(user.password_hash, given):
         return None
     await throttle.failed(subjects)
-    await audit(request, "reauth.failed", f"user {user.username}", after={"for": action})
+    await audit_event(request, "reauth.failed", f"user {user.username}", after={"for": action})
     return WRONG

@@ -36,6 +36,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_session import get_session
 
 from admin_ui.appkeys import Principal, client_addr_key, db_key, principal_key, settings_key
+from admin_ui.envelope import envelope
 from admin_ui.session import csrf_token, served_over_tls, session_valid, touch
 from proxy.auth.clientaddr import client_address
 from proxy.storage.admin_tokens import AdminTokenRepository
@@ -140,10 +141,7 @@ async def _error(
 ) -> web.StreamResponse:
     message = text if text and not text.startswith(f"{status}:") else reason
     if is_api(request):
-        body: dict[str, object] = {"status": status, "message": message}
-        if field is not None:
-            body["field"] = field
-        return web.json_response({"error": body}, status=status)
+        return web.json_response(envelope(status, message, field=field), status=status)
     principal = request.get(principal_key)
     context = {"status": status, "reason": reason, "detail": message, "me": principal}
     return aiohttp_jinja2.render_template("error.html", request, context, status=status)

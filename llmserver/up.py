@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from llmserver.commands.actor import UP
 from llmserver.commands.admin import first_admin
 from llmserver.envfile import secrets_file
 from llmserver.logging import setup_logging
@@ -189,7 +190,7 @@ async def first_key(settings: Settings) -> tuple[str | None, tuple[str, str] | N
         repo = KeyRepository(db, key_minter())
         if any(k.is_active(time.time()) for k in await repo.list_keys()):
             return None, account
-        full, _ = await repo.create_key("first key")
+        full, _ = await repo.create_key("first key", by=UP)
         return full, account
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -85,6 +86,12 @@ def test_up_serves_the_demo_model_with_a_first_key_and_stops_cleanly(tmp_path: P
         secrets_file = tmp_path / "data" / "secrets.env"
         assert secrets_file.stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "data" / "app.db").exists()
+        conn = sqlite3.connect(tmp_path / "data" / "app.db")
+        try:  # issue 20: the first account and key are audited, in their own transactions, as made by `up`
+            made = sorted(conn.execute("SELECT actor, source, action FROM admin_audit"))
+        finally:
+            conn.close()
+        assert made == [("llmserver up", "cli", "api_key.create"), ("llmserver up", "cli", "user.create")]
         assert daemon_pids(tmp_path), "the runtime daemon runs as a child"
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         try:

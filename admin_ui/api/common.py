@@ -1,45 +1,53 @@
-"""What the admin API handlers share: the swappable auth check, error translation, JSON bodies.
+"""What every admin API handler shares: one auth dependency, one error envelope, one body reader.
 
-Authentication is a dependency: ``setup_*_routes(app, ..., auth=...)`` takes an async callable that
-raises ``web.HTTPException`` for a request that may not act (the console passes its session + CSRF
-or admin-API-token check, ``admin_ui.app.api_auth``). ``audit`` is called after every successful
-change with the action and its target (the console's audit log). Errors are
-``{"error": {"status", "message", "type", "field"?}}``, the console's envelope plus a machine-readable
-type and, for a bad value, the field at fault.
+A handler reads as auth -> parse -> call -> respond, the same in every module of ``admin_ui.api``:
+
+- **auth**: ``await guard(request)`` (``admin_only=True`` where even reading is for admins). The
+  dependency is the ``auth=`` callable that ``setup_*_routes`` installs (the console's session + CSRF
+  or admin-API-token check, ``admin_ui.app.api_auth``); it raises an HTTP error for a request that may
+  not act, else answers who acts. That :class:`~proxy.storage.audit.Actor` goes down with every change
+  (``by=``), whose audit row is written in the change's own transaction (issue 20).
+- **errors**: ``{"error": {"status", "message", "type", "field"?}}`` (``admin_ui.envelope``), raised
+  here with :func:`error`, or by the middleware for the storage errors a handler lets through.
+- **body**: :func:`read_body` with the fields a route takes and the JSON types each may hold: at most
+  :data:`MAX_BODY` bytes (413), nested at most :data:`MAX_DEPTH` deep, an object whose every field is
+  known and of its type, or a 400 naming the field.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from admin_ui.envelope import envelope_text
 from proxy.lifecycle.errors import DownloadError, LifecycleError, ModelStateError
 from proxy.lifecycle.trial import TrialError
+from proxy.storage.audit import Actor
 from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFoundError, ValidationError, VaultError
 from proxy.unicode_text import lone_surrogate
 
-Auth = Callable[[web.Request], Awaitable[None]]
-Audit = Callable[[web.Request, str, dict[str, Any]], Awaitable[None]]
+Auth = Callable[[web.Request, bool], Awaitable[Actor]]
+"""``auth(request, admin_only)``: who acts, or an HTTP error (401, 403) in the envelope."""
+Spec = Mapping[str, tuple[type, ...]]
+"""A body's fields and the Python types of the JSON values each may hold (``type(None)``: null)."""
 
 auth_key: web.AppKey[Auth] = web.AppKey("admin_api_auth")
-audit_key: web.AppKey[Audit] = web.AppKey("admin_api_audit")
+
+MAX_BODY = 64 * 1024
+MAX_DEPTH = 8
+NULL = type(None)
+TEXT, FLAG, WHOLE, NUMBER = (str,), (bool,), (int,), (int, float)
+SURROGATE = "the body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+_JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
+_JSON_NAMES |= {list: "an array", dict: "an object", NULL: "null"}
 
 
-async def no_audit(request: web.Request, action: str, details: dict[str, Any]) -> None:
-    return None
-
-
-def error(status: int, message: str, kind: str, field: str | None = None) -> web.HTTPException:
-    """The JSON error; ``field`` names the parameter or body field at fault."""
-    fields: dict[str, Any] = {"status": status, "message": message, "type": kind}
-    if field is not None:
-        fields["field"] = field
-    body = json.dumps({"error": fields})
-    cls = web.HTTPException
-    exc = cls(text=body, content_type="application/json")
+def error(status: int, message: str, kind: str | None = None, field: str | None = None) -> web.HTTPException:
+    """The JSON error (``admin_ui.envelope``); ``field`` names the parameter or body field at fault."""
+    exc = web.HTTPException(text=envelope_text(status, message, kind, field), content_type="application/json")
     exc.set_status(status)
     return exc
 
@@ -63,29 +71,66 @@ def translate(exc: Exception) -> web.HTTPException:
     raise exc
 
 
-SURROGATE = "the body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+def install_auth(app: web.Application, auth: Auth) -> None:
+    """The app's auth dependency (the first ``setup_*_routes`` call sets it; the console passes one)."""
+    if auth_key not in app:
+        app[auth_key] = auth
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def guard(request: web.Request, *, admin_only: bool = False) -> Actor:
+    """Who acts (the ``auth`` dependency's answer); an HTTP error if nobody may."""
+    return await request.app[auth_key](request, admin_only)
+
+
+async def read_body(request: web.Request, spec: Spec, required: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object of the request, checked against ``spec`` (see the module's docstring)."""
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise error(413, f"the body is larger than {MAX_BODY // 1024} KiB")
     try:
-        body = await request.json()
+        body = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
-        raise error(400, "the body must be a JSON object", "invalid_request") from None
+        raise error(400, "the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise error(400, "the body must be a JSON object", "invalid_request")
-    if lone_surrogate(await request.read(), body):
-        raise error(400, SURROGATE, "invalid_request")
+        raise error(400, "the body must be a JSON object")
+    if _depth(body) > MAX_DEPTH:
+        raise error(400, f"the body is nested deeper than {MAX_DEPTH} levels")
+    if lone_surrogate(raw, body):
+        raise error(400, SURROGATE)
+    for name, value in body.items():
+        _check_field(spec, name, value)
+    missing = [name for name in required if name not in body]
+    if missing:
+        raise error(400, f"{missing[0]!r} is required", field=missing[0])
     return body
 
 
-def csv_cell(text: str) -> str:
-    """Defuse spreadsheet formulas in user-supplied text (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+def _check_field(spec: Spec, name: str, value: Any) -> None:
+    types = spec.get(name)
+    if types is None:
+        known = ", ".join(spec)
+        raise error(400, f"unknown field {name[:40]!r}; known: {known}", field=name[:40])
+    if not any(_is(value, t) for t in types):
+        expected = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
+        raise error(400, f"{name!r} must be {expected}", field=name)
 
 
-async def guard(request: web.Request) -> None:
-    await request.app[auth_key](request)
+def _is(value: Any, kind: type) -> bool:
+    """JSON's types: a boolean is not a number, an integer is a number."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
 
 
-async def audited(request: web.Request, action: str, **details: Any) -> None:
-    await request.app[audit_key](request, action, details)
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest (1 for a flat object), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest

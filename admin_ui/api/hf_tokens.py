@@ -1,32 +1,29 @@
 """``/admin/api/hf-tokens``: add, list, delete and choose the default Hugging Face token.
 
 A token goes in once (``POST {"label", "token", "default"?}``) and never comes out: every answer
-holds the label and the last four characters only. These routes have their own ``auth`` check
-(the console's lets admins only, for reading too, as its Hugging Face tokens page does).
+holds the label and the last four characters only. Admins only, for reading too, as the Hugging Face
+tokens page (``guard(request, admin_only=True)``).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, json_body, no_audit, translate
+from admin_ui.api.common import FLAG, TEXT, Auth, error, guard, install_auth, read_body, translate
+from admin_ui.appkeys import lifecycle_key
 from proxy.lifecycle.service import Lifecycle
 from proxy.storage.errors import StorageError
 from proxy.storage.hf_tokens import TokenStore
 
-tokens_lifecycle_key = web.AppKey("admin_tokens_lifecycle", Lifecycle)
-tokens_auth_key: web.AppKey[Auth] = web.AppKey("admin_hf_tokens_auth")
+ADD = {"label": TEXT, "token": TEXT, "default": FLAG}
 
 
 def setup_hf_token_routes(
-    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, audit: Audit = no_audit, prefix: str = "/admin/api"
+    app: web.Application, lifecycle: Lifecycle, *, auth: Auth, prefix: str = "/admin/api"
 ) -> None:
     """Add the routes under ``prefix`` (``/api`` in a sub-application mounted at ``/admin``)."""
-    app[tokens_lifecycle_key] = lifecycle
-    app[tokens_auth_key] = auth
-    if auth_key not in app:
-        app[auth_key] = auth
-        app[audit_key] = audit
+    app[lifecycle_key] = lifecycle
+    install_auth(app, auth)
     base = f"{prefix}/hf-tokens"
     app.router.add_get(base, list_tokens)
     app.router.add_post(base, add_token)
@@ -34,12 +31,8 @@ def setup_hf_token_routes(
     app.router.add_post(base + "/{id}/default", make_default)
 
 
-async def guard(request: web.Request) -> None:
-    await request.app[tokens_auth_key](request)
-
-
 def _store(request: web.Request) -> TokenStore:
-    return request.app[tokens_lifecycle_key].registry.tokens
+    return request.app[lifecycle_key].registry.tokens
 
 
 def _id(request: web.Request) -> int:
@@ -50,38 +43,37 @@ def _id(request: web.Request) -> int:
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    await guard(request)
+    await guard(request, admin_only=True)
     tokens = await _store(request).list()
     return web.json_response({"tokens": [t.to_json() for t in tokens]})
 
 
 async def add_token(request: web.Request) -> web.Response:
-    await guard(request)
-    body = await json_body(request)
+    by = await guard(request, admin_only=True)
+    body = await read_body(request, ADD, required=("label", "token"))
     try:
-        stored = await _store(request).add(body.get("label"), body.get("token"), default=bool(body.get("default")))
+        stored = await _store(request).add(
+            body.get("label"), body.get("token"), default=bool(body.get("default")), by=by
+        )
     except StorageError as exc:
         raise translate(exc) from None
-    await audited(request, "hf_token.add", id=stored.id, label=stored.label)
     return web.json_response(stored.to_json(), status=201)
 
 
 async def delete_token(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request, admin_only=True)
     token_id = _id(request)
     try:
-        await request.app[tokens_lifecycle_key].registry.delete_token(token_id)
+        await request.app[lifecycle_key].registry.delete_token(token_id, by=by)
     except StorageError as exc:
         raise translate(exc) from None
-    await audited(request, "hf_token.delete", id=token_id)
     return web.Response(status=204)
 
 
 async def make_default(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request, admin_only=True)
     try:
-        stored = await _store(request).set_default(_id(request))
+        stored = await _store(request).set_default(_id(request), by=by)
     except StorageError as exc:
         raise translate(exc) from None
-    await audited(request, "hf_token.default", id=stored.id)
     return web.json_response(stored.to_json())

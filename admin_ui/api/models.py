@@ -28,15 +28,17 @@ audited, billed to no key).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from admin_ui.api.common import Audit, Auth, audit_key, audited, auth_key, error, guard, json_body, no_audit, translate
+from admin_ui.api.common import FLAG, NULL, TEXT, Auth, error, guard, install_auth, read_body, translate
+from admin_ui.appkeys import lifecycle_key
+from admin_ui.audited import audit_event
+from admin_ui.background import background, setup_background
+from admin_ui.runtime_models import loaded_models, model_runtime, model_runtime_key
 from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.registry import Registry
 from proxy.lifecycle.service import Lifecycle
@@ -44,14 +46,27 @@ from proxy.lifecycle.status import model_status
 from proxy.lifecycle.trial import ModelRuntime
 from proxy.storage.errors import StorageError
 from proxy.storage.models import check_model_name
-from runtime.api.errors import RuntimeClientError
 
 log = logging.getLogger(__name__)
 
-lifecycle_key = web.AppKey("admin_lifecycle", Lifecycle)
-tasks_key: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("admin_model_tasks")
-model_runtime_key: web.AppKey[Callable[[], ModelRuntime]] = web.AppKey("admin_model_runtime")
-RUNTIME_WAIT = 1.0  # seconds the model list waits for the runtime's memory figures
+OPTIONAL_TEXT, LIST, OBJECT = (str, NULL), (list, NULL), (dict, NULL)
+OPTIONAL_ID, SECONDS = (int, NULL), (int, float, NULL)
+CHANGE: dict[str, tuple[type, ...]] = {
+    "backend": TEXT,
+    "files": LIST,
+    "patterns": LIST,
+    "revision": OPTIONAL_TEXT,
+    "local_path": OPTIONAL_TEXT,
+}
+CHANGE |= {"params": OBJECT, "hf_token_id": OPTIONAL_ID, "keep_alive": SECONDS}
+ADD: dict[str, tuple[type, ...]] = {"name": TEXT, "start": FLAG, "kind": TEXT, "source_repo": OPTIONAL_TEXT, **CHANGE}
+RUN: dict[str, tuple[type, ...]] = {
+    "spec": TEXT,
+    "name": OPTIONAL_TEXT,
+    "params": OBJECT,
+    "keep_alive": SECONDS,
+    "hf_token_id": OPTIONAL_ID,
+}
 
 
 def setup_model_routes(
@@ -59,7 +74,6 @@ def setup_model_routes(
     lifecycle: Lifecycle,
     *,
     auth: Auth,
-    audit: Audit = no_audit,
     runtime: Callable[[], ModelRuntime] | None = None,
     prefix: str = "/admin/api",
 ) -> None:
@@ -68,10 +82,8 @@ def setup_model_routes(
     app[lifecycle_key] = lifecycle
     if runtime is not None:
         app[model_runtime_key] = runtime
-    app[auth_key] = auth
-    app[audit_key] = audit
-    app[tasks_key] = set()
-    app.cleanup_ctx.append(_background_tasks)
+    install_auth(app, auth)
+    setup_background(app)
     base = f"{prefix}/models"
     app.router.add_get(base, list_models)
     app.router.add_post(base, add_model)
@@ -82,16 +94,6 @@ def setup_model_routes(
     for action in ("pull", "cancel", "start", "stop"):
         app.router.add_post(base + "/{name}/" + action, model_action)
     app.router.add_post(base + "/{name}/test", test_model)
-
-
-async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
-    yield
-    running = [*app[tasks_key]]
-    for task in running:
-        task.cancel()
-    for task in running:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 def _registry(request: web.Request) -> Registry:
@@ -112,38 +114,6 @@ async def _call(work: Awaitable[Any]) -> Any:
         raise translate(exc) from None
 
 
-def background(request: web.Request, work: Callable[[], Awaitable[Any]], what: str) -> None:
-    async def run() -> None:
-        try:
-            await work()
-        except (StorageError, LifecycleError) as exc:  # the error is on the model's row
-            log.warning("%s: %s", what, exc)
-
-    task = asyncio.ensure_future(run())
-    tasks = request.app[tasks_key]
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-
-
-def model_runtime(request: web.Request) -> ModelRuntime:
-    provider = request.app.get(model_runtime_key)
-    if provider is None:
-        raise error(503, "this console has no runtime to ask", "runtime_unavailable")
-    return provider()
-
-
-async def loaded_models(request: web.Request) -> dict[str, dict[str, Any]]:
-    """The runtime's models by name (state, memory), or nothing when it does not answer at once."""
-    if model_runtime_key not in request.app:
-        return {}
-    try:
-        models = await asyncio.wait_for(request.app[model_runtime_key]().models(), RUNTIME_WAIT)
-    except (RuntimeClientError, OSError, asyncio.TimeoutError) as exc:
-        log.debug("model list without the runtime's figures: %s", exc)
-        return {}
-    return {m.name: m.to_wire() for m in models}
-
-
 async def list_models(request: web.Request) -> web.Response:
     await guard(request)
     records = await _call(_registry(request).store.list())
@@ -162,72 +132,64 @@ async def test_model(request: web.Request) -> web.Response:
     await guard(request)
     name = _name(request)
     result = await _call(request.app[lifecycle_key].test(model_runtime(request), name))
-    await audited(request, "model.test", name=name, latency_ms=result.latency_ms, tokens=result.completion_tokens)
+    after = {"latency_ms": result.latency_ms, "tokens": result.completion_tokens}
+    await audit_event(request, "model.test", f"model {name}", after=after)
     return web.json_response(result.to_json())
 
 
 async def add_model(request: web.Request) -> web.Response:
-    await guard(request)
-    body = await json_body(request)
-    name = body.pop("name", None)
+    by = await guard(request)
+    body = await read_body(request, ADD, required=("name",))
+    name = body.pop("name")
     start = bool(body.pop("start", False))
     registry = _registry(request)
-    record = await _call(registry.add(name, **body))
+    record = await _call(registry.add(name, by=by, **body))
     if start and record.local_path:
-        record = await _call(registry.start(record.name))
-    await audited(request, "model.add", name=record.name)
+        record = await _call(registry.start(record.name, by=by))
     return web.json_response(record.to_json(), status=201)
 
 
 async def change_model(request: web.Request) -> web.Response:
-    await guard(request)
-    body = await json_body(request)
-    record = await _call(_registry(request).set_fields(_name(request), **body))
-    await audited(request, "model.change", name=record.name, fields=sorted(body))
+    by = await guard(request)
+    body = await read_body(request, CHANGE)
+    record = await _call(_registry(request).set_fields(_name(request), by=by, **body))
     return web.json_response(record.to_json())
 
 
 async def remove_model(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     name = _name(request)
-    await _call(_registry(request).remove(name))
-    await audited(request, "model.remove", name=name)
+    await _call(_registry(request).remove(name, by=by))
     return web.Response(status=204)
 
 
 async def model_action(request: web.Request) -> web.Response:
-    await guard(request)
+    by = await guard(request)
     name, action = _name(request), request.path.rsplit("/", 1)[-1]
     registry = _registry(request)
     if action == "pull":
         record = await _call(registry.store.get(name))
-        background(request, lambda: registry.pull(name), f"downloading {name}")
-        await audited(request, "model.pull", name=name)
+        background(request, lambda: registry.pull(name, by=by), f"downloading {name}")
         return web.json_response(record.to_json(), status=202)
     if action == "cancel":
-        if not registry.cancel(name):
+        if not await registry.cancel_pull(name, by=by):
             raise error(409, f"no download of {name!r} is running", "conflict")
-        await audited(request, "model.cancel", name=name)
         return web.json_response({"name": name, "cancelling": True}, status=202)
-    record = await _call(registry.start(name) if action == "start" else registry.stop(name))
-    await audited(request, f"model.{action}", name=name)
+    record = await _call(registry.start(name, by=by) if action == "start" else registry.stop(name, by=by))
     return web.json_response(record.to_json())
 
 
 async def run_model(request: web.Request) -> web.Response:
-    await guard(request)
-    body = await json_body(request)
-    spec = body.get("spec")
-    if not isinstance(spec, str) or not spec:
+    by = await guard(request)
+    body = await read_body(request, RUN, required=("spec",))
+    spec = body["spec"]
+    if not spec:
         raise error(400, "'spec' must be REPO or REPO:FILE", "invalid_request")
     token_id = body.get("hf_token_id")
     registry = _registry(request)
     plan = await _call(registry.plan_run(spec, body.get("name"), token_id))
     fields = {k: body[k] for k in ("params", "keep_alive", "hf_token_id") if body.get(k) is not None}
-    created = await registry.store.find(plan.name) is None
-    if created:
-        await _call(registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields))
+    created = await _call(registry.begin_run(plan, by=by, **fields))
     background(request, lambda: registry.run(plan, forget_on_failure=created), f"running {plan.name}")
-    await audited(request, "model.run", name=plan.name, repo=plan.repo, file=plan.file)
     answer = {"name": plan.name, "repo": plan.repo, "file": plan.file, "reason": plan.reason}
     return web.json_response(answer, status=202)

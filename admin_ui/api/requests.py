@@ -18,22 +18,19 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
-from admin_ui.api.common import Auth, csv_cell, error
+from admin_ui.api.common import Auth, error, guard, install_auth
+from admin_ui.export import csv_cell
+from admin_ui.filters import Query, parsed
 from proxy.storage.database import Database
 from proxy.storage.request_log import (
-    Cursor,
     FilterError,
-    RequestFilter,
     iter_requests,
-    page_size,
     request_detail,
-    request_filter,
     request_page,
 )
 
@@ -61,7 +58,6 @@ CSV_COLUMNS = (
 _TEXT = ("request_id", "client_request_id", "key_name", "model", "endpoint")
 
 requests_db_key: web.AppKey[Callable[[], Database]] = web.AppKey("admin_requests_db")
-requests_auth_key: web.AppKey[Auth] = web.AppKey("admin_requests_auth")
 
 
 def setup_request_routes(
@@ -69,34 +65,11 @@ def setup_request_routes(
 ) -> None:
     """Add the routes under ``prefix``; ``db`` gives the database once the app has started."""
     app[requests_db_key] = db
-    app[requests_auth_key] = auth
+    install_auth(app, auth)
     base = f"{prefix}/requests"
     app.router.add_get(base, list_requests)
     app.router.add_get(f"{base}.csv", export_requests)
     app.router.add_get(base + r"/{id}", get_request)
-
-
-@dataclass(frozen=True)
-class Query:
-    """A request-log query: the filter, where the page starts (``before`` or ``after``), its size."""
-
-    flt: RequestFilter
-    before: Cursor | None
-    after: Cursor | None
-    limit: int
-
-
-def parsed(query: Any) -> Query:
-    """The query's filter, cursor and page size; :class:`FilterError` names a bad field."""
-    before, after = (str(query.get(name, "")).strip() for name in ("before", "after"))
-    if before and after:
-        raise FilterError("after", "give before or after, not both")
-    return Query(
-        request_filter(query),
-        Cursor.parse(before) if before else None,
-        Cursor.parse(after, "after") if after else None,
-        page_size(query),
-    )
 
 
 def _parsed(request: web.Request) -> Query:
@@ -107,7 +80,7 @@ def _parsed(request: web.Request) -> Query:
 
 
 async def list_requests(request: web.Request) -> web.Response:
-    await request.app[requests_auth_key](request)
+    await guard(request)
     q = _parsed(request)
     page = await request_page(request.app[requests_db_key](), q.flt, q.before, q.limit, after=q.after)
     return web.json_response(
@@ -122,7 +95,7 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def get_request(request: web.Request) -> web.Response:
-    await request.app[requests_auth_key](request)
+    await guard(request)
     text = request.match_info["id"]
     if not (text.isascii() and text.isdigit() and len(text) <= 18):
         raise error(400, "id: a request's row id is a number", "invalid_request", "id")
@@ -134,7 +107,7 @@ async def get_request(request: web.Request) -> web.Response:
 
 async def export_requests(request: web.Request) -> web.StreamResponse:
     """The filtered rows as CSV, newest first, at most :data:`CSV_MAX_ROWS`, written as they are read."""
-    await request.app[requests_auth_key](request)
+    await guard(request)
     flt = _parsed(request).flt
     response = web.StreamResponse(
         headers={

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from admin_ui.appkeys import db_key, hasher_key, principal_key
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.flash import done, failed
 from admin_ui.passwords import checked_password, hash_password
 from admin_ui.reauth import confirm_password
@@ -70,9 +70,8 @@ async def change_password(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise await failed(request, HERE, str(exc), exc.field or "new", form, which="password") from None
     after = await UserRepository(request.app[db_key]).set_password(
-        user.id, await hash_password(new, request.app[hasher_key])
+        user.id, await hash_password(new, request.app[hasher_key]), by=actor_of(request)
     )
-    await audit(request, "user.password", f"user {user.username}")
     await start_session(request, after)  # every other session of the account has ended; this one goes on
     raise await done(request, HERE, "Password changed. Every other session of this account has ended.")
 
@@ -112,9 +111,10 @@ async def totp_enrol(request: web.Request) -> web.Response:
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
     hasher = request.app[hasher_key]
     hashes = await asyncio.gather(*(asyncio.to_thread(hash_secret, c, hasher) for c in codes))
-    await UserRepository(request.app[db_key]).set_totp(user.id, secret, list(hashes), used_step=step)
+    await UserRepository(request.app[db_key]).set_totp(
+        user.id, secret, list(hashes), used_step=step, by=actor_of(request)
+    )
     del session["totp_pending"]
-    await audit(request, "user.totp.enable", f"user {user.username}")
     raise await done(request, HERE, "Two-factor login is on. Store these recovery codes now.", codes=codes)
 
 
@@ -125,6 +125,5 @@ async def totp_disable(request: web.Request) -> web.Response:
     refused = await confirm_password(request, user, form.get("current"), "totp")
     if refused is not None:
         raise await failed(request, HERE, refused, "current", form, which="totp-off")
-    await UserRepository(request.app[db_key]).set_totp(user.id, None, [])
-    await audit(request, "user.totp.disable", f"user {user.username}")
+    await UserRepository(request.app[db_key]).set_totp(user.id, None, [], by=actor_of(request))
     raise await done(request, HERE, "Two-factor login is off.")

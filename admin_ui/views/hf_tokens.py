@@ -10,8 +10,8 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.hf_tokens import tokens_lifecycle_key
-from admin_ui.audited import audit
+from admin_ui.appkeys import lifecycle_key
+from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
 from admin_ui.security import require_admin
@@ -25,7 +25,7 @@ HERE = "/admin/hf-tokens"
 @routes.get("/hf-tokens")
 async def tokens_page(request: web.Request) -> web.Response:
     require_admin(request)
-    tokens = await request.app[tokens_lifecycle_key].registry.tokens.list()
+    tokens = await request.app[lifecycle_key].registry.tokens.list()
     return aiohttp_jinja2.render_template("hf_tokens.html", request, {"hf_tokens": tokens})
 
 
@@ -33,21 +33,20 @@ async def tokens_page(request: web.Request) -> web.Response:
 async def add_token(request: web.Request) -> web.Response:
     require_admin(request)
     form = await request.post()
-    store = request.app[tokens_lifecycle_key].registry.tokens
+    store, by = request.app[lifecycle_key].registry.tokens, actor_of(request)
     try:
         stored = await store.add(
-            str(form.get("label", "")), str(form.get("token", "")), default=bool(form.get("default"))
+            str(form.get("label", "")), str(form.get("token", "")), default=bool(form.get("default")), by=by
         )
     except (StorageError, LifecycleError) as exc:
         raise await failed(request, HERE + "#add-token", str(exc), getattr(exc, "field", None), form) from None
-    await audit(request, "hf_token.add", f"hf token {stored.id}", after={"id": stored.id, "label": stored.label})
     raise await done(request, HERE, f"token {stored.label!r} stored")
 
 
 @routes.get(r"/hf-tokens/{token_id:\d{1,15}}/delete")
 async def confirm_delete(request: web.Request) -> web.Response:
     require_admin(request)
-    registry = request.app[tokens_lifecycle_key].registry
+    registry = request.app[lifecycle_key].registry
     token = await registry.tokens.get(int(request.match_info["token_id"]))
     users = [m.name for m in await registry.store.list() if m.hf_token_id == token.id]
     said = []
@@ -76,15 +75,14 @@ async def confirm_delete(request: web.Request) -> web.Response:
 async def token_action(request: web.Request) -> web.Response:
     require_admin(request)
     token_id, action = int(request.match_info["token_id"]), request.match_info["action"]
-    registry = request.app[tokens_lifecycle_key].registry
+    registry = request.app[lifecycle_key].registry
     if action == "delete" and not confirmed(await request.post()):
         raise web.HTTPSeeOther(f"{HERE}/{token_id}/delete")
     try:
         if action == "delete":
-            await registry.delete_token(token_id)
+            await registry.delete_token(token_id, by=actor_of(request))
         else:
-            await registry.tokens.set_default(token_id)
+            await registry.tokens.set_default(token_id, by=actor_of(request))
     except (StorageError, LifecycleError) as exc:
         raise await failed(request, HERE, str(exc)) from None
-    await audit(request, f"hf_token.{action}", f"hf token {token_id}", after={"id": token_id})
     raise await done(request, HERE, f"token {token_id}: {'deleted' if action == 'delete' else 'now the default'}")

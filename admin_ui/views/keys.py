@@ -12,17 +12,18 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import db_key, hasher_key, reports_key, series_key
-from admin_ui.audited import audit, key_view
+from admin_ui.actions import key_repository as repository
+from admin_ui.actions import requested_key as _key
+from admin_ui.appkeys import db_key, reports_key, series_key
+from admin_ui.audited import actor_of
 from admin_ui.charts.usage import bucket_of, usage_charts
 from admin_ui.confirm import confirm_page, confirmed, when
 from admin_ui.flash import done, failed, take
 from admin_ui.forms import PERIODS, key_fields_from_form
 from admin_ui.security import require_admin
 from admin_ui.views.dashboard import running_models
-from proxy.auth.apikey import key_minter
-from proxy.storage.api_keys import ApiKey, KeyRepository
-from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.api_keys import ApiKey
+from proxy.storage.errors import ValidationError
 from proxy.storage.impact import recent_requests
 from proxy.storage.key_list import SORTS, STATES, KeyPage, KeyQuery, key_query, read_key_page
 from proxy.storage.request_log import FilterError
@@ -31,10 +32,6 @@ from proxy.storage.users import UserRepository
 
 routes = web.RouteTableDef()
 FORM_NAMES = {"expires_at": "expires"}  # a field's input name where it differs from the field
-
-
-def repository(request: web.Request) -> KeyRepository:
-    return KeyRepository(request.app[db_key], key_minter(request.app[hasher_key]))
 
 
 async def model_names(request: web.Request) -> list[str]:
@@ -74,10 +71,9 @@ async def create_key(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         fields = key_fields_from_form(form)
-        full_key, key = await repository(request).create_key(user_id=principal.user_id, **fields)
+        full_key, key = await repository(request).create_key(user_id=principal.user_id, by=actor_of(request), **fields)
     except ValidationError as exc:
         raise await failed(request, "/admin/api-keys#create-key", str(exc), _input(exc.field), form) from None
-    await audit(request, "api_key.create", f"key {key.id}", after=key_view(key))
     raise await done(request, "/admin/api-keys/created", full_key=full_key, key_id=key.id)
 
 
@@ -93,14 +89,6 @@ async def key_created(request: web.Request) -> web.Response:
 
 def _input(field: str | None) -> str | None:
     return FORM_NAMES.get(field or "", field)
-
-
-async def _key(request: web.Request) -> ApiKey:
-    key_id = int(request.match_info["key_id"])
-    key = await repository(request).get_key(key_id)
-    if key is None:
-        raise KeyNotFoundError(f"no API key {key_id}")
-    return key
 
 
 @routes.get(r"/api-keys/{key_id:\d{1,15}}")
@@ -122,10 +110,9 @@ async def edit_key(request: web.Request) -> web.Response:
     here = f"/admin/api-keys/{before.id}"
     try:
         fields = key_fields_from_form(form)
-        after = await repository(request).update_key(before.id, **fields)
+        after = await repository(request).update_key(before.id, by=actor_of(request), **fields)
     except ValidationError as exc:
         raise await failed(request, here + "#edit-key", str(exc), _input(exc.field), form) from None
-    await audit(request, "api_key.update", f"key {after.id}", key_view(before), key_view(after))
     raise await done(request, here, f"key {after.name!r} saved")
 
 
@@ -160,8 +147,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     before = await _key(request)
     if not confirmed(await request.post()):
         raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/revoke")
-    after = await repository(request).revoke_key(before.id)
-    await audit(request, "api_key.revoke", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).revoke_key(before.id, by=actor_of(request))
     raise await done(request, "/admin/api-keys", f"key {after.name!r} revoked")
 
 
@@ -189,8 +175,7 @@ async def disable_key(request: web.Request) -> web.Response:
     before = await _key(request)
     if not confirmed(await request.post()):
         raise web.HTTPSeeOther(f"/admin/api-keys/{before.id}/disable")
-    after = await repository(request).set_disabled(before.id, True)
-    await audit(request, "api_key.disable", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).set_disabled(before.id, True, by=actor_of(request))
     raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} disabled")
 
 
@@ -199,6 +184,5 @@ async def enable_key(request: web.Request) -> web.Response:
     require_admin(request)
     before = await _key(request)
     await request.post()
-    after = await repository(request).set_disabled(before.id, False)
-    await audit(request, "api_key.enable", f"key {after.id}", key_view(before), key_view(after))
+    after = await repository(request).set_disabled(before.id, False, by=actor_of(request))
     raise await done(request, f"/admin/api-keys/{after.id}", f"key {after.name!r} enabled")

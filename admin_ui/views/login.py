@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from admin_ui.appkeys import client_addr_key, db_key, login_gate_key, principal_key
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of, audit_event
 from admin_ui.session import start_session
 from admin_ui.totp import matching_step
 from proxy.errors import ThrottledError, VerifierBusyError
@@ -116,7 +116,7 @@ async def _password_step(request: web.Request, bucket: str, name: str, password:
     ok = await request.app[login_gate_key].check(bucket, user.password_hash if user else None, password)
     if not ok or user is None or user.disabled:
         await LoginThrottle(request.app[db_key]).failed(subjects)
-        await audit(request, "login.failed", target=name or None, actor=name or "anonymous")
+        await audit_event(request, "login.failed", target=name or None, actor=name or "anonymous")
         return _page(request, "login.html", WRONG, 401, name)
     if user.totp_enabled:
         return await _second_step(request, user, nxt)
@@ -133,7 +133,7 @@ async def _second_step(request: web.Request, user: User, nxt: str) -> web.Respon
 
 async def _logged_in(request: web.Request, user: User, nxt: str, how: str) -> web.Response:
     await start_session(request, user)
-    await audit(request, "login", target=user.username, actor=user.username, after={"method": how})
+    await audit_event(request, "login", target=user.username, actor=user.username, after={"method": how})
     raise web.HTTPSeeOther(nxt)
 
 
@@ -174,7 +174,7 @@ async def _code_step(request: web.Request, bucket: str, user: User, code: str) -
     how = await _check_code(request, bucket, user, code)
     if how is None:
         await LoginThrottle(request.app[db_key]).failed(subjects)
-        await audit(request, "login.failed", target=user.username, actor=user.username, after={"step": "totp"})
+        await audit_event(request, "login.failed", target=user.username, actor=user.username, after={"step": "totp"})
         return _page(request, "login_totp.html", WRONG, 401)
     await LoginThrottle(request.app[db_key]).succeeded(subjects[:1])  # its own account's failures only
     nxt = safe_next(str((await get_session(request)).get("next", "")))
@@ -198,7 +198,6 @@ async def _check_code(request: web.Request, bucket: str, user: User, code: str) 
 async def logout(request: web.Request) -> web.Response:
     principal = request[principal_key]
     if principal.user_id is not None:
-        await UserRepository(request.app[db_key]).end_sessions(principal.user_id)
+        await UserRepository(request.app[db_key]).end_sessions(principal.user_id, by=actor_of(request))
     (await get_session(request)).invalidate()
-    await audit(request, "logout", target=principal.name)
     raise web.HTTPSeeOther("/admin/login")

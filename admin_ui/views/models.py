@@ -24,11 +24,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.models import background, lifecycle_key, loaded_models, model_runtime
-from admin_ui.appkeys import db_key
-from admin_ui.audited import audit
+from admin_ui.appkeys import db_key, lifecycle_key
+from admin_ui.audited import actor_of, audit_event
+from admin_ui.background import background
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
+from admin_ui.runtime_models import loaded_models, model_runtime
 from admin_ui.security import require_admin
 from proxy.lifecycle.errors import LifecycleError, ModelStateError
 from proxy.lifecycle.params import form_params
@@ -93,10 +94,9 @@ async def register_model(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         fields = _register_fields(form)
-        record = await _registry(request).add(str(form.get("name", "")).strip(), **fields)
+        record = await _registry(request).add(str(form.get("name", "")).strip(), by=actor_of(request), **fields)
     except (StorageError, LifecycleError) as exc:
         raise await _refused(request, exc, form, "register") from None
-    await audit(request, "model.add", f"model {record.name}", after={"name": record.name, **fields})
     raise await done(request, HERE, f"model {record.name} registered")
 
 
@@ -126,15 +126,11 @@ async def run_model(request: web.Request) -> web.Response:
     try:
         token_id = _token_id(form)
         plan = await registry.plan_run(spec, name or None, token_id)
-        created = await registry.store.find(plan.name) is None
-        if created:
-            extra = {"hf_token_id": token_id} if token_id is not None else {}
-            await registry.add(plan.name, source_repo=plan.repo, files=[plan.file], **extra)
+        extra = {"hf_token_id": token_id} if token_id is not None else {}
+        created = await registry.begin_run(plan, by=actor_of(request), **extra)
     except (StorageError, LifecycleError) as exc:
         raise await _refused(request, exc, form, "run") from None
     background(request, lambda: registry.run(plan, forget_on_failure=created), f"running {plan.name}")
-    details = {"name": plan.name, "repo": plan.repo, "file": plan.file}
-    await audit(request, "model.run", f"model {plan.name}", after=details)
     raise await done(request, HERE, f"running {plan.name}: {plan.file} ({plan.reason})")
 
 
@@ -196,7 +192,6 @@ async def model_action(request: web.Request) -> web.Response:
         await _act(request, registry, name, action)
     except (StorageError, LifecycleError) as exc:
         raise await _refused(request, exc) from None
-    await audit(request, f"model.{action}", f"model {name}", after={"name": name})
     raise await done(request, HERE, f"model {name}: {DONE[action]}")
 
 
@@ -218,7 +213,7 @@ async def test_model(request: web.Request) -> web.Response:
         result = await request.app[lifecycle_key].test(model_runtime(request), name)
     except (StorageError, LifecycleError) as exc:
         raise await _refused(request, exc) from None
-    await audit(
+    await audit_event(
         request,
         "model.test",
         f"model {name}",
@@ -252,28 +247,26 @@ async def edit_model(request: web.Request) -> web.Response:
     try:
         fields = form_params(form, before.params, before.kind)
         fields["hf_token_id"] = _token_id(form)
-        record = await _registry(request).set_fields(name, **fields)
+        record = await _registry(request).set_fields(name, by=actor_of(request), **fields)
     except (StorageError, LifecycleError) as exc:
         field = getattr(exc, "field", None)
         back = f"{HERE}/{name}/edit"
         raise await failed(request, back, str(exc), FORM_NAMES.get(field or "", field), form, "edit") from None
     changed = {k: v for k, v in fields.items() if getattr(before, k) != getattr(record, k)}
-    await audit(
-        request, "model.change", f"model {name}", before={k: getattr(before, k) for k in changed}, after=changed
-    )
     reload = "params" in changed and record.actual_state == "running"
     applies = " (it is loaded again with the new parameters)" if reload else ""
     raise await done(request, HERE, f"model {name} saved{applies}")
 
 
 async def _act(request: web.Request, registry: Registry, name: str, action: str) -> None:
+    by = actor_of(request)
     if action == "pull":
         await registry.store.get(name)
-        background(request, lambda: registry.pull(name), f"downloading {name}")
+        background(request, lambda: registry.pull(name, by=by), f"downloading {name}")
     elif action == "cancel":
-        if not registry.cancel(name):
+        if not await registry.cancel_pull(name, by=by):
             raise ModelStateError(f"no download of {name!r} is running")
     elif action == "remove":
-        await registry.remove(name)
+        await registry.remove(name, by=by)
     else:
-        await (registry.start(name) if action == "start" else registry.stop(name))
+        await (registry.start(name, by=by) if action == "start" else registry.stop(name, by=by))

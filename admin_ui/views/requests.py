@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.requests import parsed
 from admin_ui.appkeys import db_key
+from admin_ui.filters import parsed
 from admin_ui.views.keys import repository
 from proxy.storage.request_log import (
     SCAN_LIMIT,

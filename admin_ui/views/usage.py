@@ -10,25 +10,13 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.api.common import csv_cell
 from admin_ui.appkeys import reports_key, series_key
 from admin_ui.charts.usage import bucket_of, usage_charts
-from proxy.storage.bounds import parse_int
-from proxy.storage.usage_report import UsageFilter, UsageReport
+from admin_ui.export import csv_cell
+from admin_ui.filters import usage_filter
+from proxy.storage.usage_report import UsageReport
 
 routes = web.RouteTableDef()
-DEFAULT_DAYS = 30
-
-
-def usage_filter(query: Any) -> UsageFilter:
-    """The filter from ``?since=&until=&key=&model=`` (default: the last 30 days)."""
-    base = UsageFilter.last_days(DEFAULT_DAYS)
-    return UsageFilter(
-        since=str(query.get("since") or base.since),
-        until=str(query.get("until") or base.until),
-        api_key_id=parse_int("key", str(query.get("key", "")), low=1),
-        model=str(query.get("model", "")).strip() or None,
-    )
 
 
 @routes.get("/reports")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
+from admin_ui.actions import apply_user_action
 from admin_ui.appkeys import db_key, hasher_key
-from admin_ui.audited import audit
+from admin_ui.audited import actor_of
 from admin_ui.confirm import confirm_page, confirmed
 from admin_ui.flash import done, failed
 from admin_ui.passwords import generate_password, hash_password
@@ -42,43 +43,13 @@ async def create_user(request: web.Request) -> web.Response:
             await hash_password(password, request.app[hasher_key]),
             role,
             change_required=True,
+            by=actor_of(request),
         )
     except ValidationError as exc:
         raise await failed(request, HERE + "#create-user", str(exc), exc.field, form) from None
     except UserExistsError as exc:
         raise await failed(request, HERE + "#create-user", str(exc), "username", form) from None
-    await audit(request, "user.create", f"user {user.username}", after=user.public())
     raise await done(request, HERE, f"user {user.username} created", shown_password=password, shown_for=user.username)
-
-
-async def apply_user_action(
-    request: web.Request, user_id: int, action: str, role: str | None
-) -> tuple[User, str | None]:
-    """Disable, enable, reset the password or set the role of an account; (user after, new password)."""
-    principal = require_admin(request)
-    repo = UserRepository(request.app[db_key])
-    before = await repo.get_user(user_id)
-    if before is None:
-        raise UserNotFoundError(f"no user {user_id}")
-    if before.id == principal.user_id and action in ("disable", "role"):
-        raise ValidationError("you cannot disable yourself or change your own role", field="action")
-    if before.id == principal.user_id and action == "reset-password":  # it would skip re-authentication
-        raise ValidationError("change your own password on your Account page (it asks for the current one)", "action")
-    password = None
-    if action == "disable":
-        after = await repo.set_disabled(user_id, True)
-    elif action == "enable":
-        after = await repo.set_disabled(user_id, False)
-    elif action == "reset-password":
-        password = generate_password()
-        hashed = await hash_password(password, request.app[hasher_key])
-        after = await repo.set_password(user_id, hashed, change_required=True)
-    elif action == "role":
-        after = await repo.set_role(user_id, check_role(role or ""))
-    else:
-        raise ValidationError("action must be disable, enable, reset-password or role", field="action")
-    await audit(request, f"user.{action}", f"user {after.username}", before.public(), after.public())
-    return after, password
 
 
 @routes.get(r"/users/{user_id:\d{1,15}}/disable")

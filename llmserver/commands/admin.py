@@ -16,14 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from admin_ui.passwords import check_password, generate_password, hash_password
-from llmserver.commands.keys import actor
+from llmserver.commands.actor import UP, cli_actor
 from llmserver.logging import setup_logging
 from llmserver.serve import ServeError, serve_admin
 from proxy.auth.apikey import create_password_hasher
 from proxy.errors import ProxyError
 from proxy.settings import Settings, load_settings
 from proxy.storage.admin_tokens import SCOPES, AdminTokenRepository
-from proxy.storage.audit import record_audit
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.users import ROLES, User, UserRepository
@@ -75,9 +74,7 @@ def create_user_command(args: argparse.Namespace) -> int:
     hashed = asyncio.run(hash_password(password, create_password_hasher(settings.argon2_profile)))
 
     async def create(db: Database) -> User:
-        user = await UserRepository(db).create_user(args.name, hashed, args.role)
-        await record_audit(db, actor(), "cli", "user.create", f"user {user.username}", after=user.public())
-        return user
+        return await UserRepository(db).create_user(args.name, hashed, args.role, by=cli_actor())
 
     user = _run(settings, create)
     sys.stdout.write(f"created {user.role} {user.username}\n")
@@ -91,10 +88,10 @@ def create_token_command(args: argparse.Namespace) -> int:
         owner = await UserRepository(db).get_user(args.user)
         if owner is None:
             raise ValidationError(f"no account named {args.user!r}")
-        full, token = await AdminTokenRepository(db).create(
-            args.name, args.scope, actor(), owner.id, args.expires_in_days
+        by = cli_actor()
+        full, _ = await AdminTokenRepository(db).create(
+            args.name, args.scope, by.name, owner.id, args.expires_in_days, by=by
         )
-        await record_audit(db, actor(), "cli", "admin_token.create", f"token {token.id}", after=token.public())
         return full
 
     try:
@@ -131,6 +128,6 @@ async def first_admin(db: Database, hasher_profile: str) -> tuple[str, str] | No
         return None
     password = generate_password()
     hashed = await hash_password(password, create_password_hasher(hasher_profile))
-    user = await repo.create_user("admin", hashed, change_required=True)  # printed once: the admin replaces it
-    await record_audit(db, "llmserver up", "cli", "user.create", f"user {user.username}", after=user.public())
+    # printed once: the admin replaces it
+    user = await repo.create_user("admin", hashed, change_required=True, by=UP)
     return user.username, password

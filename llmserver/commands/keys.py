@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import TypeVar
 
+from llmserver.commands.actor import cli_actor
 from proxy.auth.apikey import create_password_hasher, key_minter
 from proxy.errors import ProxyError
 from proxy.settings import load_settings
 from proxy.storage.api_keys import ApiKey, KeyRepository
-from proxy.storage.audit import record_audit
 from proxy.storage.bounds import parse_time
 from proxy.storage.budget import PERIODS
 from proxy.storage.database import Database
@@ -71,8 +69,8 @@ def create_command(args: argparse.Namespace) -> int:
             tpm_limit=args.tpm,
             budget_period=getattr(args, "budget_period", None),
             allowed_cidrs=getattr(args, "cidr", None),
+            by=cli_actor(),
         )
-        await record_audit(repo.db, actor(), "cli", "api_key.create", f"key {made[1].id}", after=_audit_view(made[1]))
         return made
 
     result = _run(create)
@@ -98,34 +96,13 @@ def revoke_command(args: argparse.Namespace) -> int:
     ref: int | str = int(args.key) if args.key.isdigit() else args.key
 
     async def revoke(repo: KeyRepository) -> ApiKey:
-        key = await repo.revoke_key(ref)
-        await record_audit(repo.db, actor(), "cli", "api_key.revoke", f"key {key.id}", after=_audit_view(key))
-        return key
+        return await repo.revoke_key(ref, by=cli_actor())
 
     key = _run(revoke)
     if key is None:
         return EXIT_ERROR
     sys.stdout.write(f"revoked key {key.id} ({key.name}, ...{key.last_four})\n")
     return 0
-
-
-def actor() -> str:
-    """Who runs this command, as the audit log names CLI users."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return f"cli:uid {os.getuid()}"
-
-
-def _audit_view(key: ApiKey) -> dict[str, object]:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "last_four": key.last_four,
-        "token_limit": key.token_limit,
-        "budget_period": key.budget_period,
-        "revoked_at": key.revoked_at,
-    }
 
 
 def format_table(keys: Sequence[ApiKey], now: float) -> str:

@@ -17,13 +17,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from llmserver.commands.keys import actor
+from llmserver.commands.actor import cli_actor
 from proxy.errors import ProxyError
 from proxy.lifecycle.download import Downloader
 from proxy.lifecycle.errors import LifecycleError
 from proxy.lifecycle.registry import CHANGEABLE, Registry
 from proxy.settings import load_settings
-from proxy.storage.audit import record_audit
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.hf_tokens import TokenStore
@@ -103,12 +102,12 @@ def add_command(args: argparse.Namespace) -> int:
         fields["local_path"] = args.path
     if args.backend:
         fields["backend"] = args.backend
-    record = _run(lambda registry: registry.add(args.name, **fields))
+    record = _run(lambda registry: registry.add(args.name, by=cli_actor(), **fields))
     return _print_record(record, f"registered {args.name}")
 
 
 def pull_command(args: argparse.Namespace) -> int:
-    record = _run(lambda registry: registry.pull(args.name), show_progress=True)
+    record = _run(lambda registry: registry.pull(args.name, by=cli_actor()), show_progress=True)
     return _print_record(record, f"downloaded {args.name}")
 
 
@@ -116,7 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
     async def run(registry: Registry) -> ModelRecord:
         plan = await registry.plan_run(args.spec, args.name, args.token)
         sys.stdout.write(f"running {plan.repo}:{plan.file} as {plan.name} ({plan.reason})\n")
-        record = await registry.run(plan, **_model_fields(args))
+        record = await registry.run(plan, by=cli_actor(), **_model_fields(args))
         return await _wait(registry, record, args.wait)
 
     return _print_record(_run(run, show_progress=True), "started")
@@ -124,13 +123,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 def state_command(args: argparse.Namespace) -> int:
     if args.verb == "rm":
-        if _run(lambda registry: registry.remove(args.name)) is False:
+        if _run(lambda registry: registry.remove(args.name, by=cli_actor())) is False:
             return EXIT_ERROR
         sys.stdout.write(f"removed {args.name} (downloaded files stay in the cache)\n")
         return 0
 
     async def act(registry: Registry) -> ModelRecord:
-        record = await (registry.start(args.name) if args.verb == "start" else registry.stop(args.name))
+        by = cli_actor()
+        record = await (registry.start(args.name, by=by) if args.verb == "start" else registry.stop(args.name, by=by))
         return await _wait(registry, record, getattr(args, "wait", 0))
 
     wanted = "running" if args.verb == "start" else "stopped"
@@ -140,13 +140,8 @@ def state_command(args: argparse.Namespace) -> int:
 def set_command(args: argparse.Namespace) -> int:
     fields = dict(args.fields)
 
-    async def change(registry: Registry) -> ModelRecord:
-        record = await registry.set_fields(args.name, **fields)
-        target = f"model {record.name}"
-        await record_audit(registry.store.db, actor(), "cli", "model.change", target, after=fields)
-        return record
-
-    return _print_record(_run(change), f"changed {', '.join(fields)} of {args.name}")
+    record = _run(lambda registry: registry.set_fields(args.name, by=cli_actor(), **fields))
+    return _print_record(record, f"changed {', '.join(fields)} of {args.name}")
 
 
 def _assignment(text: str) -> tuple[str, Any]:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from llmserver.commands.actor import cli_actor
 from llmserver.envfile import SECRETS_NAME, key_source
 from proxy.errors import ProxyError
 from proxy.settings import load_settings
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def add_command(args: argparse.Namespace) -> int:
     token = (sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("Hugging Face token: ")).strip()
-    stored = _run(lambda store: store.add(args.label, token, default=args.default))
+    stored = _run(lambda store: store.add(args.label, token, default=args.default, by=cli_actor()))
     if not isinstance(stored, HfToken):
         return EXIT_ERROR
     sys.stdout.write(f"stored token {stored.id} ({stored.label}, ...{stored.last_four})\n")
@@ -79,7 +80,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 def rm_command(args: argparse.Namespace) -> int:
     async def delete(store: TokenStore) -> None:
-        await store.delete(args.id)
+        await store.delete(args.id, by=cli_actor())
         settings = load_settings()
         await ModelStore(store.db, settings.model_config_dir).sync_files()  # models that named it: default now
 
@@ -90,7 +91,7 @@ def rm_command(args: argparse.Namespace) -> int:
 
 
 def default_command(args: argparse.Namespace) -> int:
-    if _run(lambda store: store.set_default(args.id)) is False:
+    if _run(lambda store: store.set_default(args.id, by=cli_actor())) is False:
         return EXIT_ERROR
     sys.stdout.write(f"token {args.id} is the default\n")
     return 0
@@ -103,7 +104,7 @@ def rotate_command(args: argparse.Namespace) -> int:
     except VaultError as exc:
         sys.stderr.write(f"llmserver vault: error: the new key: {exc}\n")
         return EXIT_ERROR
-    count = _run(lambda store: store.rotate(new))
+    count = _run(lambda store: store.rotate(new, by=cli_actor()))
     if count is False:
         return EXIT_ERROR
     sys.stdout.write(f"re-encrypted {count} token(s) under key id {new.key_id}.\n")

@@ -29,6 +29,7 @@ from proxy.lifecycle.download import Downloader, Fetched, Progress
 from proxy.lifecycle.errors import DownloadCancelledError, DownloadError, LifecycleError, ModelStateError
 from proxy.lifecycle.params import check_model_params
 from proxy.lifecycle.quant import pick_gguf
+from proxy.storage.audit import Actor, Audit, record_event
 from proxy.storage.errors import StorageError, ValidationError
 from proxy.storage.hf_tokens import TokenStore
 from proxy.storage.models import ModelRecord, ModelStore, check_model_fields, check_model_name
@@ -72,8 +73,12 @@ class Registry:
 
     # -- registering ----------------------------------------------------------------------------
 
-    async def add(self, name: str, /, **fields: Any) -> ModelRecord:
-        """Register a model from a repository (``source_repo`` + ``files``/``patterns``) or a ``local_path``."""
+    async def add(
+        self, name: str, /, *, by: Actor | None = None, action: str = "model.add", **fields: Any
+    ) -> ModelRecord:
+        """Register a model from a repository (``source_repo`` + ``files``/``patterns``) or a ``local_path``.
+
+        ``by`` (here and below): the admin who asked, audited in the same transaction as the change."""
         check_model_name(name)
         _only(fields, ADDABLE, "these fields cannot be given to a new model")
         check_model_fields(fields)  # bounded before anything here reads them
@@ -89,7 +94,7 @@ class Registry:
         if "backend" not in fields:
             fields["backend"] = _backend_for(fields)
         check_model_params(fields.get("params") or {}, fields["backend"], fields.get("kind", "llm"))
-        record = await self.store.create(name, **fields)
+        record = await self.store.create(name, by=by, action=action, **fields)
         log.info("model %s registered", name)
         return record
 
@@ -107,18 +112,31 @@ class Registry:
             file, reason = picked
         return RunPlan(name or _name_for(repo, file), repo, file, reason)
 
+    async def begin_run(self, plan: RunPlan, *, by: Actor | None = None, **fields: Any) -> bool:
+        """The part of :meth:`run` a request waits for: register the model if new, and ask for its start
+        (``start_when_downloaded``), audited as ``model.run``; whether it was registered now."""
+        created = await self.store.find(plan.name) is None
+        if created:
+            await self.add(plan.name, by=by, action="model.run", source_repo=plan.repo, files=[plan.file], **fields)
+        await self.store.update(plan.name, by=None if created else by, action="model.run", start_when_downloaded=True)
+        return created
+
     async def run(
-        self, plan: RunPlan, progress: Progress | None = None, *, forget_on_failure: bool = False, **fields: Any
+        self,
+        plan: RunPlan,
+        progress: Progress | None = None,
+        *,
+        forget_on_failure: bool = False,
+        by: Actor | None = None,
+        **fields: Any,
     ) -> ModelRecord:
         """Register (if new), download and start: the "Run model" button.
 
         The start is asked for first (``start_when_downloaded``), so a pull finished by another process
         after this one died still starts the model. A model registered for this run (here, or by the
-        caller: ``forget_on_failure``) is forgotten again when its download fails."""
-        if await self.store.find(plan.name) is None:
-            await self.add(plan.name, source_repo=plan.repo, files=[plan.file], **fields)
+        caller after :meth:`begin_run`: ``forget_on_failure``) is forgotten again when its download fails."""
+        if await self.begin_run(plan, by=by, **fields):
             forget_on_failure = True
-        await self.store.update(plan.name, start_when_downloaded=True)
         try:
             await self.pull(plan.name, progress)
         except LifecycleError:
@@ -130,7 +148,7 @@ class Registry:
 
     # -- downloading ----------------------------------------------------------------------------
 
-    async def pull(self, name: str, progress: Progress | None = None) -> ModelRecord:
+    async def pull(self, name: str, progress: Progress | None = None, *, by: Actor | None = None) -> ModelRecord:
         """Download the model's files; the row says ``downloading`` with progress, then the result."""
         record = await self.store.get(name)
         if not record.source_repo:
@@ -146,15 +164,21 @@ class Registry:
             if progress is not None:
                 progress(done, total)
 
-        await self.store.update(
-            name,
-            download_state="downloading",
-            download_progress=0.0,
-            downloaded_bytes=0,
-            error=None,
-            download_pid=os.getpid(),
-            download_heartbeat=time.time(),
-        )
+        try:
+            await self.store.update(
+                name,
+                by=by,
+                action="model.pull",
+                download_state="downloading",
+                download_progress=0.0,
+                downloaded_bytes=0,
+                error=None,
+                download_pid=os.getpid(),
+                download_heartbeat=time.time(),
+            )
+        except BaseException:
+            self._cancels.pop(name, None)
+            raise
         work = asyncio.ensure_future(asyncio.to_thread(self._fetch, record, token, report, cancel))
         try:
             while not work.done():
@@ -254,6 +278,15 @@ class Registry:
         event.set()
         return True
 
+    async def cancel_pull(self, name: str, *, by: Actor | None = None) -> bool:
+        """:meth:`cancel`, audited as ``model.cancel`` first (the pull itself writes ``cancelled`` as it
+        stops): a cancel whose audit row cannot be written is not made."""
+        if check_model_name(name) not in self._cancels:
+            return False
+        if by is not None:
+            await record_event(self.store.db, by, Audit("model.cancel", f"model {name}", after={"name": name}))
+        return self.cancel(name)
+
     async def settle_pulls(self) -> list[str]:
         """Mark ``interrupted`` the pulls whose process is gone or silent; their names.
 
@@ -279,37 +312,36 @@ class Registry:
 
     # -- desired state --------------------------------------------------------------------------
 
-    async def start(self, name: str) -> ModelRecord:
+    async def start(self, name: str, *, by: Actor | None = None) -> ModelRecord:
         record = await self.store.get(name)
         if record.kind == "llm" and record.download_state == "downloading":
             raise ModelStateError(f"model {name!r} is downloading: it can start once its download is done")
         if record.kind == "llm" and not record.local_path:
             raise ModelStateError(f"model {name!r} is not downloaded yet: pull it first")
-        record = await self.store.update(
-            name, desired_state="running", failures=0, retry_at=None, error=None, start_when_downloaded=False
-        )
+        return await self._want(name, "running", by, error=None)
+
+    async def stop(self, name: str, *, by: Actor | None = None) -> ModelRecord:
+        return await self._want(name, "stopped", by)
+
+    async def _want(self, name: str, state: str, by: Actor | None, **extra: Any) -> ModelRecord:
+        action = "model.start" if state == "running" else "model.stop"
+        fields = {"desired_state": state, "failures": 0, "retry_at": None, "start_when_downloaded": False, **extra}
+        record = await self.store.update(name, by=by, action=action, **fields)
         self._on_change()
         return record
 
-    async def stop(self, name: str) -> ModelRecord:
-        record = await self.store.update(
-            name, desired_state="stopped", failures=0, retry_at=None, start_when_downloaded=False
-        )
-        self._on_change()
-        return record
-
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, *, by: Actor | None = None) -> None:
         """Forget the model (the reconciler unloads it); downloaded files stay in the shared cache."""
         self.cancel(name)
-        await self.store.delete(name)
+        await self.store.delete(name, by=by)
         self._on_change()
 
-    async def delete_token(self, token_id: int) -> None:
+    async def delete_token(self, token_id: int, *, by: Actor | None = None) -> None:
         """Delete a stored token; models that named it fall back to the default (config files follow)."""
-        await self.tokens.delete(token_id)
+        await self.tokens.delete(token_id, by=by)
         await self.store.sync_files()
 
-    async def set_fields(self, name: str, /, **fields: Any) -> ModelRecord:
+    async def set_fields(self, name: str, /, *, by: Actor | None = None, **fields: Any) -> ModelRecord:
         """Change params, keep-alive, token... of a registered model."""
         _only(fields, CHANGEABLE, "these fields cannot be changed")
         check_model_fields(fields)  # bounded before the parameters' own checks read them
@@ -318,7 +350,7 @@ class Registry:
         if fields.get("params") is not None:
             before = await self.store.get(name)
             check_model_params(fields["params"], fields.get("backend") or before.backend, before.kind)
-        record = await self.store.update(name, **fields)
+        record = await self.store.update(name, by=by, **fields)
         self._on_change()
         return record
 

@@ -21,6 +21,7 @@ import string
 import time
 from dataclasses import dataclass
 
+from proxy.storage.audit import Actor, Audit, audited
 from proxy.storage.bounds import check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
@@ -101,11 +102,19 @@ class AdminTokenRepository:
         self._db = db
 
     async def create(
-        self, name: str, scope: str, created_by: str, user_id: int, expires_in_days: object = None
+        self,
+        name: str,
+        scope: str,
+        created_by: str,
+        user_id: int,
+        expires_in_days: object = None,
+        *,
+        by: Actor | None = None,
     ) -> tuple[str, AdminToken]:
         """A new token of account ``user_id``: ``(full token, row)``; the full token exists only here.
 
-        The scope cannot exceed the owner's role, and a disabled account gets no token."""
+        The scope cannot exceed the owner's role, and a disabled account gets no token. ``by``: who
+        asked, audited in the same transaction (``proxy.storage.audit``; :meth:`revoke` alike)."""
         now = time.time()
         name = check_text("name", name, max_length=200)
         if scope not in SCOPES:
@@ -126,7 +135,7 @@ class AdminTokenRepository:
                 raise ValidationError("a viewer account can only have viewer tokens")
             return AdminToken(*conn.execute(sql, row).fetchone())
 
-        token = await self._db.execute_write(write)
+        token = await self._db.execute_write(audited(by, write, lambda t: _audit("admin_token.create", t)))
         return f"{PREFIX}_{public_id}_{secret}", token
 
     async def verify(self, raw: str) -> tuple[AdminToken, str] | None:
@@ -161,7 +170,7 @@ class AdminTokenRepository:
         sql = f"SELECT {_COLUMNS} FROM admin_tokens ORDER BY id"
         return await self._db.execute_read(lambda c: [AdminToken(*r) for r in c.execute(sql)])
 
-    async def revoke(self, token_id: int) -> AdminToken | None:
+    async def revoke(self, token_id: int, *, by: Actor | None = None) -> AdminToken | None:
         sql = f"UPDATE admin_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {_COLUMNS}"
         now = time.time()
 
@@ -169,4 +178,8 @@ class AdminTokenRepository:
             row = conn.execute(sql, (now, token_id)).fetchone()
             return None if row is None else AdminToken(*row)
 
-        return await self._db.execute_write(write)
+        return await self._db.execute_write(audited(by, write, lambda t: _audit("admin_token.revoke", t)))
+
+
+def _audit(action: str, token: AdminToken | None) -> Audit | None:
+    return None if token is None else Audit(action, f"token {token.id}", after=token.public())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,10 +16,11 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from proxy.storage.bounds import check_int, check_list, check_text, check_time
+from proxy.storage.audit import Actor, Audit, audited
 from proxy.storage.budget import PERIODS, period_bounds
 from proxy.storage.database import Database
-from proxy.storage.errors import KeyNotFoundError, ValidationError
+from proxy.storage.errors import KeyNotFoundError
+from proxy.storage.key_fields import check_key_fields
 from proxy.storage.stored import StoredRow
 
 KEY_COLUMNS = (
@@ -28,9 +28,6 @@ KEY_COLUMNS = (
     "tokens_reserved, tokens_used, request_count, last_request_at, endpoint_counts, allowed_models, "
     "rpm_limit, tpm_limit, updated_at, budget_period, period_start, period_tokens_used, allowed_cidrs, disabled_at"
 )
-MAX_NAME_LENGTH = 200
-MAX_LIST = 256  # models or networks in an allow-list
-MAX_RPM = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -148,6 +145,21 @@ class ApiKey:
         start, _ = period_bounds(self.budget_period, now)
         return self.period_tokens_used if self.period_start == start else 0
 
+    def public(self) -> dict[str, Any]:
+        """The public fields (for pages, the JSON API and the audit log; never the hash)."""
+        view = {name: getattr(self, name) for name in _PUBLIC_FIELDS}
+        view["endpoint_counts"] = dict(self.endpoint_counts)
+        view["allowed_models"] = None if self.allowed_models is None else list(self.allowed_models)
+        view["allowed_cidrs"] = None if self.allowed_cidrs is None else list(self.allowed_cidrs)
+        return view
+
+
+_PUBLIC_FIELDS = (
+    *("id", "public_id", "name", "last_four", "user_id", "created_at", "revoked_at", "disabled_at", "expires_at"),
+    *("token_limit", "budget_period", "tokens_used", "tokens_reserved", "request_count", "last_request_at"),
+    *("rpm_limit", "tpm_limit"),
+)
+
 
 class _Unset(Enum):
     UNSET = "unset"
@@ -214,9 +226,11 @@ class KeyRepository:
         user_id: int | None = None,
         budget_period: str | None = None,
         allowed_cidrs: Sequence[str] | None = None,
+        by: Actor | None = None,
     ) -> tuple[str, ApiKey]:
-        """A new key: ``(full_key, row)``. The full key is not stored anywhere; show it once."""
-        values = _check_fields(
+        """A new key: ``(full_key, row)``. The full key is not stored anywhere; show it once.
+        ``by``: the admin who asked, audited in the same transaction (``proxy.storage.audit``)."""
+        values = check_key_fields(
             name=name,
             token_limit=token_limit,
             allowed_models=allowed_models,
@@ -244,7 +258,8 @@ class KeyRepository:
             sql = f"INSERT INTO api_keys ({columns}) VALUES ({marks}) RETURNING {KEY_COLUMNS}"
             return ApiKey.from_row(conn.execute(sql, row).fetchone())
 
-        return minted.full_key, await self._db.execute_write(insert)
+        created = audited(by, insert, lambda key: Audit("api_key.create", f"key {key.id}", after=key.public()))
+        return minted.full_key, await self._db.execute_write(created)
 
     async def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
@@ -259,7 +274,7 @@ class KeyRepository:
         """The key with id ``ref`` (int) or public id ``ref`` (str), or ``None``."""
         return await self._db.execute_read(lambda conn: select_key(conn, ref))
 
-    async def revoke_key(self, ref: int | str) -> ApiKey:
+    async def revoke_key(self, ref: int | str, *, by: Actor | None = None) -> ApiKey:
         """Revoke a key (idempotent: a second call keeps the first ``revoked_at``)."""
         now = time.time()
         column = "id" if isinstance(ref, int) else "public_id"
@@ -267,9 +282,9 @@ class KeyRepository:
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?), updated_at = ? "
             f"WHERE {column} = ? RETURNING {KEY_COLUMNS}"
         )
-        return await self._write_one(sql, (now, now, ref), ref)
+        return await self._write_one(sql, (now, now, ref), ref, by, "api_key.revoke")
 
-    async def set_disabled(self, ref: int | str, disabled: bool) -> ApiKey:
+    async def set_disabled(self, ref: int | str, disabled: bool, *, by: Actor | None = None) -> ApiKey:
         """Disable a key (refused like a revoked one, idempotent) or enable it again. ``updated_at``
         moves, so every verifier reloads the key within a second (``proxy.auth.verifier``)."""
         now = time.time()
@@ -278,7 +293,8 @@ class KeyRepository:
             "UPDATE api_keys SET disabled_at = CASE WHEN ? THEN COALESCE(disabled_at, ?) END, updated_at = ? "
             f"WHERE {column} = ? RETURNING {KEY_COLUMNS}"
         )
-        return await self._write_one(sql, (disabled, now, now, ref), ref)
+        action = "api_key.disable" if disabled else "api_key.enable"
+        return await self._write_one(sql, (disabled, now, now, ref), ref, by, action)
 
     async def update_key(
         self,
@@ -292,6 +308,7 @@ class KeyRepository:
         tpm_limit: int | _Unset | None = UNSET,
         budget_period: str | _Unset | None = UNSET,
         allowed_cidrs: Sequence[str] | _Unset | None = UNSET,
+        by: Actor | None = None,
     ) -> ApiKey:
         """Change the given fields (``None`` clears a limit); untouched fields stay."""
         given = {
@@ -304,71 +321,30 @@ class KeyRepository:
             "budget_period": budget_period,
             "allowed_cidrs": allowed_cidrs,
         }
-        values = _check_fields(**{k: v for k, v in given.items() if v is not UNSET})
+        values = check_key_fields(**{k: v for k, v in given.items() if v is not UNSET})
         values["updated_at"] = time.time()
         assignments = ", ".join(f"{column} = ?" for column in values)
         column = "id" if isinstance(ref, int) else "public_id"
         sql = f"UPDATE api_keys SET {assignments} WHERE {column} = ? RETURNING {KEY_COLUMNS}"
-        return await self._write_one(sql, (*values.values(), ref), ref)
+        return await self._write_one(sql, (*values.values(), ref), ref, by, "api_key.update")
 
-    async def _write_one(self, sql: str, params: Sequence[Any], ref: int | str) -> ApiKey:
-        def write(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row: sqlite3.Row | None = conn.execute(sql, params).fetchone()
-            return row
+    async def _write_one(
+        self, sql: str, params: Sequence[Any], ref: int | str, by: Actor | None, action: str
+    ) -> ApiKey:
+        """One key's change; audited with the key before and after, read in its transaction."""
 
-        row = await self._db.execute_write(write)
-        if row is None:
+        def write(conn: sqlite3.Connection) -> tuple[ApiKey | None, ApiKey | None]:
+            before = select_key(conn, ref) if by is not None else None
+            row = conn.execute(sql, params).fetchone()
+            return before, None if row is None else ApiKey.from_row(row)
+
+        def describe(change: tuple[ApiKey | None, ApiKey | None]) -> Audit | None:
+            before, after = change
+            if before is None or after is None:
+                return None
+            return Audit(action, f"key {after.id}", before.public(), after.public())
+
+        _, key = await self._db.execute_write(audited(by, write, describe))
+        if key is None:
             raise KeyNotFoundError(f"no API key {ref!r}")
-        return ApiKey.from_row(row)
-
-
-def _check_fields(**fields: Any) -> dict[str, Any]:
-    """Validate the given key fields (:mod:`proxy.storage.bounds`) and turn them into column values."""
-    values: dict[str, Any] = {}
-    for name, value in fields.items():
-        if value is not None or name == "name":
-            value = _CHECKS[name](value)
-        values[name] = value
-    return values
-
-
-def _check_models(value: Any) -> str:
-    models = check_list("allowed_models", value, max_items=MAX_LIST, max_length=128)
-    if not models:
-        raise ValidationError("the model allow-list must name at least one model", field="allowed_models")
-    return json.dumps(sorted(set(models)))
-
-
-def _check_period(value: Any) -> str:
-    if value not in PERIODS:
-        raise ValidationError(f"a budget period must be one of {', '.join(PERIODS)}", field="budget_period")
-    return str(value)
-
-
-_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "name": lambda v: check_text("name", v, max_length=MAX_NAME_LENGTH),
-    "allowed_models": _check_models,
-    "budget_period": _check_period,
-    "allowed_cidrs": lambda v: json.dumps(
-        _check_cidrs(check_list("allowed_cidrs", v, max_items=MAX_LIST, max_length=64))
-    ),
-    "token_limit": lambda v: check_int("token_limit", v, low=0),
-    "rpm_limit": lambda v: check_int("rpm_limit", v, low=1, high=MAX_RPM),
-    "tpm_limit": lambda v: check_int("tpm_limit", v, low=1),
-    "expires_at": lambda v: check_time("expires_at", v),
-}
-
-
-def _check_cidrs(values: Sequence[str]) -> list[str]:
-    """Normalised networks (``10.0.0.0/8``, ``2001:db8::/32``, a bare address = one host)."""
-    networks: list[str] = []
-    for value in values:
-        try:
-            networks.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
-        except ValueError:
-            raise ValidationError(
-                f"{str(value)[:60]!r} is not an IP address or CIDR network", field="allowed_cidrs"
-            ) from None
-    if not networks:
-        raise ValidationError("the client address allow-list must name at least one network", field="allowed_cidrs")
-    return sorted(set(networks))
+        return key

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from proxy.storage.audit import Actor, Audit, audited
 from proxy.storage.bounds import check_int, check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import TokenNotFoundError, ValidationError, VaultError
@@ -108,8 +109,9 @@ class TokenStore:
             )
         return self._vault
 
-    async def add(self, label: object, token: object, *, default: bool = False) -> HfToken:
-        """Store ``token`` encrypted; the new row (without the token)."""
+    async def add(self, label: object, token: object, *, default: bool = False, by: Actor | None = None) -> HfToken:
+        """Store ``token`` encrypted; the new row (without the token). ``by``: who asked, audited in the
+        same transaction (``proxy.storage.audit``; every change below alike)."""
         label, token = check_label(label), check_token_text(token)
         vault = await self._keyed_vault()
 
@@ -128,7 +130,7 @@ class TokenStore:
             )
             return _select(conn, row_id)
 
-        return await self.db.execute_write(insert)
+        return await self.db.execute_write(audited(by, insert, lambda t: _audit("hf_token.add", t)))
 
     async def list(self) -> list[HfToken]:
         def read(conn: sqlite3.Connection) -> list[HfToken]:
@@ -141,16 +143,20 @@ class TokenStore:
         check_token_id(token_id)
         return await self.db.execute_read(lambda conn: _select(conn, token_id))
 
-    async def delete(self, token_id: int) -> None:
+    async def delete(self, token_id: int, *, by: Actor | None = None) -> None:
         check_token_id(token_id)
 
-        def delete(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM huggingface_tokens WHERE id = ?", (token_id,)).rowcount == 0:
-                raise TokenNotFoundError(f"no Hugging Face token with id {token_id}")
+        def delete(conn: sqlite3.Connection) -> HfToken:
+            gone = _select(conn, token_id)
+            conn.execute("DELETE FROM huggingface_tokens WHERE id = ?", (token_id,))
+            return gone
 
-        await self.db.execute_write(delete)
+        def describe(gone: HfToken) -> Audit:
+            return Audit("hf_token.delete", f"hf token {gone.id}", before=gone.to_json())
 
-    async def set_default(self, token_id: int) -> HfToken:
+        await self.db.execute_write(audited(by, delete, describe))
+
+    async def set_default(self, token_id: int, *, by: Actor | None = None) -> HfToken:
         check_token_id(token_id)
 
         def update(conn: sqlite3.Connection) -> HfToken:
@@ -159,7 +165,7 @@ class TokenStore:
             conn.execute("UPDATE huggingface_tokens SET is_default = 1 WHERE id = ?", (token_id,))
             return _select(conn, token_id)
 
-        return await self.db.execute_write(update)
+        return await self.db.execute_write(audited(by, update, lambda t: _audit("hf_token.default", t)))
 
     async def reveal(self, token_id: int | None) -> str | None:
         """The plaintext of token ``token_id``, or of the default token when None (None if there is none)."""
@@ -177,7 +183,7 @@ class TokenStore:
         row = await self.db.execute_read(read)
         return None if row is None else decrypt_row(self._need_vault(row["key_id"] or None), row)
 
-    async def rotate(self, new: Vault) -> int:
+    async def rotate(self, new: Vault, *, by: Actor | None = None) -> int:
         """Re-encrypt every token under ``new`` in one transaction; how many. Nothing changes on error.
 
         Each row keeps its ciphertext under the key before (unless it already keeps one from an earlier
@@ -201,7 +207,10 @@ class TokenStore:
             conn.execute("UPDATE vault_state SET key_id = ?, rotated_at = ? WHERE id = 1", (new.key_id, time.time()))
             return len(rows)
 
-        return await self.db.execute_write(rotate)
+        def describe(count: int) -> Audit:
+            return Audit("vault.rotate_key", "vault", {"key_id": old.key_id}, {"key_id": new.key_id, "tokens": count})
+
+        return await self.db.execute_write(audited(by, rotate, describe))
 
     async def settle_key(self) -> str | None:
         """At a service's start: drop the ciphertexts under the key before the last rotation once this
@@ -221,6 +230,10 @@ class TokenStore:
             return key_mismatch(vault, current) + " (tokens kept under the key before a rotation still decrypt)"
 
         return await self.db.execute_write(settle)
+
+
+def _audit(action: str, token: HfToken) -> Audit:
+    return Audit(action, f"hf token {token.id}", after=token.to_json())
 
 
 def vault_key_id(conn: sqlite3.Connection) -> str | None:

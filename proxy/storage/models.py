@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy.storage.audit import Actor, Audit, audited
 from proxy.storage.bounds import MAX_SECONDS, check_int, check_list, check_number, check_params, check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import ConfigFileError, ModelNotFoundError, ValidationError
@@ -155,7 +156,18 @@ class ModelStore:
     def db(self) -> Database:
         return self._db
 
-    async def create(self, name: str, kind: str = "llm", backend: str = "llamacpp", **fields: Any) -> ModelRecord:
+    async def create(
+        self,
+        name: str,
+        kind: str = "llm",
+        backend: str = "llamacpp",
+        *,
+        by: Actor | None = None,
+        action: str = "model.add",
+        **fields: Any,
+    ) -> ModelRecord:
+        """A new row (and its file). ``by``: who asked, audited as ``action`` in the same transaction
+        (``proxy.storage.audit``; :meth:`update` and :meth:`delete` alike)."""
         values = check_model_fields({"kind": kind, "backend": backend, **fields})
         values["name"] = check_model_name(name)
         values["created_at"] = values["updated_at"] = time.time()
@@ -168,7 +180,10 @@ class ModelStore:
             row = conn.execute(f"INSERT INTO models ({columns}) VALUES ({marks}) RETURNING *", values).fetchone()
             return ModelRecord.from_row(row)
 
-        return self._written(await self._db.execute_write(insert))
+        def describe(record: ModelRecord) -> Audit:
+            return Audit(action, f"model {record.name}", after=record.to_json())
+
+        return self._written(await self._db.execute_write(audited(by, insert, describe)))
 
     async def get(self, name: str) -> ModelRecord:
         check_model_name(name)
@@ -188,31 +203,42 @@ class ModelStore:
         rows = await self._db.execute_read(lambda c: c.execute("SELECT * FROM models ORDER BY name").fetchall())
         return [ModelRecord.from_row(r) for r in rows]
 
-    async def update(self, name: str, /, **fields: Any) -> ModelRecord:
+    async def update(
+        self, name: str, /, *, by: Actor | None = None, action: str = "model.change", **fields: Any
+    ) -> ModelRecord:
         """Set ``fields`` on model ``name``; the row as committed (and its file rewritten)."""
         check_model_name(name)
         values = check_model_fields(fields)
         values["updated_at"] = time.time()
         sets = ", ".join(f"{c} = :{c}" for c in values)
 
-        def write(conn: sqlite3.Connection) -> ModelRecord:
+        def write(conn: sqlite3.Connection) -> tuple[ModelRecord | None, ModelRecord]:
+            before = _select(conn, name) if by is not None else None
             row = conn.execute(
                 f"UPDATE models SET {sets} WHERE name = :_name RETURNING *", {**values, "_name": name}
             ).fetchone()
             if row is None:
                 raise ModelNotFoundError(f"no model named {name!r}")
-            return ModelRecord.from_row(row)
+            return before, ModelRecord.from_row(row)
 
-        return self._written(await self._db.execute_write(write))
+        def describe(change: tuple[ModelRecord | None, ModelRecord]) -> Audit:
+            before, after = change
+            return Audit(action, f"model {name}", None if before is None else before.to_json(), after.to_json())
 
-    async def delete(self, name: str) -> None:
+        return self._written((await self._db.execute_write(audited(by, write, describe)))[1])
+
+    async def delete(self, name: str, *, by: Actor | None = None, action: str = "model.remove") -> None:
         check_model_name(name)
 
-        def delete(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount == 0:
-                raise ModelNotFoundError(f"no model named {name!r}")
+        def delete(conn: sqlite3.Connection) -> ModelRecord:
+            gone = _select(conn, name)
+            conn.execute("DELETE FROM models WHERE name = ?", (name,))
+            return gone
 
-        await self._db.execute_write(delete)
+        def describe(gone: ModelRecord) -> Audit:
+            return Audit(action, f"model {name}", before=gone.to_json())
+
+        await self._db.execute_write(audited(by, delete, describe))
         self.config_path(name).unlink(missing_ok=True)
 
     async def sync_files(self) -> int:
@@ -235,6 +261,13 @@ class ModelStore:
                 f"({exc.strerror or exc}); set LLMSERVER_MODEL_CONFIG_DIR to a writable directory"
             ) from None
         return record
+
+
+def _select(conn: sqlite3.Connection, name: str) -> ModelRecord:
+    row = conn.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise ModelNotFoundError(f"no model named {name!r}")
+    return ModelRecord.from_row(row)
 
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:

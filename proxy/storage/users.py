@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.storage.admin_tokens import revoke_owned
+from proxy.storage.audit import Actor, Audit, audited
 from proxy.storage.bounds import check_text
 from proxy.storage.database import Database
 from proxy.storage.errors import StorageError, ValidationError
@@ -107,9 +109,16 @@ class UserRepository:
         self._db = db
 
     async def create_user(
-        self, username: str, password_hash: str, role: str = "admin", *, change_required: bool = False
+        self,
+        username: str,
+        password_hash: str,
+        role: str = "admin",
+        *,
+        change_required: bool = False,
+        by: Actor | None = None,
     ) -> User:
-        """A new account; ``change_required`` when its password was generated or chosen by someone else."""
+        """A new account; ``change_required`` when its password was generated or chosen by someone else.
+        ``by``: who asked, audited in the same transaction (every change below alike)."""
         name, role, now = check_username(username), check_role(role), time.time()
 
         def insert(conn: sqlite3.Connection) -> User:
@@ -123,7 +132,10 @@ class UserRepository:
                 raise UserExistsError(f"a user named {name!r} already exists") from None
             return User.from_row(row)
 
-        return await self._db.execute_write(insert)
+        def describe(user: User) -> Audit:
+            return Audit("user.create", f"user {user.username}", after=user.public())
+
+        return await self._db.execute_write(audited(by, insert, describe))
 
     async def get_user(self, ref: int | str) -> User | None:
         column = "id" if isinstance(ref, int) else "username"
@@ -143,13 +155,16 @@ class UserRepository:
     async def count_users(self) -> int:
         return int(await self._db.execute_read(lambda c: c.execute("SELECT COUNT(*) FROM users").fetchone()[0]))
 
-    async def set_password(self, user_id: int, password_hash: str, *, change_required: bool = False) -> User:
+    async def set_password(
+        self, user_id: int, password_hash: str, *, change_required: bool = False, by: Actor | None = None
+    ) -> User:
         """New password; every session of the account ends. ``change_required``: set by an admin or
-        generated, so the account must choose its own at the next login."""
+        generated, so the account must choose its own at the next login (audited as a reset)."""
         assignments = "password_hash = ?, password_change_required = ?, session_epoch = session_epoch + 1"
-        return await self._update(user_id, assignments, (password_hash, int(change_required)))
+        action = "user.reset-password" if change_required else "user.password"
+        return await self._update(user_id, assignments, (password_hash, int(change_required)), by, action)
 
-    async def set_disabled(self, user_id: int, disabled: bool) -> User:
+    async def set_disabled(self, user_id: int, disabled: bool, *, by: Actor | None = None) -> User:
         """Disable (every session ends, every admin API token of the account is revoked) or enable."""
 
         def write(conn: sqlite3.Connection) -> User:
@@ -157,17 +172,24 @@ class UserRepository:
                 revoke_owned(conn, user_id, time.time())
             return _update_on(conn, user_id, "disabled = ?, session_epoch = session_epoch + 1", (int(disabled),))
 
-        return await self._db.execute_write(write)
+        return await self._change(user_id, write, by, "user.disable" if disabled else "user.enable")
 
-    async def set_role(self, user_id: int, role: str) -> User:
-        return await self._update(user_id, "role = ?, session_epoch = session_epoch + 1", (check_role(role),))
+    async def set_role(self, user_id: int, role: str, *, by: Actor | None = None) -> User:
+        assignments = "role = ?, session_epoch = session_epoch + 1"
+        return await self._update(user_id, assignments, (check_role(role),), by, "user.role")
 
-    async def end_sessions(self, user_id: int) -> User:
+    async def end_sessions(self, user_id: int, *, by: Actor | None = None) -> User:
         """Log out everywhere (the epoch moves on)."""
-        return await self._update(user_id, "session_epoch = session_epoch + 1", ())
+        return await self._update(user_id, "session_epoch = session_epoch + 1", (), by, "logout")
 
     async def set_totp(
-        self, user_id: int, secret: str | None, recovery_hashes: list[str], used_step: int | None = None
+        self,
+        user_id: int,
+        secret: str | None,
+        recovery_hashes: list[str],
+        used_step: int | None = None,
+        *,
+        by: Actor | None = None,
     ) -> User:
         """Turn TOTP on (``secret``) with fresh recovery codes, or off (``None``); sessions stay.
         ``used_step``: the time step of the code that confirmed the enrolment (it is spent)."""
@@ -180,7 +202,7 @@ class UserRepository:
             )
             return _update_on(conn, user_id, "totp_secret = ?, totp_last_step = ?", (secret, used_step))
 
-        return await self._db.execute_write(write)
+        return await self._change(user_id, write, by, "user.totp.enable" if secret else "user.totp.disable")
 
     async def use_totp_step(self, user_id: int, step: int) -> bool:
         """Spend the TOTP time step ``step``; False if the account already used it or a later one
@@ -202,8 +224,26 @@ class UserRepository:
         now = time.time()
         return await self._db.execute_write(lambda c: c.execute(sql, (now, code_id)).fetchone() is not None)
 
-    async def _update(self, user_id: int, assignments: str, params: tuple[object, ...]) -> User:
-        return await self._db.execute_write(lambda conn: _update_on(conn, user_id, assignments, params))
+    async def _update(
+        self, user_id: int, assignments: str, params: tuple[object, ...], by: Actor | None, action: str
+    ) -> User:
+        return await self._change(user_id, lambda conn: _update_on(conn, user_id, assignments, params), by, action)
+
+    async def _change(
+        self, user_id: int, write: Callable[[sqlite3.Connection], User], by: Actor | None, action: str
+    ) -> User:
+        """``write`` on one account, audited with the account before and after (read in its transaction)."""
+
+        def job(conn: sqlite3.Connection) -> tuple[User | None, User]:
+            row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+            return None if row is None else User.from_row(row), write(conn)
+
+        def describe(change: tuple[User | None, User]) -> Audit:
+            before, after = change
+            target = after.username if action == "logout" else f"user {after.username}"
+            return Audit(action, target, None if before is None else before.public(), after.public())
+
+        return (await self._db.execute_write(audited(by, job, describe)))[1]
 
 
 def _update_on(conn: sqlite3.Connection, user_id: int, assignments: str, params: tuple[object, ...]) -> User:

@@ -46,7 +46,7 @@ async def test_a_bug_is_the_consoles_own_500_page_or_its_json_envelope(
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert "<h1>500 Internal Server Error</h1>" in page_text and "a bug" not in page_text
     assert api.status == 500 and api_body == {
-        "error": {"status": 500, "message": "something went wrong; it has been logged"}
+        "error": {"status": 500, "message": "something went wrong; it has been logged", "type": "internal_error"}
     }
     assert "frame-ancestors 'none'" in api.headers["Content-Security-Policy"]
     assert sum("RuntimeError: a bug" in (r.exc_text or "") for r in caplog.records) == 2

@@ -18,6 +18,7 @@ from admin_ui.api.common import Auth, error
 from admin_ui.api.hf_tokens import setup_hf_token_routes
 from admin_ui.api.models import setup_model_routes
 from proxy.lifecycle.service import Lifecycle
+from proxy.storage.audit import Actor
 from proxy.storage.database import Database
 from proxy.storage.errors import ValidationError
 from proxy.storage.models import ModelStore, check_model_name
@@ -32,9 +33,10 @@ ADMIN = "admin-test-token"
 def bearer_auth(token: str) -> Auth:
     """A bearer check standing in for the console's authentication (tested in tests/admin)."""
 
-    async def check(request: web.Request) -> None:
+    async def check(request: web.Request, admin_only: bool = False) -> Actor:
         if request.headers.get("Authorization") != f"Bearer {token}":
             raise error(401, "authentication required", "unauthorized")
+        return Actor("token:test", request.remote or "unknown")
 
     return check
 
