@@ -122,6 +122,8 @@ NOT_CHANGES = {
     "cli models show": "reads",
     "cli vault list": "reads",
     "cli admin serve": "runs the console",
+    "POST /models/{name}/test": "one generation through the runtime; nothing stored changes (the event model.test)",
+    "POST /api/models/{name}/test": "one generation through the runtime; nothing stored changes (the event model.test)",
 }
 
 
@@ -281,6 +283,10 @@ async def _running(c: Console) -> None:
     await c.registry.store.update("local", desired_state="running")
 
 
+async def _failed(c: Console) -> None:
+    await c.registry.store.update("local", desired_state="running", actual_state="failed", error="the load failed")
+
+
 async def _downloading(c: Console) -> None:
     """A slow pull of ``slow`` running in the console's process (nobody's action: the set-up)."""
     c.tasks.append(asyncio.ensure_future(c.registry.pull("slow")))
@@ -347,8 +353,10 @@ CASES: dict[str, list[Case]] = {
         Case("model.cancel", form("/models/slow/cancel"), _downloading, kept=_still_pulling)
     ],
     "POST /models/{name}/start": [Case("model.start", form("/models/local/start"))],
+    "POST /models/{name}/retry": [Case("model.start", form("/models/local/retry"), _failed)],
     "POST /models/{name}/stop": [Case("model.stop", form("/models/local/stop"), _running)],
     "POST /models/{name}/remove": [Case("model.remove", form("/models/local/remove", confirm="yes"))],
+    "POST /models/{name}/edit": [Case("model.change", form("/models/local/edit", n_ctx="1024", keep_alive="300"))],
     "POST /hf-tokens": [Case("hf_token.add", form("/hf-tokens", label="third", token="hf_" + "c" * 30))],
     "POST /hf-tokens/{token_id}/delete": [Case("hf_token.delete", form("/hf-tokens/2/delete", confirm="yes"))],
     "POST /hf-tokens/{token_id}/default": [Case("hf_token.default", form("/hf-tokens/2/default"))],
@@ -401,7 +409,7 @@ CASES: dict[str, list[Case]] = {
 
 def _params() -> list[Any]:
     params = []
-    for change in console_changes() + [c for c in cli_commands() if c not in NOT_CHANGES]:
+    for change in [c for c in console_changes() + cli_commands() if c not in NOT_CHANGES]:
         cases = CASES.get(change) or [None]
         params += [pytest.param(change, case, id=f"{change} {case.action if case else '?'}") for case in cases]
     return params
