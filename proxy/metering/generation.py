@@ -82,10 +82,6 @@ class Generation(MeteredCall):
     _completion: int | None = None
     _runtime_counts: tuple[int | None, int | None] = (None, None)  # from an error frame, when no ``done``
 
-    async def __aenter__(self) -> Generation:
-        await super().__aenter__()
-        return self
-
     @property
     def text(self) -> str:
         return "".join(self.pieces_sent)

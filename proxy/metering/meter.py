@@ -39,6 +39,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TypeVar
 
 from proxy import accesslog
 from proxy.errors import ApiError
@@ -53,6 +54,8 @@ from proxy.upstream import runtime_error
 from runtime.api.errors import RuntimeClientError
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound="MeteredCall")
 
 UNKNOWN_MODEL = "(unknown)"  # the ledger's and the metrics' name for a model the request's catalog does not serve
 
@@ -148,7 +151,7 @@ class MeteredCall:
 
     # -- the lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> MeteredCall:
+    async def __aenter__(self: C) -> C:
         await self.prepare()
         self.meter._enter(self)
         try:

@@ -105,10 +105,6 @@ class SpeechCall(MeteredCall):
     completion_tokens: int = 0  # a transcript's tokens, set by :meth:`transcribed`
     audio_seconds: float | None = None
 
-    async def __aenter__(self) -> SpeechCall:
-        await super().__aenter__()
-        return self
-
     async def transcribed(self, text: str) -> None:
         """A transcript arrived: billable, its tokens counted in full (off the event loop when large)."""
         self.completion_tokens = await count_text_off_loop(text)
