@@ -1,12 +1,12 @@
 """One structured log line per request: request id, key id, model, status, tokens, latency, TTFT.
 
-A text generation is logged from the one place its usage row is written
-(``proxy.metering.generation.Generation._record``, through :func:`log_request`), so the line and
-the ledger always agree; every other request (models, health, refusals before a generation began)
-is logged by :func:`proxy.middleware.request_middleware`. The middleware puts an
-:class:`AccessEntry` in a context variable for the request; a generation marks it logged, so no
-request is logged twice (the generation's row is written in a task of its own, which shares the
-entry through the copied context).
+A metered request (text, embeddings, the tokenizer's, speech, transcription) is logged from the one
+place its usage row is written (``proxy.metering.meter.MeteredCall``, through :func:`log_request`),
+so the line and the ledger always agree; every other request (models, health, refusals before a
+metered request began) is logged by :func:`proxy.middleware.request_middleware`. The middleware puts
+an :class:`AccessEntry` in a context variable for the request; a metered request marks it logged, so
+no request is logged twice (a row written in a task of its own shares the entry through the copied
+context).
 
 The line's fields travel as ``extra={"fields": ...}``: the JSON formatter of
 ``llmserver.logging`` (``LLMSERVER_LOG_FORMAT=json``) writes them as JSON keys; the text format

@@ -18,23 +18,24 @@ from proxy.appkeys import (
     db_key,
     generations_key,
     lifecycle_key,
+    meter_key,
     metrics_key,
     runtime_key,
     settings_key,
     verifier_key,
-    warmup_key,
 )
 from proxy.auth.apikey import create_password_hasher
 from proxy.auth.verifier import KeyVerifier
 from proxy.cors import add_cors_headers, cors_middleware
 from proxy.lifecycle.service import Lifecycle
-from proxy.metering.admission import Admission
+from proxy.metering.admission import Admission, RuntimeModels
 from proxy.metering.generation import Generations
+from proxy.metering.meter import Meter
 from proxy.metering.ratelimit import RateLimiter
-from proxy.metering.warmup import Warmup
 from proxy.metrics import Metrics
 from proxy.middleware import auth_middleware, error_middleware, hide_server_version, request_middleware
 from proxy.openai.routes import setup_routes
+from proxy.ops.health import setup_ops
 from proxy.settings import Settings
 from proxy.speech.routes import setup_speech
 from proxy.storage.database import Database
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, db: Databa
     )
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.extend([_reclaimer, _services, _retention])  # reservations owned before any request
-    app.cleanup_ctx.append(_warmup)
+    setup_ops(app)  # the warm-up, after the services
     setup_routes(app)
     setup_speech(app)
     return app
@@ -121,35 +122,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[metrics_key].watch_gate("key", verifier.gate.stats)
     app[metrics_key].ledger_owed.set_function(lambda: len(db.owed))
     app[catalog_key] = ModelCatalog(runtime, idle=app[lifecycle_key].idle_models)
-    app[generations_key] = Generations(
-        db=db,
-        runtime=runtime,
-        admission=Admission(
-            db,
-            app[catalog_key],
-            RateLimiter(),
-            zone=settings.budget_zone,
-            warm=app[lifecycle_key].ensure,
-            starting=app[lifecycle_key].starting,
-        ),
-        metrics=app[metrics_key],
-        request_timeout=settings.request_timeout,
-    )
+    admission = Admission(db, RateLimiter(), zone=settings.budget_zone)  # one set of windows for every endpoint
+    meter = app[meter_key] = Meter(db, admission, app[metrics_key])
+    lifecycle = app[lifecycle_key]
+    models = RuntimeModels(app[catalog_key], warm=lifecycle.ensure, starting=lifecycle.starting)
+    app[generations_key] = Generations(meter, runtime, models, request_timeout=settings.request_timeout)
     yield
-    # The server cancelled what was still running; let those requests write their rows before the
-    # database closes (its cleanup runs after this one).
-    await app[generations_key].drain(timeout=10.0)
+    # The server cancelled what was still running; let those requests (every front's) write their
+    # rows before the database closes (its cleanup runs after this one).
+    await meter.drain(timeout=10.0)
     verifier.gate.close()
-
-
-async def _warmup(app: web.Application) -> AsyncIterator[None]:
-    """Pay the first request's one-time costs in the background; ``/readyz`` waits for it."""
-    warmup = app[warmup_key] = Warmup(app[runtime_key])
-    task = asyncio.create_task(warmup.run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _reclaimer(app: web.Application) -> AsyncIterator[None]:

@@ -7,9 +7,10 @@ from aiohttp import web
 
 from proxy.auth.verifier import KeyVerifier
 from proxy.lifecycle.service import Lifecycle
-from proxy.metering.generation import Generations, RequestIds
-from proxy.metering.warmup import Warmup
+from proxy.metering.generation import Generations
+from proxy.metering.meter import Meter
 from proxy.metrics import Metrics
+from proxy.request_ids import RequestIds
 from proxy.settings import Settings
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.database import Database
@@ -21,9 +22,9 @@ runtime_key = web.AppKey("runtime", Runtime)
 verifier_key = web.AppKey("verifier", KeyVerifier)
 catalog_key = web.AppKey("catalog", ModelCatalog)
 metrics_key = web.AppKey("metrics", Metrics)
+meter_key = web.AppKey("meter", Meter)
 generations_key = web.AppKey("generations", Generations)
 lifecycle_key = web.AppKey("lifecycle", Lifecycle)
-warmup_key = web.AppKey("warmup", Warmup)
 
 request_ids_key = web.RequestKey("request_ids", RequestIds)
 api_key_key = web.RequestKey("api_key", ApiKey)

@@ -1,7 +1,7 @@
 """Prometheus metrics of the proxy, in a registry of its own (``GET /metrics``).
 
 Every label value is the server's own: endpoints and error codes are constants, and a model label is
-a name the runtime serves (the generation passes ``(unknown)`` for anything else). As a second
+a name the request's catalog serves (the metering owner passes ``(unknown)`` for anything else). As a second
 bound, a model name becomes a label only while the labels stay under :data:`MAX_MODEL_LABELS` names
 and :data:`MAX_MODEL_LABEL_BYTES` bytes in all, and only if it is at most :data:`MAX_LABEL_BYTES`
 long (a model's name, not a paragraph); anything else is counted under ``(other)``, so the scrape

@@ -20,7 +20,7 @@ from proxy import accesslog
 from proxy.appkeys import api_key_key, metrics_key, request_ids_key, settings_key, verifier_key
 from proxy.auth.clientaddr import client_address
 from proxy.errors import ApiError, AuthenticationError, ThrottledError, VerifierBusyError, unavailable
-from proxy.metering.generation import RequestIds
+from proxy.request_ids import RequestIds
 from proxy.storage.api_keys import ApiKey
 from proxy.storage.errors import StorageError
 from proxy.upstream import runtime_error

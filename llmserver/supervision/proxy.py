@@ -6,7 +6,7 @@ watchdog only while its own health check passes, and says ``STOPPING=1`` when it
 :mod:`llmserver.supervision.runtime`).
 
 - The proxy (:func:`proxy_supervision`, an aiohttp cleanup context added by ``serve``): ready when
-  the warm-up is done (``proxy.metering.warmup``) and :func:`proxy.openai.ops.check_health` passes,
+  the warm-up is done (``proxy.ops.warmup``) and :func:`proxy.ops.health.check_health` passes,
   i.e. what ``/readyz`` says; then ``WATCHDOG=1`` after each passing health check (the database
   answers and its file is still there, the runtime answers a ping). ``llmserver up`` prints its
   banner at the same moment.
@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from llmserver.supervision.sdnotify import Notifier
-from proxy.appkeys import warmup_key
-from proxy.openai.ops import check_health
+from proxy.ops.health import check_health
+from proxy.ops.warmup import warmup_key
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ refusal. The throttle answers the same for known and unknown ids.
 Revocation and changes made by any process reach every verifier within a second: triggers bump
 ``api_key_changes.version`` whenever a key is created, deleted or changed in a way that matters (not
 on usage counters), and each verifier reads that one row at most every ``refresh_interval`` (0.5 s)
-seconds, reloading the rows of its cached keys when the version moved.
+seconds, reloading the rows of its cached keys when the version moved (the reads are
+:mod:`proxy.storage.key_lookup`'s).
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ import hmac
 import logging
 import math
 import secrets
-import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
@@ -48,8 +47,9 @@ from proxy.auth.apikey import parse_api_key
 from proxy.auth.gate import Argon2Gate, GateStats
 from proxy.auth.throttle import Throttle
 from proxy.errors import AuthenticationError, ThrottledError
-from proxy.storage.api_keys import ApiKey, select_key, select_keys
+from proxy.storage.api_keys import ApiKey
 from proxy.storage.database import Database
+from proxy.storage.key_lookup import changed_keys, lookup_key
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class KeyVerifier:
             return key
 
     async def _verify_slow(self, bucket: str, digest: bytes, public_id: str, secret: str, attempts: int = 2) -> ApiKey:
-        key, version = await self._db.execute_read(lambda conn: _read_key(conn, public_id))
+        key, version = await lookup_key(self._db, public_id)
         priority = self._by_address.count(bucket)  # an address that keeps failing waits behind clean ones
         if (
             not await self.gate.check(bucket, key.secret_hash if key is not None else None, secret, priority)
@@ -193,7 +193,7 @@ class KeyVerifier:
         started = time.monotonic()
         known = self._version
         ids = {entry.api_key_id for entry in self._cache.values()}
-        version, keys = await self._db.execute_read(lambda conn: _read_changes(conn, known, ids))
+        version, keys = await changed_keys(self._db, known, ids)
         self.stats.refreshes += 1
         if keys is not None:
             self._apply(version, ids, keys)
@@ -221,27 +221,3 @@ def _admit(key: ApiKey) -> ApiKey:
     if not key.is_active(time.time()):
         raise AuthenticationError(f"{key.state(time.time())} key")
     return key
-
-
-def _read_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT version FROM api_key_changes WHERE id = 1").fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _read_key(conn: sqlite3.Connection, public_id: str) -> tuple[ApiKey | None, int]:
-    """The key and the change version it reflects, read in one snapshot."""
-    conn.execute("BEGIN")
-    try:
-        return select_key(conn, public_id), _read_version(conn)
-    finally:
-        conn.execute("COMMIT")
-
-
-def _read_changes(conn: sqlite3.Connection, known: int, ids: Collection[int]) -> tuple[int, list[ApiKey] | None]:
-    """The current version, and the rows of ``ids`` if it differs from ``known``."""
-    conn.execute("BEGIN")
-    try:
-        version = _read_version(conn)
-        return version, (select_keys(conn, ids) if version != known else None)
-    finally:
-        conn.execute("COMMIT")

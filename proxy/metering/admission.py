@@ -1,8 +1,10 @@
 """Admission: may this key run this request now? Model allow-list and existence, rate windows, quota.
 
-A model the runtime does not serve is 404, unless it is registered and wanted running: then it is
-on its way (reloading after a restart, loading, downloading) and the answer is 503 with
-``retry-after`` (:meth:`Admission.unserved`, also for the runtime's own ``unknown_model``).
+One :class:`Admission` serves every metered request; what "this model exists" means is the request's
+:class:`KnownModels`: the runtime's models for text (:class:`RuntimeModels`), one resolved speech
+model for speech. A model the runtime does not serve is 404, unless it is registered and wanted
+running: then it is on its way (reloading after a restart, loading, downloading) and the answer is
+503 with ``retry-after`` (:meth:`RuntimeModels.unserved`, also for the runtime's own ``unknown_model``).
 
 Refusals are :class:`~proxy.errors.ApiError`s; the caller (the generation) records them as
 unbilled rows. An admitted request gets a :class:`Ticket`: its rate-limit headers, its quota
@@ -41,10 +43,12 @@ class Ticket:
 
 
 class KnownModels(Protocol):
-    """What admission asks of a catalog: does this model exist (it may raise an ApiError saying why
-    it cannot serve this request, e.g. a speech model of the wrong kind)."""
+    """What admission asks of the models a request may name."""
 
-    async def has(self, name: str) -> bool: ...
+    async def has(self, name: str) -> bool:
+        """Whether ``name`` can serve this request now (it may raise an ApiError saying why it
+        cannot, e.g. a speech model of the wrong kind)."""
+        ...
 
     def serves(self, name: str) -> bool:
         """Whether ``name`` is a known model, without a round trip (for ledger and metric labels)."""
@@ -54,29 +58,70 @@ class KnownModels(Protocol):
         """The model's context length in its own tokens, if known (after ``has``)."""
         ...
 
+    async def unserved(self, name: str) -> ApiError:
+        """The error for ``name`` when ``has`` said no."""
+        ...
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
+
+
+@dataclass
+class RuntimeModels:
+    """The models the runtime serves, as admission sees them, with the model lifecycle's two hooks."""
+
+    catalog: ModelCatalog
+    # Notes the use, loads a model unloaded for idleness (True then).
+    warm: Callable[[str], Awaitable[bool]] | None = None
+    # What a model that is registered and wanted running is doing (it is coming: 503), None for
+    # any other name (404).
+    starting: Callable[[str], Awaitable[str | None]] | None = None
+
+    async def has(self, name: str) -> bool:
+        return (self.warm is not None and await self.warm(name)) or await self.catalog.has(name)
+
+    def serves(self, name: str) -> bool:
+        return self.catalog.serves(name)
+
+    def context(self, name: str) -> int | None:
+        return self.catalog.context(name)
+
+    async def unserved(self, name: str) -> ApiError:
+        """The error for a model the runtime does not serve now (at admission, or the runtime's own
+        ``unknown_model``): 503 with ``retry-after`` while a model wanted running is on its way (after
+        a restart, while it loads: the SDKs retry a 503, never a 404), 404 for any other name."""
+        doing = None if self.starting is None else await self.starting(name)
+        if doing is not None:
+            return unavailable(f"The model '{name}' is {doing}; retry shortly", retry_after=LOADING_RETRY_AFTER)
+        return model_not_found(name)
+
 
 @dataclass
 class Admission:
+    """Admission's state, shared by every metered request: the ledger's database, the rate windows."""
+
     db: Database
-    catalog: ModelCatalog | KnownModels
     limiter: RateLimiter
     zone: ZoneInfo | timezone = timezone.utc  # budget periods are aligned in this time zone
-    # The model lifecycle's hook: notes the use, loads a model unloaded for idleness (True then).
-    warm: Callable[[str], Awaitable[bool]] | None = None
-    # The model lifecycle's answer for a model the runtime does not serve now: what a model that is
-    # registered and wanted running is doing (it is coming: 503), None for any other name (404).
-    starting: Callable[[str], Awaitable[str | None]] | None = None
 
     async def admit(
-        self, key: ApiKey, model: str, prompt_tokens: int, max_tokens: int, *, one_context: bool = False
+        self,
+        key: ApiKey,
+        models: KnownModels,
+        model: str,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        one_context: bool = False,
     ) -> Ticket:
-        """Check model, context (``one_context``: the prompt must fit in one), windows and quota, in
-        that order; an ApiError says why not."""
+        """Check model (in ``models``), context (``one_context``: the prompt must fit in one),
+        windows and quota, in that order; an ApiError says why not."""
         check_model_length(model)  # the fronts check it when parsing; this is the owner's backstop
         self._check_ledger()
-        await self._check_model(key, model)
+        await self._check_model(key, models, model)
         if one_context:
-            self._check_context(model, prompt_tokens)
+            self._check_context(models, model, prompt_tokens)
         headers = self._check_windows(key, prompt_tokens + max_tokens)
         if key.token_limit is None:
             return Ticket(max_tokens, None, headers)
@@ -96,7 +141,7 @@ class Admission:
                 headers={"retry-after": "5"},
             )
 
-    async def _check_model(self, key: ApiKey, model: str) -> None:
+    async def _check_model(self, key: ApiKey, models: KnownModels, model: str) -> None:
         if not key.allows_model(model):
             raise ApiError(
                 403,
@@ -105,28 +150,17 @@ class Admission:
                 code="model_not_allowed",
                 param="model",
             )
-        if self.warm is not None and await self.warm(model):
-            return
-        if not await self.catalog.has(model):
-            raise await self.unserved(model)
+        if not await models.has(model):
+            raise await models.unserved(model)
 
-    async def unserved(self, model: str) -> ApiError:
-        """The error for a model the runtime does not serve now (at admission, or the runtime's own
-        ``unknown_model``): 503 with ``retry-after`` while a model wanted running is on its way (after
-        a restart, while it loads: the SDKs retry a 503, never a 404), 404 for any other name."""
-        doing = None if self.starting is None else await self.starting(model)
-        if doing is not None:
-            return unavailable(f"The model '{model}' is {doing}; retry shortly", retry_after=LOADING_RETRY_AFTER)
-        return ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
-
-    def _check_context(self, model: str, prompt_tokens: int) -> None:
+    def _check_context(self, models: KnownModels, model: str, prompt_tokens: int) -> None:
         """A prompt that cannot fit the model's context is refused here, before any queue (issue 25:
         Open WebUI's 6,593-token "Hello" waited 10-102 s behind other requests for the model's 400).
 
         ``prompt_tokens`` is the cl100k_base count, not the model's: the bound allows for a model
         tokenizer up to :data:`CONTEXT_MARGIN` times as frugal as cl100k_base, so a prompt that fits
         is never refused here. A prompt between the two is refused by the runtime, as before."""
-        context = self.catalog.context(model)
+        context = models.context(model)
         if context is not None and prompt_tokens > context * CONTEXT_MARGIN:
             raise ApiError(
                 400,

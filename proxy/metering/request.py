@@ -1,8 +1,8 @@
 """A generation request as the metering layer sees it: model, input, limits, sampling, delivery.
 
-An embeddings request is metered by the same owner (``Generations.run``): it is a request with
-``inputs`` and nothing to generate (:func:`embedding_request`); so are the tokenizer's
-(:func:`tokenizer_request`).
+An embeddings request is metered by the same owner (``proxy.metering.meter``, through
+``Generations.run``): it is a request with ``inputs`` and nothing to generate
+(:func:`embedding_request`); so are the tokenizer's (:func:`tokenizer_request`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""How a metered request ends, shared by every kind of request (text generations, speech).
+"""The mechanics of a metered request's end, for its owner (:mod:`proxy.metering.meter`), which alone
+calls them, and of waiting on an upstream while the client may leave:
 
 - :func:`outcome`: the status and "client disconnected" a way of ending means;
-- :func:`write_once`: run a request's row write, raising the write's error only when nothing else ended it;
-- :func:`settle_usage`: a request's metrics, then :func:`write_usage`: the row and its reservation in one
-  transaction, written to its end even if the
+- :func:`write_usage`: the row and its reservation in one transaction, written to its end even if the
   request is cancelled meanwhile (the cancellation goes on afterwards); a failure is counted, logged,
   the reservation released, and answered as an :class:`ApiError` (503 when it is temporary);
 - :func:`unless_gone`: await a step, or give up when the client leaves first.
@@ -46,28 +45,6 @@ def outcome(exc: BaseException | None) -> tuple[int, bool]:
     if getattr(exc, "temporary", False):  # a storage error the middleware answers with a 503
         return 503, False
     return 500, False
-
-
-async def write_once(write: Awaitable[ApiError | None], exc: BaseException | None) -> None:
-    """Await ``write`` (a ``_record`` that ends in :func:`write_usage`, which finishes its write even
-    if the request is cancelled meanwhile); raise its error only for a request that ended well."""
-    error = await write
-    if error is not None and exc is None:
-        raise error
-
-
-async def settle_usage(
-    db: Database,
-    metrics: Metrics,
-    event: UsageEvent,
-    reservation: Reservation | None,
-    latency_ms: float,
-    ttft_ms: float | None,
-) -> ApiError | None:
-    """How every metered request ends: its metrics observed, then its row written (:func:`write_usage`)."""
-    metrics.observe(event.endpoint, event.model, event.status, latency_ms, ttft_ms)
-    metrics.tokens(event.model, event.prompt_tokens, event.completion_tokens)
-    return await write_usage(db, metrics, event, reservation)
 
 
 async def write_usage(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.appkeys import settings_key
-from proxy.openai.body import read_json
+from proxy.front import read_json
 from proxy.openai.protocol import parse_completion
 from proxy.openai.respond import generate
 

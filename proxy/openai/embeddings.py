@@ -18,8 +18,8 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, generations_key, request_ids_key
 from proxy.errors import bad_request
+from proxy.front import read_json
 from proxy.metering.request import check_model_length, embedding_request
-from proxy.openai.body import read_json
 from proxy.openai.protocol import usage
 
 log = logging.getLogger(__name__)

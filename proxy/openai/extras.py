@@ -19,9 +19,9 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, generations_key, request_ids_key
 from proxy.errors import ApiError, bad_request
-from proxy.metering.generation import GenerationRun
+from proxy.front import read_json
+from proxy.metering.generation import Generation
 from proxy.metering.request import GenerationRequest, check_model_length, tokenizer_request
-from proxy.openai.body import read_json
 
 MAX_INPUT_CHARS = 256 * 1024  # llama.cpp tokenizes this in about half a second on a desktop core
 MAX_TOKENS = 64 * 1024
@@ -66,7 +66,7 @@ async def _tokens(request: web.Request, endpoint: str) -> tuple[list[int], dict[
     return tokens, gen.rate_headers
 
 
-def _run(request: web.Request, req: GenerationRequest, endpoint: str) -> GenerationRun:
+def _run(request: web.Request, req: GenerationRequest, endpoint: str) -> Generation:
     generations = request.app[generations_key]
     return generations.run(request[api_key_key], req, endpoint, request[request_ids_key])
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, generations_key, request_ids_key
 from proxy.errors import ApiError
+from proxy.front import client_gone
 from proxy.metering.generation import Generation
 from proxy.metering.request import GenerationRequest
 from proxy.openai.answer import chat_logprobs, completion_logprobs, tool_call_deltas, tool_call_objects
@@ -117,12 +118,6 @@ def _id_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["x-request-id"] = ids.server
     if ids.client:
         response.headers["x-client-request-id"] = ids.client
-
-
-def client_gone(request: web.Request) -> bool:
-    """Whether the client closed its connection (noticed without writing to it)."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:

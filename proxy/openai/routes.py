@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.openai import chat, completions, embeddings, extras, models, ops
+from proxy.openai import chat, completions, embeddings, extras, models
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,6 +17,3 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/extras/detokenize", extras.detokenize)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model_id:.+}", models.get_model)
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
-    app.router.add_get("/metrics", ops.metrics)

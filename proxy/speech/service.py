@@ -1,4 +1,4 @@
-"""What the speech handlers share: the catalog, the inference client, the metering, the settings."""
+"""What the speech handlers share: the catalog, the inference client, the metering owner, the settings."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from proxy.metering.meter import Meter
 from proxy.settings import Settings
 from proxy.speech.catalog import SpeechCatalog
 from proxy.speech.inference import InferenceClient
-from proxy.speech.metering import SpeechCalls
 from proxy.speech.upload import UploadSlots
 
 
@@ -18,7 +18,7 @@ class Speech:
     settings: Settings
     catalog: SpeechCatalog
     client: InferenceClient
-    calls: SpeechCalls
+    meter: Meter
     uploads: UploadSlots = field(default_factory=UploadSlots)
 
 

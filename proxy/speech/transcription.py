@@ -17,12 +17,12 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, request_ids_key
 from proxy.errors import bad_request
+from proxy.front import client_gone
 from proxy.metering.request import check_model_length
 from proxy.metering.settle import unless_gone
-from proxy.openai.respond import client_gone
 from proxy.speech.audio import UPLOAD_FORMATS, audio_duration, upload_format
+from proxy.speech.call import admitted, speech_call
 from proxy.speech.inference import Transcript
-from proxy.speech.metering import admitted
 from proxy.speech.service import speech_key
 from proxy.speech.upload import Upload, read_upload
 
@@ -76,7 +76,8 @@ async def _transcribe(request: web.Request, upload: Upload) -> web.Response:
     model = await speech.catalog.resolve(req.model)
     budget = math.ceil(duration * TOKENS_PER_SECOND) + 64 if duration else speech.settings.default_max_tokens
     ids = request[request_ids_key]
-    async with speech.calls.run(request[api_key_key], model, req.model, "stt", PATH, ids, 0, budget) as call:
+    key = request[api_key_key]
+    async with speech_call(speech.meter, key, model, req.model, "stt", PATH, ids, 0, budget) as call:
         call.audio_seconds = round(duration, 3) if duration is not None else None
         with upload.path.open("rb") as audio:
             send = speech.client.transcribe(admitted(model), audio, UPLOAD_FORMATS[fmt])

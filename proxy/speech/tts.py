@@ -17,15 +17,14 @@ from aiohttp import web
 
 from proxy.appkeys import api_key_key, request_ids_key
 from proxy.errors import ApiError, bad_request
+from proxy.front import client_gone, read_json
 from proxy.metering.request import check_model_length
 from proxy.metering.settle import unless_gone
 from proxy.metering.tokens import count_text
-from proxy.openai.body import read_json
-from proxy.openai.respond import client_gone
 from proxy.speech.audio import SPEECH_FORMATS, Converter, converter, speech_format
+from proxy.speech.call import SpeechCall, admitted, speech_call
 from proxy.speech.catalog import SpeechModel
 from proxy.speech.inference import AudioStream
-from proxy.speech.metering import SpeechCall, admitted
 from proxy.speech.service import Speech, speech_key
 
 log = logging.getLogger(__name__)
@@ -69,9 +68,8 @@ async def create_speech(request: web.Request) -> web.StreamResponse:
     speech = request.app[speech_key]
     model = await speech.catalog.resolve(req.model)
     ids = request[request_ids_key]
-    async with speech.calls.run(
-        request[api_key_key], model, req.model, "tts", PATH, ids, count_text(req.input), 0
-    ) as call:
+    key = request[api_key_key]
+    async with speech_call(speech.meter, key, model, req.model, "tts", PATH, ids, count_text(req.input), 0) as call:
         _check_voice(admitted(model), req.voice)
         return await _stream(request, speech, admitted(model), req, call)
 
@@ -94,11 +92,11 @@ async def _stream(
             async for out in pieces:
                 if response is None:
                     response = await _open(request, call, convert.content_type, convert.headers)
-                call.ran()
+                call.produced()
                 await response.write(out)
         if response is None:
             response = await _open(request, call, convert.content_type, convert.headers)
-        call.ran()
+        call.produced()
         await call.finish()  # the usage row is committed before the response is complete
     except ApiError as exc:
         if response is None:

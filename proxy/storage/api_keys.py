@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
@@ -174,18 +174,6 @@ def select_key(conn: sqlite3.Connection, ref: int | str) -> ApiKey | None:
     column = "id" if isinstance(ref, int) else "public_id"
     row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE {column} = ?", (ref,)).fetchone()
     return None if row is None else ApiKey.from_row(row)
-
-
-def select_keys(conn: sqlite3.Connection, ids: Iterable[int]) -> list[ApiKey]:
-    """The keys with these ids (those that still exist)."""
-    wanted = list(ids)
-    keys: list[ApiKey] = []
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN ({marks})", chunk)
-        keys.extend(ApiKey.from_row(row) for row in rows)
-    return keys
 
 
 @dataclass(frozen=True)

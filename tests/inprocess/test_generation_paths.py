@@ -163,7 +163,7 @@ async def test_a_failing_ledger_write_is_500_counted_logged_and_leaks_no_reserva
     key, key_id = await app.key(token_limit=10_000)
     # Break the ledger for real: another connection drops its table (the writer's insert then fails).
     app.rows("ALTER TABLE token_usage_events RENAME TO moved_away")
-    with caplog.at_level(logging.ERROR, logger="proxy.metering.generation"):
+    with caplog.at_level(logging.ERROR, logger="proxy.metering.settle"):
         r = await app.http.post(CHAT, json=chat(), headers=auth(key))
     assert r.status == 500
     assert (await r.json())["error"]["message"] == "the usage ledger could not be written"

@@ -1,8 +1,10 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``, and the health check behind them.
+"""The operator's routes: ``/healthz``, ``/readyz`` and ``/metrics``, the health check behind them,
+and the warm-up readiness waits for (:mod:`proxy.ops.warmup`). They belong to no front: no API key,
+no metering.
 
 ``/healthz`` says the process answers. ``/readyz`` says it can serve: :func:`check_health` (the
 database answers and its file is still where it was opened; the runtime answers a ping) and the
-warm-up is done (:mod:`proxy.metering.warmup`), so that the first request after ``ready`` costs
+warm-up is done (:mod:`proxy.ops.warmup`), so that the first request after ``ready`` costs
 what a warm one does, and the usage ledger can be written (``"ledger"``: not on a full disk, nor
 while writes fail; admission refuses requests meanwhile). The systemd watchdog is fed from
 :func:`check_health`, which leaves the ledger out: a restart does not free a disk.
@@ -11,14 +13,35 @@ while writes fail; admission refuses requests meanwhile). The systemd watchdog i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.appkeys import db_key, metrics_key, runtime_key, warmup_key
+from proxy.appkeys import db_key, metrics_key, runtime_key
+from proxy.ops.warmup import Warmup, warmup_key
 from runtime.api.errors import RuntimeClientError
 
 log = logging.getLogger(__name__)
+
+
+def setup_ops(app: web.Application) -> None:
+    """The three routes, and the warm-up as a ``cleanup_ctx`` (after the runtime's)."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(_warmup)
+
+
+async def _warmup(app: web.Application) -> AsyncIterator[None]:
+    """Pay the first request's one-time costs in the background; ``/readyz`` waits for it."""
+    warmup = app[warmup_key] = Warmup(app[runtime_key])
+    task = asyncio.create_task(warmup.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def healthz(request: web.Request) -> web.Response:

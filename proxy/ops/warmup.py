@@ -23,6 +23,8 @@ import asyncio
 import logging
 import time
 
+from aiohttp import web
+
 from proxy.metering.tokens import count_text, encoding
 from proxy.upstream import Runtime
 from runtime.api.errors import RuntimeClientError
@@ -100,6 +102,9 @@ class Warmup:
             await stream.aclose()
         self.warmed.append(model)
         log.info("warm-up: %s answered in %.0f ms", model, (time.perf_counter() - started) * 1000)
+
+
+warmup_key = web.AppKey("warmup", Warmup)
 
 
 def _load_encoder() -> None:

@@ -1,11 +1,13 @@
-"""Reading a request's JSON body: within a deadline, its nesting checked before it is parsed.
+"""What every front (OpenAI's JSON and SSE, speech, Ollama's NDJSON next) does with the HTTP request it
+was given, before and while the metering owner runs it: read a JSON body, and notice a client that left.
 
-The size bound is aiohttp's ``client_max_size`` (``LLMSERVER_MAX_BODY_BYTES``, a 413). The deadline
+Reading a body: within a deadline, its nesting checked before it is parsed. The size bound is
+aiohttp's ``client_max_size`` (``LLMSERVER_MAX_BODY_BYTES``, a 413). The deadline
 (``LLMSERVER_BODY_TIMEOUT``, a 408) is the connection's, for every route (:mod:`proxy.connection`):
 a client dripping bytes, or declaring a ``Content-Length`` it never sends, cannot hold a connection
-and a request slot for ever. Nesting is
-measured on the raw bytes (strings removed by one regular expression, then the brackets counted)
-before ``json.loads`` sees them: a body nested 100,000 deep is a 400, not a ``RecursionError``.
+and a request slot for ever. Nesting is measured on the raw bytes (strings removed by one regular
+expression, then the brackets counted) before ``json.loads`` sees them: a body nested 100,000 deep
+is a 400, not a ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -76,3 +78,9 @@ def _not_json() -> ApiError:
         "the request body must be a JSON object; send JSON with Content-Type: application/json",
         code="unsupported_media_type",
     )
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client closed its connection (noticed without writing to it)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
