@@ -1,17 +1,24 @@
-"""One streamed generation from the runtime daemon, read as ``async for text in stream``.
+"""Streamed requests to the runtime daemon, read as ``async for piece in stream``.
 
-The stream talks to its client only through :class:`Channel`, the three calls the client offers for
-it: open a request (its inbox registered before the request is sent), release it, abort it.
+:class:`ReplyStream` is what every streamed op shares: a request opened on the client's channel,
+the daemon's ``accepted`` (its queue position), pieces, then ``done`` or an error; leaving early
+aborts the work on the daemon. :class:`GenerateStream` reads text pieces (``delta``);
+``runtime.api.speech.SpeechStream`` reads audio (``audio``). The stream talks to its client only
+through :class:`Channel`, the three calls the client offers for it: open a request (its inbox
+registered before the request is sent), release it, abort it.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from runtime.api.errors import RuntimeRequestError
 from runtime.api.inbox import Inbox, as_error
 from runtime.api.protocol import Done, Reply, Request, done_from_body
+
+Piece = TypeVar("Piece")
+Stream = TypeVar("Stream", bound="ReplyStream[Any]")
 
 
 class Channel(Protocol):
@@ -30,12 +37,15 @@ class Channel(Protocol):
         ...
 
 
-class GenerateStream:
-    """One streamed generation: ``async for text in stream``; then ``stream.done``.
+class ReplyStream(Generic[Piece]):
+    """One streamed request: ``async for piece in stream``; then its ``done`` reply's body.
 
-    Leaving ``async with`` (or calling ``aclose``) before the end aborts the work on
-    the daemon; so does cancelling the task that iterates.
+    Leaving ``async with`` (or calling ``aclose``) before the end aborts the work on the daemon; so
+    does cancelling the task that iterates. A subclass names its pieces' reply type (``PIECE``) and
+    reads them (:meth:`_piece`) and the ``done`` body (:meth:`_done`).
     """
+
+    PIECE = ""
 
     def __init__(self, channel: Channel, req: Request) -> None:
         self._channel, self._req = channel, req
@@ -44,14 +54,19 @@ class GenerateStream:
         self._finished = False
         self._peeked: list[Reply] = []
         self.position: int | None = None
-        self.done: Done | None = None
         self.error: RuntimeRequestError | None = None
+
+    def _piece(self, body: dict[str, Any]) -> Piece:
+        raise NotImplementedError
+
+    def _done(self, body: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     @property
     def id(self) -> str:
         return self._req.id
 
-    async def __aenter__(self) -> GenerateStream:
+    async def __aenter__(self: Stream) -> Stream:
         await self.start()
         return self
 
@@ -73,7 +88,7 @@ class GenerateStream:
     async def admitted(self) -> int:
         """Wait until the daemon has queued the request; its queue position.
 
-        Raises the daemon's refusal (busy, unknown model...) before any text is read.
+        Raises the daemon's refusal (busy, unknown model or voice...) before any piece is read.
         """
         await self.start()
         while self.position is None:
@@ -99,22 +114,22 @@ class GenerateStream:
             await self.aclose()
             raise
 
-    def __aiter__(self) -> GenerateStream:
+    def __aiter__(self: Stream) -> Stream:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Piece:
         if not self._started:
             await self.start()
         while not self._finished or self._peeked:
             reply = await self._next_reply()
-            if reply.type == "delta":
-                return str(reply.body.get("text", ""))
+            if reply.type == self.PIECE:
+                return self._piece(reply.body)
             if reply.type == "accepted":
                 self.position = int(reply.body.get("position", 0))
                 continue
             self._finish()
             if reply.type == "done":
-                self.done = done_from_body(reply.body)
+                self._done(reply.body)
                 break
             self.error = as_error(reply)
             raise self.error
@@ -128,3 +143,19 @@ class GenerateStream:
     def _finish(self) -> None:
         self._finished = True
         self._channel.release(self._req.id)
+
+
+class GenerateStream(ReplyStream[str]):
+    """One streamed generation: ``async for text in stream``; then ``stream.done``."""
+
+    PIECE = "delta"
+
+    def __init__(self, channel: Channel, req: Request) -> None:
+        super().__init__(channel, req)
+        self.done: Done | None = None
+
+    def _piece(self, body: dict[str, Any]) -> str:
+        return str(body.get("text", ""))
+
+    def _done(self, body: dict[str, Any]) -> None:
+        self.done = done_from_body(body)

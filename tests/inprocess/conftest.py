@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import AppRunner, BaseRunner
 
 from proxy.app import create_app
-from proxy.appkeys import lifecycle_key, metrics_key, warmup_key
+from proxy.appkeys import lifecycle_key, metrics_key
+from proxy.ops.warmup import warmup_key
 from proxy.settings import Settings
 from proxy.storage.api_keys import KeyRepository
 from proxy.storage.database import Database
