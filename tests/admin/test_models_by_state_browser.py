@@ -7,14 +7,17 @@ the field); the Test button answers with a latency, audited and billed to no key
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from runtime.api.client import RuntimeClient
 from tests.admin.conftest import SESSION_KEY, add_user, admin_url
 from tests.admin.test_admin_browser import browser, login, pages  # noqa: F401 (fixtures)
 from tests.harness import Daemon, Proxy
@@ -38,7 +41,7 @@ def crawling_hub() -> Iterator[Hub]:
 
 
 @pytest.fixture
-def models_console(make_proxy: Any, shared_daemon: Daemon, crawling_hub: Hub, tmp_path: Path) -> Proxy:
+def models_console(make_proxy: Any, shared_daemon: Daemon, crawling_hub: Hub, tmp_path: Path) -> Iterator[Proxy]:
     proxy: Proxy = make_proxy(
         shared_daemon.endpoint,
         LLMSERVER_SESSION_KEY=SESSION_KEY,
@@ -47,7 +50,42 @@ def models_console(make_proxy: Any, shared_daemon: Daemon, crawling_hub: Hub, tm
         LLMSERVER_MODEL_CONFIG_DIR=str(tmp_path / "config"),
     ).start()
     add_user(proxy, "alice")
-    return proxy
+    held = _runtime_models(shared_daemon.endpoint)
+    yield proxy
+    proxy.stop()
+    # The daemon is shared: what these tests loaded into it (a model that failed its load included)
+    # would be seen by the next test that asks it for its models (doctor's "a healthy setup").
+    for name in _runtime_models(shared_daemon.endpoint) - held:
+        _unload(shared_daemon.endpoint, name)
+
+
+def _runtime_models(endpoint: str) -> set[str]:
+    async def ask() -> set[str]:
+        async with RuntimeClient(endpoint, connect_wait=2) as client:
+            return {m.name for m in await client.models()}
+
+    return _in_thread(ask())
+
+
+def _unload(endpoint: str, name: str) -> None:
+    async def unload() -> None:
+        async with RuntimeClient(endpoint, connect_wait=2) as client:
+            await client.unload(name)
+            for _ in range(100):
+                if name not in {m.name for m in await client.models()}:
+                    return
+                await asyncio.sleep(0.1)
+
+    _in_thread(unload())
+
+
+def _in_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` on a thread of its own (playwright's sync API keeps an event loop on this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+T = TypeVar("T")
 
 
 def _row(page: Page, name: str) -> Locator:
