@@ -5,27 +5,20 @@ Reading a body: within a deadline, its nesting checked before it is parsed. The 
 aiohttp's ``client_max_size`` (``LLMSERVER_MAX_BODY_BYTES``, a 413). The deadline
 (``LLMSERVER_BODY_TIMEOUT``, a 408) is the connection's, for every route (:mod:`proxy.connection`):
 a client dripping bytes, or declaring a ``Content-Length`` it never sends, cannot hold a connection
-and a request slot for ever. Nesting is measured on the raw bytes (strings removed by one regular
-expression, then the brackets counted) before ``json.loads`` sees them: a body nested 100,000 deep
-is a 400, not a ``RecursionError``.
+and a request slot for ever. Nesting and lone surrogates are checked as :mod:`proxy.jsontext` says.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
 from typing import Any
 
 from aiohttp import web
 
 from proxy.errors import ApiError, bad_request
-from proxy.unicode_text import lone_surrogate
+from proxy.jsontext import SURROGATE, lone_surrogate, too_deep
 
 MAX_DEPTH = 64  # OpenAI bodies nest a handful of levels (tool schemas perhaps a dozen or two)
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 async def read_json(request: web.Request) -> Any:
@@ -50,25 +43,12 @@ async def read_json(request: web.Request) -> Any:
     if not declared_json and not isinstance(body, dict):
         raise _not_json()
     if lone_surrogate(raw, body):
-        raise bad_request(
-            "the request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
-        )
+        raise bad_request(f"the request {SURROGATE}")
     return body
 
 
-def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether the JSON text ``raw`` nests arrays and objects deeper than ``limit`` (brackets inside
-    strings do not count). Fewer opening brackets than ``limit`` settle it without walking them."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # brackets in strings only add: settled in C, no regex
-        return False
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    if brackets.count(b"[") + brackets.count(b"{") <= limit:
-        return False
-    return max(itertools.accumulate(_STEP[b] for b in brackets)) > limit
-
-
 def _check_depth(raw: bytes) -> None:
-    if too_deep(raw):
+    if too_deep(raw, MAX_DEPTH):
         raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels", code="body_too_deep")
 
 

@@ -23,11 +23,11 @@ from typing import Any
 from aiohttp import web
 
 from admin_ui.envelope import envelope_text
+from proxy.jsontext import SURROGATE, lone_surrogate, too_deep
 from proxy.lifecycle.errors import DownloadError, LifecycleError, ModelStateError
 from proxy.lifecycle.trial import TrialError
 from proxy.storage.audit import Actor
 from proxy.storage.errors import ModelNotFoundError, StorageError, TokenNotFoundError, ValidationError, VaultError
-from proxy.unicode_text import lone_surrogate
 
 Auth = Callable[[web.Request, bool], Awaitable[Actor]]
 """``auth(request, admin_only)``: who acts, or an HTTP error (401, 403) in the envelope."""
@@ -40,7 +40,6 @@ MAX_BODY = 64 * 1024
 MAX_DEPTH = 8
 NULL = type(None)
 TEXT, FLAG, WHOLE, NUMBER = (str,), (bool,), (int,), (int, float)
-SURROGATE = "the body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
 _JSON_NAMES |= {list: "an array", dict: "an object", NULL: "null"}
 
@@ -87,14 +86,14 @@ async def read_body(request: web.Request, spec: Spec, required: Sequence[str] = 
     raw = await request.read()
     if len(raw) > MAX_BODY:
         raise error(413, f"the body is larger than {MAX_BODY // 1024} KiB")
+    if too_deep(raw, MAX_DEPTH):
+        raise error(400, f"the body is nested deeper than {MAX_DEPTH} levels")
     try:
         body = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
         raise error(400, "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON object")
-    if _depth(body) > MAX_DEPTH:
-        raise error(400, f"the body is nested deeper than {MAX_DEPTH} levels")
     if lone_surrogate(raw, body):
         raise error(400, SURROGATE)
     for name, value in body.items():
@@ -122,15 +121,3 @@ def _is(value: Any, kind: type) -> bool:
     if kind is float:
         return isinstance(value, (int, float))
     return isinstance(value, kind)
-
-
-def _depth(value: Any) -> int:
-    """How deep arrays and objects nest (1 for a flat object), without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, level)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest

@@ -10,6 +10,7 @@ registered before the request is sent), release it, abort it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -37,7 +38,7 @@ class Channel(Protocol):
         ...
 
 
-class ReplyStream(Generic[Piece]):
+class ReplyStream(ABC, Generic[Piece]):
     """One streamed request: ``async for piece in stream``; then its ``done`` reply's body.
 
     Leaving ``async with`` (or calling ``aclose``) before the end aborts the work on the daemon; so
@@ -56,11 +57,13 @@ class ReplyStream(Generic[Piece]):
         self.position: int | None = None
         self.error: RuntimeRequestError | None = None
 
+    @abstractmethod
     def _piece(self, body: dict[str, Any]) -> Piece:
-        raise NotImplementedError
+        """One piece from its reply's body."""
 
+    @abstractmethod
     def _done(self, body: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Keep what the ``done`` reply says (its figures)."""
 
     @property
     def id(self) -> str:
